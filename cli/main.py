@@ -1,0 +1,43 @@
+"""The ``streamae`` command: a click group whose subcommands live one per module.
+
+Heavy imports (NumPy, Numba, h5py) happen inside the commands, so ``streamae --help``
+compiles nothing.
+"""
+
+from __future__ import annotations
+
+import click
+
+from streamae import __version__
+
+from .common import EXIT_CODES_HELP
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_HELP,
+)
+@click.version_option(__version__, prog_name="streamae")
+def cli() -> None:
+    """Learn sparse-autoencoder features from image patches far larger than memory.
+
+    Typical use: `streamae extract images/ -o patches.h5`, then
+    `streamae train patches.h5 -o model.h5`, then
+    `streamae visualize model.h5 -o features.png`.  `streamae demo` runs all three on
+    photographs that ship with the package.
+    """
+
+
+def _register() -> None:
+    from . import train
+
+    cli.add_command(train.train)
+    cli.add_command(train.gradcheck)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="streamae")

@@ -1,0 +1,134 @@
+"""Atomic creation of output files: a reader sees the old file or the new one, never a torn one.
+
+Every output streamae writes goes through :func:`atomic_output`: the content is written to
+a hidden temporary file beside the target, flushed to disk, and renamed into place.  If
+the writer fails or is killed, the target is untouched; a temporary left by a killed run
+is removed by the next run that writes the same target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from .errors import OutputExistsError, StorageError, StreamaeError, UsageError
+
+TEMP_SUFFIX = ".streamae-tmp"
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def temporary_path_for(target: Path) -> Path:
+    """The hidden temporary path beside ``target`` that this process writes into."""
+    return target.with_name(f".{target.name}.{os.getpid()}{TEMP_SUFFIX}")
+
+
+def check_output_path(
+    target: str | os.PathLike, *, force: bool, inputs: Iterable[str | os.PathLike] = ()
+) -> Path:
+    """Refuse an output path that cannot or must not be written, before any work starts.
+
+    Raises :class:`UsageError` for a directory, a missing parent folder, or a path that
+    is (or links to) one of ``inputs``; :class:`OutputExistsError` for an existing file
+    without ``force``.
+    """
+    path = Path(target)
+    if path.is_dir():
+        raise UsageError(f"{path}: the output path is a directory; give a file name inside it.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(
+            f"{path}: the folder {parent} does not exist; create it or choose another output path."
+        )
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{path}: the folder {parent} is not writable; choose another output path.")
+    resolved = path.resolve()
+    for source in inputs:
+        source_path = Path(source)
+        if source_path.exists() and resolved == source_path.resolve():
+            raise UsageError(
+                f"{path}: the output would overwrite the input {source_path}; "
+                "choose another output path."
+            )
+    if path.is_symlink() and not force:
+        raise OutputExistsError(
+            f"{path}: the output path is a symbolic link; pass --force to replace the link."
+        )
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists; pass --force to replace it.")
+    return path
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Remove temporaries of ``target`` left by killed runs (their process is gone)."""
+    for stale in target.parent.glob(f".{target.name}.*{TEMP_SUFFIX}"):
+        pid_text = stale.name[len(target.name) + 2 : -len(TEMP_SUFFIX)]
+        if pid_text.isdigit() and _process_alive(int(pid_text)) and int(pid_text) != os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file (or a directory entry) to stable storage."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def storage_error(error: OSError, path: Path) -> StorageError:
+    """Turn an OS-level write failure into a one-sentence :class:`StorageError`."""
+    if getattr(error, "errno", None) in _DISK_FULL or "No space left" in str(error):
+        return StorageError(
+            f"{path}: the disk is full (writing into {path.parent}); free space or write "
+            "elsewhere. The previous file, if any, is untouched."
+        )
+    return StorageError(f"{path}: writing failed ({error}); the previous file, if any, is untouched.")
+
+
+
+@contextlib.contextmanager
+def atomic_output(
+    target: str | os.PathLike, *, force: bool, inputs: Iterable[str | os.PathLike] = ()
+) -> Iterator[Path]:
+    """Yield a temporary path to write; on success rename it onto ``target``.
+
+    The checks of :func:`check_output_path` run first.  On any exception (or a signal
+    that raises) the temporary is removed and ``target`` is left as it was.
+    """
+    path = check_output_path(target, force=force, inputs=inputs)
+    remove_stale_temporaries(path)
+    temporary = temporary_path_for(path)
+    try:
+        yield temporary
+        fsync_path(temporary)
+        os.replace(temporary, path)
+        fsync_path(path.parent if str(path.parent) else Path("."))
+    except StreamaeError:
+        _discard(temporary)
+        raise
+    except OSError as error:
+        _discard(temporary)
+        raise storage_error(error, path) from error
+    except BaseException:
+        _discard(temporary)
+        raise
+
+
+def _discard(temporary: Path) -> None:
+    with contextlib.suppress(OSError):
+        temporary.unlink()

@@ -1,0 +1,90 @@
+"""The sparse autoencoder's parameters and hyperparameters, and the notes' initialisation.
+
+Parameters travel as one flat float64 vector ``theta`` (the optimizer's view), laid out
+as the notes' ``[W1(:); W2(:); b1; b2]`` but in C order: W1 (s, n), W2 (n, s), b1 (s,),
+b2 (n,).  :func:`unpack` returns views into ``theta``, copying nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import UsageError
+
+DECODERS = ("sigmoid", "linear")
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """The objective's settings; defaults follow the notes' exercise."""
+
+    hidden: int = 25
+    rho: float = 0.01
+    beta: float = 3.0
+    lam: float = 1e-4
+    decoder: str = "sigmoid"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.hidden, int | np.integer) and self.hidden >= 1):
+            raise UsageError(f"--hidden must be a whole number of at least 1, got {self.hidden}.")
+        if not (0.0 < self.rho < 1.0):
+            raise UsageError(f"--rho must lie strictly between 0 and 1, got {self.rho}.")
+        if not (math.isfinite(self.beta) and self.beta >= 0.0):
+            raise UsageError(f"--beta must be a finite number >= 0, got {self.beta}.")
+        if not (math.isfinite(self.lam) and self.lam >= 0.0):
+            raise UsageError(f"--lambda must be a finite number >= 0, got {self.lam}.")
+        if self.decoder not in DECODERS:
+            raise UsageError(f"--decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}.")
+
+    def as_attributes(self) -> dict:
+        """The hyperparameters as model-file attributes (``lam`` stored as ``lambda``)."""
+        values = asdict(self)
+        values["lambda"] = values.pop("lam")
+        return values
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """Views of W1 (s, n), W2 (n, s), b1 (s,), b2 (n,) into one flat vector."""
+
+    W1: np.ndarray
+    W2: np.ndarray
+    b1: np.ndarray
+    b2: np.ndarray
+
+
+def parameter_count(n_visible: int, n_hidden: int) -> int:
+    """Length of theta for ``n_visible`` inputs and ``n_hidden`` hidden units."""
+    return 2 * n_visible * n_hidden + n_hidden + n_visible
+
+
+def unpack(theta: np.ndarray, n_visible: int, n_hidden: int) -> Parameters:
+    """Split theta (p,) into views W1 (s, n), W2 (n, s), b1 (s,), b2 (n,)."""
+    n, s = n_visible, n_hidden
+    if theta.shape != (parameter_count(n, s),):
+        raise ValueError(f"theta has shape {theta.shape}, expected ({parameter_count(n, s)},)")
+    W1 = theta[: s * n].reshape(s, n)
+    W2 = theta[s * n : 2 * s * n].reshape(n, s)
+    b1 = theta[2 * s * n : 2 * s * n + s]
+    b2 = theta[2 * s * n + s :]
+    return Parameters(W1=W1, W2=W2, b1=b1, b2=b2)
+
+
+def pack(W1: np.ndarray, W2: np.ndarray, b1: np.ndarray, b2: np.ndarray) -> np.ndarray:
+    """Concatenate W1 (s, n), W2 (n, s), b1 (s,), b2 (n,) into theta (p,) float64."""
+    return np.concatenate([W1.ravel(), W2.ravel(), b1.ravel(), b2.ravel()]).astype(np.float64)
+
+
+def initialize(n_visible: int, n_hidden: int, seed: int = 0) -> np.ndarray:
+    """The notes' initialisation: W uniform in ±sqrt(6 / (n + s + 1)), biases 0.
+
+    Returns theta (p,) float64.  The same seed always gives the same vector.
+    """
+    radius = math.sqrt(6.0 / (n_visible + n_hidden + 1))
+    rng = np.random.default_rng(seed)
+    W1 = rng.uniform(-radius, radius, size=(n_hidden, n_visible))
+    W2 = rng.uniform(-radius, radius, size=(n_visible, n_hidden))
+    return pack(W1, W2, np.zeros(n_hidden), np.zeros(n_visible))

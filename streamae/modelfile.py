@@ -1,0 +1,232 @@
+"""Model files: the trained weights, their history and the optimizer's state, in HDF5.
+
+Layout (DESIGN.md): ``/W1`` (s, n), ``/b1`` (s,), ``/W2`` (n, s), ``/b2`` (n,) float64;
+attributes ``format``, the hyperparameters, ``patch_shape``, the data fingerprint,
+``iterations``; ``/history/<name>`` one entry per iteration; ``/rho_hat`` (s,);
+``/optimizer/*`` the L-BFGS state.  Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .atomic import atomic_output
+from .errors import InputFileError
+from .model import Hyperparameters, pack
+from .store import MODEL_FORMAT, PATCH_FORMAT, decode_attribute, list_datasets, open_hdf5
+
+HISTORY_FIELDS = (
+    "cost",
+    "reconstruction",
+    "weight_decay",
+    "sparsity",
+    "grad_norm",
+    "seconds",
+    "evaluations",
+)
+WEIGHT_DATASETS = ("W1", "b1", "W2", "b2")
+
+
+@dataclass
+class Model:
+    """A trained (or checkpointed) sparse autoencoder.
+
+    W1 (s, n), W2 (n, s), b1 (s,), b2 (n,) float64; ``history`` maps each of
+    ``HISTORY_FIELDS`` to a (iterations,) array; ``rho_hat`` (s,) the mean hidden
+    activation at the final parameters; ``optimizer`` the L-BFGS state arrays and
+    scalars (see :mod:`streamae.optimize`), or None.
+    """
+
+    W1: np.ndarray
+    W2: np.ndarray
+    b1: np.ndarray
+    b2: np.ndarray
+    hyper: Hyperparameters
+    patch_shape: tuple[int, ...] | None = None
+    data: dict | None = None
+    iterations: int = 0
+    history: dict[str, np.ndarray] = field(default_factory=dict)
+    rho_hat: np.ndarray | None = None
+    optimizer: dict | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_visible(self) -> int:
+        """Input size n."""
+        return self.W1.shape[1]
+
+    @property
+    def n_hidden(self) -> int:
+        """Hidden size s."""
+        return self.W1.shape[0]
+
+    @property
+    def theta(self) -> np.ndarray:
+        """The parameters as one flat float64 vector (p,)."""
+        return pack(self.W1, self.W2, self.b1, self.b2)
+
+
+def write_model(
+    path: str | os.PathLike,
+    model: Model,
+    *,
+    force: bool,
+    inputs: tuple[str | os.PathLike, ...] = (),
+) -> Path:
+    """Write ``model`` to ``path`` atomically; returns the path.
+
+    ``inputs`` are paths the output must not overwrite (the training data).
+    """
+    with atomic_output(path, force=force, inputs=inputs) as temporary:
+        with h5py.File(temporary, "w") as handle:
+            _write_contents(handle, model)
+    return Path(path)
+
+
+def _write_contents(handle: h5py.File, model: Model) -> None:
+    attrs = handle.attrs
+    attrs["format"] = MODEL_FORMAT
+    attrs["streamae_version"] = __version__
+    for key, value in model.hyper.as_attributes().items():
+        attrs[key] = value
+    if model.patch_shape is not None:
+        attrs["patch_shape"] = np.asarray(model.patch_shape, dtype=np.int64)
+    attrs["data"] = json.dumps(model.data or {})
+    attrs["iterations"] = int(model.iterations)
+    attrs["info"] = json.dumps(model.info)
+    for name in WEIGHT_DATASETS:
+        handle.create_dataset(name, data=np.asarray(getattr(model, name), dtype=np.float64))
+    history = handle.create_group("history")
+    for name in HISTORY_FIELDS:
+        values = model.history.get(name, np.zeros(0))
+        history.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+    if model.rho_hat is not None:
+        handle.create_dataset("rho_hat", data=np.asarray(model.rho_hat, dtype=np.float64))
+    if model.optimizer is not None:
+        group = handle.create_group("optimizer")
+        for key, value in model.optimizer.items():
+            if isinstance(value, np.ndarray):
+                group.create_dataset(key, data=value)
+            else:
+                group.attrs[key] = value
+
+
+def load_model(path: str | os.PathLike) -> Model:
+    """Read and validate a model file written by ``streamae train``.
+
+    Raises :class:`~streamae.errors.InputFileError` naming the file and what is wrong
+    (not a model file, a missing dataset, weights of inconsistent shapes).
+    """
+    path = Path(path)
+    with open_hdf5(path) as handle:
+        return _read_contents(handle, path)
+
+
+def _read_contents(handle: h5py.File, path: Path) -> Model:
+    fmt = decode_attribute(handle.attrs.get("format"))
+    if fmt != MODEL_FORMAT:
+        if fmt == PATCH_FORMAT or "patches" in handle:
+            raise InputFileError(
+                f"{path}: this is a patch file, not a model file; give the model written by "
+                "`streamae train`."
+            )
+        held = ", ".join(list_datasets(handle)[:10]) or "no datasets"
+        raise InputFileError(
+            f"{path}: not a streamae model file (it holds {held}); give the model written by "
+            "`streamae train`."
+        )
+    missing = [name for name in WEIGHT_DATASETS if not isinstance(handle.get(name), h5py.Dataset)]
+    if missing:
+        raise InputFileError(
+            f"{path}: the model file has no /{', /'.join(missing)}; it is incomplete, "
+            "train it again."
+        )
+    weights = {name: np.asarray(handle[name][()], dtype=np.float64) for name in WEIGHT_DATASETS}
+    _check_weight_shapes(weights, path)
+    attrs = {key: decode_attribute(value) for key, value in handle.attrs.items()}
+    hyper = _read_hyperparameters(attrs, weights["W1"].shape[0], path)
+    history = {}
+    if isinstance(handle.get("history"), h5py.Group):
+        for name in HISTORY_FIELDS:
+            if isinstance(handle["history"].get(name), h5py.Dataset):
+                history[name] = np.asarray(handle["history"][name][()], dtype=np.float64)
+    rho_hat = None
+    if isinstance(handle.get("rho_hat"), h5py.Dataset):
+        rho_hat = np.asarray(handle["rho_hat"][()], dtype=np.float64)
+    optimizer = None
+    if isinstance(handle.get("optimizer"), h5py.Group):
+        group = handle["optimizer"]
+        optimizer = {key: np.asarray(group[key][()]) for key in group}
+        optimizer.update({key: decode_attribute(value) for key, value in group.attrs.items()})
+    patch_shape = attrs.get("patch_shape")
+    n = weights["W1"].shape[1]
+    if not (
+        isinstance(patch_shape, list)
+        and all(isinstance(v, int) and v > 0 for v in patch_shape)
+        and int(np.prod(patch_shape)) == n
+    ):
+        patch_shape = None
+    return Model(
+        **weights,
+        hyper=hyper,
+        patch_shape=tuple(patch_shape) if patch_shape else None,
+        data=_json_or_none(attrs.get("data")),
+        iterations=int(attrs.get("iterations", 0)) if _is_int(attrs.get("iterations")) else 0,
+        history=history,
+        rho_hat=rho_hat,
+        optimizer=optimizer,
+        info=_json_or_none(attrs.get("info")) or {},
+    )
+
+
+def _check_weight_shapes(weights: dict[str, np.ndarray], path: Path) -> None:
+    W1 = weights["W1"]
+    if W1.ndim != 2 or W1.size == 0:
+        raise InputFileError(f"{path}: /W1 has shape {W1.shape}, not (hidden, inputs).")
+    s, n = W1.shape
+    expected = {"W2": (n, s), "b1": (s,), "b2": (n,)}
+    for name, shape in expected.items():
+        if weights[name].shape != shape:
+            raise InputFileError(
+                f"{path}: /{name} has shape {weights[name].shape} but /W1 is {W1.shape}, "
+                f"so /{name} should be {shape}; the model file is damaged."
+            )
+    for name, values in weights.items():
+        if not np.all(np.isfinite(values)):
+            raise InputFileError(f"{path}: /{name} holds NaN or Inf; the model file is damaged.")
+
+
+def _read_hyperparameters(attrs: dict, hidden: int, path: Path) -> Hyperparameters:
+    try:
+        return Hyperparameters(
+            hidden=hidden,
+            rho=float(attrs.get("rho", 0.01)),
+            beta=float(attrs.get("beta", 3.0)),
+            lam=float(attrs.get("lambda", 1e-4)),
+            decoder=str(attrs.get("decoder", "sigmoid")),
+        )
+    except (TypeError, ValueError) as error:
+        raise InputFileError(
+            f"{path}: the model's hyperparameter attributes are invalid ({error})."
+        ) from error
+
+
+def _json_or_none(text: object) -> dict | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,328 @@
+"""Patch files on disk: open read-only, validate the layout, stream row blocks.
+
+A patch file holds ``/patches``, an (m, n) float32 or float64 dataset, chunked along
+rows (see DESIGN.md).  :class:`PatchFile` checks the layout when it opens the file and
+streams row blocks with ``read_direct`` into one buffer allocated per stream, so a pass
+over the data allocates nothing per block.  Arithmetic on the values (such as checking
+them for NaN) belongs to the callers; this module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import InputFileError, MissingInputError, StorageError
+
+PATCHES_DATASET = "patches"
+PATCH_FORMAT = "streamae.patches/1"
+MODEL_FORMAT = "streamae.model/1"
+
+# Rows per read for an unchunked dataset when the caller does not say: about 4 MiB of
+# float32 data for 8x8 patches, large enough to amortise the per-read overhead.
+DEFAULT_READ_BYTES = 4 << 20
+# The HDF5 chunk cache must hold at least one whole chunk, or every partial read
+# decompresses (or re-reads) the chunk again; h5py's default is 1 MiB.
+MIN_CHUNK_CACHE_BYTES = 1 << 20
+
+
+def open_hdf5(path: str | os.PathLike, *, file_locking: bool | None = None, **kwargs) -> h5py.File:
+    """Open an existing HDF5 file read-only, turning failures into one-sentence errors.
+
+    ``file_locking=False`` opens without HDF5's file locks (NFS, Lustre); ``None`` keeps
+    the library default, which also honours ``HDF5_USE_FILE_LOCKING``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path}: no such file; check the path.")
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a directory, not an HDF5 file; give a file.")
+    if not os.access(path, os.R_OK):
+        raise InputFileError(f"{path}: the file is not readable; check its permissions.")
+    options = dict(kwargs)
+    if file_locking is not None:
+        options["locking"] = file_locking
+    try:
+        return h5py.File(path, "r", **options)
+    except OSError as error:
+        if path.stat().st_size == 0:
+            raise InputFileError(f"{path}: the file is empty, not an HDF5 file.") from error
+        if not h5py.is_hdf5(path):
+            raise InputFileError(
+                f"{path}: not an HDF5 file; give a patch file written by `streamae extract`."
+            ) from error
+        raise InputFileError(
+            f"{path}: the HDF5 file cannot be opened ({error}); it may be truncated or "
+            "corrupt; extract it again."
+        ) from error
+
+
+def list_datasets(group: h5py.Group) -> list[str]:
+    """Names (full paths) of every dataset below ``group``, sorted."""
+    names: list[str] = []
+
+    def visit(name: str, item: object) -> None:
+        if isinstance(item, h5py.Dataset):
+            names.append("/" + name)
+
+    group.visititems(visit)
+    return sorted(names)
+
+
+def decode_attribute(value: object) -> object:
+    """An HDF5 attribute as a plain Python value (bytes and numpy scalars unwrapped)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def json_attribute(value: object, default: object = None) -> object:
+    """Parse a JSON-valued attribute (such as ``normalization``); ``default`` if not JSON."""
+    text = decode_attribute(value)
+    if not isinstance(text, str):
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class PatchLayout:
+    """What a patch file holds: the shape and type of ``/patches`` and its metadata."""
+
+    path: Path
+    n_rows: int
+    n_features: int
+    dtype: np.dtype
+    chunk_rows: int | None
+    patch_shape: tuple[int, ...] | None
+    attributes: dict
+
+    @property
+    def fingerprint(self) -> dict:
+        """The data fingerprint stored with a model: path, shape and dtype."""
+        return {
+            "path": str(self.path.resolve()),
+            "shape": [self.n_rows, self.n_features],
+            "dtype": str(self.dtype),
+        }
+
+
+def validate_patch_dataset(handle: h5py.File, path: Path) -> h5py.Dataset:
+    """Return ``/patches`` of an open file, or raise a one-sentence error saying what is wrong."""
+    if PATCHES_DATASET not in handle or not isinstance(handle[PATCHES_DATASET], h5py.Dataset):
+        present = list_datasets(handle)
+        listing = ", ".join(present[:10]) + (" ..." if len(present) > 10 else "")
+        held = f"it holds {listing}" if present else "it holds no datasets"
+        if handle.attrs.get("format") == MODEL_FORMAT:
+            held = "it is a model file"
+        raise InputFileError(
+            f"{path}: no /patches dataset ({held}); give a patch file written by "
+            "`streamae extract`."
+        )
+    dataset = handle[PATCHES_DATASET]
+    if dataset.ndim != 2:
+        raise InputFileError(
+            f"{path}: /patches has shape {dataset.shape}, not (rows, features); "
+            "a patch file holds one flattened patch per row."
+        )
+    if dataset.dtype.kind != "f" or dataset.dtype.itemsize not in (4, 8):
+        raise InputFileError(
+            f"{path}: /patches holds {dataset.dtype} values, not float32 or float64; "
+            "extract the patches again with a --normalize mode (or convert them to float32)."
+        )
+    m, n = dataset.shape
+    if m < 1 or n < 1:
+        raise InputFileError(f"{path}: /patches has shape {dataset.shape}, which holds no data.")
+    return dataset
+
+
+def read_layout(dataset: h5py.Dataset, path: Path) -> PatchLayout:
+    """The :class:`PatchLayout` of an already validated ``/patches`` dataset."""
+    attributes = {key: decode_attribute(value) for key, value in dataset.file.attrs.items()}
+    patch_shape = attributes.get("patch_shape")
+    m, n = dataset.shape
+    if isinstance(patch_shape, list) and all(isinstance(v, int) and v > 0 for v in patch_shape):
+        patch_shape = tuple(patch_shape) if int(np.prod(patch_shape)) == n else None
+    else:
+        patch_shape = None
+    return PatchLayout(
+        path=path,
+        n_rows=m,
+        n_features=n,
+        dtype=dataset.dtype,
+        chunk_rows=dataset.chunks[0] if dataset.chunks is not None else None,
+        patch_shape=patch_shape,
+        attributes=attributes,
+    )
+
+
+def inspect_patch_file(path: str | os.PathLike) -> PatchLayout:
+    """Open, validate and describe a patch file without reading its values."""
+    path = Path(path)
+    with open_hdf5(path) as handle:
+        return read_layout(validate_patch_dataset(handle, path), path)
+
+
+def default_block_rows(layout: PatchLayout) -> int:
+    """Rows per read when the caller does not choose: one HDF5 chunk, or ~4 MiB."""
+    if layout.chunk_rows is not None:
+        return layout.chunk_rows
+    return max(1, DEFAULT_READ_BYTES // (layout.n_features * layout.dtype.itemsize))
+
+
+def chunk_aligned_share(n_rows: int, chunk_rows: int, rank: int, size: int) -> tuple[int, int]:
+    """The contiguous row range [start, stop) of rank ``rank`` among ``size``.
+
+    Whole chunks are dealt out as evenly as possible, earlier ranks taking one more when
+    they do not divide; a rank with no chunk gets an empty range.
+    """
+    n_chunks = -(-n_rows // chunk_rows)
+    base, extra = divmod(n_chunks, size)
+    first_chunk = rank * base + min(rank, extra)
+    count = base + (1 if rank < extra else 0)
+    start = min(n_rows, first_chunk * chunk_rows)
+    stop = min(n_rows, (first_chunk + count) * chunk_rows)
+    return start, stop
+
+
+class PatchFile:
+    """A patch file opened read-only for streaming; use as a context manager.
+
+    ``block_rows`` sets the rows per read (default: one chunk); ``row_range`` restricts
+    the stream to rows [start, stop) (an MPI rank's share); ``dtype`` is the type the
+    blocks are delivered in (HDF5 converts while reading).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        dtype: np.dtype | type = np.float32,
+        block_rows: int | None = None,
+        row_range: tuple[int, int] | None = None,
+        file_locking: bool | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._handle = open_hdf5(self.path, file_locking=file_locking)
+        try:
+            dataset = validate_patch_dataset(self._handle, self.path)
+            self.layout = read_layout(dataset, self.path)
+            chunk_bytes = self._chunk_bytes(dataset)
+            if chunk_bytes > MIN_CHUNK_CACHE_BYTES:
+                # Reopen the dataset with a chunk cache that holds two whole chunks.
+                self._handle.close()
+                self._handle = open_hdf5(
+                    self.path,
+                    file_locking=file_locking,
+                    rdcc_nbytes=2 * chunk_bytes,
+                    rdcc_nslots=1009,
+                )
+                dataset = self._handle[PATCHES_DATASET]
+        except BaseException:
+            self._handle.close()
+            raise
+        self._dataset = dataset
+        self.dtype = np.dtype(dtype)
+        self.block_rows = int(block_rows or default_block_rows(self.layout))
+        if self.block_rows < 1:
+            raise ValueError("block_rows must be at least 1")
+        start, stop = row_range if row_range is not None else (0, self.layout.n_rows)
+        self.start, self.stop = int(start), int(stop)
+        self._buffer = np.empty(
+            (min(self.block_rows, max(1, self.stop - self.start)), self.layout.n_features),
+            dtype=self.dtype,
+        )
+
+    @staticmethod
+    def _chunk_bytes(dataset: h5py.Dataset) -> int:
+        if dataset.chunks is None:
+            return 0
+        return int(np.prod(dataset.chunks)) * dataset.dtype.itemsize
+
+    @property
+    def n_rows(self) -> int:
+        """Rows this stream delivers (the whole file, or this rank's share)."""
+        return self.stop - self.start
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first_row, block)`` over the rows, in order.
+
+        ``block`` is a (rows, n) view of a buffer reused for the next block: use it
+        before asking for the next one.
+        """
+        for first in range(self.start, self.stop, self.block_rows):
+            last = min(first + self.block_rows, self.stop)
+            view = self._buffer[: last - first]
+            try:
+                self._dataset.read_direct(view, np.s_[first:last], np.s_[0 : last - first])
+            except (OSError, RuntimeError) as error:
+                raise StorageError(
+                    f"{self.path}: reading rows {first}-{last - 1} of /patches failed "
+                    f"({error}); the file may be truncated or damaged."
+                ) from error
+            yield first, view
+
+    def close(self) -> None:
+        """Close the file."""
+        self._handle.close()
+
+    def __enter__(self) -> PatchFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class ArrayPatches:
+    """An in-memory array with the streaming interface of :class:`PatchFile`.
+
+    The in-core scheme and the tests use it; ``blocks`` yields views, copying nothing.
+    """
+
+    def __init__(self, data: np.ndarray, *, block_rows: int | None = None) -> None:
+        if data.ndim != 2 or data.shape[0] < 1:
+            raise ValueError(f"data must be a non-empty 2-D array, got shape {data.shape}")
+        self.data = np.ascontiguousarray(data)
+        self.dtype = self.data.dtype
+        self.block_rows = int(block_rows or data.shape[0])
+        self.start, self.stop = 0, data.shape[0]
+        self.layout = PatchLayout(
+            path=Path("<memory>"),
+            n_rows=data.shape[0],
+            n_features=data.shape[1],
+            dtype=self.data.dtype,
+            chunk_rows=None,
+            patch_shape=None,
+            attributes={},
+        )
+
+    @property
+    def n_rows(self) -> int:
+        """Rows this source delivers."""
+        return self.stop - self.start
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first_row, block)`` views of the array."""
+        for first in range(self.start, self.stop, self.block_rows):
+            yield first, self.data[first : min(first + self.block_rows, self.stop)]
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def __enter__(self) -> ArrayPatches:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
