@@ -1,0 +1,65 @@
+"""Fixtures shared by the test modules: shipped data, patch-file and model-file factories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES_DIR = REPO / "streamae" / "data" / "images"
+MNIST_IMAGES = Path(__file__).resolve().parent / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
+
+
+@pytest.fixture
+def images_dir() -> Path:
+    """The folder of real photographs that ships inside the package."""
+    return IMAGES_DIR
+
+
+@pytest.fixture
+def mnist_images() -> Path:
+    """The MNIST test-set images (idx3, gzip) kept for the tests."""
+    return MNIST_IMAGES
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded generator; each test gets its own, nothing is seeded globally."""
+    return np.random.default_rng(12345)
+
+
+def write_patch_file(
+    path: Path,
+    data: np.ndarray,
+    *,
+    chunk_rows: int | None = 256,
+    patch_shape: tuple[int, ...] | None = None,
+    dataset: str = "patches",
+) -> Path:
+    """Write ``data`` (m, n) as a minimal patch file (``/patches`` and its attributes)."""
+    with h5py.File(path, "w") as handle:
+        chunks = (min(chunk_rows, data.shape[0]), data.shape[1]) if chunk_rows else None
+        handle.create_dataset(dataset, data=data, chunks=chunks)
+        handle.attrs["format"] = "streamae.patches/1"
+        if patch_shape is not None:
+            handle.attrs["patch_shape"] = np.asarray(patch_shape, dtype=np.int64)
+    return path
+
+
+@pytest.fixture
+def patch_file(tmp_path: Path):
+    """Factory: ``patch_file(data, chunk_rows=..., name=...)`` writes a patch file under tmp_path."""
+
+    def make(data: np.ndarray, *, name: str = "patches.h5", **options) -> Path:
+        return write_patch_file(tmp_path / name, data, **options)
+
+    return make
+
+
+@pytest.fixture
+def unit_patches(rng: np.random.Generator) -> np.ndarray:
+    """(1000, 64) float32 values in [0.1, 0.9], shaped like the notes' 8x8 patches."""
+    return rng.uniform(0.1, 0.9, size=(1000, 64)).astype(np.float32)
