@@ -1,0 +1,273 @@
+"""``extract``: image sources in, a chunked patch file out, in two streaming passes.
+
+Pass 1 cuts the sampled patches block by block and gathers the statistics the
+normalisation needs (σ for ufldl, per-pixel moments for zscore, mean and covariance for
+zca; skipped for unit and none).  Pass 2 cuts the same patches again (the positions are
+reproducible from the seed), normalises each block and writes it.  Memory holds the
+decoded images (within ``cache_bytes``) and a few blocks, never all patches.  The file
+is written through :func:`streamae.atomic.atomic_output`: a failure or a kill leaves no
+file at the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .atomic import atomic_output, check_output_path
+from .errors import UsageError
+from .images import COLOR_CHANNELS, ImageCache, ImageEntry, expand_sources, group_by_budget, inventory
+from .normalize import DEFAULT_ZCA_EPSILON, MODES, Normalizer, Statistics
+from .patches import SamplingPlan, cut_patches, plan_sampling
+from .store import PATCH_FORMAT, PATCHES_DATASET
+
+DEFAULT_NUM_PATCHES = 10_000  # the notes' exercise
+# Default HDF5 chunk: about 1 MiB of rows.  Big enough for fast sequential reads, small
+# enough that h5py's default 1 MiB chunk cache holds one.
+DEFAULT_CHUNK_BYTES = 1 << 20
+# Rows cut, normalised and written at a time: about this many bytes of float32 patches
+# (rounded to whole chunks), so the working set stays small whatever m is.
+BLOCK_BYTES = 8 << 20
+# Decoded images kept in memory at once (float32).  Collections larger than this are
+# decoded in groups, once per pass.
+DEFAULT_CACHE_BYTES = 256 << 20
+COMPRESSIONS = ("none", "gzip", "lzf")
+GZIP_LEVEL = 4
+
+# progress(stage, rows_done, rows_total); stage is "statistics" or "writing".
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """What ``extract`` wrote; usable wherever a path is (``os.fspath(result)``)."""
+
+    path: Path
+    rows: int
+    patch_shape: tuple[int, int, int]
+    images: int
+    normalization: dict
+    seconds: float
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+
+def default_chunk_rows(n_features: int, n_rows: int) -> int:
+    """Rows per HDF5 chunk: about ``DEFAULT_CHUNK_BYTES`` of float32 rows, at most ``n_rows``."""
+    return max(1, min(n_rows, DEFAULT_CHUNK_BYTES // (4 * n_features)))
+
+
+def extract(
+    sources: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    patch_size: int | tuple[int, int] = (8, 8),
+    num_patches: int | None = None,
+    stride: int | tuple[int, int] | None = None,
+    color: str = "gray",
+    normalize: str = "ufldl",
+    zca_epsilon: float = DEFAULT_ZCA_EPSILON,
+    seed: int = 0,
+    chunk_rows: int | None = None,
+    compression: str = "none",
+    variable: str | None = None,
+    force: bool = False,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+    progress: Progress | None = None,
+) -> ExtractResult:
+    """Cut patches from ``sources`` and write them, normalised, to the patch file ``output``.
+
+    patch_size: (height, width) or one int for squares.  Exactly one of ``num_patches``
+    (random patches, as the notes' sampleIMAGES; default 10,000) and ``stride`` (every
+    patch of a grid) is used.  The file holds ``/patches`` (m, h·w·c) float32, each row a
+    patch flattened in C order of (h, w, c), chunked (chunk_rows, h·w·c).  Raises
+    :class:`~streamae.errors.StreamaeError` subclasses for bad inputs and options.
+    """
+    started = time.perf_counter()
+    patch = _pair(patch_size, "patch size")
+    grid = _pair(stride, "stride") if stride is not None else None
+    if grid is not None and num_patches is not None:
+        raise UsageError("--num-patches and --stride exclude each other; give one of them.")
+    if grid is None:
+        num_patches = DEFAULT_NUM_PATCHES if num_patches is None else int(num_patches)
+        if num_patches < 1:
+            raise UsageError(f"--num-patches is {num_patches}; give at least 1.")
+    _check_choice(color, COLOR_CHANNELS, "--color")
+    _check_choice(normalize, MODES, "--normalize")
+    _check_choice(compression, COMPRESSIONS, "--compression")
+    if normalize == "zca" and not zca_epsilon > 0:
+        raise UsageError(f"--zca-epsilon is {zca_epsilon}; give a positive number.")
+    if chunk_rows is not None and chunk_rows < 1:
+        raise UsageError(f"--chunk-rows is {chunk_rows}; give at least 1.")
+    check_output_path(output, force=force, inputs=_existing(sources))
+
+    files = expand_sources(sources)
+    entries = inventory(files, variable=variable)
+    _check_sizes(entries, patch)
+    groups = group_by_budget(entries, color, cache_bytes)
+    plan = plan_sampling(
+        [e.height for e in entries],
+        [e.width for e in entries],
+        patch,
+        groups,
+        num_patches=num_patches,
+        stride=grid,
+        seed=seed,
+    )
+    m = plan.total_rows
+    if m < 1:
+        raise UsageError("the grid holds no patches; choose a smaller --stride or --patch-size.")
+    channels = COLOR_CHANNELS[color]
+    n = patch[0] * patch[1] * channels
+    chunk = min(int(chunk_rows), m) if chunk_rows else default_chunk_rows(n, m)
+    block_rows = max(chunk, BLOCK_BYTES // (4 * n) // chunk * chunk)
+    block_rows = min(block_rows, -(-m // chunk) * chunk)
+
+    cache = ImageCache(entries, color, groups, unit_scale=normalize != "none")
+    buffer = np.empty((block_rows, n), dtype=np.float32)
+    statistics = Statistics(normalize, n, block_rows)
+    if statistics.needed:
+        for _, block in _cut_blocks(plan, cache, buffer, progress, "statistics"):
+            statistics.add(block)
+    normalizer = statistics.finish(epsilon=zca_epsilon)
+
+    with atomic_output(output, force=force, inputs=files) as temporary:
+        _write(
+            temporary,
+            plan,
+            cache,
+            buffer,
+            normalizer,
+            chunk=chunk,
+            compression=compression,
+            attributes={
+                "patch_shape": np.array([patch[0], patch[1], channels], dtype=np.int64),
+                "normalization": json.dumps(normalizer.describe()),
+                "seed": int(seed),
+                "sources": json.dumps([os.fspath(s) for s in sources]),
+                "sampling": json.dumps(
+                    {"mode": "grid", "stride": list(grid)} if grid else {"mode": "random", "num_patches": m}
+                ),
+                "color": color,
+                "images": len(entries),
+            },
+            progress=progress,
+        )
+    return ExtractResult(
+        path=Path(output),
+        rows=m,
+        patch_shape=(patch[0], patch[1], channels),
+        images=len(entries),
+        normalization=normalizer.describe(),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _write(
+    temporary: Path,
+    plan: SamplingPlan,
+    cache: ImageCache,
+    buffer: np.ndarray,
+    normalizer: Normalizer,
+    *,
+    chunk: int,
+    compression: str,
+    attributes: dict,
+    progress: Progress | None,
+) -> None:
+    """Pass 2: cut, normalise and write every block into a new HDF5 file at ``temporary``."""
+    import h5py
+
+    m, n = plan.total_rows, buffer.shape[1]
+    options = {} if compression == "none" else {"compression": compression}
+    if compression == "gzip":
+        options["compression_opts"] = GZIP_LEVEL
+    # Blocks are whole chunks (except the last), so each chunk is written once, whole;
+    # the cache only needs to hold one.
+    with h5py.File(temporary, "w", rdcc_nbytes=max(1 << 20, 2 * chunk * n * 4)) as handle:
+        dataset = handle.create_dataset(
+            PATCHES_DATASET, shape=(m, n), dtype=np.float32, chunks=(chunk, n), **options
+        )
+        for start, block in _cut_blocks(plan, cache, buffer, progress, "writing"):
+            normalizer.apply(block)
+            dataset.write_direct(block, dest_sel=np.s_[start : start + block.shape[0]])
+        for name, array in normalizer.datasets().items():
+            handle.create_dataset(name, data=array)
+        handle.attrs["format"] = PATCH_FORMAT
+        for key, value in attributes.items():
+            handle.attrs[key] = value
+        handle.attrs["streamae_version"] = __version__
+
+
+def _cut_blocks(
+    plan: SamplingPlan, cache: ImageCache, buffer: np.ndarray, progress: Progress | None, stage: str
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(first_row, block)``: the plan's patches in row order, ``buffer``'s rows at a time.
+
+    block is a (rows, n) view of ``buffer``, overwritten by the next block.  Groups of
+    images are decoded in order, each once; a block may take rows from two groups.
+    """
+    m, block_rows = plan.total_rows, buffer.shape[0]
+    ph, pw = plan.patch
+    block_start, block_stop = 0, min(block_rows, m)
+    for g, group in enumerate(plan.groups):
+        if group.stop_row == group.start_row:
+            continue
+        pixels, offsets, widths = cache.load(group.first_image, group.stop_image)
+        row = group.start_row
+        while row < group.stop_row:
+            piece_stop = min(group.stop_row, block_stop)
+            image, top, left = plan.positions(g, row - group.start_row, piece_stop - group.start_row)
+            cut_patches(
+                pixels,
+                offsets,
+                widths,
+                cache.channels,
+                image,
+                top,
+                left,
+                ph,
+                pw,
+                buffer[row - block_start : piece_stop - block_start],
+            )
+            row = piece_stop
+            if row == block_stop:
+                yield block_start, buffer[: block_stop - block_start]
+                if progress is not None:
+                    progress(stage, block_stop, m)
+                block_start, block_stop = block_stop, min(block_stop + block_rows, m)
+
+
+def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
+    pair = (int(value), int(value)) if np.isscalar(value) else tuple(int(v) for v in value)
+    if len(pair) != 2 or min(pair) < 1:
+        raise UsageError(f"the {what} {value} is not one or two positive integers; give e.g. 8 or 12x8.")
+    return pair
+
+
+def _check_choice(value: str, allowed, option: str) -> None:
+    if value not in allowed:
+        raise UsageError(f"{option} {value!r} is not one of {', '.join(allowed)}; pick one of them.")
+
+
+def _existing(sources: Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
+    return [s for s in sources if Path(s).is_file()]
+
+
+def _check_sizes(entries: Sequence[ImageEntry], patch: tuple[int, int]) -> None:
+    """Refuse an image smaller than the patch, naming the image and both sizes."""
+    for entry in entries:
+        if entry.height < patch[0] or entry.width < patch[1]:
+            raise UsageError(
+                f"{entry.label}: the image is {entry.height}x{entry.width} pixels (height x width), "
+                f"smaller than the {patch[0]}x{patch[1]} patch; choose a smaller --patch-size or leave "
+                "the image out."
+            )
