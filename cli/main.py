@@ -34,6 +34,12 @@ def _register() -> None:
     cli.add_command(train.train)
     cli.add_command(train.gradcheck)
 
+    from . import encode, info, visualize
+
+    cli.add_command(visualize.visualize)
+    cli.add_command(encode.encode)
+    cli.add_command(info.info)
+
 
 _register()
 

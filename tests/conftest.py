@@ -63,3 +63,47 @@ def patch_file(tmp_path: Path):
 def unit_patches(rng: np.random.Generator) -> np.ndarray:
     """(1000, 64) float32 values in [0.1, 0.9], shaped like the notes' 8x8 patches."""
     return rng.uniform(0.1, 0.9, size=(1000, 64)).astype(np.float32)
+
+
+def write_model_file(
+    path: Path,
+    W1: np.ndarray,
+    *,
+    W2: np.ndarray | None = None,
+    b1: np.ndarray | None = None,
+    b2: np.ndarray | None = None,
+    patch_shape: tuple[int, ...] | None = None,
+    rho: float = 0.01,
+    beta: float = 3.0,
+    decoder: str = "sigmoid",
+    history: dict | None = None,
+    rho_hat: np.ndarray | None = None,
+) -> Path:
+    """Write a model file with the given W1 (s, n); other weights default to zeros."""
+    from streamae.model import Hyperparameters
+    from streamae.modelfile import Model, write_model
+
+    s, n = W1.shape
+    model = Model(
+        W1=np.asarray(W1, dtype=np.float64),
+        W2=np.zeros((n, s)) if W2 is None else W2,
+        b1=np.zeros(s) if b1 is None else b1,
+        b2=np.zeros(n) if b2 is None else b2,
+        hyper=Hyperparameters(hidden=s, rho=rho, beta=beta, decoder=decoder),
+        patch_shape=patch_shape,
+        iterations=len(history["cost"]) if history else 0,
+        history=history or {},
+        rho_hat=rho_hat,
+        data={"path": "planted", "shape": [0, n], "dtype": "float32"},
+    )
+    return write_model(path, model, force=True)
+
+
+@pytest.fixture
+def model_file(tmp_path: Path):
+    """Factory: ``model_file(W1, name=..., **options)`` writes a planted model under tmp_path."""
+
+    def make(W1: np.ndarray, *, name: str = "model.h5", **options) -> Path:
+        return write_model_file(tmp_path / name, W1, **options)
+
+    return make

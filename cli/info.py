@@ -1,0 +1,34 @@
+"""``streamae info``: a readable summary of a patch file, a model file or any HDF5 file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .common import debug_option, reported_errors
+
+
+@click.command(
+    short_help="Summarise a patch, model, features or other HDF5 file.",
+    epilog="Exit codes: 0 success, 1 runtime error, 2 usage error.",
+)
+@click.argument("file", type=click.Path(dir_okay=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@debug_option
+def info(file: Path, as_json: bool, debug: bool) -> None:
+    """Summarise FILE: a patch file, a model file, a features file or any other HDF5 file.
+
+    Patch files: shape, dtype, chunking, compression, patch shape, normalisation, seed and
+    sources.  Model files: hyperparameters, iterations, the final J and its terms, the mean
+    activation and the data trained on.  Nothing but metadata is read.
+    """
+    with reported_errors(debug):
+        from streamae.inspect import describe, format_description
+
+        description = describe(file)
+        if as_json:
+            click.echo(json.dumps(description, indent=2, sort_keys=False))
+        else:
+            click.echo(format_description(description))

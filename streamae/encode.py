@@ -1,0 +1,222 @@
+"""Features for new data: stream every row of a patch file through a trained encoder.
+
+``encode`` reads the patch file block by block (one HDF5 chunk per read by default),
+computes a2 = f(x W1ᵀ + b1) with the same matrix product and the same
+:func:`~streamae.kernels.hidden_activation` kernel as training, and writes each block
+into an (m, s) dataset chunked like the input.  Every buffer is allocated once for the
+block size, so memory does not depend on m.  With ``reconstruct`` the decoder's output
+a3 (m, n) is written as well.
+
+The features file: ``/features`` (m, s), optionally ``/reconstruction`` (m, n), both in
+the compute dtype; ``/mean_activation`` (s,) float64, the mean of a2 over these rows;
+attributes ``format = "streamae.features/1"``, ``model`` and ``data`` (JSON
+fingerprints of the two inputs), ``patch_shape``, ``dtype`` and ``streamae_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from numba import njit, prange
+
+from . import __version__, kernels
+from .atomic import atomic_output, check_output_path
+from .errors import UsageError
+from .modelfile import Model, load_model
+from .store import MIN_CHUNK_CACHE_BYTES, PatchFile, default_block_rows, inspect_patch_file
+
+FEATURES_FORMAT = "streamae.features/1"
+FEATURES_DATASET = "features"
+RECONSTRUCTION_DATASET = "reconstruction"
+MEAN_ACTIVATION_DATASET = "mean_activation"
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+@njit(parallel=True, **kernels.JIT_OPTIONS)
+def output_activation(z3, b2, x, linear, partial):
+    """Decoder output in place; returns the block's Σ ½‖a3 − x‖² (float64).
+
+    z3: (rows, n) ``a2 @ W2.T`` (without bias), overwritten with a3 = f(z3 + b2), or
+    z3 + b2 when ``linear``.  b2: (n,).  x: (rows, n) the input block.
+    partial: (>= segments, >= 1) float64 scratch.  Summed per fixed segment and then in
+    segment order, like the training kernels, so the result does not depend on threads.
+    """
+    rows, n = z3.shape
+    n_segments = kernels.segment_count(rows)
+    one = z3.dtype.type(1.0)
+    for seg in prange(n_segments):
+        squared = 0.0
+        for i in range(seg * kernels.SEGMENT_ROWS, min(rows, (seg + 1) * kernels.SEGMENT_ROWS)):
+            for j in range(n):
+                if linear:
+                    a3 = z3[i, j] + b2[j]
+                else:
+                    a3 = one / (one + np.exp(-(z3[i, j] + b2[j])))
+                z3[i, j] = a3
+                difference = a3 - x[i, j]
+                squared += difference * difference
+        partial[seg, 0] = squared
+    total = 0.0
+    for seg in range(n_segments):
+        total += partial[seg, 0]
+    return 0.5 * total
+
+
+class Encoder:
+    """The model's weights in the compute dtype and buffers for blocks of up to ``rows`` rows.
+
+    hidden (rows, s) and output (rows, n) are reused by every block; ``sum_a2`` (s,)
+    float64 and ``squared_error`` accumulate over every block encoded.
+    """
+
+    def __init__(self, model: Model, rows: int, dtype: np.dtype | type = np.float32) -> None:
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"compute dtype must be float32 or float64, got {self.dtype}")
+        s, n = model.n_hidden, model.n_visible
+        self.linear = model.hyper.decoder == "linear"
+        self.W1 = np.ascontiguousarray(model.W1, dtype=self.dtype)
+        self.W2 = np.ascontiguousarray(model.W2, dtype=self.dtype)
+        self.b1 = np.ascontiguousarray(model.b1, dtype=self.dtype)
+        self.b2 = np.ascontiguousarray(model.b2, dtype=self.dtype)
+        self.rows = int(rows)
+        self.hidden = np.empty((self.rows, s), dtype=self.dtype)
+        self.output = np.empty((self.rows, n), dtype=self.dtype)
+        self.partial = np.empty((kernels.segment_count(self.rows), s + 1), dtype=np.float64)
+        self.sum_a2 = np.zeros(s, dtype=np.float64)
+        self.squared_error = 0.0
+        self.n_encoded = 0
+
+    def hidden_layer(self, x: np.ndarray) -> np.ndarray:
+        """a2 (rows, s) of a block x (rows, n), as a view of the reused ``hidden`` buffer."""
+        a2 = self.hidden[: x.shape[0]]
+        np.matmul(x, self.W1.T, out=a2)
+        kernels.hidden_activation(a2, self.b1, self.partial, self.sum_a2)
+        self.n_encoded += x.shape[0]
+        return a2
+
+    def output_layer(self, a2: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """a3 (rows, n) from a2 (rows, s) of the block x (rows, n), a view of ``output``."""
+        a3 = self.output[: x.shape[0]]
+        np.matmul(a2, self.W2.T, out=a3)
+        self.squared_error += output_activation(a3, self.b2, x, self.linear, self.partial)
+        return a3
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """What :func:`encode` wrote: the path, m rows, s features, ρ̂ of the data (s,).
+
+    ``reconstruction`` is the mean ½‖a3 − x‖² over the rows when a3 was written, else None.
+    """
+
+    path: Path
+    n_rows: int
+    n_hidden: int
+    mean_activation: np.ndarray
+    reconstruction: float | None
+
+
+def model_fingerprint(path: Path, model: Model) -> dict:
+    """The model attributes a features file records: path, sizes, decoder, iterations."""
+    return {
+        "path": str(path.resolve()),
+        "hidden": model.n_hidden,
+        "inputs": model.n_visible,
+        "decoder": model.hyper.decoder,
+        "iterations": model.iterations,
+    }
+
+
+def encode(
+    model_path: str | os.PathLike,
+    data_path: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    reconstruct: bool = False,
+    block_rows: int | None = None,
+    dtype: str = "float32",
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> EncodeResult:
+    """Write the hidden activations a2 (m, s) of every row of ``data_path`` to ``output``.
+
+    ``block_rows`` rows are read and encoded at a time (default: one chunk of the
+    input); ``progress(done, total)`` is called after each block.  Everything is checked
+    before any work: the model, the patch file, that their input sizes agree and that
+    ``output`` may be written.
+    """
+    model_path, data_path = Path(model_path), Path(data_path)
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype must be float32 or float64, got {dtype!r}.")
+    if block_rows is not None and block_rows < 1:
+        raise UsageError(f"--block-rows must be at least 1, got {block_rows}.")
+    model = load_model(model_path)
+    layout = inspect_patch_file(data_path)
+    if layout.n_features != model.n_visible:
+        raise UsageError(
+            f"{model_path} takes inputs of {model.n_visible} values but {data_path} holds "
+            f"patches of {layout.n_features}; encode data extracted with the model's patch "
+            "shape."
+        )
+    check_output_path(output, force=force, inputs=(model_path, data_path))
+    compute = np.dtype(DTYPES[dtype])
+    m, n, s = layout.n_rows, layout.n_features, model.n_hidden
+    rows = min(int(block_rows or default_block_rows(layout)), m)
+    # Chunk the outputs along rows like the input, so row blocks map onto the same chunks.
+    chunk_rows = min(layout.chunk_rows or rows, m)
+    chunk_bytes = chunk_rows * max(n, s) * compute.itemsize
+    with PatchFile(data_path, dtype=compute, block_rows=rows) as source:
+        encoder = Encoder(model, rows, compute)
+        with atomic_output(output, force=force, inputs=(model_path, data_path)) as temporary:
+            # A chunk cache holding two output chunks, so writes of blocks that straddle
+            # chunks do not flush half-filled chunks.
+            cache = max(MIN_CHUNK_CACHE_BYTES, 2 * chunk_bytes * (2 if reconstruct else 1))
+            with h5py.File(temporary, "w", rdcc_nbytes=cache, rdcc_nslots=1009) as handle:
+                features = handle.create_dataset(
+                    FEATURES_DATASET, shape=(m, s), dtype=compute, chunks=(chunk_rows, s)
+                )
+                outputs = None
+                if reconstruct:
+                    outputs = handle.create_dataset(
+                        RECONSTRUCTION_DATASET, shape=(m, n), dtype=compute, chunks=(chunk_rows, n)
+                    )
+                for first, x in source.blocks():
+                    a2 = encoder.hidden_layer(x)
+                    features.write_direct(a2, dest_sel=np.s_[first : first + x.shape[0]])
+                    if outputs is not None:
+                        a3 = encoder.output_layer(a2, x)
+                        outputs.write_direct(a3, dest_sel=np.s_[first : first + x.shape[0]])
+                    if progress is not None:
+                        progress(first + x.shape[0], m)
+                mean_activation = encoder.sum_a2 / m
+                handle.create_dataset(MEAN_ACTIVATION_DATASET, data=mean_activation)
+                reconstruction = encoder.squared_error / m if reconstruct else None
+                _write_attributes(handle, model_path, model, layout, compute, reconstruction)
+    return EncodeResult(
+        path=Path(output),
+        n_rows=m,
+        n_hidden=s,
+        mean_activation=mean_activation,
+        reconstruction=reconstruction,
+    )
+
+
+def _write_attributes(handle, model_path, model, layout, compute, reconstruction) -> None:
+    attrs = handle.attrs
+    attrs["format"] = FEATURES_FORMAT
+    attrs["streamae_version"] = __version__
+    attrs["model"] = json.dumps(model_fingerprint(model_path, model))
+    attrs["data"] = json.dumps(layout.fingerprint)
+    attrs["dtype"] = str(compute)
+    shape = layout.patch_shape or model.patch_shape
+    if shape is not None:
+        attrs["patch_shape"] = np.asarray(shape, dtype=np.int64)
+    if reconstruction is not None:
+        attrs["reconstruction"] = float(reconstruction)

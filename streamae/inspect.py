@@ -1,0 +1,291 @@
+"""A readable summary of any streamae file: patch files, model files, features files.
+
+:func:`describe` returns a plain dict (JSON-ready: only str, int, float, bool, None,
+lists and dicts) without reading the data itself, only metadata and the small model
+arrays; :func:`format_description` turns it into the text ``streamae info`` prints.
+Any other HDF5 file is described by what it holds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .modelfile import load_model
+from .store import (
+    MODEL_FORMAT,
+    PATCH_FORMAT,
+    PATCHES_DATASET,
+    decode_attribute,
+    inspect_patch_file,
+    json_attribute,
+    open_hdf5,
+)
+
+FEATURES_FORMAT = "streamae.features/1"  # the same string as streamae.encode (no Numba import here)
+MAX_LISTED = 50  # datasets listed for a foreign HDF5 file before "... and N more"
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """What the HDF5 file at ``path`` holds, as a JSON-ready dict with a ``kind`` key.
+
+    ``kind`` is ``"patches"``, ``"model"``, ``"features"`` or ``"hdf5"`` (anything
+    else).  Raises :class:`~streamae.errors.InputFileError` for a missing, unreadable or
+    non-HDF5 file, and for a damaged patch or model file.
+    """
+    path = Path(path)
+    with open_hdf5(path) as handle:
+        fmt = decode_attribute(handle.attrs.get("format"))
+        is_patches = fmt == PATCH_FORMAT or (fmt is None and PATCHES_DATASET in handle)
+        listing = _dataset_listing(handle)
+    base = {"path": str(path), "size_bytes": path.stat().st_size}
+    if fmt == MODEL_FORMAT:
+        return base | _describe_model(path)
+    if is_patches:
+        return base | _describe_patches(path)
+    if fmt == FEATURES_FORMAT:
+        return base | _describe_features(path)
+    return base | {"kind": "hdf5", "format": fmt, "datasets": listing}
+
+
+def _jsonable(value: object) -> object:
+    """Plain Python from attribute values and NumPy scalars (for json.dumps)."""
+    value = decode_attribute(value)
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _dataset_listing(group: h5py.Group) -> list[dict]:
+    """Every dataset below ``group``: name, shape, dtype (sorted by name)."""
+    found: list[dict] = []
+
+    def visit(name: str, item: object) -> None:
+        if isinstance(item, h5py.Dataset):
+            found.append({"name": "/" + name, "shape": list(item.shape), "dtype": str(item.dtype)})
+
+    group.visititems(visit)
+    return sorted(found, key=lambda entry: entry["name"])
+
+
+def _storage(dataset: h5py.Dataset) -> dict:
+    """Chunking and compression of a dataset."""
+    return {
+        "chunks": list(dataset.chunks) if dataset.chunks is not None else None,
+        "compression": dataset.compression,
+        "compression_opts": _jsonable(dataset.compression_opts),
+    }
+
+
+def _describe_patches(path: Path) -> dict:
+    layout = inspect_patch_file(path)  # validates /patches, with one-sentence errors
+    attrs = layout.attributes
+    with open_hdf5(path) as handle:
+        storage = _storage(handle[PATCHES_DATASET])
+        has_zca = "zca" in handle
+        normalization = json_attribute(handle.attrs.get("normalization"))
+        sources = json_attribute(handle.attrs.get("sources"))
+    return {
+        "kind": "patches",
+        "format": attrs.get("format"),
+        "shape": [layout.n_rows, layout.n_features],
+        "dtype": str(layout.dtype),
+        **storage,
+        "patch_shape": list(layout.patch_shape) if layout.patch_shape else None,
+        "normalization": normalization if normalization is not None else attrs.get("normalization"),
+        "zca": has_zca,
+        "seed": _jsonable(attrs.get("seed")),
+        "sources": sources if sources is not None else attrs.get("sources"),
+        "streamae_version": attrs.get("streamae_version"),
+    }
+
+
+def _last(history: dict, key: str) -> float | None:
+    values = history.get(key)
+    return float(values[-1]) if values is not None and len(values) else None
+
+
+def _describe_model(path: Path) -> dict:
+    model = load_model(path)  # validates weights and shapes, with one-sentence errors
+    history = model.history
+    final = {key: _last(history, key) for key in ("cost", "reconstruction", "weight_decay", "sparsity")}
+    # A model saved before its first iteration has no history; the trainer also keeps
+    # the final terms in the ``info`` attribute, so use those instead.
+    for key, value in final.items():
+        if value is None and isinstance(model.info.get(key), int | float):
+            final[key] = float(model.info[key])
+    rho_hat = model.rho_hat
+    return {
+        "kind": "model",
+        "format": MODEL_FORMAT,
+        "inputs": model.n_visible,
+        "hidden": model.n_hidden,
+        "patch_shape": list(model.patch_shape) if model.patch_shape else None,
+        "hyperparameters": model.hyper.as_attributes(),
+        "iterations": model.iterations,
+        "final": final | {"grad_norm": _last(history, "grad_norm")},
+        "seconds": _last(history, "seconds"),
+        "finished": model.info.get("finished"),
+        "rho_hat": None
+        if rho_hat is None
+        else {
+            "mean": float(np.mean(rho_hat)),
+            "min": float(np.min(rho_hat)),
+            "max": float(np.max(rho_hat)),
+        },
+        "data": model.data or None,
+        "resumable": model.optimizer is not None,
+        "info": model.info,
+    }
+
+
+def _describe_features(path: Path) -> dict:
+    with open_hdf5(path) as handle:
+        attrs = {key: _jsonable(value) for key, value in handle.attrs.items()}
+        datasets = {
+            name: {
+                "shape": list(handle[name].shape),
+                "dtype": str(handle[name].dtype),
+                **_storage(handle[name]),
+            }
+            for name in ("features", "reconstruction")
+            if isinstance(handle.get(name), h5py.Dataset)
+        }
+        mean = handle.get("mean_activation")
+        mean_activation = float(np.mean(mean[()])) if isinstance(mean, h5py.Dataset) else None
+    return {
+        "kind": "features",
+        "format": FEATURES_FORMAT,
+        "datasets": datasets,
+        "model": json_attribute(attrs.get("model")),
+        "data": json_attribute(attrs.get("data")),
+        "patch_shape": attrs.get("patch_shape"),
+        "mean_activation": mean_activation,
+        "reconstruction": attrs.get("reconstruction"),
+        "streamae_version": attrs.get("streamae_version"),
+    }
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _number(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _shape(values: list | None) -> str:
+    return "x".join(str(v) for v in values) if values else "-"
+
+
+def _storage_text(entry: dict) -> str:
+    chunks = f"chunks of {_shape(entry['chunks'])}" if entry.get("chunks") else "contiguous (not chunked)"
+    if entry.get("compression"):
+        options = entry.get("compression_opts")
+        compression = entry["compression"] + (f" (level {options})" if options is not None else "")
+    else:
+        compression = "no compression"
+    return f"{chunks}, {compression}"
+
+
+def _data_text(data: dict | None) -> str:
+    if not data:
+        return "not recorded"
+    shape = data.get("shape")
+    rows = f"{shape[0]:,} x {shape[1]}" if isinstance(shape, list) and len(shape) == 2 else "?"
+    return f"{data.get('path', '?')} ({rows}, {data.get('dtype', '?')})"
+
+
+def format_description(info: dict) -> str:
+    """The text ``streamae info`` prints for a :func:`describe` dict (several lines)."""
+    kind = info["kind"]
+    lines = [
+        f"{info['path']}: "
+        + {
+            "patches": "streamae patch file",
+            "model": "streamae model file",
+            "features": "streamae features file (written by `streamae encode`)",
+            "hdf5": "HDF5 file, not a streamae file",
+        }[kind]
+    ]
+
+    def add(label: str, value: object) -> None:
+        lines.append(f"  {label + ':':<18}{value}")
+
+    if kind == "patches":
+        m, n = info["shape"]
+        add("patches", f"{m:,} rows of {n} values, {info['dtype']}")
+        add("storage", _storage_text(info))
+        add("patch shape", _shape(info["patch_shape"]))
+        add("normalization", _normalization_text(info["normalization"]) + (" + ZCA" if info["zca"] else ""))
+        add("seed", _number(info["seed"]))
+        sources = info["sources"]
+        if isinstance(sources, list):
+            shown = ", ".join(str(source) for source in sources[:5])
+            add("sources", f"{len(sources)}: {shown}" + (" ..." if len(sources) > 5 else ""))
+        else:
+            add("sources", _number(sources))
+    elif kind == "model":
+        hyper = info["hyperparameters"]
+        add("layers", f"{info['inputs']} inputs -> {info['hidden']} hidden ({hyper['decoder']} decoder)")
+        add("patch shape", _shape(info["patch_shape"]))
+        add(
+            "hyperparameters",
+            f"rho={hyper['rho']:g}, beta={hyper['beta']:g}, lambda={hyper['lambda']:g}",
+        )
+        finished = f" ({info['finished']})" if info.get("finished") else ""
+        add("iterations", f"{info['iterations']:,}{finished}")
+        final = info["final"]
+        add(
+            "final J",
+            f"{_number(final['cost'])} = reconstruction {_number(final['reconstruction'])}"
+            f" + weight decay {_number(final['weight_decay'])} + sparsity {_number(final['sparsity'])}",
+        )
+        add("final |grad J|", _number(final["grad_norm"]))
+        rho_hat = info["rho_hat"]
+        add(
+            "mean rho_hat",
+            "not recorded"
+            if rho_hat is None
+            else f"{rho_hat['mean']:.4g} (min {rho_hat['min']:.4g}, max {rho_hat['max']:.4g}, "
+            f"target {hyper['rho']:g})",
+        )
+        add("trained on", _data_text(info["data"]))
+        add("resumable", "yes (optimizer state stored)" if info["resumable"] else "no")
+    elif kind == "features":
+        for name, entry in info["datasets"].items():
+            add(name, f"{_shape(entry['shape'])} {entry['dtype']}, {_storage_text(entry)}")
+        model = info["model"] or {}
+        add("model", f"{model.get('path', '?')} ({model.get('inputs', '?')} -> {model.get('hidden', '?')})")
+        add("data", _data_text(info["data"]))
+        add("mean activation", _number(info["mean_activation"]))
+        if info.get("reconstruction") is not None:
+            add("reconstruction", f"{_number(info['reconstruction'])} (mean ½‖a3 − x‖²)")
+    else:
+        datasets = info["datasets"]
+        if not datasets:
+            add("datasets", "none")
+        for entry in datasets[:MAX_LISTED]:
+            lines.append(f"  {entry['name']}  {_shape(entry['shape']) or 'scalar'} {entry['dtype']}")
+        if len(datasets) > MAX_LISTED:
+            lines.append(f"  ... and {len(datasets) - MAX_LISTED} more datasets")
+        lines.append("  streamae reads patch files (`streamae extract`) and model files (`streamae train`).")
+    return "\n".join(lines)
+
+
+def _normalization_text(value: object) -> str:
+    if value is None:
+        return "not recorded"
+    if isinstance(value, dict):
+        mode = value.get("mode", "?")
+        rest = ", ".join(f"{key}={_number(v)}" for key, v in value.items() if key != "mode")
+        return f"{mode} ({rest})" if rest else str(mode)
+    return str(value)
