@@ -40,6 +40,10 @@ def _register() -> None:
     cli.add_command(encode.encode)
     cli.add_command(info.info)
 
+    from . import extract
+
+    cli.add_command(extract.extract)
+
 
 _register()
 
