@@ -1,0 +1,239 @@
+"""Image sources: expansion of folders and patterns, headers, decoding, colour, and bad inputs."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from streamae.errors import InputFileError, MissingInputError
+from streamae.images import (
+    ImageCache,
+    ImageEntry,
+    expand_sources,
+    group_by_budget,
+    inventory,
+    read_entries,
+)
+
+
+def decode_all(entries, color: str = "gray", unit_scale: bool = False) -> list[np.ndarray]:
+    """Every entry decoded through the cache, as a list of (H, W, C) copies."""
+    cache = ImageCache(entries, color, [(0, len(entries))], unit_scale=unit_scale)
+    pixels, offsets, _ = cache.load(0, len(entries))
+    channels = 1 if color == "gray" else 3
+    return [
+        pixels[o : o + e.height * e.width * channels].reshape(e.height, e.width, channels).copy()
+        for o, e in zip(offsets, entries, strict=True)
+    ]
+
+
+def write_idx(path: Path, images: np.ndarray, magic: bytes = b"\x00\x00\x08\x03") -> Path:
+    """An idx3 file (optionally gzip-compressed by name) holding (N, H, W) uint8 images."""
+    header = magic + b"".join(int(d).to_bytes(4, "big") for d in images.shape)
+    payload = header + images.astype(np.uint8).tobytes()
+    if path.name.endswith(".gz"):
+        path.write_bytes(gzip.compress(payload))
+    else:
+        path.write_bytes(payload)
+    return path
+
+
+def test_gray_is_bt601_luma_of_rgb(images_dir):
+    path = images_dir / "astronaut.png"
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(np.float64)
+    expected = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    (gray,) = decode_all(inventory([path]), "gray")
+    np.testing.assert_allclose(gray[..., 0], expected, rtol=0, atol=1e-4)
+
+
+def test_rgb_keeps_channels_and_gray_repeats(images_dir):
+    entries = inventory([images_dir / "astronaut.png", images_dir / "camera.png"])
+    astronaut, camera = decode_all(entries, "rgb")
+    np.testing.assert_array_equal(astronaut, np.asarray(Image.open(images_dir / "astronaut.png")))
+    gray = np.asarray(Image.open(images_dir / "camera.png")).astype(np.float32)
+    np.testing.assert_array_equal(camera, np.stack([gray] * 3, axis=-1))
+
+
+def test_unit_scale_divides_8_bit_by_255(images_dir):
+    (scaled,) = decode_all(inventory([images_dir / "camera.png"]), unit_scale=True)
+    raw = np.asarray(Image.open(images_dir / "camera.png"))
+    np.testing.assert_array_equal(scaled[..., 0], raw.astype(np.float32) / np.float32(255))
+
+
+def test_shipped_folder_gives_the_four_photographs_sorted(images_dir):
+    files = expand_sources([images_dir])
+    assert [f.name for f in files] == ["astronaut.png", "camera.png", "chelsea.png", "coffee.png"]
+    sizes = [(e.height, e.width) for e in inventory(files)]
+    assert sizes == [(512, 512), (512, 512), (300, 451), (400, 600)]
+
+
+def test_folder_is_recursive_sorted_and_skips_other_files(tmp_path):
+    image = Image.fromarray(np.zeros((4, 5), dtype=np.uint8))
+    for name in ["b/2.png", "a.png", "b/1.bmp", ".hidden/x.png", "c/.y.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        image.save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not an image")
+    files = expand_sources([tmp_path])
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == ["a.png", "b/1.bmp", "b/2.png"]
+
+
+def test_glob_pattern_expands_sorted(tmp_path):
+    image = Image.fromarray(np.zeros((4, 5), dtype=np.uint8))
+    for name in ["z.png", "m.png", "a.jpg"]:
+        image.save(tmp_path / name)
+    files = expand_sources([str(tmp_path / "*.png")])
+    assert [f.name for f in files] == ["m.png", "z.png"]
+
+
+def test_multipage_tiff_gives_one_image_per_page(tmp_path, rng):
+    pages = [rng.integers(0, 256, size=(6 + k, 9), dtype=np.uint8) for k in range(3)]
+    path = tmp_path / "stack.tif"
+    first, *rest = [Image.fromarray(p) for p in pages]
+    first.save(path, save_all=True, append_images=rest)
+    entries = inventory([path])
+    assert [(e.index, e.height, e.width) for e in entries] == [(0, 6, 9), (1, 7, 9), (2, 8, 9)]
+    for decoded, page in zip(decode_all(entries), pages, strict=True):
+        np.testing.assert_array_equal(decoded[..., 0], page)
+
+
+@pytest.mark.parametrize(
+    ("shape", "count"), [((7, 9), 1), ((3, 7, 9), 3), ((3, 7, 9, 1), 3), ((3, 7, 9, 3), 3), ((2, 7, 9, 4), 2)]
+)
+def test_npy_stacks_of_each_rank(tmp_path, rng, shape, count):
+    stack = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    np.save(tmp_path / "s.npy", stack)
+    entries = inventory([tmp_path / "s.npy"])
+    assert [(e.height, e.width) for e in entries] == [(7, 9)] * count
+    decoded = decode_all(entries, "rgb")
+    images = stack[None] if stack.ndim == 2 else stack
+    for k in range(count):
+        image = images[k] if images.ndim == 4 else images[k][..., None]
+        expected = image[..., :3] if image.shape[-1] >= 3 else np.repeat(image, 3, axis=-1)
+        np.testing.assert_array_equal(decoded[k], expected.astype(np.float32))
+
+
+def test_npz_needs_variable_when_it_holds_several(tmp_path, rng):
+    a = rng.integers(0, 256, size=(2, 5, 6), dtype=np.uint8)
+    np.savez(tmp_path / "s.npz", a=a, b=np.zeros((5, 6)))
+    with pytest.raises(InputFileError, match=r"holds 2 arrays \(a, b\); pick one with --variable"):
+        inventory([tmp_path / "s.npz"])
+    entries = inventory([tmp_path / "s.npz"], variable="a")
+    assert len(entries) == 2
+    np.testing.assert_array_equal(decode_all(entries)[1][..., 0], a[1])
+
+
+def test_mat_v5_stack_is_height_width_count(tmp_path, rng):
+    stack = rng.random((7, 9, 4))  # like the notes' IMAGES.mat: float64 (H, W, N)
+    scipy.io.savemat(tmp_path / "IMAGES.mat", {"IMAGES": stack})
+    entries = inventory([tmp_path / "IMAGES.mat"])
+    assert [(e.height, e.width, e.scale) for e in entries] == [(7, 9, 1.0)] * 4
+    for k, decoded in enumerate(decode_all(entries)):
+        np.testing.assert_array_equal(decoded[..., 0], stack[:, :, k].astype(np.float32))
+
+
+def test_mat_v73_is_read_through_h5py_column_major(tmp_path, rng):
+    stack = rng.integers(0, 256, size=(7, 9, 3), dtype=np.uint8)
+    path = tmp_path / "v73.mat"
+    with h5py.File(path, "w", userblock_size=512) as handle:
+        # MATLAB writes column-major: h5py sees the reversed shape.
+        handle.create_dataset("IMAGES", data=stack.T)
+    entries = inventory([path], variable="IMAGES")
+    assert [(e.height, e.width) for e in entries] == [(7, 9)] * 3
+    for k, decoded in enumerate(decode_all(entries)):
+        np.testing.assert_array_equal(decoded[..., 0], stack[:, :, k])
+
+
+@pytest.mark.parametrize("name", ["t-images-idx3-ubyte", "t-images-idx3-ubyte.gz"])
+def test_idx_plain_and_gzip(tmp_path, rng, name):
+    images = rng.integers(0, 256, size=(5, 4, 3), dtype=np.uint8)
+    entries = inventory([write_idx(tmp_path / name, images)])
+    assert len(entries) == 5
+    for k, decoded in enumerate(decode_all(entries)):
+        np.testing.assert_array_equal(decoded[..., 0], images[k])
+
+
+def test_shipped_mnist_header(mnist_images):
+    entries = inventory([mnist_images])
+    assert len(entries) == 10_000
+    assert {(e.height, e.width, e.scale) for e in entries} == {(28, 28, 255.0)}
+
+
+# --- bad inputs ---------------------------------------------------------------------------
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(MissingInputError, match="no such file, folder or matching pattern"):
+        expand_sources([tmp_path / "nope.png"])
+
+
+def test_unsupported_file_type_names_the_type(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(InputFileError, match=r"notes.txt: unsupported file type '.txt'"):
+        expand_sources([tmp_path / "notes.txt"])
+
+
+def test_folder_without_images(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(InputFileError, match="the folder holds no image files"):
+        expand_sources([tmp_path])
+
+
+def test_pattern_without_images(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(InputFileError, match=r"the pattern matches no image files \(1 paths matched"):
+        expand_sources([str(tmp_path / "*.txt")])
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"this is not a png at all")
+    with pytest.raises(InputFileError, match=r"broken.png: the image cannot be read"):
+        inventory([path])
+
+
+def test_truncated_image_fails_at_decoding_naming_the_file(tmp_path, images_dir):
+    data = (images_dir / "camera.png").read_bytes()
+    path = tmp_path / "truncated.png"
+    path.write_bytes(data[: len(data) // 2])
+    entries = inventory([path])  # the header is intact
+    with pytest.raises(InputFileError, match=r"truncated.png: the image cannot be read"):
+        list(read_entries(entries, "gray"))
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3, 4, 5, 6)])
+def test_npy_of_wrong_rank(tmp_path, shape):
+    np.save(tmp_path / "bad.npy", np.zeros(shape, dtype=np.uint8))
+    with pytest.raises(InputFileError, match=rf"holds an array of shape .* \({len(shape)} dimensions\)"):
+        inventory([tmp_path / "bad.npy"])
+
+
+def test_idx_with_bad_magic(tmp_path, rng):
+    path = write_idx(tmp_path / "x-idx3-ubyte", rng.integers(0, 256, (2, 3, 3)), magic=b"\x00\x00\x08\x01")
+    with pytest.raises(InputFileError, match=r"bad idx magic number 0x00000801"):
+        inventory([path])
+
+
+# --- grouping -----------------------------------------------------------------------------
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 20), min_size=1, max_size=30),
+    budget=st.integers(4, 2000),
+)
+def test_groups_are_consecutive_and_within_budget(sizes, budget):
+    entries = [ImageEntry(Path("x"), "npy", i, s, 1, 255.0) for i, s in enumerate(sizes)]
+    groups = group_by_budget(entries, "gray", budget)
+    assert groups[0][0] == 0 and groups[-1][1] == len(entries)
+    for (a, b), (c, _) in zip(groups, groups[1:], strict=False):
+        assert b == c and a < b
+    for a, b in groups:
+        assert b - a == 1 or sum(sizes[a:b]) * 4 <= budget
