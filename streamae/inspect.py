@@ -85,9 +85,11 @@ def _describe_patches(path: Path) -> dict:
     attrs = layout.attributes
     with open_hdf5(path) as handle:
         storage = _storage(handle[PATCHES_DATASET])
-        has_zca = "zca" in handle
+        # Arrays beside the patches: the normalisation's parameters (/zca/*, /zscore/*).
+        others = [entry for entry in _dataset_listing(handle) if entry["name"] != "/" + PATCHES_DATASET]
         normalization = json_attribute(handle.attrs.get("normalization"))
         sources = json_attribute(handle.attrs.get("sources"))
+        sampling = json_attribute(handle.attrs.get("sampling"))
     return {
         "kind": "patches",
         "format": attrs.get("format"),
@@ -96,9 +98,12 @@ def _describe_patches(path: Path) -> dict:
         **storage,
         "patch_shape": list(layout.patch_shape) if layout.patch_shape else None,
         "normalization": normalization if normalization is not None else attrs.get("normalization"),
-        "zca": has_zca,
         "seed": _jsonable(attrs.get("seed")),
+        "sampling": sampling if sampling is not None else attrs.get("sampling"),
+        "color": _jsonable(attrs.get("color")),
+        "images": _jsonable(attrs.get("images")),
         "sources": sources if sources is not None else attrs.get("sources"),
+        "other_datasets": others,
         "streamae_version": attrs.get("streamae_version"),
     }
 
@@ -175,6 +180,8 @@ def _describe_features(path: Path) -> dict:
 def _number(value: object) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, int):
@@ -225,14 +232,19 @@ def format_description(info: dict) -> str:
         add("patches", f"{m:,} rows of {n} values, {info['dtype']}")
         add("storage", _storage_text(info))
         add("patch shape", _shape(info["patch_shape"]))
-        add("normalization", _normalization_text(info["normalization"]) + (" + ZCA" if info["zca"] else ""))
+        add("normalization", _mode_text(info["normalization"]))
+        add("sampling", _mode_text(info["sampling"]))
         add("seed", _number(info["seed"]))
+        if info["images"] is not None or info["color"] is not None:
+            add("images", f"{_number(info['images'])} ({info['color'] or 'colour not recorded'})")
         sources = info["sources"]
         if isinstance(sources, list):
             shown = ", ".join(str(source) for source in sources[:5])
             add("sources", f"{len(sources)}: {shown}" + (" ..." if len(sources) > 5 else ""))
         else:
             add("sources", _number(sources))
+        for entry in info["other_datasets"]:
+            add("also holds", f"{entry['name']} {_shape(entry['shape'])} {entry['dtype']}")
     elif kind == "model":
         hyper = info["hyperparameters"]
         add("layers", f"{info['inputs']} inputs -> {info['hidden']} hidden ({hyper['decoder']} decoder)")
@@ -281,7 +293,7 @@ def format_description(info: dict) -> str:
     return "\n".join(lines)
 
 
-def _normalization_text(value: object) -> str:
+def _mode_text(value: object) -> str:
     if value is None:
         return "not recorded"
     if isinstance(value, dict):

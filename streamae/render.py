@@ -373,7 +373,7 @@ def plot_curves(
         top.plot(curves.iteration, _positive(values), label=label, linewidth=width, marker=marker)
     top.set_yscale("log")
     top.set_ylabel("objective term (log scale)")
-    top.legend(loc="upper right", fontsize="small")
+    top.legend(loc="best", fontsize="small")
     top.grid(True, which="both", alpha=0.3)
     top.set_title(f"{name}: training objective over {len(curves.iteration)} iterations")
     gradient = curves.series["grad_norm"]
