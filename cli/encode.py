@@ -92,6 +92,7 @@ def encode(
 
     Streams DATA block by block through the encoder a2 = sigmoid(x W1^T + b1) with the
     kernels used in training; memory does not depend on the number of rows.
+
     Example: `streamae encode model.h5 patches.h5 -o features.h5`.
     """
     with reported_errors(debug):

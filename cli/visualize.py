@@ -23,12 +23,14 @@ from .common import debug_option, force_option, quiet_option, reported_errors
 @click.option(
     "--cols",
     type=click.IntRange(min=1),
+    metavar="N",
     default=None,
     help="Tiles per row of the grid.  [default: ceil(sqrt(hidden units)), a near-square grid]",
 )
 @click.option(
     "--scale",
     type=click.IntRange(1, 64),
+    metavar="K",
     default=4,
     show_default=True,
     help="Enlarge the features PNG by repeating each pixel K times in each direction.",

@@ -233,3 +233,20 @@ def test_peak_memory_does_not_grow_with_rows(tmp_path, rng, model_file):
     print(f"peak RSS: {peaks}")
     # 380,000 more rows are 97 MiB more input and 133 MiB more output; allow 16 MiB of noise.
     assert peaks[400_000] - peaks[20_000] < 16, peaks
+
+
+def test_progress_lines_without_a_terminal_and_none_when_quiet(tmp_path, planted, monkeypatch):
+    import streamae.cli.encode as command_module
+
+    monkeypatch.setattr(command_module, "PLAIN_PROGRESS_SECONDS", 0.0)
+    model, data, _, _ = planted
+    result = run([model, data, "-o", tmp_path / "a.h5", "--block-rows", "400"])
+    assert result.exit_code == 0
+    # Plain lines (CliRunner's stderr is not a terminal), none for the last block.
+    assert result.stderr.splitlines() == [
+        "encoding patches.h5: 400 of 1,000 rows (40%)",
+        "encoding patches.h5: 800 of 1,000 rows (80%)",
+    ]
+    quiet = run([model, data, "-o", tmp_path / "b.h5", "--block-rows", "400", "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert quiet.stdout.startswith("Wrote ")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import click
 import h5py
 import numpy as np
 import pytest
@@ -187,3 +188,13 @@ def test_damaged_model_file_names_the_missing_dataset(trained):
     result = run([trained, "--json"])
     assert result.exit_code == 2
     assert "/W1" in result.output and result.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["visualize", "encode", "info"])
+def test_commands_are_registered_and_document_every_option(command):
+    from streamae.cli.main import cli
+
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    options = [param for param in cli.commands[command].params if isinstance(param, click.Option)]
+    assert options and all(option.help for option in options)
