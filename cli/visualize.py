@@ -124,10 +124,10 @@ def visualize(
                 f"{'x'.join(map(str, grid.tile_shape))}, {width} x {height} pixels"
             )
         if curves is not None:
-            plot_curves(loaded, curves, name=model.name, force=force, inputs=(model,))
+            plot_curves(loaded, curves, name=str(model), force=force, inputs=(model,))
             written.append(f"{curves}: training curves over {len(loaded.history['cost'])} iterations")
         if activations is not None:
-            plot_activations(loaded, activations, name=model.name, force=force, inputs=(model,))
+            plot_activations(loaded, activations, name=str(model), force=force, inputs=(model,))
             written.append(f"{activations}: histogram of {loaded.n_hidden} mean activations")
         for line in written:
             click.echo(f"Wrote {line}.")

@@ -165,6 +165,12 @@ def encode(
             f"patches of {layout.n_features}; encode data extracted with the model's patch "
             "shape."
         )
+    if model.patch_shape and layout.patch_shape and _as_3d(model.patch_shape) != _as_3d(layout.patch_shape):
+        raise UsageError(
+            f"{model_path} was trained on {'x'.join(map(str, model.patch_shape))} patches but "
+            f"{data_path} holds {'x'.join(map(str, layout.patch_shape))} patches of the same size; "
+            "encode data extracted with the model's patch shape."
+        )
     check_output_path(output, force=force, inputs=(model_path, data_path))
     compute = np.dtype(DTYPES[dtype])
     m, n, s = layout.n_rows, layout.n_features, model.n_hidden
@@ -206,6 +212,11 @@ def encode(
         mean_activation=mean_activation,
         reconstruction=reconstruction,
     )
+
+
+def _as_3d(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """(h, w) as (h, w, 1), so that 8x8 and 8x8x1 compare equal."""
+    return tuple(shape) + (1,) * (3 - len(shape))
 
 
 def _write_attributes(handle, model_path, model, layout, compute, reconstruction) -> None:

@@ -375,7 +375,7 @@ def plot_curves(
     top.set_ylabel("objective term (log scale)")
     top.legend(loc="best", fontsize="small")
     top.grid(True, which="both", alpha=0.3)
-    top.set_title(f"{name}: training objective over {len(curves.iteration)} iterations")
+    top.set_title(f"{Path(name).name}: training objective over {len(curves.iteration)} iterations")
     gradient = curves.series["grad_norm"]
     if np.any(gradient > 0.0):
         bottom.plot(curves.iteration, _positive(gradient), color="black", marker=marker)
@@ -423,12 +423,7 @@ def plot_activations(
     axes.axvline(mean, color="black", linestyle=":", label=f"mean ρ̂ = {mean:.4g}")
     axes.set_xlabel("mean activation ρ̂ⱼ of hidden unit j over the training data")
     axes.set_ylabel("number of hidden units")
-    axes.set_title(f"{name}: final mean activations of {histogram.values.size} hidden units")
+    axes.set_title(f"{Path(name).name}: final mean activations of {histogram.values.size} hidden units")
     axes.legend(loc="upper right", fontsize="small")
     _save_figure(figure, output, force, inputs)
     return histogram
-
-
-def default_plot_name(path: str | os.PathLike) -> str:
-    """The file name a plot's title shows for a model at ``path``."""
-    return Path(path).name

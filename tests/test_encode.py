@@ -250,3 +250,10 @@ def test_progress_lines_without_a_terminal_and_none_when_quiet(tmp_path, planted
     quiet = run([model, data, "-o", tmp_path / "b.h5", "--block-rows", "400", "--quiet"])
     assert quiet.exit_code == 0 and quiet.stderr == ""
     assert quiet.stdout.startswith("Wrote ")
+
+
+def test_model_and_data_of_different_patch_shapes(tmp_path, rng, model_file, patch_file):
+    model = model_file(rng.normal(size=(5, 64)), patch_shape=(8, 8, 1))
+    data = patch_file(rng.uniform(size=(10, 64)).astype(np.float32), patch_shape=(4, 16, 1))
+    result = run([model, data, "-o", tmp_path / "f.h5"])
+    assert_one_sentence_error(result, 2, str(model), "8x8x1", str(data), "4x16x1")

@@ -309,5 +309,5 @@ def test_non_square_model_without_patch_shape(tmp_path, model_file, rng):
 
 def test_plots_of_a_model_without_history(tmp_path, model_file, rng):
     path = model_file(rng.normal(size=(4, 16)))
-    assert_one_sentence_error(run([path, "--curves", tmp_path / "c.png"]), 2, "0 iterations")
-    assert_one_sentence_error(run([path, "--activations", tmp_path / "a.png"]), 2, "/rho_hat")
+    assert_one_sentence_error(run([path, "--curves", tmp_path / "c.png"]), 2, str(path), "0 iterations")
+    assert_one_sentence_error(run([path, "--activations", tmp_path / "a.png"]), 2, str(path), "/rho_hat")
