@@ -257,3 +257,26 @@ def test_model_and_data_of_different_patch_shapes(tmp_path, rng, model_file, pat
     data = patch_file(rng.uniform(size=(10, 64)).astype(np.float32), patch_shape=(4, 16, 1))
     result = run([model, data, "-o", tmp_path / "f.h5"])
     assert_one_sentence_error(result, 2, str(model), "8x8x1", str(data), "4x16x1")
+
+
+@pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
+def test_encode_agrees_with_the_training_objective(tmp_path, rng, model_file, patch_file, decoder):
+    # On the training data, mean a2 is the objective's rho_hat and the mean ½‖a3 − x‖² its
+    # reconstruction term: encode and training compute the same network.
+    from streamae.model import Hyperparameters, pack
+    from streamae.objective import Objective
+    from streamae.store import ArrayPatches
+
+    s, n = 7, 20
+    W1, W2 = rng.normal(0, 0.5, size=(s, n)), rng.normal(0, 0.5, size=(n, s))
+    b1, b2 = rng.normal(size=s), rng.normal(size=n)
+    X = rng.uniform(size=(400, n))
+    model = model_file(W1, W2=W2, b1=b1, b2=b2, decoder=decoder, patch_shape=(4, 5))
+    data = patch_file(X, chunk_rows=64)
+    result = encode(model, data, tmp_path / "f.h5", reconstruct=True, dtype="float64", block_rows=100)
+    hyper = Hyperparameters(hidden=s, decoder=decoder)
+    evaluation = Objective(ArrayPatches(X, block_rows=64), hyper, n_visible=n, dtype=np.float64)(
+        pack(W1, W2, b1, b2)
+    )
+    np.testing.assert_allclose(result.mean_activation, evaluation.rho_hat, rtol=1e-12)
+    assert result.reconstruction == pytest.approx(evaluation.reconstruction, rel=1e-12)
