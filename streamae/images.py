@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputFileError, MissingInputError
+from .errors import DataError, InputFileError, MissingInputError
 
 # ITU-R BT.601 luma weights, applied in float32 so every source type rounds alike.
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -573,6 +573,12 @@ class ImageCache:
             self._held = None  # a failure part-way leaves nothing claimed as held
             for k, raw in read_entries(run, self.color):
                 image = to_color(raw, self.color)
+                if image.dtype.kind == "f" and not np.isfinite(image).all():
+                    # One NaN would turn sigma, the mean or the covariance into NaN everywhere.
+                    raise DataError(
+                        f"{run[k].label}: the image holds NaN or infinite values; replace them "
+                        "(for example with numpy.nan_to_num) or leave the image out."
+                    )
                 if self.unit_scale:
                     # Division (not a multiplied reciprocal) so 8-bit v/255 is exactly float32(v/255).
                     image /= np.float32(run[k].scale)

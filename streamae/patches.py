@@ -18,7 +18,7 @@ usual case) this is exactly the notes' scheme.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit, prange
@@ -53,6 +53,8 @@ class SamplingPlan:
     seed: int
     groups: tuple[Group, ...]
     stride: tuple[int, int] | None = None
+    # The last drawn sample block: read blocks smaller than a sample block ask for it again.
+    _last_block: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def total_rows(self) -> int:
@@ -81,7 +83,11 @@ class SamplingPlan:
         for block in range(first_block, last_block + 1):
             lo = block * SAMPLE_BLOCK_ROWS
             hi = min(lo + SAMPLE_BLOCK_ROWS, g.stop_row - g.start_row)
-            drawn = self._random_block(group, block, hi - lo)
+            key = (group, block)
+            if key not in self._last_block:
+                self._last_block.clear()
+                self._last_block[key] = self._random_block(group, block, hi - lo)
+            drawn = self._last_block[key]
             pieces.append(tuple(a[max(start, lo) - lo : min(stop, hi) - lo] for a in drawn))
         return tuple(np.concatenate(parts) for parts in zip(*pieces, strict=True))
 

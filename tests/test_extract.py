@@ -309,7 +309,7 @@ def test_kill_9_leaves_no_file_at_the_target(tmp_path, images_dir):
     target = tmp_path / "killed.h5"
     process = subprocess.Popen(
         [sys.executable, "-c", CLI_SNIPPET, "extract", str(images_dir), "-o", str(target),
-         "--num-patches", "40000000", "--normalize", "none", "--quiet"],
+         "--num-patches", "20000000", "--normalize", "none", "--quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:

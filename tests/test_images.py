@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from streamae.errors import InputFileError, MissingInputError
+from streamae.errors import DataError, InputFileError, MissingInputError
 from streamae.images import (
     ImageCache,
     ImageEntry,
@@ -66,6 +66,23 @@ def test_unit_scale_divides_8_bit_by_255(images_dir):
     (scaled,) = decode_all(inventory([images_dir / "camera.png"]), unit_scale=True)
     raw = np.asarray(Image.open(images_dir / "camera.png"))
     np.testing.assert_array_equal(scaled[..., 0], raw.astype(np.float32) / np.float32(255))
+
+
+def test_unit_scale_divides_16_bit_by_65535(tmp_path, rng):
+    values = rng.integers(0, 65536, size=(6, 7), dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    (entry,) = inventory([tmp_path / "deep.png"])
+    assert entry.scale == 65535.0
+    (scaled,) = decode_all([entry], unit_scale=True)
+    np.testing.assert_array_equal(scaled[..., 0], values.astype(np.float32) / np.float32(65535))
+
+
+def test_non_finite_values_are_refused_naming_the_image(tmp_path):
+    stack = np.zeros((2, 5, 5), dtype=np.float32)
+    stack[1, 2, 3] = np.nan
+    np.save(tmp_path / "nan.npy", stack)
+    with pytest.raises(DataError, match=r"nan.npy\[1\]: the image holds NaN or infinite values"):
+        decode_all(inventory([tmp_path / "nan.npy"]))
 
 
 def test_shipped_folder_gives_the_four_photographs_sorted(images_dir):
