@@ -270,9 +270,9 @@ def render_features(
     grid = feature_grid(
         model, cols=cols, scale=scale, sort=sort, patch_shape=patch_shape, name=name or "the model"
     )
-    mode = "L" if grid.image.ndim == 2 else "RGB"
     with atomic_output(output, force=force, inputs=inputs) as temporary:
-        Image.fromarray(grid.image, mode=mode).save(temporary, format="PNG")
+        # uint8 (H, W) becomes a gray ("L") PNG, uint8 (H, W, 3) an RGB one.
+        Image.fromarray(grid.image).save(temporary, format="PNG")
     return grid
 
 
