@@ -12,9 +12,10 @@ except for ``none``):
 - ``unit``: pixel / full intensity (255 for 8-bit data).
 - ``none``: raw pixel values as float32.
 
-Every sum over patches is accumulated per block (in fixed row segments, in float64) and
-added into float64 totals, so the statistics do not depend on the number of threads and
-barely on the block size.
+Kernels convert each value to float64 before any arithmetic (explicitly, so the result
+is the same with ``NUMBA_DISABLE_JIT=1``).  Every sum over patches is accumulated per
+block (in fixed row segments, in float64) and added into float64 totals, so the
+statistics do not depend on the number of threads and barely on the block size.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ def ufldl_moments(x, partial):
         for i in range(seg * SEGMENT_ROWS, min(rows, (seg + 1) * SEGMENT_ROWS)):
             mean = 0.0
             for j in range(n):
-                mean += x[i, j]
+                mean += np.float64(x[i, j])
             mean /= n
             for j in range(n):
-                v = x[i, j] - mean
+                v = np.float64(x[i, j]) - mean
                 total += v
                 squares += v * v
         partial[seg, 0] = total
@@ -73,10 +74,10 @@ def ufldl_apply(x, limit):
     for i in prange(rows):
         mean = 0.0
         for j in range(n):
-            mean += x[i, j]
+            mean += np.float64(x[i, j])
         mean /= n
         for j in range(n):
-            v = min(max(x[i, j] - mean, -limit), limit)
+            v = min(max(np.float64(x[i, j]) - mean, -limit), limit)
             x[i, j] = (v / limit + 1.0) * 0.4 + 0.1
 
 
@@ -94,7 +95,7 @@ def column_moments(x, shift, partial, sums, squares):
             partial[seg, j] = 0.0
         for i in range(seg * SEGMENT_ROWS, min(rows, (seg + 1) * SEGMENT_ROWS)):
             for j in range(n):
-                v = x[i, j] - shift[j]
+                v = np.float64(x[i, j]) - shift[j]
                 partial[seg, j] += v
                 partial[seg, n + j] += v * v
     for seg in range(n_segments):
@@ -109,7 +110,7 @@ def affine_columns(x, shift, factor):
     rows, n = x.shape
     for i in prange(rows):
         for j in range(n):
-            x[i, j] = (x[i, j] - shift[j]) * factor[j]
+            x[i, j] = (np.float64(x[i, j]) - shift[j]) * factor[j]
 
 
 @njit(parallel=True, **JIT_OPTIONS)
@@ -118,7 +119,7 @@ def centered(x, shift, out):
     rows, n = x.shape
     for i in prange(rows):
         for j in range(n):
-            out[i, j] = x[i, j] - shift[j]
+            out[i, j] = np.float64(x[i, j]) - shift[j]
 
 
 # --- pass 1: statistics -------------------------------------------------------------------
