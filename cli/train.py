@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 
 import click
 
 from .common import debug_option, force_option, quiet_option, reported_errors, stderr_is_terminal
+
+# Kept in sync with streamae.checkpoint.DEFAULT_CHECKPOINT_EVERY (a test checks): importing
+# it here would load NumPy and h5py for --help.
+DEFAULT_CHECKPOINT_EVERY = 10
 
 
 class ConsoleMonitor:
@@ -29,6 +35,14 @@ class ConsoleMonitor:
             from tqdm import tqdm
 
             self._iterations = tqdm(total=max_iter, desc="iterations", unit="it", position=0)
+
+    def on_resume(self, iteration: int) -> None:
+        if self._iterations is not None:
+            self._iterations.update(iteration)
+
+    def on_checkpoint(self, iteration: int, path: str) -> None:
+        if not self.quiet and not self.bars:
+            self._write(f"checkpoint: iteration {iteration} written to {path}")
 
     def on_message(self, text: str) -> None:
         if not self.quiet:
@@ -100,7 +114,10 @@ def format_record(record: dict) -> str:
     )
 
 
-@click.command(epilog="Exit codes: 0 success, 1 runtime error, 2 usage error, 3 stopped by a signal.")
+@click.command(
+    epilog="Exit codes: 0 success, 1 runtime error, 2 usage error, 3 stopped by a signal "
+    "(SIGTERM, SIGINT or SIGUSR1; a checkpoint was written, continue with --resume)."
+)
 @click.argument("data", type=click.Path(dir_okay=True, path_type=str))
 @click.option(
     "--output",
@@ -108,7 +125,7 @@ def format_record(record: dict) -> str:
     type=click.Path(path_type=str),
     default="model.h5",
     show_default=True,
-    help="Model file to write (HDF5).",
+    help="Model file to write (HDF5); also the checkpoint --resume continues from.",
 )
 @click.option("--hidden", type=int, default=25, show_default=True, help="Hidden units s2.")
 @click.option("--rho", type=float, default=0.01, show_default=True, help="Target mean activation (0, 1).")
@@ -139,7 +156,8 @@ def format_record(record: dict) -> str:
     "--threads",
     type=int,
     default=None,
-    help="Compute threads (default: SLURM_CPUS_PER_TASK or the CPU affinity).",
+    help="Compute threads per process, Numba and BLAS alike (default: SLURM_CPUS_PER_TASK, "
+    "else the CPU affinity shared among the MPI ranks of the node).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights.")
 @click.option(
@@ -153,10 +171,36 @@ def format_record(record: dict) -> str:
     help="Stop when J changes by less than this.",
 )
 @click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue from the model file at --output (a checkpoint), exactly where it stopped; "
+    "refused if the data or the hyperparameters differ.",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=DEFAULT_CHECKPOINT_EVERY,
+    show_default=True,
+    help="Rewrite the model file (atomically, with the optimizer state) every this many "
+    "iterations; 0: only at the end.",
+)
+@click.option(
+    "--checkpoint-minutes",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="Also rewrite it whenever this many minutes have passed since the last one.",
+)
+@click.option(
+    "--no-file-locking",
+    "no_file_locking",
+    is_flag=True,
+    help="Open the data without HDF5 file locks (NFS, Lustre; same as HDF5_USE_FILE_LOCKING=FALSE).",
+)
+@click.option(
     "--log",
     type=click.Path(dir_okay=False, path_type=str),
     default=None,
-    help="Write one JSON object per iteration to this file (JSON lines).",
+    help="Write one JSON object per iteration to this file (JSON lines; appended on --resume).",
 )
 @quiet_option
 @force_option
@@ -176,6 +220,10 @@ def train(
     seed,
     grad_tol,
     progress_tol,
+    resume,
+    checkpoint_every,
+    checkpoint_minutes,
+    no_file_locking,
     log,
     quiet,
     force,
@@ -186,39 +234,79 @@ def train(
     Minimises the notes' exact full-batch objective (reconstruction + weight decay +
     KL sparsity) by L-BFGS, streaming DATA in blocks: pass 1 accumulates the mean hidden
     activation, pass 2 the cost and gradient.  Memory does not grow with the data.
+
+    Under `mpiexec -n N` or `srun` every rank reads its own share of DATA and the sums
+    are combined with MPI (pip install 'streamae[mpi]'); the result equals one
+    process's to rounding.  SIGTERM, SIGINT or SIGUSR1 stop the run at the last
+    completed iteration with a checkpoint in --output; --resume continues from it.
     """
     with reported_errors(debug):
         from streamae.distributed import world
-        from streamae.workflows import train as train_model
 
         comm = world()
         monitor = ConsoleMonitor(quiet=quiet, enabled=comm.rank == 0)
         monitor.on_start(0, 0, max_iter)
         try:
-            train_model(
-                data,
-                output,
-                hidden=hidden,
-                rho=rho,
-                beta=beta,
-                lam=lam,
-                decoder=decoder,
-                max_iter=max_iter,
-                dtype=dtype,
-                chunk_rows=chunk_rows,
-                threads=threads,
-                seed=seed,
-                grad_tol=grad_tol,
-                progress_tol=progress_tol,
-                log=log,
-                force=force,
-                monitor=monitor,
-                comm=comm,
-            )
+            with rank_zero_reports(comm, debug):
+                _train(
+                    data,
+                    output,
+                    hidden=hidden,
+                    rho=rho,
+                    beta=beta,
+                    lam=lam,
+                    decoder=decoder,
+                    max_iter=max_iter,
+                    dtype=dtype,
+                    chunk_rows=chunk_rows,
+                    threads=threads,
+                    seed=seed,
+                    grad_tol=grad_tol,
+                    progress_tol=progress_tol,
+                    log=log,
+                    force=force,
+                    monitor=monitor,
+                    comm=comm,
+                    resume=resume,
+                    checkpoint_every=checkpoint_every,
+                    checkpoint_minutes=checkpoint_minutes,
+                    file_locking=False if no_file_locking else None,
+                )
         finally:
             monitor.close()
         if comm.rank == 0 and not quiet:
             click.echo(f"model written to {output}", err=True)
+
+
+def _train(*args, **kwargs):
+    """The library's train (imported here: heavy imports stay out of --help)."""
+    from streamae.workflows import train as train_model
+
+    return train_model(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def rank_zero_reports(comm, debug: bool) -> Iterator[None]:
+    """Let rank 0 alone report an error every rank raised; say "Stopped" for a signal.
+
+    Errors raised on one rank only never get here under MPI: the library aborts the
+    job from that rank (see streamae.distributed.abort_on_local_error).
+    """
+    from streamae.distributed import is_collective
+    from streamae.errors import Interrupted, StreamaeError
+
+    try:
+        yield
+    except Interrupted as error:
+        if debug:
+            raise
+        if comm.rank == 0:
+            click.echo(f"Stopped: {error}", err=True)
+        sys.exit(error.exit_code)
+    except StreamaeError as error:
+        if comm.rank != 0 and is_collective(error) and not debug:
+            sys.exit(error.exit_code)  # rank 0 prints the same message
+        raise
 
 
 @click.command()

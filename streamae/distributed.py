@@ -3,14 +3,35 @@
 With one process nothing of MPI is imported.  Under ``mpiexec``/``srun`` (detected from
 the launcher's environment variables) mpi4py is imported and every pass's partial sums,
 gathered into one flat float64 buffer, are added across ranks with a single Allreduce.
+
+Collective calls must be reached by every rank in the same order, or the run hangs.
+Two rules keep an error on one rank from hanging the others:
+
+* A phase without collectives inside (opening files, checking the output path, writing
+  a checkpoint on rank 0) ends with :func:`raise_agreed`: every rank learns whether any
+  rank failed, and every rank raises.  Such errors are marked *collective*.
+* Any other error (a read failing in the middle of a pass, a bug) is local: the rank
+  prints it and aborts the whole job (:func:`abort_on_local_error`), since the others
+  are already waiting in a collective that will never complete.
+
+Waiting ranks do not spin: reductions are started non-blocking and polled with short
+sleeps (:meth:`MPICommunicator._wait`), so an idle rank (more ranks than chunks) or a
+rank waiting for rank 0 to compile or write does not take a core from a working one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import sys
+import time
+from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
+
+from .errors import EXIT_RUNTIME, StreamaeError, UsageError
 
 # Environment variables that MPI launchers set in every rank they start.
 _LAUNCHER_VARIABLES = (
@@ -21,6 +42,13 @@ _LAUNCHER_VARIABLES = (
     "MPI_LOCALNRANKS",
     "HYDRA_CONTROL_FD",
 )
+
+# Polling a pending collective: spin this long first (the common case, balanced ranks,
+# completes within it), then sleep between tests, doubling up to the longest sleep.
+# 1 ms at most adds under 1 ms to a pass that takes tens of ms or more.
+_SPIN_SECONDS = 2e-4
+_FIRST_SLEEP = 2e-5
+_LONGEST_SLEEP = 1e-3
 
 
 class Communicator(Protocol):
@@ -40,6 +68,18 @@ class Communicator(Protocol):
 
     def any(self, flag: bool) -> bool:
         """True on every process when ``flag`` is true on any."""
+
+    def allgather(self, value: object) -> list:
+        """Every process's ``value``, in rank order, on every process."""
+
+    def barrier(self) -> None:
+        """Return when every process has called it."""
+
+    def local_size(self) -> int:
+        """How many processes of this group run on this node."""
+
+    def abort(self, code: int) -> None:
+        """End every process of the group now with exit code ``code``."""
 
 
 class SingleProcess:
@@ -62,6 +102,21 @@ class SingleProcess:
         """One process: the flag itself."""
         return bool(flag)
 
+    def allgather(self, value: object) -> list:
+        """One process: a list of one."""
+        return [value]
+
+    def barrier(self) -> None:
+        """Nobody to wait for."""
+
+    def local_size(self) -> int:
+        """One process on this node."""
+        return 1
+
+    def abort(self, code: int) -> None:
+        """Exit this (only) process."""
+        sys.exit(code)
+
 
 class MPICommunicator:
     """A communicator over ``MPI.COMM_WORLD`` (mpi4py)."""
@@ -73,29 +128,71 @@ class MPICommunicator:
         self._comm = MPI.COMM_WORLD
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
+        self._local_size: int | None = None
 
     @staticmethod
     def _check(buffer: np.ndarray) -> None:
         if buffer.dtype != np.float64 or not buffer.flags.c_contiguous:
             raise ValueError("MPI reductions take a contiguous float64 buffer")
 
+    def _wait(self, request) -> None:
+        """Complete a non-blocking collective without keeping a core busy.
+
+        MPICH's blocking calls poll in a tight loop; with more ranks than cores (or a
+        rank waiting while rank 0 compiles or writes) the pollers steal the cores the
+        working ranks need.  Test() also drives MPI's progress engine.
+        """
+        deadline = time.perf_counter() + _SPIN_SECONDS
+        while not request.Test():
+            if time.perf_counter() < deadline:
+                continue
+            pause = _FIRST_SLEEP
+            while not request.Test():
+                time.sleep(pause)
+                pause = min(2.0 * pause, _LONGEST_SLEEP)
+            return
+
     def allreduce_sum(self, buffer: np.ndarray) -> None:
         """Sum ``buffer`` over all ranks in place with one Allreduce."""
         self._check(buffer)
-        self._comm.Allreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.SUM)
+        self._wait(self._comm.Iallreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.SUM))
 
     def allreduce_min(self, buffer: np.ndarray) -> None:
         """Elementwise minimum of ``buffer`` over all ranks, in place."""
         self._check(buffer)
-        self._comm.Allreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.MIN)
+        self._wait(self._comm.Iallreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.MIN))
 
     def broadcast(self, value: object) -> object:
-        """Rank 0's ``value`` on every rank."""
+        """Rank 0's ``value`` on every rank (pickled; for small objects and arrays)."""
+        self.barrier()  # wait politely; the bcast itself is then quick
         return self._comm.bcast(value, root=0)
 
     def any(self, flag: bool) -> bool:
         """Logical OR of ``flag`` over all ranks."""
-        return bool(self._comm.allreduce(bool(flag), op=self._mpi.LOR))
+        buffer = np.array([-1.0 if flag else 0.0])
+        self.allreduce_min(buffer)
+        return bool(buffer[0] < 0.0)
+
+    def allgather(self, value: object) -> list:
+        """Every rank's ``value`` (pickled), in rank order, on every rank."""
+        self.barrier()
+        return self._comm.allgather(value)
+
+    def barrier(self) -> None:
+        """Wait (sleeping, not spinning) until every rank has arrived."""
+        self._wait(self._comm.Ibarrier())
+
+    def local_size(self) -> int:
+        """Ranks sharing this node (MPI's shared-memory split of the world)."""
+        if self._local_size is None:
+            local = self._comm.Split_type(self._mpi.COMM_TYPE_SHARED)
+            self._local_size = local.Get_size()
+            local.Free()
+        return self._local_size
+
+    def abort(self, code: int) -> None:
+        """MPI_Abort: the launcher ends every rank of the job."""
+        self._comm.Abort(code)
 
 
 def launched_under_mpi(environ: dict | None = None) -> bool:
@@ -107,7 +204,124 @@ def launched_under_mpi(environ: dict | None = None) -> bool:
 
 
 def world() -> Communicator:
-    """The communicator of this run: MPI's world when launched under MPI, else one process."""
-    if launched_under_mpi():
+    """The communicator of this run: MPI's world when launched under MPI, else one process.
+
+    Raises :class:`UsageError` when a launcher started the process but mpi4py is missing.
+    """
+    if not launched_under_mpi():
+        return SingleProcess()
+    try:
         return MPICommunicator()
-    return SingleProcess()
+    except ImportError as error:
+        raise UsageError(
+            "this process was started by an MPI launcher but mpi4py is not installed; "
+            "install it (pip install 'streamae[mpi]') or run without mpiexec/srun."
+        ) from error
+
+
+# -- errors across ranks -------------------------------------------------------------
+
+
+class PeerError(StreamaeError):
+    """Another rank failed in a phase every rank agreed on; its message is on rank 0."""
+
+
+def mark_collective(error: BaseException) -> BaseException:
+    """Mark ``error`` as raised on every rank alike (so no rank needs to abort the job)."""
+    error.collective = True  # type: ignore[attr-defined]
+    return error
+
+
+def is_collective(error: BaseException) -> bool:
+    """True for an error every rank raises at the same point (see :func:`mark_collective`)."""
+    return bool(getattr(error, "collective", False))
+
+
+def raise_agreed(comm: Communicator, error: StreamaeError | None) -> None:
+    """Collective: if any rank's phase failed, raise on every rank; else return.
+
+    The lowest failing rank's error is the one reported: that rank re-raises its own
+    error, every other rank a :class:`PeerError` carrying the same message and exit code
+    (so rank 0, the one that prints, shows the real message).
+    """
+    if comm.size == 1:
+        if error is not None:
+            raise mark_collective(error)
+        return
+    mine = None if error is None else (str(error), int(error.exit_code))
+    reports = comm.allgather(mine)
+    for rank, report in enumerate(reports):
+        if report is None:
+            continue
+        if rank == comm.rank and error is not None:
+            raise mark_collective(error)
+        message, code = report
+        peer = PeerError(f"rank {rank}: {message}" if comm.rank == 0 else message)
+        peer.exit_code = code
+        raise mark_collective(peer)
+
+
+@contextlib.contextmanager
+def agreed_phase(comm: Communicator) -> Iterator[None]:
+    """Run a phase with no collective inside; afterwards all ranks agree on its failure.
+
+    An expected failure (:class:`StreamaeError`) on any rank is raised on every rank
+    (see :func:`raise_agreed`).  Other exceptions pass through unchanged (and, under
+    MPI, end the job by :func:`abort_on_local_error`).
+    """
+    failure: StreamaeError | None = None
+    try:
+        yield
+    except StreamaeError as error:
+        failure = error
+    raise_agreed(comm, failure)
+
+
+@contextlib.contextmanager
+def abort_on_local_error(comm: Communicator) -> Iterator[None]:
+    """Under MPI, turn an error raised on one rank only into an abort of the whole job.
+
+    A rank that leaves on its own leaves the others waiting forever in their next
+    collective.  Collective errors (raised by every rank alike) pass through; anything
+    else is printed with the rank's number and the job is aborted with its exit code.
+    """
+    if comm.size == 1:
+        yield
+        return
+    try:
+        yield
+    except BaseException as error:
+        if is_collective(error) or isinstance(error, SystemExit):
+            raise
+        code = error.exit_code if isinstance(error, StreamaeError) else EXIT_RUNTIME
+        detail = str(error) if isinstance(error, StreamaeError) else f"{type(error).__name__}: {error}"
+        print(
+            f"Error on MPI rank {comm.rank} of {comm.size}: {detail}; aborting all ranks.",
+            file=sys.stderr,
+            flush=True,
+        )
+        comm.abort(code)
+        raise
+
+
+# -- consistency ---------------------------------------------------------------------
+
+
+def digest(*arrays: np.ndarray) -> float:
+    """A 48-bit checksum of the arrays' bytes as an exactly representable float64.
+
+    Equal on two ranks only if the arrays are bit-for-bit equal (up to a 2⁻⁴⁸ chance).
+    """
+    hasher = hashlib.blake2b(digest_size=6)
+    for array in arrays:
+        hasher.update(np.ascontiguousarray(array).tobytes())
+    return float(int.from_bytes(hasher.digest(), "little"))
+
+
+def ranks_agree(comm: Communicator, value: float) -> bool:
+    """Collective: True when ``value`` is the same on every rank (one tiny Allreduce)."""
+    if comm.size == 1:
+        return True
+    extremes = np.array([value, -value])
+    comm.allreduce_min(extremes)
+    return bool(extremes[0] == -extremes[1])

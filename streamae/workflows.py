@@ -1,16 +1,16 @@
 """Training and gradient checking as library functions (the CLI calls these; no click here).
 
 ``train`` opens the patch file (this process's share of it under MPI), checks the
-values once, runs L-BFGS on the streamed objective and writes the model file.  What a
+values once, runs L-BFGS on the streamed objective (:mod:`streamae.training`) and writes
+the model file, with checkpoints along the way (:mod:`streamae.checkpoint`).  What a
 user sees while it runs goes through a :class:`TrainingMonitor`, so the CLI, a notebook
 and a batch job can each show progress their own way.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,51 +18,53 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import check_output_path
-from .distributed import Communicator, SingleProcess
-from .errors import DataError, UsageError
+from .checkpoint import (
+    DEFAULT_CHECKPOINT_EVERY,
+    CheckpointPolicy,
+    Progress,
+    ResumePoint,
+    check_compatible,
+    resume_point,
+)
+from .distributed import Communicator, SingleProcess, abort_on_local_error, agreed_phase, mark_collective
+from .errors import DataError, MissingInputError, UsageError
 from .model import Hyperparameters, initialize
-from .modelfile import HISTORY_FIELDS, Model, write_model
+from .modelfile import Model, load_model, write_model
 from .objective import Evaluation, Objective, check_values
-from .optimize import DEFAULT_MEMORY, LbfgsState, StepReport, StopRules, lbfgs_iteration
+from .optimize import DEFAULT_MEMORY, LbfgsState, StopRules
+from .signals import StopFlag, stop_on_signals
 from .store import (
     ArrayPatches,
     PatchFile,
+    PatchLayout,
     chunk_aligned_share,
     default_block_rows,
     inspect_patch_file,
 )
+from .training import CountedBlocks, Trainer, TrainingMonitor
+
+__all__ = [
+    "DTYPES",
+    "GRADCHECK_THRESHOLD",
+    "GradientCheck",
+    "TrainingMonitor",
+    "apply_threads",
+    "gradcheck",
+    "objective",
+    "resolve_threads",
+    "train",
+]
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
-class TrainingMonitor:
-    """Hooks called while training; the default does nothing.
+def resolve_threads(threads: int | None, environ: dict | None = None, local_ranks: int = 1) -> int:
+    """Threads to use: the given number, else SLURM_CPUS_PER_TASK, else the CPU affinity.
 
-    ``on_block`` after every block read in a pass (rows in it); ``on_iteration`` after
-    every L-BFGS iteration with its record; ``on_message`` for one-off notices.
+    Under MPI without SLURM's hint, ``local_ranks`` processes share this node: when the
+    launcher did not bind them (each sees every CPU), each takes its share of the CPUs
+    instead of all of them.
     """
-
-    def on_start(self, n_rows: int, n_features: int, max_iter: int) -> None:
-        """Training is about to start."""
-
-    def on_block(self, rows: int) -> None:
-        """A block of ``rows`` rows was processed."""
-
-    def on_pass(self, name: str, n_rows: int) -> None:
-        """A pass over the data named ``name`` begins."""
-
-    def on_iteration(self, record: dict) -> None:
-        """An iteration ended; ``record`` holds its history entries."""
-
-    def on_message(self, text: str) -> None:
-        """Something worth telling the user."""
-
-    def on_finish(self, model: Model, reason: str) -> None:
-        """Training ended."""
-
-
-def resolve_threads(threads: int | None, environ: dict | None = None) -> int:
-    """Threads to use: the given number, else SLURM_CPUS_PER_TASK, else the CPU affinity."""
     environ = os.environ if environ is None else environ
     if threads is not None:
         if threads < 1:
@@ -72,9 +74,12 @@ def resolve_threads(threads: int | None, environ: dict | None = None) -> int:
     if slurm.isdigit() and int(slurm) > 0:
         return int(slurm)
     try:
-        return len(os.sched_getaffinity(0))
+        available = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        available = os.cpu_count() or 1
+    if local_ranks > 1 and available >= (os.cpu_count() or 1):
+        return max(1, available // local_ranks)
+    return available
 
 
 def apply_threads(threads: int) -> None:
@@ -92,36 +97,75 @@ def _dtype(name: str) -> type:
     return DTYPES[name]
 
 
+def warm_up_kernels(comm: Communicator, n_visible: int, hyper: Hyperparameters, dtype: type) -> None:
+    """Collective: rank 0 compiles the kernels (into Numba's cache) before the others start.
+
+    N ranks compiling the same functions into one cache directory at once waste N times
+    the time and race on the cache files; after rank 0 has compiled on a tiny block the
+    others load the cached machine code.  Cached code lives in NUMBA_CACHE_DIR (default:
+    beside the package), which must be writable and shared by the ranks to help.
+    """
+    if comm.size == 1:
+        return  # compiled on first use; nothing to coordinate
+    if comm.rank == 0:
+        rows = np.full((8, n_visible), 0.5, dtype=dtype)
+        tiny = ArrayPatches(rows)
+        check_values(tiny, hyper, "<warm-up>")
+        Objective(tiny, hyper, n_visible=n_visible, dtype=dtype)(initialize(n_visible, hyper.hidden, 0))
+    comm.barrier()
+
+
 @dataclass
-class _EvaluationLog:
-    """The evaluations of the current iteration, to find the terms at the accepted point."""
+class _Setup:
+    """What every rank knows after the (agreed) opening phase."""
 
-    entries: list[tuple[np.ndarray, Evaluation]]
-
-    def find(self, x: np.ndarray) -> Evaluation:
-        for point, evaluation in reversed(self.entries):
-            if np.array_equal(point, x):
-                return evaluation
-        raise LookupError("the accepted point was never evaluated")
+    layout: PatchLayout
+    source: PatchFile
+    block_rows: int
+    resumed: ResumePoint | None
 
 
-def _record(
-    iteration: int, evaluation: Evaluation, evaluations: int, seconds: float, report: StepReport | None
-) -> dict:
-    return {
-        "iteration": iteration,
-        "cost": evaluation.cost,
-        "reconstruction": evaluation.reconstruction,
-        "weight_decay": evaluation.weight_decay,
-        "sparsity": evaluation.sparsity,
-        "grad_norm": float(np.linalg.norm(evaluation.gradient)),
-        "rho_hat_mean": float(np.mean(evaluation.rho_hat)),
-        "rho_hat_min": float(np.min(evaluation.rho_hat)),
-        "rho_hat_max": float(np.max(evaluation.rho_hat)),
-        "step": report.step if report else 0.0,
-        "seconds": seconds,
-        "evaluations": evaluations,
-    }
+def _open(
+    data: Path,
+    output: str | os.PathLike | None,
+    log: str | os.PathLike | None,
+    *,
+    hyper: Hyperparameters,
+    dtype: str,
+    chunk_rows: int | None,
+    force: bool,
+    resume: bool,
+    file_locking: bool | None,
+    comm: Communicator,
+    stack: contextlib.ExitStack,
+) -> _Setup:
+    """Check the outputs (rank 0), open this rank's share of the data, read the checkpoint."""
+    if resume and output is None:
+        raise UsageError("--resume needs the model file to continue from (-o/--output).")
+    if comm.rank == 0:
+        if output is not None:
+            if resume and not Path(output).exists():
+                raise MissingInputError(
+                    f"{output}: no such model file to resume from; train without --resume first."
+                )
+            # Resuming replaces the checkpoint it continues from: that is the point of it.
+            check_output_path(output, force=force or resume, inputs=(data,))
+        if log is not None:
+            check_output_path(log, force=True, inputs=(data,))
+    layout = inspect_patch_file(data)
+    block_rows = chunk_rows or default_block_rows(layout)
+    share = chunk_aligned_share(layout.n_rows, block_rows, comm.rank, comm.size)
+    source = stack.enter_context(
+        PatchFile(
+            data, dtype=DTYPES[dtype], block_rows=chunk_rows, row_range=share, file_locking=file_locking
+        )
+    )
+    resumed = None
+    if resume and comm.rank == 0:
+        previous = load_model(output)
+        check_compatible(previous, output, hyper=hyper, fingerprint=layout.fingerprint, dtype=dtype)
+        resumed = resume_point(previous, output)
+    return _Setup(layout=layout, source=source, block_rows=block_rows, resumed=resumed)
 
 
 def train(
@@ -145,145 +189,169 @@ def train(
     force: bool = False,
     monitor: TrainingMonitor | None = None,
     comm: Communicator | None = None,
+    resume: bool = False,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    checkpoint_minutes: float | None = None,
+    file_locking: bool | None = None,
+    stop_signals: bool = True,
+    stop: StopFlag | None = None,
 ) -> Model:
     """Train the sparse autoencoder on the patch file ``data``; returns the model.
 
     Writes the model to ``output`` (atomically) when given, and one JSON object per
     iteration to ``log``.  Hyperparameters follow the notes' names (``lam`` is λ).
+
+    Checkpoints: the model file is rewritten every ``checkpoint_every`` iterations (0:
+    only at the end) and every ``checkpoint_minutes`` minutes; ``resume=True`` continues
+    from the model file at ``output``, exactly where it stopped (refused if the data or
+    the hyperparameters differ).  ``stop_signals`` catches SIGTERM, SIGINT and SIGUSR1
+    while training: the run stops at the last completed iteration, writes a checkpoint
+    and raises :class:`~streamae.errors.Interrupted`.  ``stop`` is the flag the handlers
+    set (pass one to stop a run from another thread).  ``file_locking=False`` opens the
+    data without HDF5 file locks (NFS, Lustre).  ``comm`` is the group of processes
+    (default: this one alone); under MPI every rank calls ``train`` alike.
     """
-    hyper = Hyperparameters(hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder)
-    compute_dtype = _dtype(dtype)
-    if max_iter < 0:
-        raise UsageError(f"--max-iter must be at least 0, got {max_iter}.")
-    if chunk_rows is not None and chunk_rows < 1:
-        raise UsageError(f"--chunk-rows must be at least 1, got {chunk_rows}.")
-    if memory < 1:
-        raise UsageError(f"the L-BFGS memory must be at least 1, got {memory}.")
     monitor = monitor or TrainingMonitor()
     comm = comm or SingleProcess()
+    stop = stop or StopFlag()
     data = Path(data)
-    if output is not None and comm.rank == 0:
-        check_output_path(output, force=force, inputs=(data,))
-    if log is not None and comm.rank == 0:
-        check_output_path(log, force=True, inputs=(data,))
-    apply_threads(resolve_threads(threads))
+    with (
+        abort_on_local_error(comm),
+        stop_on_signals(stop) if stop_signals else contextlib.nullcontext(stop),
+        contextlib.ExitStack() as stack,
+    ):
+        with agreed_phase(comm):
+            hyper = Hyperparameters(hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder)
+            compute_dtype = _dtype(dtype)
+            if max_iter < 0:
+                raise UsageError(f"--max-iter must be at least 0, got {max_iter}.")
+            if chunk_rows is not None and chunk_rows < 1:
+                raise UsageError(f"--chunk-rows must be at least 1, got {chunk_rows}.")
+            if memory < 1:
+                raise UsageError(f"the L-BFGS memory must be at least 1, got {memory}.")
+            policy = CheckpointPolicy(every=checkpoint_every, minutes=checkpoint_minutes)
+            rules = StopRules(max_iter=max_iter, grad_tol=grad_tol, progress_tol=progress_tol)
+            setup = _open(
+                data,
+                output,
+                log,
+                hyper=hyper,
+                dtype=dtype,
+                chunk_rows=chunk_rows,
+                force=force,
+                resume=resume,
+                file_locking=file_locking,
+                comm=comm,
+                stack=stack,
+            )
+            threads_used = resolve_threads(threads, local_ranks=comm.local_size())
+            apply_threads(threads_used)
+        layout = setup.layout
+        resumed = comm.broadcast(setup.resumed) if comm.size > 1 else setup.resumed
+        warm_up_kernels(comm, layout.n_features, hyper, compute_dtype)
 
-    layout = inspect_patch_file(data)
-    share = chunk_aligned_share(
-        layout.n_rows, chunk_rows or default_block_rows(layout), comm.rank, comm.size
-    )
-    with PatchFile(data, dtype=compute_dtype, block_rows=chunk_rows, row_range=share) as source:
+        counted = CountedBlocks(setup.source, monitor, stop, abandon=comm.size == 1)
         monitor.on_message(
             f"{data}: {layout.n_rows:,} patches of {layout.n_features} values "
             f"({layout.dtype}), {hidden} hidden units, {dtype}"
+            + (f", {comm.size} MPI ranks" if comm.size > 1 else "")
         )
-        monitor.on_pass("checking values", source.n_rows)
-        check_values(_Counted(source, monitor), hyper, str(data), comm)
-        objective = Objective(
-            _Counted(source, monitor), hyper, n_visible=layout.n_features, dtype=compute_dtype, comm=comm
-        )
-        model = _optimize(
+        monitor.on_pass("checking values", setup.source.n_rows)
+        try:
+            check_values(counted, hyper, str(data), comm)
+        except DataError as error:
+            raise mark_collective(error) from None  # found on the reduced summary: all ranks
+        objective = Objective(counted, hyper, n_visible=layout.n_features, dtype=compute_dtype, comm=comm)
+
+        info = {
+            "dtype": dtype,
+            "seed": seed,
+            "ranks": comm.size,
+            "chunk_rows": setup.block_rows,
+            "threads": threads_used,
+        }
+
+        def save(state: LbfgsState, progress: Progress) -> str:
+            model = _model(state, progress, objective, layout, info)
+            write_model(output, model, force=True, inputs=(data,))
+            return str(output)
+
+        trainer = Trainer(
             objective,
-            initialize(layout.n_features, hidden, seed),
-            StopRules(max_iter=max_iter, grad_tol=grad_tol, progress_tol=progress_tol),
-            memory,
-            monitor,
-            log if comm.rank == 0 else None,
+            rules,
+            comm=comm,
+            monitor=monitor,
+            stop=stop,
+            policy=policy,
+            save=save if output is not None else None,
+            log=log,
+            append_log=resumed is not None,
+            resume_hint=(
+                f"the checkpoint {output} holds it; continue with "
+                f"`streamae train {data} -o {output} --resume` and the same options."
+            ),
         )
-    model.patch_shape = layout.patch_shape
-    model.data = layout.fingerprint
-    model.info.update({"dtype": dtype, "seed": seed, "ranks": comm.size})
-    if output is not None and comm.rank == 0:
-        write_model(output, model, force=force, inputs=(data,))
+        if resumed is not None:
+            state, progress = resumed.state, resumed.progress
+            _note_resume(monitor, resumed, comm.size, setup.block_rows, output)
+        else:
+            state, progress = trainer.start(initialize(layout.n_features, hidden, seed), memory)
+        trainer.run(state, progress)
+        model = _model(state, progress, objective, layout, info)
+        with agreed_phase(comm):
+            if output is not None and comm.rank == 0:
+                # The opening checks ran already; replacing our own checkpoint is expected.
+                write_model(output, model, force=True, inputs=(data,))
     monitor.on_finish(model, model.info.get("finished", ""))
     return model
 
 
-class _Counted:
-    """A block source that tells the monitor about every block it delivers."""
+def _note_resume(
+    monitor: TrainingMonitor, resumed: ResumePoint, ranks: int, block_rows: int, output: object
+) -> None:
+    """Tell the monitor where training continues, and when it will not be bit-for-bit exact."""
+    hook = getattr(monitor, "on_resume", None)  # newer than some monitors
+    if hook is not None:
+        hook(resumed.state.iteration)
+    monitor.on_message(f"resuming from {output} at iteration {resumed.state.iteration}")
+    changed = []
+    if resumed.ranks is not None and resumed.ranks != ranks:
+        changed.append(f"{resumed.ranks} MPI ranks before, {ranks} now")
+    if resumed.chunk_rows is not None and resumed.chunk_rows != block_rows:
+        changed.append(f"{resumed.chunk_rows} rows per block before, {block_rows} now")
+    if changed:
+        monitor.on_message(
+            "note: " + "; ".join(changed) + ": sums are added in another order, so the "
+            "continuation agrees with an uninterrupted run to rounding, not bit for bit"
+        )
 
-    def __init__(self, source, monitor: TrainingMonitor) -> None:
-        self._source = source
-        self._monitor = monitor
-        self.dtype = source.dtype
-        self.block_rows = source.block_rows
 
-    @property
-    def n_rows(self) -> int:
-        return self._source.n_rows
-
-    def blocks(self):
-        for first, block in self._source.blocks():
-            yield first, block
-            self._monitor.on_block(block.shape[0])
-
-
-def _optimize(
-    objective: Objective,
-    theta0: np.ndarray,
-    rules: StopRules,
-    memory: int,
-    monitor: TrainingMonitor,
-    log: str | os.PathLike | None,
+def _model(
+    state: LbfgsState, progress: Progress, objective: Objective, layout: PatchLayout, info: dict
 ) -> Model:
-    """Run L-BFGS on ``objective`` from theta0 and collect the history into a Model."""
-    started = time.perf_counter()
-    entries = _EvaluationLog([])
-    n_rows = objective.n_rows
-
-    def value_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        monitor.on_pass("J and gradient", 2 * n_rows)
-        evaluation = objective(theta)
-        entries.entries.append((theta.copy(), evaluation))
-        return evaluation.cost, evaluation.gradient
-
-    f0, g0 = value_and_gradient(theta0)
-    first = entries.find(theta0)
-    if not np.isfinite(f0):
-        raise DataError("J is not finite at the starting point; check the data and --rho.")
-    state = LbfgsState.start(theta0, f0, g0, memory)
-    history: dict[str, list[float]] = {name: [] for name in HISTORY_FIELDS}
-    final = first
-    log_handle = open(log, "w", encoding="utf-8") if log is not None else None  # noqa: SIM115
-    try:
-        if rules.max_iter == 0:
-            state.finished = "no iterations asked"
-        while not state.finished:
-            entries.entries.clear()
-            report = lbfgs_iteration(value_and_gradient, state, rules)
-            if report.step == 0.0:
-                break
-            final = entries.find(state.x)
-            record = _record(
-                state.iteration, final, state.evaluations, time.perf_counter() - started, report
-            )
-            for name in HISTORY_FIELDS:
-                history[name].append(float(record[name]))
-            if log_handle is not None:
-                log_handle.write(json.dumps(record) + "\n")
-                log_handle.flush()
-            monitor.on_iteration(record)
-    finally:
-        if log_handle is not None:
-            log_handle.close()
-    params = _split(state.x, objective.n_visible, objective.n_hidden)
-    return Model(
-        **params,
+    """The model file's contents at ``state``: weights, history, ρ̂, optimizer state, info."""
+    current: Evaluation = progress.current
+    model = Model(
+        **_split(state.x, objective.n_visible, objective.n_hidden),
         hyper=objective.hyper,
+        patch_shape=layout.patch_shape,
+        data=layout.fingerprint,
         iterations=state.iteration,
-        history={name: np.asarray(values) for name, values in history.items()},
-        rho_hat=final.rho_hat,
+        history={name: np.asarray(values) for name, values in progress.history.items()},
+        rho_hat=current.rho_hat,
         optimizer=state.to_arrays(),
         info={
+            **info,
             "finished": state.finished,
-            "cost": final.cost,
-            "reconstruction": final.reconstruction,
-            "weight_decay": final.weight_decay,
-            "sparsity": final.sparsity,
-            "seconds": time.perf_counter() - started,
+            "cost": current.cost,
+            "reconstruction": current.reconstruction,
+            "weight_decay": current.weight_decay,
+            "sparsity": current.sparsity,
+            "seconds": progress.seconds,
             "evaluations": state.evaluations,
         },
     )
+    return model
 
 
 def _split(theta: np.ndarray, n_visible: int, n_hidden: int) -> dict[str, np.ndarray]:

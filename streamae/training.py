@@ -1,0 +1,294 @@
+"""The training loop: L-BFGS iterations, history, checkpoints, stop signals, rank checks.
+
+Every rank runs this loop on identical reduced numbers, so every rank takes the same
+decisions at the same iteration; the few decisions only one rank can make (rank 0's
+clock for ``--checkpoint-minutes``, a signal that reached one rank) are combined by a
+collective first.  Rank 0 alone writes the log and the checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .checkpoint import CheckpointPolicy, Progress
+from .distributed import Communicator, agreed_phase, digest, mark_collective, ranks_agree
+from .errors import Interrupted, StreamaeError
+from .modelfile import HISTORY_FIELDS
+from .objective import Evaluation, Objective
+from .optimize import LbfgsState, StepReport, StopRules, lbfgs_iteration
+from .signals import StopFlag, StopRequested
+
+# Compare a checksum of the parameters across ranks this often (and at the end).  The
+# check is one 16-byte Allreduce and a hash of p values: cheap, but not free for
+# millions of parameters, and a divergence cannot go unnoticed for long.
+CONSISTENCY_EVERY = 10
+
+
+class RanksDisagree(StreamaeError):
+    """MPI ranks hold different parameters: the reductions did not give equal numbers."""
+
+
+class TrainingMonitor:
+    """Hooks called while training; the default does nothing.
+
+    ``on_block`` after every block read in a pass (rows in it); ``on_iteration`` after
+    every L-BFGS iteration with its record; ``on_message`` for one-off notices.
+    """
+
+    def on_start(self, n_rows: int, n_features: int, max_iter: int) -> None:
+        """Training is about to start."""
+
+    def on_resume(self, iteration: int) -> None:
+        """Training continues from a checkpoint at ``iteration``."""
+
+    def on_block(self, rows: int) -> None:
+        """A block of ``rows`` rows was processed."""
+
+    def on_pass(self, name: str, n_rows: int) -> None:
+        """A pass over the data named ``name`` begins."""
+
+    def on_iteration(self, record: dict) -> None:
+        """An iteration ended; ``record`` holds its history entries."""
+
+    def on_checkpoint(self, iteration: int, path: str) -> None:
+        """A checkpoint at ``iteration`` was written to ``path`` (rank 0 only)."""
+
+    def on_message(self, text: str) -> None:
+        """Something worth telling the user."""
+
+    def on_finish(self, model, reason: str) -> None:
+        """Training ended."""
+
+
+class CountedBlocks:
+    """A block source that reports every block to the monitor and can be abandoned.
+
+    With ``abandon=True`` (one process) a stop request raises :class:`StopRequested`
+    between blocks, so a signal ends even a long pass quickly.  Under MPI it must not:
+    a rank leaving a pass alone would leave the others waiting in its Allreduce.
+    """
+
+    def __init__(self, source, monitor: TrainingMonitor, stop: StopFlag, *, abandon: bool) -> None:
+        self._source = source
+        self._monitor = monitor
+        self._stop = stop
+        self._abandon = abandon
+        self.dtype = source.dtype
+        self.block_rows = source.block_rows
+
+    @property
+    def n_rows(self) -> int:
+        """Rows this source delivers."""
+        return self._source.n_rows
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """The source's ``(first_row, block)`` pairs."""
+        for first, block in self._source.blocks():
+            if self._abandon and self._stop.requested:
+                raise StopRequested
+            yield first, block
+            self._monitor.on_block(block.shape[0])
+
+
+def make_record(
+    iteration: int, evaluation: Evaluation, evaluations: int, seconds: float, report: StepReport | None
+) -> dict:
+    """The history entries and display values of one iteration."""
+    return {
+        "iteration": iteration,
+        "cost": evaluation.cost,
+        "reconstruction": evaluation.reconstruction,
+        "weight_decay": evaluation.weight_decay,
+        "sparsity": evaluation.sparsity,
+        "grad_norm": float(np.linalg.norm(evaluation.gradient)),
+        "rho_hat_mean": float(np.mean(evaluation.rho_hat)),
+        "rho_hat_min": float(np.min(evaluation.rho_hat)),
+        "rho_hat_max": float(np.max(evaluation.rho_hat)),
+        "step": report.step if report else 0.0,
+        "seconds": seconds,
+        "evaluations": evaluations,
+    }
+
+
+@dataclass
+class _Evaluations:
+    """The evaluations of the current iteration, to find the terms at the accepted point."""
+
+    entries: list[tuple[np.ndarray, Evaluation]]
+
+    def find(self, x: np.ndarray) -> Evaluation:
+        for point, evaluation in reversed(self.entries):
+            if np.array_equal(point, x):
+                return evaluation
+        raise LookupError("the accepted point was never evaluated")
+
+
+# save(state, progress, finished) writes the model file (rank 0) and returns its path.
+SaveFunction = Callable[[LbfgsState, Progress], str]
+
+
+class Trainer:
+    """Runs L-BFGS iterations on ``objective`` until a stop rule, a signal or an error.
+
+    ``save`` (rank 0 only; None: nothing is written) writes a checkpoint of a state and
+    its progress; ``log`` is the JSON-lines file of iteration records (rank 0 only).
+    """
+
+    def __init__(
+        self,
+        objective: Objective,
+        rules: StopRules,
+        *,
+        comm: Communicator,
+        monitor: TrainingMonitor,
+        stop: StopFlag,
+        policy: CheckpointPolicy,
+        save: SaveFunction | None,
+        log: str | os.PathLike | None,
+        append_log: bool = False,
+        resume_hint: str = "",
+    ) -> None:
+        self.objective = objective
+        self.rules = rules
+        self.comm = comm
+        self.monitor = monitor
+        self.stop = stop
+        self.policy = policy
+        self.save = save
+        self.log = log
+        self.append_log = append_log
+        self.resume_hint = resume_hint
+        self._evaluations = _Evaluations([])
+
+    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """J and ∇J at theta (p,), or StopRequested when any rank was asked to stop."""
+        # One tiny collective per evaluation: every rank abandons the same evaluation.
+        if self.comm.any(self.stop.requested):
+            raise StopRequested
+        self.monitor.on_pass("J and gradient", 2 * self.objective.n_rows)
+        evaluation = self.objective(theta)
+        self._evaluations.entries.append((theta.copy(), evaluation))
+        return evaluation.cost, evaluation.gradient
+
+    def start(self, theta0: np.ndarray, memory: int) -> tuple[LbfgsState, Progress]:
+        """The state and progress at theta0 (one evaluation), before the first iteration."""
+        try:
+            f0, g0 = self.value_and_gradient(theta0)
+        except StopRequested:
+            raise mark_collective(self._interrupted(None)) from None
+        if not np.isfinite(f0):
+            from .errors import DataError
+
+            # J is a reduced number: every rank sees the same, so every rank raises.
+            raise mark_collective(
+                DataError("J is not finite at the starting point; check the data and --rho.")
+            )
+        state = LbfgsState.start(theta0, f0, g0, memory)
+        return state, Progress(current=self._evaluations.find(theta0))
+
+    def run(self, state: LbfgsState, progress: Progress) -> None:
+        """Iterate from ``state`` (updated in place) and extend ``progress``.
+
+        Raises :class:`Interrupted` (on every rank) after writing a checkpoint when a
+        stop signal arrives.
+        """
+        started = time.perf_counter()
+        last_checkpoint = started
+        earlier = progress.seconds  # training time of the runs this one continues
+        if state.iteration >= self.rules.max_iter and not state.finished:
+            asked = self.rules.max_iter
+            state.finished = "no iterations asked" if asked == 0 else f"reached {asked} iterations"
+        log = None
+        if self.log is not None and self.comm.rank == 0:
+            log = open(self.log, "a" if self.append_log else "w", encoding="utf-8")  # noqa: SIM115
+        try:
+            while not state.finished:
+                self._evaluations.entries.clear()
+                try:
+                    report = lbfgs_iteration(self.value_and_gradient, state, self.rules)
+                except StopRequested:
+                    # The state is still the one after the last completed iteration:
+                    # lbfgs_iteration changes it only after the line search (except for
+                    # dropping the pairs when descent is lost, which the resumed
+                    # iteration would do identically).
+                    self._checkpoint(state, progress)
+                    raise mark_collective(self._interrupted(state)) from None
+                if report.step == 0.0:
+                    break
+                progress.current = self._evaluations.find(state.x)
+                progress.seconds = earlier + time.perf_counter() - started
+                record = make_record(
+                    state.iteration, progress.current, state.evaluations, progress.seconds, report
+                )
+                for name in HISTORY_FIELDS:
+                    progress.history[name].append(float(record[name]))
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                self.monitor.on_iteration(record)
+                now = time.perf_counter()
+                time_due = self.comm.rank == 0 and self.policy.due_by_time(now - last_checkpoint)
+                if self._boundary(state, time_due) or self.policy.due_by_count(state.iteration):
+                    if not state.finished:  # the final write follows anyway
+                        self._checkpoint(state, progress)
+                        last_checkpoint = time.perf_counter()
+        finally:
+            if log is not None:
+                log.close()
+        progress.seconds = earlier + time.perf_counter() - started
+
+    def _boundary(self, state: LbfgsState, time_due: bool) -> bool:
+        """Collective at the end of an iteration: True if rank 0's clock asks for a checkpoint.
+
+        Every CONSISTENCY_EVERY iterations (and at the end) it also checks that all
+        ranks hold bit-identical parameters, raising :class:`RanksDisagree` if not.
+        """
+        if self.comm.size == 1:
+            return time_due
+        check = state.iteration % CONSISTENCY_EVERY == 0 or bool(state.finished)
+        value = digest(state.x, state.g) if check else 0.0
+        buffer = np.array([-1.0 if time_due else 0.0, value, -value])
+        self.comm.allreduce_min(buffer)
+        if buffer[1] != -buffer[2]:
+            raise mark_collective(
+                RanksDisagree(
+                    f"the MPI ranks hold different parameters at iteration {state.iteration}; "
+                    "their reductions did not return identical numbers. Report this with the "
+                    "name and version of the MPI library."
+                )
+            )
+        return bool(buffer[0] < 0.0)
+
+    def _checkpoint(self, state: LbfgsState, progress: Progress) -> None:
+        """Collective: rank 0 writes a checkpoint; a failure is raised on every rank."""
+        if self.comm.size > 1 and not ranks_agree(self.comm, digest(state.x, state.g)):
+            raise mark_collective(
+                RanksDisagree(
+                    f"the MPI ranks hold different parameters at iteration {state.iteration}; "
+                    "no checkpoint was written."
+                )
+            )
+        with agreed_phase(self.comm):
+            if self.save is not None and self.comm.rank == 0:
+                path = self.save(state, progress)
+                # A hook added with checkpoints: monitors written before it may lack it.
+                hook = getattr(self.monitor, "on_checkpoint", None)
+                if hook is not None:
+                    hook(state.iteration, path)
+
+    def _interrupted(self, state: LbfgsState | None) -> Interrupted:
+        name = self.stop.signal_name or "a signal on another rank"
+        if state is None:
+            return Interrupted(f"stopped by {name} before the first iteration; nothing new was written.")
+        if self.save is None:
+            return Interrupted(
+                f"stopped by {name} after iteration {state.iteration}; no output file was given, "
+                "so nothing was written."
+            )
+        return Interrupted(f"stopped by {name} after iteration {state.iteration}; {self.resume_hint}")
