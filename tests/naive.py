@@ -1,0 +1,69 @@
+"""Obviously-correct slow twins of the fast code, written for the tests in plain NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)), elementwise."""
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def split_theta(theta: np.ndarray, n: int, s: int):
+    """W1 (s, n), W2 (n, s), b1 (s,), b2 (n,) from the flat vector, by hand."""
+    W1 = theta[: s * n].reshape(s, n)
+    W2 = theta[s * n : 2 * s * n].reshape(n, s)
+    b1 = theta[2 * s * n : 2 * s * n + s]
+    b2 = theta[2 * s * n + s :]
+    return W1, W2, b1, b2
+
+
+def dense_objective(theta, X, *, hidden, rho=0.01, beta=3.0, lam=1e-4, decoder="sigmoid"):
+    """The notes' sparseAutoencoderCost on all of X (m, n) at once, in float64.
+
+    Returns (J, grad (p,), terms dict).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    m, n = X.shape
+    W1, W2, b1, b2 = split_theta(np.asarray(theta, dtype=np.float64), n, hidden)
+    a2 = sigmoid(X @ W1.T + b1)
+    z3 = a2 @ W2.T + b2
+    a3 = z3 if decoder == "linear" else sigmoid(z3)
+    rho_hat = a2.mean(axis=0)
+    reconstruction = 0.5 * np.sum((a3 - X) ** 2) / m
+    weight_decay = 0.5 * lam * (np.sum(W1**2) + np.sum(W2**2))
+    kl = rho * np.log(rho / rho_hat) + (1 - rho) * np.log((1 - rho) / (1 - rho_hat))
+    sparsity = beta * np.sum(kl)
+    delta3 = (a3 - X) if decoder == "linear" else (a3 - X) * a3 * (1 - a3)
+    sparsity_term = beta * (-rho / rho_hat + (1 - rho) / (1 - rho_hat))
+    delta2 = (delta3 @ W2 + sparsity_term) * a2 * (1 - a2)
+    grad = np.concatenate(
+        [
+            (delta2.T @ X / m + lam * W1).ravel(),
+            (delta3.T @ a2 / m + lam * W2).ravel(),
+            delta2.mean(axis=0),
+            delta3.mean(axis=0),
+        ]
+    )
+    terms = {"reconstruction": reconstruction, "weight_decay": weight_decay, "sparsity": sparsity}
+    return reconstruction + weight_decay + sparsity, grad, terms
+
+
+def ufldl_normalize(patches: np.ndarray) -> np.ndarray:
+    """The notes' normalizeData: per-patch mean out, clip at ±3σ (global), map to [0.1, 0.9]."""
+    centered = patches - patches.mean(axis=1, keepdims=True)
+    limit = 3.0 * centered.std()
+    return (np.clip(centered, -limit, limit) / limit + 1.0) * 0.4 + 0.1
+
+
+def sample_gray_patches(images, count: int, size: int, seed: int) -> np.ndarray:
+    """The notes' sampleIMAGES: an image uniformly, then a position uniformly; (count, size²)."""
+    generator = np.random.default_rng(seed)
+    out = np.empty((count, size * size))
+    for k in range(count):
+        image = images[generator.integers(len(images))]
+        row = generator.integers(image.shape[0] - size + 1)
+        col = generator.integers(image.shape[1] - size + 1)
+        out[k] = image[row : row + size, col : col + size].ravel()
+    return out

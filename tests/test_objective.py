@@ -1,0 +1,103 @@
+"""The streamed objective against the dense NumPy twin, for many block sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from naive import dense_objective
+
+from streamae.errors import DataError
+from streamae.model import Hyperparameters, initialize
+from streamae.objective import Objective, check_values, kl_divergence
+from streamae.store import ArrayPatches, PatchFile
+
+
+def relative(a, b) -> float:
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
+@pytest.mark.parametrize("block_rows", [1, 7, 333, 1000, 5000])
+def test_streamed_float64_equals_dense(rng, decoder, block_rows):
+    X = rng.uniform(0.05, 0.95, size=(1000, 36))
+    hyper = Hyperparameters(hidden=11, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder)
+    theta = initialize(36, 11, seed=3)
+    theta[2 * 36 * 11 :] = rng.normal(0, 0.3, size=11 + 36)  # non-zero biases
+    J, grad, terms = dense_objective(theta, X, hidden=11, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder)
+
+    objective = Objective(ArrayPatches(X, block_rows=block_rows), hyper, n_visible=36, dtype=np.float64)
+    evaluation = objective(theta)
+
+    assert evaluation.cost == pytest.approx(J, rel=1e-12)
+    assert relative(evaluation.gradient, grad) < 1e-12
+    for name, value in terms.items():
+        assert getattr(evaluation, name) == pytest.approx(value, rel=1e-12)
+    np.testing.assert_allclose(
+        evaluation.rho_hat,
+        (1 / (1 + np.exp(-(X @ theta[:396].reshape(11, 36).T + theta[792:803])))).mean(0),
+        rtol=1e-12,
+    )
+
+
+@pytest.mark.parametrize("compute_rows", [128, 256, 1024])
+def test_compute_block_size_does_not_change_the_result(rng, compute_rows):
+    X = rng.uniform(0.0, 1.0, size=(2000, 64))
+    hyper = Hyperparameters()
+    theta = initialize(64, 25)
+    reference = dense_objective(theta, X, hidden=25)
+    evaluation = Objective(
+        ArrayPatches(X, block_rows=777), hyper, n_visible=64, dtype=np.float64, compute_rows=compute_rows
+    )(theta)
+    assert evaluation.cost == pytest.approx(reference[0], rel=1e-12)
+    assert relative(evaluation.gradient, reference[1]) < 1e-12
+
+
+def test_streamed_from_hdf5_equals_dense(rng, patch_file):
+    X = rng.uniform(0.05, 0.95, size=(1001, 64))
+    path = patch_file(X, chunk_rows=100)
+    theta = initialize(64, 25)
+    J, grad, _ = dense_objective(theta, X, hidden=25)
+    for block_rows in (None, 1, 7, 333, 4000):
+        with PatchFile(path, dtype=np.float64, block_rows=block_rows) as source:
+            evaluation = Objective(source, Hyperparameters(), n_visible=64, dtype=np.float64)(theta)
+        assert evaluation.cost == pytest.approx(J, rel=1e-12)
+        assert relative(evaluation.gradient, grad) < 1e-12
+
+
+@pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
+def test_float32_is_within_1e_5_of_float64(rng, decoder):
+    X = rng.uniform(0.1, 0.9, size=(20_000, 64))
+    hyper = Hyperparameters(decoder=decoder)
+    theta = initialize(64, 25)
+    exact = Objective(ArrayPatches(X), hyper, n_visible=64, dtype=np.float64)(theta)
+    single = Objective(
+        ArrayPatches(X.astype(np.float32), block_rows=3000), hyper, n_visible=64, dtype=np.float32
+    )(theta)
+    assert single.cost == pytest.approx(exact.cost, rel=1e-5)
+    assert relative(single.gradient, exact.gradient) < 1e-5
+
+
+def test_kl_divergence_closed_form():
+    rho_hat = np.array([0.01, 0.2, 0.5])
+    expected = [
+        0.0,
+        0.01 * np.log(0.01 / 0.2) + 0.99 * np.log(0.99 / 0.8),
+        0.01 * np.log(0.02) + 0.99 * np.log(1.98),
+    ]
+    np.testing.assert_allclose(kl_divergence(0.01, rho_hat), expected, atol=1e-15)
+
+
+def test_check_values_names_the_first_bad_row(rng):
+    X = rng.uniform(0, 1, size=(500, 8))
+    X[321, 3] = np.nan
+    X[400, 0] = np.inf
+    with pytest.raises(DataError, match=r"row 321 holds NaN or Inf"):
+        check_values(ArrayPatches(X, block_rows=64), Hyperparameters(), "data.h5")
+
+
+def test_check_values_range_for_sigmoid_decoder(rng):
+    X = rng.uniform(-2, 3, size=(100, 8))
+    with pytest.raises(DataError, match=r"outside the sigmoid decoder's range.*--decoder linear"):
+        check_values(ArrayPatches(X), Hyperparameters(), "data.h5")
+    summary = check_values(ArrayPatches(X), Hyperparameters(decoder="linear"), "data.h5")
+    assert summary.minimum == X.min() and summary.maximum == X.max()
