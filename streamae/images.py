@@ -126,10 +126,12 @@ def expand_sources(sources: Sequence[str | os.PathLike]) -> list[Path]:
                     found.extend(_supported_below(match))
                 elif is_supported(match):
                     found.append(match)
+            if not matches:
+                raise InputFileError(f"{text}: the pattern matches no files; check the pattern.")
             if not found:
                 raise InputFileError(
-                    f"{text}: the pattern matches no image files ({len(matches)} paths matched, "
-                    f"none of them {_suffix_list()}); check the pattern."
+                    f"{text}: the pattern matches {len(matches)} paths but no image files (looked for "
+                    f"{_suffix_list()}); check the pattern."
                 )
             files.extend(found)
         else:

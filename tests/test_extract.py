@@ -18,10 +18,10 @@ import pytest
 import scipy.io
 from click.testing import CliRunner
 from PIL import Image
-from streamae.cli.main import cli
 from test_patches import notes_normalize
 
 import streamae.images
+from streamae.cli.main import cli
 from streamae.workflows_extract import extract
 
 # Runs the command line in a fresh interpreter (for kills and memory measurements).
@@ -244,7 +244,10 @@ def _bad_inputs(tmp_path: Path, images_dir: Path) -> dict:
             "the image is 6x10 pixels (height x width), smaller than the 8x8 patch",
         ),
         "empty folder": ([tmp_path / "empty"], "the folder holds no image files"),
-        "pattern without images": ([str(tmp_path / "*.txt")], "the pattern matches no image files"),
+        "pattern without images": (
+            [str(tmp_path / "*.txt")],
+            "the pattern matches 1 paths but no image files",
+        ),
         "unsupported type": ([tmp_path / "notes.txt"], "unsupported file type '.txt'"),
         "npy of wrong rank": ([tmp_path / "flat.npy"], "holds an array of shape (10,) (1 dimensions)"),
         "idx bad magic": ([tmp_path / "bad-idx3-ubyte"], "bad idx magic number 0x00000801"),

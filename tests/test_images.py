@@ -205,7 +205,7 @@ def test_folder_without_images(tmp_path):
 
 def test_pattern_without_images(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(InputFileError, match=r"the pattern matches no image files \(1 paths matched"):
+    with pytest.raises(InputFileError, match=r"the pattern matches 1 paths but no image files"):
         expand_sources([str(tmp_path / "*.txt")])
 
 
