@@ -12,6 +12,9 @@ except for ``none``):
 - ``unit``: pixel / full intensity (255 for 8-bit data).
 - ``none``: raw pixel values as float32.
 
+``"scale": "unit"`` in a mode's description records that pixels were divided by their
+full intensity before the mode was applied (so /zca/mean is in [0, 1] units).
+
 Kernels convert each value to float64 before any arithmetic (explicitly, so the result
 is the same with ``NUMBA_DISABLE_JIT=1``).  Every sum over patches is accumulated per
 block (in fixed row segments, in float64) and added into float64 totals, so the
