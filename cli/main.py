@@ -29,7 +29,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import train
+    from . import demo, train
+
+    cli.add_command(demo.demo)
 
     cli.add_command(train.train)
     cli.add_command(train.gradcheck)

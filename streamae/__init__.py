@@ -18,7 +18,11 @@ __version__ = "0.1.0"
 
 # Public name -> module that defines it; imported lazily on first attribute access.
 _PUBLIC = {
+    "extract": "workflows_extract",
     "train": "workflows",
+    "encode": "encode",
+    "render_features": "render",
+    "run_demo": "demo",
     "gradcheck": "workflows",
     "objective": "workflows",
     "load_model": "modelfile",

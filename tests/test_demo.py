@@ -1,0 +1,52 @@
+"""`streamae demo`: the README's main job, on the photographs that ship with the package."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from streamae.cli.main import cli
+from streamae.demo import shipped_images
+from streamae.model import initialize, unpack
+from streamae.modelfile import load_model
+
+
+def orientation_coherence(W1: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Per unit, (λ1 − λ2)/(λ1 + λ2) of the gradient structure tensor: 1 for a pure edge."""
+    values = []
+    for weights in W1:
+        gy, gx = np.gradient(weights.reshape(shape))
+        tensor = np.array([[np.sum(gx * gx), np.sum(gx * gy)], [np.sum(gx * gy), np.sum(gy * gy)]])
+        low, high = np.linalg.eigvalsh(tensor)
+        values.append((high - low) / (high + low))
+    return np.array(values)
+
+
+def test_the_photographs_ship_with_their_licence_note():
+    folder = shipped_images()
+    assert len(list(folder.glob("*.png"))) == 4
+    assert "CC0" in (folder / "LICENSES.md").read_text()
+
+
+@pytest.mark.slow
+def test_demo_learns_oriented_edges(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(cli, ["demo", "-o", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    for name in ("patches.h5", "model.h5", "features.png", "curves.png"):
+        assert (out / name).is_file()
+        assert str(out / name) in result.stdout or name == "patches.h5" or name in result.stdout
+    model = load_model(out / "model.h5")
+    assert model.iterations == 400 and model.patch_shape == (8, 8, 1)
+    assert abs(model.rho_hat.mean() - 0.01) < 0.005
+    # Edge-like units have gradients along one direction; random initial weights do not.
+    trained = np.median(orientation_coherence(model.W1, (8, 8)))
+    untrained = np.median(orientation_coherence(unpack(initialize(64, 25), 64, 25).W1, (8, 8)))
+    assert untrained < 0.3 < 0.6 < trained
+    with Image.open(out / "features.png") as image:
+        assert image.mode == "L" and image.size[0] > 8 * 5
+
+    again = CliRunner().invoke(cli, ["demo", "-o", str(out), "--quiet"])
+    assert again.exit_code == 2 and "--force" in again.stderr
