@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from .checkpoint import (
     resume_point,
 )
 from .distributed import Communicator, SingleProcess, abort_on_local_error, agreed_phase, mark_collective
-from .errors import DataError, MissingInputError, UsageError
+from .errors import DataError, InputFileError, MissingInputError, UsageError
 from .model import Hyperparameters, initialize
 from .modelfile import Model, load_model, write_model
 from .objective import Evaluation, Objective, check_values
@@ -40,6 +40,9 @@ from .store import (
     chunk_aligned_share,
     default_block_rows,
     inspect_patch_file,
+    open_hdf5,
+    read_layout,
+    validate_patch_dataset,
 )
 from .training import CountedBlocks, Trainer, TrainingMonitor
 
@@ -152,20 +155,42 @@ def _open(
             check_output_path(output, force=force or resume, inputs=(data,))
         if log is not None:
             check_output_path(log, force=True, inputs=(data,))
-    layout = inspect_patch_file(data)
-    block_rows = chunk_rows or default_block_rows(layout)
-    share = chunk_aligned_share(layout.n_rows, block_rows, comm.rank, comm.size)
-    source = stack.enter_context(
-        PatchFile(
-            data, dtype=DTYPES[dtype], block_rows=chunk_rows, row_range=share, file_locking=file_locking
+    with _explained_lock_failure(data):
+        layout = _layout(data, file_locking)
+        block_rows = chunk_rows or default_block_rows(layout)
+        share = chunk_aligned_share(layout.n_rows, block_rows, comm.rank, comm.size)
+        source = stack.enter_context(
+            PatchFile(
+                data, dtype=DTYPES[dtype], block_rows=chunk_rows, row_range=share, file_locking=file_locking
+            )
         )
-    )
     resumed = None
     if resume and comm.rank == 0:
         previous = load_model(output)
         check_compatible(previous, output, hyper=hyper, fingerprint=layout.fingerprint, dtype=dtype)
         resumed = resume_point(previous, output)
     return _Setup(layout=layout, source=source, block_rows=block_rows, resumed=resumed)
+
+
+def _layout(data: Path, file_locking: bool | None) -> PatchLayout:
+    """inspect_patch_file, honouring ``file_locking`` (which it does not take)."""
+    with open_hdf5(data, file_locking=file_locking) as handle:
+        return read_layout(validate_patch_dataset(handle, data), data)
+
+
+@contextlib.contextmanager
+def _explained_lock_failure(data: Path) -> Iterator[None]:
+    """Say what to do when HDF5 cannot lock the file (NFS, Lustre, a writer holding it)."""
+    try:
+        yield
+    except InputFileError as error:
+        if "unable to lock file" not in str(error):
+            raise
+        raise InputFileError(
+            f"{data}: HDF5 could not lock the file (a file system without locks, such as NFS or "
+            "Lustre, or another program writing it); pass --no-file-locking or set "
+            "HDF5_USE_FILE_LOCKING=FALSE if nothing writes it."
+        ) from error
 
 
 def train(
@@ -215,6 +240,8 @@ def train(
     comm = comm or SingleProcess()
     stop = stop or StopFlag()
     data = Path(data)
+    # A collective (MPI_Comm_split_type): before the agreed phase, which must hold none.
+    local_ranks = comm.local_size()
     with (
         abort_on_local_error(comm),
         stop_on_signals(stop) if stop_signals else contextlib.nullcontext(stop),
@@ -244,7 +271,7 @@ def train(
                 comm=comm,
                 stack=stack,
             )
-            threads_used = resolve_threads(threads, local_ranks=comm.local_size())
+            threads_used = resolve_threads(threads, local_ranks=local_ranks)
             apply_threads(threads_used)
         layout = setup.layout
         resumed = comm.broadcast(setup.resumed) if comm.size > 1 else setup.resumed
