@@ -27,12 +27,12 @@ from .checkpoint import (
     resume_point,
 )
 from .distributed import Communicator, SingleProcess, abort_on_local_error, agreed_phase, mark_collective
-from .errors import DataError, InputFileError, MissingInputError, UsageError
+from .errors import DataError, InputFileError, Interrupted, MissingInputError, UsageError
 from .model import Hyperparameters, initialize
 from .modelfile import Model, load_model, write_model
 from .objective import Evaluation, Objective, check_values
 from .optimize import DEFAULT_MEMORY, LbfgsState, StopRules
-from .signals import StopFlag, stop_on_signals
+from .signals import StopFlag, StopRequested, stop_on_signals
 from .store import (
     ArrayPatches,
     PatchFile,
@@ -288,6 +288,10 @@ def train(
             check_values(counted, hyper, str(data), comm)
         except DataError as error:
             raise mark_collective(error) from None  # found on the reduced summary: all ranks
+        except StopRequested:  # one process only: under MPI a pass is never abandoned
+            raise Interrupted(
+                f"stopped by {stop.signal_name} while checking the values; nothing new was written."
+            ) from None
         objective = Objective(counted, hyper, n_visible=layout.n_features, dtype=compute_dtype, comm=comm)
 
         info = {

@@ -1,0 +1,268 @@
+"""Checkpoints and --resume: written when asked, valid at every moment, continued exactly.
+
+Stops are requested in-process through the trainer's stop flag (what the signal
+handlers set), at an iteration boundary or in the middle of a pass; the signals
+themselves are tested in test_signals.py.  The reference for "exact" is an
+uninterrupted run with the same settings: the resumed run must end on the same
+parameters, history and counters.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from cluster_helpers import relative_difference, start
+from conftest import write_patch_file
+
+from streamae.checkpoint import DEFAULT_CHECKPOINT_EVERY, CheckpointPolicy
+from streamae.cli.main import cli
+from streamae.errors import Interrupted, UsageError
+from streamae.modelfile import HISTORY_FIELDS, load_model
+from streamae.signals import StopFlag
+from streamae.workflows import TrainingMonitor, train
+
+# Tolerances of 0 so that every run makes exactly --max-iter iterations.
+SETTINGS = {"hidden": 5, "max_iter": 25, "grad_tol": 0.0, "progress_tol": 0.0, "stop_signals": False}
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """3000 rows of 16 values in [0.05, 0.95], in 6 chunks of 500."""
+    values = np.random.default_rng(7).uniform(0.05, 0.95, size=(3000, 16)).astype(np.float32)
+    return write_patch_file(tmp_path / "data.h5", values, chunk_rows=500)
+
+
+class StopAt(TrainingMonitor):
+    """Requests a stop after iteration ``iteration``, or at block ``block`` of the run."""
+
+    def __init__(self, flag: StopFlag, *, iteration: int | None = None, block: int | None = None):
+        self.flag, self.iteration, self.block = flag, iteration, block
+        self.blocks = 0
+        self.checkpoints: list[int] = []
+
+    def on_block(self, rows: int) -> None:
+        self.blocks += 1
+        if self.blocks == self.block:
+            self.flag.request("SIGTERM")
+
+    def on_iteration(self, record: dict) -> None:
+        if record["iteration"] == self.iteration:
+            self.flag.request("SIGTERM")
+
+    def on_checkpoint(self, iteration: int, path: str) -> None:
+        saved = load_model(path)
+        assert saved.iterations == iteration and saved.info["finished"] == ""
+        self.checkpoints.append(iteration)
+
+
+def assert_same_run(resumed, reference, *, exact: bool = True) -> None:
+    assert resumed.iterations == reference.iterations
+    assert resumed.info["evaluations"] == reference.info["evaluations"]
+    assert resumed.info["finished"] == reference.info["finished"]
+    assert relative_difference(resumed.theta, reference.theta) < 1e-10
+    for name in HISTORY_FIELDS:
+        if name != "seconds":
+            np.testing.assert_allclose(resumed.history[name], reference.history[name], rtol=1e-10)
+    if exact:  # same data, dtype, blocks and ranks: bit for bit
+        assert np.array_equal(resumed.theta, reference.theta)
+        assert np.array_equal(resumed.history["cost"], reference.history["cost"])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "where"),
+    [
+        ("float64", {"iteration": 7}),
+        ("float64", {"block": 101}),  # mid-pass: the evaluation is abandoned
+        ("float32", {"block": 77}),
+    ],
+)
+def test_a_stopped_run_resumes_exactly(data, tmp_path, dtype, where):
+    reference = train(data, tmp_path / "reference.h5", dtype=dtype, **SETTINGS)
+    flag = StopFlag()
+    monitor = StopAt(flag, **where)
+    output = tmp_path / "stopped.h5"
+    with pytest.raises(Interrupted, match="stopped by SIGTERM after iteration") as caught:
+        train(data, output, dtype=dtype, stop=flag, monitor=monitor, **SETTINGS)
+    assert "--resume" in str(caught.value) and str(output) in str(caught.value)
+    stopped = load_model(output)
+    assert 0 < stopped.iterations < reference.iterations
+    assert stopped.info["finished"] == ""
+    if "iteration" in where:
+        assert stopped.iterations == where["iteration"]
+    resumed = train(data, output, dtype=dtype, resume=True, **SETTINGS)
+    assert_same_run(resumed, reference)
+    assert_same_run(load_model(output), reference)
+
+
+def test_checkpoints_every_k_iterations_are_valid_models(data, tmp_path):
+    monitor = StopAt(StopFlag())
+    train(data, tmp_path / "m.h5", dtype="float64", checkpoint_every=5, monitor=monitor, **SETTINGS)
+    assert monitor.checkpoints == [5, 10, 15, 20]  # 25 is the final write
+    assert load_model(tmp_path / "m.h5").info["finished"] == "reached 25 iterations"
+
+
+def test_checkpoints_by_time_and_never(data, tmp_path):
+    every_moment = StopAt(StopFlag())
+    settings = {**SETTINGS, "max_iter": 4}
+    train(
+        data, tmp_path / "a.h5", checkpoint_every=0, checkpoint_minutes=1e-9, monitor=every_moment, **settings
+    )
+    assert every_moment.checkpoints == [1, 2, 3]
+    never = StopAt(StopFlag())
+    train(data, tmp_path / "b.h5", checkpoint_every=0, monitor=never, **settings)
+    assert never.checkpoints == []
+
+
+def test_checkpoint_policy_refuses_bad_values():
+    with pytest.raises(UsageError, match="--checkpoint-every must be at least 0, got -1"):
+        CheckpointPolicy(every=-1)
+    with pytest.raises(UsageError, match="--checkpoint-minutes must be a positive number, got 0"):
+        CheckpointPolicy(minutes=0.0)
+
+
+def test_the_command_line_default_is_the_library_default():
+    from streamae.cli import train as train_command
+
+    assert train_command.DEFAULT_CHECKPOINT_EVERY == DEFAULT_CHECKPOINT_EVERY
+
+
+def test_resuming_a_finished_run_with_a_larger_max_iter_continues_it(data, tmp_path):
+    longer = train(data, tmp_path / "longer.h5", dtype="float64", **SETTINGS)
+    output = tmp_path / "m.h5"
+    train(data, output, dtype="float64", **{**SETTINGS, "max_iter": 10})
+    resumed = train(data, output, dtype="float64", resume=True, **SETTINGS)
+    assert_same_run(resumed, longer)
+
+
+def test_resuming_a_converged_run_does_nothing(data, tmp_path):
+    output = tmp_path / "m.h5"
+    settings = {**SETTINGS, "grad_tol": 0.05}
+    first = train(data, output, dtype="float64", **settings)
+    assert first.info["finished"].startswith("gradient below")
+    again = train(data, output, dtype="float64", resume=True, **settings)
+    assert again.iterations == first.iterations
+    assert np.array_equal(again.theta, first.theta)
+
+
+def test_a_stop_without_an_output_file_says_nothing_was_written(data):
+    flag = StopFlag()
+    with pytest.raises(Interrupted, match="no output file was given, so nothing was written"):
+        train(data, dtype="float64", stop=flag, monitor=StopAt(flag, iteration=2), **SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("block", "fragment"),
+    [(2, "while checking the values; nothing new"), (8, "before the first iteration; nothing new")],
+)
+def test_a_stop_before_the_first_iteration_writes_nothing(data, tmp_path, block, fragment):
+    flag = StopFlag()
+    with pytest.raises(Interrupted, match=fragment):
+        train(data, tmp_path / "m.h5", stop=flag, monitor=StopAt(flag, block=block), **SETTINGS)
+    assert not (tmp_path / "m.h5").exists()
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(cli, [str(arg) for arg in args])
+    return result
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (["--hidden", "6"], "it was trained with --hidden 5, not 6"),
+        (["--rho", "0.05"], "it was trained with --rho 0.01, not 0.05"),
+        (["--lambda", "0.001"], "it was trained with --lambda 0.0001, not 0.001"),
+        (["--decoder", "linear"], "it was trained with --decoder sigmoid, not linear"),
+        (["--dtype", "float32"], "it was trained with --dtype float64, not float32"),
+    ],
+)
+def test_resume_with_other_hyperparameters_is_refused(data, tmp_path, change, fragment):
+    output = tmp_path / "m.h5"
+    base = ["train", data, "-o", output, "--hidden", "5", "--max-iter", "3", "--dtype", "float64", "-q"]
+    assert invoke(*base).exit_code == 0
+    before = output.read_bytes()
+    result = invoke(*base, "--resume", *change)
+    assert result.exit_code == 2, result.output
+    assert f"Error: {output}: cannot resume: {fragment}" in result.stderr
+    assert output.read_bytes() == before  # the checkpoint is untouched
+
+
+def test_resume_on_another_data_file_is_refused(data, tmp_path):
+    other = write_patch_file(tmp_path / "other.h5", np.full((3000, 16), 0.5, dtype=np.float32))
+    output = tmp_path / "m.h5"
+    assert invoke("train", data, "-o", output, "--hidden", "5", "--max-iter", "2", "-q").exit_code == 0
+    result = invoke("train", other, "-o", output, "--hidden", "5", "--resume", "-q")
+    assert result.exit_code == 2
+    assert (
+        f"cannot resume: it was trained with the data file {data.resolve()}, not {other.resolve()}"
+        in result.stderr
+    )
+    shorter = write_patch_file(tmp_path / "data.h5", np.full((2000, 16), 0.5, dtype=np.float32))
+    result = invoke("train", shorter, "-o", output, "--hidden", "5", "--resume", "-q")
+    assert "it was trained with the data shape [3000, 16], not [2000, 16]" in result.stderr
+
+
+def test_resume_without_a_checkpoint_is_refused(data, tmp_path):
+    result = invoke("train", data, "-o", tmp_path / "none.h5", "--resume")
+    assert result.exit_code == 2
+    assert "none.h5: no such model file to resume from; train without --resume first." in result.stderr
+
+
+def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
+    """SIGKILL while the model file is being rewritten: the last complete checkpoint survives.
+
+    A large hidden layer makes each write take milliseconds (the correction pairs grow
+    every iteration), and a checkpoint is written after every iteration; the test
+    watches for the temporary file of a write in progress and kills the run then.
+    """
+    values = np.random.default_rng(3).uniform(0.05, 0.95, size=(400, 64)).astype(np.float32)
+    data = write_patch_file(tmp_path / "data.h5", values, chunk_rows=200)
+    output = tmp_path / "m.h5"
+    args = ["train", str(data), "-o", str(output), "--hidden", "200", "--max-iter", "400"]
+    args += ["--grad-tol", "0", "--progress-tol", "0", "--checkpoint-every", "1", "-q"]
+    for _attempt in range(5):
+        output.unlink(missing_ok=True)
+        process = start(args)
+        try:
+            torn = _wait_for_a_write_in_progress(output, process)
+            if torn is None:
+                continue
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+            if torn.exists():
+                break  # killed with the write unfinished: what this test is about
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+    else:
+        pytest.fail("could not kill the run during a checkpoint write in 5 attempts")
+    survivor = load_model(output)  # complete and readable
+    assert survivor.iterations >= 1 and survivor.info["finished"] == ""
+    # The next run continues from it and clears the dead writer's temporary file.
+    resumed = train(
+        data, output, hidden=200, max_iter=survivor.iterations + 1, resume=True, stop_signals=False
+    )
+    assert resumed.iterations == survivor.iterations + 1
+    assert not torn.exists()
+
+
+def _wait_for_a_write_in_progress(
+    output: Path, process: subprocess.Popen, timeout: float = 60
+) -> Path | None:
+    """The temporary file of a checkpoint write after the first, once it appears."""
+    deadline = time.monotonic() + timeout
+    folder = output.parent
+    while time.monotonic() < deadline and process.poll() is None:
+        if output.exists():
+            for name in os.listdir(folder):
+                if name.startswith(f".{output.name}.") and name.endswith(".streamae-tmp"):
+                    return folder / name
+    return None
