@@ -78,6 +78,9 @@ class Communicator(Protocol):
     def local_size(self) -> int:
         """How many processes of this group run on this node."""
 
+    def local_rank(self) -> int:
+        """This process's number among those on its node (0 on one rank per node)."""
+
     def abort(self, code: int) -> None:
         """End every process of the group now with exit code ``code``."""
 
@@ -113,6 +116,10 @@ class SingleProcess:
         """One process on this node."""
         return 1
 
+    def local_rank(self) -> int:
+        """The first (only) process on this node."""
+        return 0
+
     def abort(self, code: int) -> None:
         """Exit this (only) process."""
         sys.exit(code)
@@ -128,7 +135,7 @@ class MPICommunicator:
         self._comm = MPI.COMM_WORLD
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
-        self._local_size: int | None = None
+        self._local: tuple[int, int] | None = None  # (rank, size) on this node
 
     @staticmethod
     def _check(buffer: np.ndarray) -> None:
@@ -182,13 +189,24 @@ class MPICommunicator:
         """Wait (sleeping, not spinning) until every rank has arrived."""
         self._wait(self._comm.Ibarrier())
 
-    def local_size(self) -> int:
-        """Ranks sharing this node (MPI's shared-memory split of the world)."""
-        if self._local_size is None:
+    def _node(self) -> tuple[int, int]:
+        """(rank, size) within this node: a collective on first use, cached after."""
+        if self._local is None:
             local = self._comm.Split_type(self._mpi.COMM_TYPE_SHARED)
-            self._local_size = local.Get_size()
+            self._local = (local.Get_rank(), local.Get_size())
             local.Free()
-        return self._local_size
+        return self._local
+
+    def local_size(self) -> int:
+        """Ranks sharing this node (MPI's shared-memory split of the world).
+
+        A collective the first time it is called on any rank: call it on all ranks.
+        """
+        return self._node()[1]
+
+    def local_rank(self) -> int:
+        """This rank's number on its node (a collective the first time, like local_size)."""
+        return self._node()[0]
 
     def abort(self, code: int) -> None:
         """MPI_Abort: the launcher ends every rank of the job."""

@@ -101,20 +101,29 @@ def _dtype(name: str) -> type:
 
 
 def warm_up_kernels(comm: Communicator, n_visible: int, hyper: Hyperparameters, dtype: type) -> None:
-    """Collective: rank 0 compiles the kernels (into Numba's cache) before the others start.
+    """Collective: compile the kernels once into Numba's cache before all ranks use them.
 
     N ranks compiling the same functions into one cache directory at once waste N times
-    the time and race on the cache files; after rank 0 has compiled on a tiny block the
-    others load the cached machine code.  Cached code lives in NUMBA_CACHE_DIR (default:
-    beside the package), which must be writable and shared by the ranks to help.
+    the CPU and race on the cache files.  So rank 0 compiles first, on a tiny block;
+    then the first rank of every other node does the same, which loads the cached code
+    when NUMBA_CACHE_DIR is shared and compiles once per node when it is node-local;
+    then everyone else loads it.  Waiting ranks sleep in the barriers.
     """
     if comm.size == 1:
         return  # compiled on first use; nothing to coordinate
-    if comm.rank == 0:
+
+    def compile_on_a_tiny_block() -> None:
         rows = np.full((8, n_visible), 0.5, dtype=dtype)
         tiny = ArrayPatches(rows)
         check_values(tiny, hyper, "<warm-up>")
-        Objective(tiny, hyper, n_visible=n_visible, dtype=dtype)(initialize(n_visible, hyper.hidden, 0))
+        theta = initialize(n_visible, hyper.hidden, 0)
+        Objective(tiny, hyper, n_visible=n_visible, dtype=dtype)(theta)
+
+    if comm.rank == 0:
+        compile_on_a_tiny_block()
+    comm.barrier()
+    if comm.rank != 0 and comm.local_rank() == 0:
+        compile_on_a_tiny_block()
     comm.barrier()
 
 
@@ -241,7 +250,7 @@ def train(
     stop = stop or StopFlag()
     data = Path(data)
     # A collective (MPI_Comm_split_type): before the agreed phase, which must hold none.
-    local_ranks = comm.local_size()
+    local_ranks = comm.local_size()  # also caches local_rank() for the warm-up
     with (
         abort_on_local_error(comm),
         stop_on_signals(stop) if stop_signals else contextlib.nullcontext(stop),
