@@ -18,8 +18,8 @@ import numpy as np
 
 from . import __version__
 from .atomic import atomic_output
-from .errors import InputFileError
-from .model import Hyperparameters, pack
+from .errors import InputFileError, StorageError, UsageError
+from .model import DECODERS, Hyperparameters, pack
 from .store import MODEL_FORMAT, PATCH_FORMAT, decode_attribute, list_datasets, open_hdf5
 
 HISTORY_FIELDS = (
@@ -142,24 +142,24 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
             f"{path}: not a streamae model file (it holds {held}); give the model written by "
             "`streamae train`."
         )
-    missing = [name for name in WEIGHT_DATASETS if not isinstance(handle.get(name), h5py.Dataset)]
+    missing = [name for name in WEIGHT_DATASETS if not isinstance(_get(handle, name), h5py.Dataset)]
     if missing:
         raise InputFileError(
             f"{path}: the model file has no /{', /'.join(missing)}; it is incomplete, "
             "train it again."
         )
-    weights = {name: np.asarray(handle[name][()], dtype=np.float64) for name in WEIGHT_DATASETS}
+    weights = {name: _numbers(handle[name], path) for name in WEIGHT_DATASETS}
     _check_weight_shapes(weights, path)
     attrs = {key: decode_attribute(value) for key, value in handle.attrs.items()}
     hyper = _read_hyperparameters(attrs, weights["W1"].shape[0], path)
     history = {}
-    if isinstance(handle.get("history"), h5py.Group):
+    if isinstance(_get(handle, "history"), h5py.Group):
         for name in HISTORY_FIELDS:
-            if isinstance(handle["history"].get(name), h5py.Dataset):
-                history[name] = np.asarray(handle["history"][name][()], dtype=np.float64)
+            if isinstance(_get(handle["history"], name), h5py.Dataset):
+                history[name] = _numbers(handle["history"][name], path, shape=(None,))
     rho_hat = None
-    if isinstance(handle.get("rho_hat"), h5py.Dataset):
-        rho_hat = np.asarray(handle["rho_hat"][()], dtype=np.float64)
+    if isinstance(_get(handle, "rho_hat"), h5py.Dataset):
+        rho_hat = _numbers(handle["rho_hat"], path, shape=(weights["W1"].shape[0],))
     optimizer = None
     if isinstance(handle.get("optimizer"), h5py.Group):
         group = handle["optimizer"]
@@ -186,35 +186,101 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
     )
 
 
+def _get(group: h5py.Group, name: str) -> object:
+    """``group[name]``, or None when it is missing or a link that leads nowhere."""
+    try:
+        return group.get(name)
+    except (KeyError, OSError):  # a dangling soft or external link
+        return None
+
+
+def _numbers(dataset: h5py.Dataset, path: Path, shape: tuple[int | None, ...] | None = None) -> np.ndarray:
+    """A dataset's values as float64, refusing strings, compounds, complex numbers and bad shapes.
+
+    ``shape`` is the expected shape, None standing for any length.  Checking the dtype
+    first matters: NumPy would fail on strings with a bare ValueError, and would cast
+    complex values to real, silently dropping their imaginary part.
+    """
+    name = dataset.name
+    if dataset.dtype.kind not in "fiu":
+        raise InputFileError(
+            f"{path}: {name} holds {_brief(dataset.dtype)} values, not numbers; the model file is "
+            "damaged, train it again."
+        )
+    if shape is not None and (
+        len(dataset.shape) != len(shape)
+        or any(want is not None and want != have for want, have in zip(shape, dataset.shape, strict=True))
+    ):
+        wanted = tuple("any" if v is None else v for v in shape)
+        raise InputFileError(
+            f"{path}: {name} has shape {dataset.shape}, not {wanted}; the model file is damaged, "
+            "train it again."
+        )
+    try:
+        return np.asarray(dataset[()], dtype=np.float64)
+    except OSError as error:
+        raise StorageError(
+            f"{path}: reading {name} failed ({_brief(error)}); the file may be truncated or damaged, "
+            "train it again or restore a copy."
+        ) from error
+
+
+def _brief(value: object, limit: int = 60) -> str:
+    """``str(value)`` cut to ``limit`` characters, so a hostile attribute cannot flood the terminal."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _check_weight_shapes(weights: dict[str, np.ndarray], path: Path) -> None:
     W1 = weights["W1"]
     if W1.ndim != 2 or W1.size == 0:
-        raise InputFileError(f"{path}: /W1 has shape {W1.shape}, not (hidden, inputs).")
+        raise InputFileError(
+            f"{path}: /W1 has shape {W1.shape}, not (hidden, inputs); the model file is damaged, "
+            "train it again."
+        )
     s, n = W1.shape
     expected = {"W2": (n, s), "b1": (s,), "b2": (n,)}
     for name, shape in expected.items():
         if weights[name].shape != shape:
             raise InputFileError(
                 f"{path}: /{name} has shape {weights[name].shape} but /W1 is {W1.shape}, "
-                f"so /{name} should be {shape}; the model file is damaged."
+                f"so /{name} should be {shape}; the model file is damaged, train it again."
             )
     for name, values in weights.items():
         if not np.all(np.isfinite(values)):
-            raise InputFileError(f"{path}: /{name} holds NaN or Inf; the model file is damaged.")
+            raise InputFileError(
+                f"{path}: /{name} holds NaN or Inf; the model file is damaged, train it again "
+                "(from a checkpoint before the values diverged)."
+            )
+
+
+# The hyperparameter attributes and their defaults (files written before one existed).
+_NUMERIC_HYPERPARAMETERS = (("rho", "rho", 0.01), ("beta", "beta", 3.0), ("lambda", "lam", 1e-4))
 
 
 def _read_hyperparameters(attrs: dict, hidden: int, path: Path) -> Hyperparameters:
-    try:
-        return Hyperparameters(
-            hidden=hidden,
-            rho=float(attrs.get("rho", 0.01)),
-            beta=float(attrs.get("beta", 3.0)),
-            lam=float(attrs.get("lambda", 1e-4)),
-            decoder=str(attrs.get("decoder", "sigmoid")),
-        )
-    except (TypeError, ValueError) as error:
+    values: dict = {}
+    for attribute, name, default in _NUMERIC_HYPERPARAMETERS:
+        value = attrs.get(attribute, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputFileError(
+                f"{path}: the attribute {attribute} is {_brief(repr(value))}, not a number; the "
+                "model file is damaged, train it again."
+            )
+        values[name] = float(value)
+    decoder = attrs.get("decoder", "sigmoid")
+    if decoder not in DECODERS:
         raise InputFileError(
-            f"{path}: the model's hyperparameter attributes are invalid ({error})."
+            f"{path}: the attribute decoder is {_brief(repr(decoder))}, not one of "
+            f"{', '.join(DECODERS)}; the model file is damaged, train it again."
+        )
+    try:
+        return Hyperparameters(hidden=hidden, decoder=decoder, **values)
+    except UsageError as error:
+        # The message speaks of options (--rho ...): here they are attributes of the file.
+        raise InputFileError(
+            f"{path}: the model's attributes are out of range ({str(error).rstrip('.')}); the "
+            "model file is damaged, train it again."
         ) from error
 
 

@@ -1,0 +1,320 @@
+"""Helpers of the fault campaign: run the CLI, judge a failure, guard outputs, count figures.
+
+Every bad-input test ends in :func:`assert_clean_failure`, which checks what DESIGN.md
+promises for an expected failure (exit code 1 or 2, one plain ``Error:`` line naming the
+file and what to do, no traceback) and records the case in :data:`FIGURES`, so the run
+prints how many cases each command was given and how many produced the clear message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from click.testing import CliRunner, Result
+
+from streamae.atomic import TEMP_SUFFIX
+from streamae.cli.main import cli
+
+# A message is "plain" when it is short: one or two sentences, never a dump of a value.
+MAX_MESSAGE_CHARS = 600
+MAX_SENTENCES = 2
+# Verbs a message uses to tell the user what to do; a message with none of them only
+# describes the problem.
+FIX_WORDS = (
+    "give", "pass", "choose", "check", "extract", "train", "use", "free", "replace", "lower",
+    "remove", "rename", "create", "write", "encode", "pick", "leave", "save", "download", "resume",
+    "convert", "rerun", "delete", "set",
+)  # fmt: skip
+# Launcher variables a subprocess must not inherit (the test may itself run under MPI).
+LAUNCHER_VARIABLES = (
+    "PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
+    "HYDRA_CONTROL_FD", "SLURM_STEP_ID", "SLURM_NTASKS", "SLURM_CPUS_PER_TASK",
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- figures
+
+
+@dataclass
+class Figures:
+    """The campaign's counts, filled in as the tests run and printed at the end."""
+
+    cases: Counter = field(default_factory=Counter)
+    clear: Counter = field(default_factory=Counter)
+    kills: Counter = field(default_factory=Counter)
+    torn: Counter = field(default_factory=Counter)
+    resumes: Counter = field(default_factory=Counter)
+    matched: Counter = field(default_factory=Counter)
+
+    def record_case(self, command: str, ok: bool) -> None:
+        """One bad-input case given to ``command``; ``ok`` if it produced the clear message."""
+        self.cases[command] += 1
+        self.clear[command] += int(ok)
+
+    def record_kill(self, command: str, torn: bool) -> None:
+        """One SIGKILL of ``command``; ``torn`` if it left a torn or lost file."""
+        self.kills[command] += 1
+        self.torn[command] += int(torn)
+
+    def record_resume(self, command: str, matched: bool) -> None:
+        """One resumed run completed; ``matched`` if it equals the uninterrupted run."""
+        self.resumes[command] += 1
+        self.matched[command] += int(matched)
+
+    def summary_lines(self) -> list[str]:
+        """Human-readable lines, one per command and kind of figure."""
+        lines = [
+            f"bad input  {command:<12} {self.cases[command]:4d} cases, {self.clear[command]:4d} clear"
+            for command in sorted(self.cases)
+        ]
+        if self.cases:
+            lines.append(f"bad input  {'total':<12} {sum(self.cases.values()):4d} cases, "
+                         f"{sum(self.clear.values()):4d} clear")
+        lines += [
+            f"SIGKILL    {command:<12} {self.kills[command]:4d} kills, {self.torn[command]:4d} torn or lost"
+            for command in sorted(self.kills)
+        ]
+        lines += [
+            f"resume     {command:<12} {self.resumes[command]:4d} resumes, {self.matched[command]:4d} matched"
+            for command in sorted(self.resumes)
+        ]
+        return lines
+
+
+FIGURES = Figures()
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def invoke(*args: object) -> Result:
+    """Run ``streamae ARGS`` in this process, as a user types it (stdout and stderr apart)."""
+    result = CliRunner().invoke(cli, [os.fspath(a) if isinstance(a, Path) else str(a) for a in args])
+    print(result.output)  # shown by pytest when the test fails
+    return result
+
+
+def error_line(stderr: str) -> str:
+    """The single ``Error: ...`` line of ``stderr`` (empty if there is none)."""
+    errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    return errors[0] if len(errors) == 1 else ""
+
+
+def sentence_count(message: str, names: Iterable[str] = ()) -> int:
+    """Sentences in ``message``: full stops ending a word, paths and numbers left out."""
+    text = message
+    for name in sorted(names, key=len, reverse=True):
+        text = text.replace(name, "FILE")
+    text = re.sub(r"\S*[/\\]\S*", "PATH", text)  # paths hold dots that end nothing
+    return len(re.findall(r"[.!?](?=\s|$)", text))
+
+
+def failure_problems(
+    stdout: str,
+    stderr: str,
+    exit_code: int,
+    codes: Sequence[int],
+    names: Sequence[str],
+    fragments: Sequence[str] = (),
+) -> list[str]:
+    """What is wrong with a failure's output, as a list of complaints (empty: clean)."""
+    problems = []
+    if exit_code not in codes:
+        problems.append(f"exit code {exit_code}, expected {' or '.join(map(str, codes))}")
+    if "Traceback" in stderr or "Traceback" in stdout:
+        problems.append("a traceback was printed")
+    line = error_line(stderr)
+    if not line:
+        problems.append("not exactly one 'Error:' line on stderr")
+        return problems
+    if not stderr.rstrip().endswith(line):
+        problems.append("the error is not the last thing said")
+    message = line[len("Error: ") :]
+    if "internal error" in message:
+        problems.append("an internal error (a bug), not an expected failure")
+    if len(message) > MAX_MESSAGE_CHARS:
+        problems.append(f"the message is {len(message)} characters long")
+    if sentence_count(message, names) > MAX_SENTENCES:
+        problems.append("the message has more than two sentences")
+    if names and not any(name in message for name in names):
+        problems.append(f"the message names none of {list(names)}")
+    if not any(re.search(rf"\b{word}", message, re.IGNORECASE) for word in FIX_WORDS):
+        problems.append("the message does not say what to do")
+    problems += [f"the message lacks {fragment!r}" for fragment in fragments if fragment not in message]
+    return problems
+
+
+def assert_clean_failure(
+    result: Result,
+    command: str,
+    codes: int | Sequence[int],
+    names: Sequence[str | Path] = (),
+    fragments: Sequence[str] = (),
+) -> str:
+    """Check an in-process CLI failure, record it in FIGURES and return the message.
+
+    ``names`` are files (paths or bare names) of which the message must name one.
+    """
+    codes = (codes,) if isinstance(codes, int) else tuple(codes)
+    names = [name.name if isinstance(name, Path) else str(name) for name in names]
+    problems = failure_problems(result.stdout, result.stderr, result.exit_code, codes, names, fragments)
+    FIGURES.record_case(command, not problems)
+    assert not problems, f"{problems}\nstderr: {result.stderr}"
+    return error_line(result.stderr)[len("Error: ") :]
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass
+class OutputGuard:
+    """A pre-existing output file and its bytes and mtime, to check a failure kept it."""
+
+    path: Path
+    content: bytes
+    mtime_ns: int
+
+    @classmethod
+    def create(cls, path: Path, content: bytes = b"previous output, must survive\n") -> OutputGuard:
+        """Write ``content`` at ``path`` with an old mtime (so any rewrite shows)."""
+        path.write_bytes(content)
+        os.utime(path, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+        return cls(path, content, path.stat().st_mtime_ns)
+
+    def assert_intact(self) -> None:
+        """The file is there with the same bytes and mtime, and no temporary is left beside it."""
+        assert self.path.exists(), f"{self.path} was removed"
+        assert self.path.read_bytes() == self.content, f"{self.path} was altered"
+        assert self.path.stat().st_mtime_ns == self.mtime_ns, f"{self.path} was rewritten"
+        assert_no_temporaries(self.path.parent)
+
+
+def assert_no_temporaries(folder: Path) -> None:
+    """No temporary of an atomic write is left in ``folder``."""
+    left = sorted(p.name for p in folder.iterdir() if p.name.endswith(TEMP_SUFFIX))
+    assert not left, f"temporaries left behind: {left}"
+
+
+def listing(folder: Path) -> dict[str, tuple[int, int]]:
+    """Name -> (size, mtime_ns) of every file in ``folder`` (to see what a run created)."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()}
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_patches(
+    path: Path,
+    data: np.ndarray,
+    *,
+    chunk_rows: int | None = 64,
+    patch_shape: tuple[int, ...] | None = None,
+    dataset: str = "patches",
+    attrs: dict | None = None,
+) -> Path:
+    """A patch file holding ``data`` as ``/<dataset>``, chunked ``chunk_rows`` rows (or not)."""
+    with h5py.File(path, "w") as handle:
+        chunks = None
+        if chunk_rows and data.ndim >= 1 and data.size:
+            chunks = (min(chunk_rows, data.shape[0]),) + tuple(data.shape[1:])
+        handle.create_dataset(dataset, data=data, chunks=chunks)
+        handle.attrs["format"] = "streamae.patches/1"
+        if patch_shape is not None:
+            handle.attrs["patch_shape"] = np.asarray(patch_shape, dtype=np.int64)
+        for key, value in (attrs or {}).items():
+            handle.attrs[key] = value
+    return path
+
+
+def write_model(path: Path, *, n: int = 64, s: int = 9, patch_shape=(8, 8, 1), seed: int = 3) -> Path:
+    """A valid model file (small random weights, a short history) written by streamae itself."""
+    from streamae.model import Hyperparameters
+    from streamae.modelfile import Model
+    from streamae.modelfile import write_model as write
+
+    rng = np.random.default_rng(seed)
+    history = {name: np.linspace(1.0, 0.5, 3) for name in ("cost", "reconstruction", "grad_norm")}
+    history |= {name: np.full(3, 0.1) for name in ("weight_decay", "sparsity", "seconds")}
+    history["evaluations"] = np.arange(1.0, 4.0)
+    model = Model(
+        W1=rng.normal(0, 0.1, (s, n)),
+        W2=rng.normal(0, 0.1, (n, s)),
+        b1=np.zeros(s),
+        b2=np.zeros(n),
+        hyper=Hyperparameters(hidden=s),
+        patch_shape=patch_shape,
+        iterations=3,
+        history=history,
+        rho_hat=np.full(s, 0.05),
+        data={"path": "planted", "shape": [0, n], "dtype": "float32"},
+    )
+    write(path, model, force=True)
+    return path
+
+
+def edit_hdf5(path: Path, source: Path, edit) -> Path:
+    """Copy ``source`` to ``path`` and apply ``edit(handle)`` to the copy opened for writing."""
+    shutil.copyfile(source, path)
+    with h5py.File(path, "r+") as handle:
+        edit(handle)
+    return path
+
+
+# --------------------------------------------------------------------------- subprocesses
+
+
+def streamae_command(args: Sequence[object], ranks: int | None = None) -> list[str]:
+    """argv of ``streamae ARGS`` (the console script beside this Python), under mpiexec if asked."""
+    script = Path(sys.executable).parent / "streamae"
+    program = [str(script)] if script.exists() else [sys.executable, "-m", "streamae.cli.main"]
+    argv = [*program, *(os.fspath(a) if isinstance(a, Path) else str(a) for a in args)]
+    if ranks is None:
+        return argv
+    return [mpiexec_path(), "-n", str(ranks), *argv]
+
+
+def mpiexec_path() -> str:
+    """The mpiexec beside this Python (the mpich wheel's), else the one on PATH, else ''."""
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else (shutil.which("mpiexec") or "")
+
+
+def have_mpi() -> bool:
+    """True when mpi4py imports and an mpiexec exists."""
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return False
+    return bool(mpiexec_path())
+
+
+def subprocess_environment(**extra: str) -> dict[str, str]:
+    """This environment without launcher variables, one compute thread, plus ``extra``.
+
+    One thread each keeps the subprocesses light on a machine shared with other work.
+    """
+    environ = {key: value for key, value in os.environ.items() if key not in LAUNCHER_VARIABLES}
+    environ |= {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    environ |= extra
+    return environ
+
+
+def run_streamae(args: Sequence[object], ranks: int | None = None, timeout: float = 180, **extra: str):
+    """Run ``streamae ARGS`` to the end in a subprocess; returns the CompletedProcess (text)."""
+    return subprocess.run(
+        streamae_command(args, ranks),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=subprocess_environment(**extra),
+    )
