@@ -144,7 +144,8 @@ class ExtractProgress:
 )
 @click.option(
     "--seed",
-    type=click.IntRange(min=0),
+    # At most 2**63 - 1: the seed is stored in the file as a signed 64-bit attribute.
+    type=click.IntRange(min=0, max=2**63 - 1),
     default=0,
     show_default=True,
     help="Seed of the random patch positions; the same seed gives the same patches.",

@@ -12,6 +12,7 @@ file at the target.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +41,8 @@ BLOCK_BYTES = 8 << 20
 DEFAULT_CACHE_BYTES = 256 << 20
 COMPRESSIONS = ("none", "gzip", "lzf")
 GZIP_LEVEL = 4
+# The seed is stored as an HDF5 attribute, a signed 64-bit integer.
+MAX_SEED = 2**63 - 1
 
 # progress(stage, rows_done, rows_total); stage is "statistics" or "writing".
 Progress = Callable[[str, int, int], None]
@@ -103,8 +106,10 @@ def extract(
     _check_choice(color, COLOR_CHANNELS, "--color")
     _check_choice(normalize, MODES, "--normalize")
     _check_choice(compression, COMPRESSIONS, "--compression")
-    if normalize == "zca" and not zca_epsilon > 0:
-        raise UsageError(f"--zca-epsilon is {zca_epsilon}; give a positive number.")
+    if normalize == "zca" and not (math.isfinite(zca_epsilon) and zca_epsilon > 0):
+        raise UsageError(f"--zca-epsilon is {zca_epsilon}; give a positive finite number.")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise UsageError(f"--seed is {seed}; give a whole number from 0 to {MAX_SEED}.")
     if chunk_rows is not None and chunk_rows < 1:
         raise UsageError(f"--chunk-rows is {chunk_rows}; give at least 1.")
     check_output_path(output, force=force, inputs=_existing(sources))

@@ -28,9 +28,11 @@ from streamae.cli.main import cli
 # A message is "plain" when it is short: one or two sentences, never a dump of a value.
 MAX_MESSAGE_CHARS = 600
 MAX_SENTENCES = 2
-# Verbs a message uses to tell the user what to do; a message with none of them only
-# describes the problem.
+# Words a message uses to tell the user what to do; a message with none of them only
+# describes the problem.  "must" and click's "not in the range" state the valid values of
+# an option, which is the fix for a bad option value.
 FIX_WORDS = (
+    "must", "not in the range", "is not one of",
     "give", "pass", "choose", "check", "extract", "train", "use", "free", "replace", "lower",
     "remove", "rename", "create", "write", "encode", "pick", "leave", "save", "download", "resume",
     "convert", "rerun", "delete", "set",

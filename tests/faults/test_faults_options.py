@@ -1,0 +1,153 @@
+"""Every numeric option at its bound (accepted) and just past it (refused with exit code 2).
+
+A value at a bound must run to the end; a value past it must stop before any work with one
+line naming the option, and leave the pre-existing output untouched.  NaN and infinity are
+"past the bound" of every float option: no option means anything at either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from faultkit import assert_clean_failure, invoke, write_patches
+from PIL import Image
+
+ACCEPTED, REFUSED = 0, 2
+
+# Bugs in files this campaign does not own (cli/train.py, streamae/workflows.py): the
+# regression test is here, as a strict xfail for the lead to flip when fixing them.
+TRAIN_CLI_BUGS = {
+    ("train", "--seed", "-1"): (
+        "cli/train.py train: --seed is a plain int; numpy.random.default_rng(-1) raises ValueError "
+        "(internal error); use click.IntRange(min=0) as extract does"
+    ),
+    ("train", "--grad-tol", "-1"): "cli/train.py: --grad-tol takes negative values; use FloatRange(min=0)",
+    ("train", "--grad-tol", "nan"): "cli/train.py train: --grad-tol takes nan; refuse non-finite values",
+    ("train", "--progress-tol", "-1"): (
+        "cli/train.py train: --progress-tol takes negative values; use FloatRange(min=0)"
+    ),
+    ("train", "--progress-tol", "nan"): "cli/train.py: --progress-tol takes nan; refuse non-finite values",
+    ("gradcheck", "--block-rows", "0"): (
+        "workflows.gradcheck: `block_rows or ...` turns 0 into the default, so --block-rows 0 is "
+        "accepted; use click.IntRange(min=1) in cli/train.py gradcheck"
+    ),
+    ("gradcheck", "--epsilon", "nan"): (
+        "cli/train.py gradcheck: `epsilon <= 0` is False for nan, so the check runs and fails with "
+        "exit 1; refuse non-finite --epsilon (math.isfinite)"
+    ),
+    ("gradcheck", "--epsilon", "inf"): "cli/train.py gradcheck: accepts --epsilon inf; refuse non-finite",
+    ("gradcheck", "--visible", "0"): (
+        "cli/train.py gradcheck: --visible 0 is accepted (an empty problem passes); use "
+        "click.IntRange(min=1)"
+    ),
+}
+
+
+def _cases() -> list[tuple[str, str, str, int]]:
+    """(command, option, value, expected exit code) for every numeric option."""
+    cases = []
+
+    def add(command: str, option: str, accepted: list[str], refused: list[str]) -> None:
+        cases.extend((command, option, value, ACCEPTED) for value in accepted)
+        cases.extend((command, option, value, REFUSED) for value in refused)
+
+    add("train", "--hidden", ["1"], ["0", "-3"])
+    add("train", "--rho", ["1e-6", "0.999"], ["0", "1", "-0.1", "nan", "inf"])
+    add("train", "--beta", ["0"], ["-1e-9", "nan", "inf"])
+    add("train", "--lambda", ["0"], ["-1e-9", "nan", "inf"])
+    add("train", "--max-iter", ["0"], ["-1"])
+    add("train", "--chunk-rows", ["1", "1000000000"], ["0", "-1"])
+    add("train", "--threads", ["1", "4096"], ["0", "-2"])
+    add("train", "--seed", ["0", str(2**64)], ["-1"])
+    add("train", "--grad-tol", ["0"], ["-1", "nan"])
+    add("train", "--progress-tol", ["0"], ["-1", "nan"])
+    add("train", "--checkpoint-every", ["0", "1"], ["-1"])
+    add("train", "--checkpoint-minutes", ["0.001"], ["0", "-1", "nan", "inf"])
+    add("extract", "--patch-size", ["1", "16", "16x1"], ["0", "17", "-1", "8x0", "eight"])
+    add("extract", "--num-patches", ["1"], ["0", "-1"])
+    add("extract", "--stride", ["1", "16"], ["0", "-1"])
+    add("extract", "--zca-epsilon", ["1e-12"], ["0", "-1", "nan", "inf"])
+    add("extract", "--seed", ["0", str(2**63 - 1)], ["-1", str(2**63)])
+    add("extract", "--chunk-rows", ["1", "1000000000"], ["0", "-1"])
+    add("encode", "--block-rows", ["1", "1000000000"], ["0", "-1"])
+    add("visualize", "--cols", ["1", "1000"], ["0", "-1"])
+    add("visualize", "--scale", ["1", "64"], ["0", "65"])
+    add("visualize", "--patch-shape", ["8x8", "4x16", "64x1x1"], ["0x8", "8x8x3", "8", "axb"])
+    add("gradcheck", "--rows", ["1"], ["0", "-1"])
+    add("gradcheck", "--hidden", ["1"], ["0"])
+    add("gradcheck", "--visible", ["1"], ["0"])
+    add("gradcheck", "--block-rows", ["1", "1000"], ["0", "-1"])
+    add("gradcheck", "--epsilon", ["1e-5"], ["0", "-1e-4", "nan", "inf"])
+    return cases
+
+
+def _param(case: tuple[str, str, str, int]):
+    command, option, value, code = case
+    reason = TRAIN_CLI_BUGS.get((command, option, value))
+    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+    return pytest.param(*case, marks=marks, id=f"{command} {option} {value}")
+
+
+@pytest.fixture
+def small_image(tmp_path: Path) -> Path:
+    """A 16x16 gray image: grids over it are small whatever the stride."""
+    path = tmp_path / "small.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (16, 16), dtype=np.uint8)).save(path)
+    return path
+
+
+def _arguments(command: str, option: str, value: str, paths: dict[str, Path]) -> list[object]:
+    """The command line of one case: the option on a small, fast, otherwise valid run."""
+    out = paths["out"]
+    if command == "train":
+        base = ["train", paths["patches"], "-o", out, "--force", "--hidden", "3", "-q"]
+        return base + ([] if option == "--max-iter" else ["--max-iter", "1"]) + [option, value]
+    if command == "extract":
+        base = ["extract", paths["image"], "-o", out, "--force", "-q", option, value]
+        if option not in ("--num-patches", "--stride"):
+            base += ["--num-patches", "20"]
+        if option == "--zca-epsilon":
+            base += ["--normalize", "zca"]
+        if option == "--stride":
+            base += ["--patch-size", "4"]
+        return base
+    if command == "encode":
+        return ["encode", paths["model"], paths["patches"], "-o", out, "--force", "-q", option, value]
+    if command == "visualize":
+        return ["visualize", paths["model"], "-o", out.with_suffix(".png"), "--force", option, value]
+    return ["gradcheck", "--rows", "6", "--hidden", "2", "--visible", "4", option, value]
+
+
+@pytest.mark.parametrize(("command", "option", "value", "code"), [_param(case) for case in _cases()])
+def test_numeric_option_bounds(command, option, value, code, tmp_path, good_patches, good_model, small_image):
+    out = tmp_path / "out.h5"
+    paths = {"out": out, "patches": good_patches, "model": good_model, "image": small_image}
+    target = out.with_suffix(".png") if command == "visualize" else out
+    previous = b"previous output"
+    target.write_bytes(previous)
+    result = invoke(*_arguments(command, option, value, paths))
+    if code == ACCEPTED:
+        assert result.exit_code == 0, result.output
+        assert "Error" not in result.stderr
+        if command != "gradcheck":
+            assert target.read_bytes() != previous  # the run wrote its output
+        return
+    assert_clean_failure(result, command, REFUSED, names=[option], fragments=[])
+    assert target.read_bytes() == previous
+
+
+def test_train_refuses_a_log_path_that_is_the_data(tmp_path, good_patches):
+    before = good_patches.read_bytes()
+    result = invoke("train", good_patches, "-o", tmp_path / "m.h5", "--log", good_patches, "--max-iter", "1")
+    assert_clean_failure(result, "train", 2, names=[good_patches])
+    assert good_patches.read_bytes() == before
+
+
+def test_write_patches_helper_is_valid(tmp_path):
+    """The helper the option cases rely on writes a file train accepts (a guard on the guard)."""
+    data = np.random.default_rng(0).uniform(0.2, 0.8, (10, 4)).astype(np.float32)
+    path = write_patches(tmp_path / "p.h5", data, patch_shape=(2, 2, 1))
+    result = invoke("train", path, "-o", tmp_path / "m.h5", "--max-iter", "1", "--hidden", "2", "-q")
+    assert result.exit_code == 0, result.output
