@@ -1,18 +1,32 @@
 """Numba kernels for one block of examples: the elementwise work of the objective, fused.
 
-The matrix products go to BLAS (the callers use ``np.matmul(..., out=...)``); these
-kernels do everything between them in one sweep each: add the bias, apply the
-nonlinearity, form the deltas, and add the column sums into float64 partials.  They are
-pure functions over arrays: no I/O, no objects, no globals; every output is passed in.
+The matrix products go to BLAS (see :mod:`streamae.passes`); these kernels do everything
+between them in one sweep each: add the bias, apply the nonlinearity, form the deltas
+and slopes, and add the sums over examples into float64 totals.  They are pure
+functions over arrays: no I/O, no objects, no globals; every output is passed in.
 
-Column sums are made deterministic and thread-safe by splitting the rows into fixed
-segments of ``SEGMENT_ROWS``: each parallel iteration owns one segment and one row of the
-``partial`` scratch array (float64), and the partials are added in segment order
-afterwards.  The result does not depend on the number of threads.
+Layout.  Hidden-layer quantities are stored transposed, one row per hidden unit,
+``(s, rows)``: the bias is then constant along a row and every inner loop runs over
+many contiguous examples, which is what the vectoriser needs (s is 25 in the notes'
+case, too short a loop to vectorise well).  Output-layer quantities keep the data's
+``(rows, n)`` layout so the input block x is read as it comes from the file.
+
+Speed.  The evaluation kernels are compiled with ``error_model="numpy"`` (Python's model
+adds a zero-division branch to every ``/`` and stops LLVM vectorising the loop) and with
+``reassoc`` on their own additions (so the sums over examples vectorise).  In float32 the
+sigmoid uses :func:`exp32`, an exp written from vectorisable arithmetic: Numba vectorises
+``np.exp`` only with Intel's SVML, which this machine lacks (``numba -s``), and the scalar
+libm call costs ~3 ns against ~0.4 ns here.  float64 keeps libm's exp: it is the dtype
+of the correctness checks.
+
+Determinism.  Every kernel runs serially over its block (the caller splits the work
+across threads by blocks, see :mod:`streamae.lanes`), so its sums are a fixed function
+of the block; ``scan_values`` keeps the fixed-segment parallel scheme below.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 # Numba's OpenMP threads and OpenBLAS's threads both spin while waiting for work; on a
@@ -22,13 +36,26 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
-from numba import njit, prange  # noqa: E402
+from llvmlite import ir  # noqa: E402
+from numba import njit, prange, types  # noqa: E402
+from numba.extending import intrinsic, overload  # noqa: E402
 
 # Rows per parallel work item.  Large enough that the per-segment overhead is small,
 # small enough that a block of a few thousand rows still splits across the cores.
 SEGMENT_ROWS = 128
 
 JIT_OPTIONS = {"cache": True, "nogil": True}
+# The evaluation kernels: numpy's error model (no zero-division branch, see above) and
+# reassociation of their own float additions, so reductions over examples vectorise.
+# Not "fast" as a whole: exp32's range reduction must keep its order of operations, and
+# it keeps its own (strict) flags when LLVM inlines it.
+KERNEL_OPTIONS = {
+    "cache": True,
+    "nogil": True,
+    "error_model": "numpy",
+    "fastmath": {"reassoc", "contract"},
+}
+STRICT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
 @njit(**JIT_OPTIONS)
@@ -45,9 +72,157 @@ def _sum_segments(partial, n_segments, width, total):
             total[j] += partial[seg, j]
 
 
+@intrinsic
+def _int32_bits_as_float32(typingctx, bits):
+    """Reinterpret an int32's bits as a float32 (a register move; vectorises)."""
+    signature = types.float32(types.int32)
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return signature, codegen
+
+
+@njit(**STRICT_OPTIONS)
+def exp32(x):
+    """exp(x) for float32 x from vectorisable arithmetic (Cephes ``expf``).
+
+    exp(x) = 2^k · exp(r) with k = round(x / ln 2) and |r| <= ln2 / 2; exp(r) is a degree-7
+    polynomial, 2^k is built in the exponent bits.  Relative error below 1e-7 on
+    [-87, 88]; x is clamped there, so the result is always finite and normal.
+    """
+    x = min(max(x, np.float32(-87.0)), np.float32(88.0))
+    k = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
+    # ln 2 split in two (Cody-Waite) so k·ln2 is exact to float32 precision.
+    r = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    return p * _int32_bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
+
+
+def sigmoid(z):
+    """1 / (1 + exp(−z)) of one scalar; in compiled code float32 goes through exp32."""
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+@overload(sigmoid, jit_options=STRICT_OPTIONS)
+def _sigmoid_for(z):
+    if z == types.float32:
+        one = np.float32(1.0)
+        return lambda z: one / (one + exp32(-z))
+    return lambda z: 1.0 / (1.0 + math.exp(-z))
+
+
+@njit(**KERNEL_OPTIONS)
+def hidden_forward(z2t, b1, slope, sum_a2, sum_slope):
+    """Hidden layer in place: ``z2t <- a2 = sigmoid(z2t + b1)``, optional slope a2(1 − a2).
+
+    z2t: (s, rows) pre-activations ``W1 @ x.T`` (no bias), overwritten with a2 (transposed).
+    b1: (s,).  slope: (s, rows) receives f′(z2) = a2(1 − a2), or a (0, rows) array to skip
+    it.  sum_a2, sum_slope: (s,) float64 totals, increased by the row sums (sum_slope only
+    when the slope is written).
+    """
+    hidden, rows = z2t.shape
+    want_slope = slope.shape[0] == hidden
+    one = z2t.dtype.type(1.0)
+    for j in range(hidden):
+        bias = b1[j]
+        total = 0.0
+        total_slope = 0.0
+        if want_slope:
+            for i in range(rows):
+                a = sigmoid(z2t[j, i] + bias)
+                z2t[j, i] = a
+                g = a * (one - a)
+                slope[j, i] = g
+                total += a
+                total_slope += g
+            sum_slope[j] += total_slope
+        else:
+            for i in range(rows):
+                a = sigmoid(z2t[j, i] + bias)
+                z2t[j, i] = a
+                total += a
+        sum_a2[j] += total
+
+
+@njit(**KERNEL_OPTIONS)
+def output_backward(z3, b2, x, linear, sum_delta3):
+    """Output layer and its delta in place; returns the block's ``Σ ½‖a3 − x‖²`` (float64).
+
+    z3: (rows, n) ``a2 @ W2.T`` (no bias), overwritten with δ3 = (a3 − x) ⊙ a3(1 − a3), or
+    a3 − x when ``linear`` (the linear decoder a3 = z3).  b2: (n,).  x: (rows, n) the
+    input block.  sum_delta3: (n,) float64 total, increased by the column sums of δ3.
+    """
+    rows, n = z3.shape
+    one = z3.dtype.type(1.0)
+    squared = 0.0
+    for i in range(rows):
+        if linear:
+            for j in range(n):
+                difference = z3[i, j] + b2[j] - x[i, j]
+                z3[i, j] = difference
+                sum_delta3[j] += difference
+                squared += difference * difference
+        else:
+            for j in range(n):
+                a3 = sigmoid(z3[i, j] + b2[j])
+                difference = a3 - x[i, j]
+                delta = difference * a3 * (one - a3)
+                z3[i, j] = delta
+                sum_delta3[j] += delta
+                squared += difference * difference
+    return 0.5 * squared
+
+
+@njit(**KERNEL_OPTIONS)
+def hidden_backward(e2t, slope, sparsity, sum_delta2):
+    """Hidden delta in place: ``e2t <- (e2t + sparsity) ⊙ slope``; row sums added.
+
+    e2t: (s, rows) back-propagated error ``W2.T @ δ3.T``, overwritten with δ2 (transposed).
+    slope: (s, rows) f′(z2).  sparsity: (s,) β·s in the block's dtype (zeros for the
+    single-pass scheme, which adds that term after the pass).  sum_delta2: (s,) float64.
+    """
+    hidden, rows = e2t.shape
+    for j in range(hidden):
+        term = sparsity[j]
+        total = 0.0
+        for i in range(rows):
+            delta = (e2t[j, i] + term) * slope[j, i]
+            e2t[j, i] = delta
+            total += delta
+        sum_delta2[j] += total
+
+
+@njit(**STRICT_OPTIONS)
+def slope_of(a2t, slope):
+    """slope (s, rows) <- a2t ⊙ (1 − a2t): f′(z2) from cached activations."""
+    hidden, rows = a2t.shape
+    one = a2t.dtype.type(1.0)
+    for j in range(hidden):
+        for i in range(rows):
+            a = a2t[j, i]
+            slope[j, i] = a * (one - a)
+
+
+@njit(**STRICT_OPTIONS)
+def add_into(total, block):
+    """total (k,) float64 += block (any shape, k elements, C order): a block's GEMM result."""
+    flat = block.ravel()
+    for i in range(flat.shape[0]):
+        total[i] += flat[i]
+
+
 @njit(parallel=True, **JIT_OPTIONS)
 def hidden_activation(z2, b1, partial, sum_a2):
     """Hidden layer in place: ``z2 <- sigmoid(z2 + b1)``; ``sum_a2 += column sums``.
+
+    The row-major, Numba-parallel form, for callers that keep a2 as (rows, s) (encode).
 
     z2: (rows, s) pre-activations ``x @ W1.T`` (without bias), overwritten with a2.
     b1: (s,) bias.  partial: (>= segments, >= s) float64 scratch.
@@ -65,66 +240,6 @@ def hidden_activation(z2, b1, partial, sum_a2):
                 z2[i, j] = a
                 partial[seg, j] += a
     _sum_segments(partial, n_segments, hidden, sum_a2)
-
-
-@njit(parallel=True, **JIT_OPTIONS)
-def output_delta(z3, b2, x, linear, partial, sum_delta3):
-    """Output layer and its delta in place; returns the block's ``sum ½‖a3 − x‖²``.
-
-    z3: (rows, n) ``a2 @ W2.T`` (without bias), overwritten with
-    delta3 = (a3 − x) ⊙ f′(z3), or a3 − x when ``linear`` (the linear decoder).
-    b2: (n,) bias.  x: (rows, n) the input block.  partial: (>= segments, >= n + 1)
-    float64 scratch.  sum_delta3: (n,) float64 running total of delta3.
-    """
-    rows, n = z3.shape
-    n_segments = segment_count(rows)
-    one = z3.dtype.type(1.0)
-    for seg in prange(n_segments):
-        for j in range(n + 1):
-            partial[seg, j] = 0.0
-        for i in range(seg * SEGMENT_ROWS, min(rows, (seg + 1) * SEGMENT_ROWS)):
-            squared = 0.0
-            for j in range(n):
-                if linear:
-                    difference = z3[i, j] + b2[j] - x[i, j]
-                    delta = difference
-                else:
-                    a3 = one / (one + np.exp(-(z3[i, j] + b2[j])))
-                    difference = a3 - x[i, j]
-                    delta = difference * a3 * (one - a3)
-                squared += difference * difference
-                z3[i, j] = delta
-                partial[seg, j] += delta
-            partial[seg, n] += squared
-    reconstruction = 0.0
-    for seg in range(n_segments):
-        reconstruction += partial[seg, n]
-    _sum_segments(partial, n_segments, n, sum_delta3)
-    return 0.5 * reconstruction
-
-
-@njit(parallel=True, **JIT_OPTIONS)
-def hidden_delta(e2, a2, sparsity, partial, sum_delta2):
-    """Hidden delta in place: ``e2 <- (e2 + sparsity) ⊙ a2 ⊙ (1 − a2)``; sums added.
-
-    e2: (rows, s) back-propagated error ``delta3 @ W2``, overwritten with delta2.
-    a2: (rows, s) hidden activations.  sparsity: (s,) β·(−ρ/ρ̂ + (1−ρ)/(1−ρ̂)) in the
-    block's dtype.  partial: (>= segments, >= s) float64 scratch.
-    sum_delta2: (s,) float64 running total of delta2.
-    """
-    rows, hidden = e2.shape
-    n_segments = segment_count(rows)
-    one = e2.dtype.type(1.0)
-    for seg in prange(n_segments):
-        for j in range(hidden):
-            partial[seg, j] = 0.0
-        for i in range(seg * SEGMENT_ROWS, min(rows, (seg + 1) * SEGMENT_ROWS)):
-            for j in range(hidden):
-                a = a2[i, j]
-                delta = (e2[i, j] + sparsity[j]) * a * (one - a)
-                e2[i, j] = delta
-                partial[seg, j] += delta
-    _sum_segments(partial, n_segments, hidden, sum_delta2)
 
 
 @njit(parallel=True, **JIT_OPTIONS)

@@ -1,32 +1,40 @@
 """The sparse-autoencoder objective J and its gradient, streamed over row blocks.
 
-The two-pass scheme is the notes' own: pass 1 streams every block and accumulates the
-sum of the hidden activations (so ρ̂ is known), pass 2 streams them again, recomputes
-the forward pass and accumulates J and ∇J with the now-known sparsity term.  Blocks from
-the source are cut into compute blocks small enough to stay in cache; each compute
-block's partial sums are added into float64 totals, so the result barely depends on the
-block size and does not drift with m.  The totals of each pass are combined across MPI
-ranks with one reduction on a flat float64 buffer.
+:class:`StreamedObjective` holds what every scheme shares: float32/float64 copies of the
+parameters, one set of buffers per compute lane (allocated once, reused by every
+evaluation), the split of each source block across the lanes, and the reduction of the
+lanes' float64 totals and then of the ranks' (one Allreduce per pass on a flat buffer).
+
+:class:`Objective` is the two-pass scheme, the notes' own and the reference: pass 1
+streams every block and accumulates Σ a2 (so ρ̂ is known), pass 2 streams them again,
+recomputes the forward pass and accumulates J and ∇J with the now-known sparsity term.
+The other schemes (single-pass, in-core) live in :mod:`streamae.schemes`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-from . import kernels
+from . import kernels, passes
 from .distributed import Communicator, SingleProcess
 from .errors import DataError
+from .lanes import Lanes, SingleThreadedBlas, lane_ranges
 from .model import Hyperparameters, parameter_count, unpack
 
-# Compute-block size: rows such that the block's inputs and intermediates take about
-# this many bytes, so that they stay in the per-core cache between the GEMMs and the
-# fused elementwise kernels.
+# Compute-block size: rows whose inputs and intermediates, (2n + 3s) values a row, take
+# about this many bytes, so that they stay in one core's L2 cache (1 MiB on this
+# machine's Zen 4) between the products and the fused kernels.  Clamped: below ~256
+# rows the products that sum over the block's rows (the weight gradients) run short
+# and slow; above ~4096 nothing more is gained.
 COMPUTE_BLOCK_BYTES = 1 << 20
-MIN_COMPUTE_ROWS = kernels.SEGMENT_ROWS
+MIN_COMPUTE_ROWS = 256
+MAX_COMPUTE_ROWS = 4096
+COMPUTE_ROW_MULTIPLE = 64
 
 
 class BlockSource(Protocol):
@@ -55,11 +63,30 @@ class Evaluation:
     rho_hat: np.ndarray
 
 
+@dataclass
+class Timing:
+    """Where the last evaluation's time went (this process).
+
+    seconds: wall time of the evaluation.  waiting: time spent waiting for the source
+    to deliver a block (not hidden behind computing).  rows_read: rows delivered by the
+    source (m per pass).  read_seconds / read_bytes: the source's own reading time and
+    volume when it reports them (a prefetching file), else 0.
+    """
+
+    seconds: float = 0.0
+    waiting: float = 0.0
+    rows_read: int = 0
+    read_seconds: float = 0.0
+    read_bytes: int = 0
+    passes: int = 0
+    extra: dict = field(default_factory=dict)
+
+
 def compute_rows_for(n_visible: int, n_hidden: int, itemsize: int) -> int:
-    """Default rows per compute block for this layer size (a multiple of the segment)."""
-    per_row = (2 * n_visible + 2 * n_hidden) * itemsize
-    rows = max(MIN_COMPUTE_ROWS, COMPUTE_BLOCK_BYTES // per_row)
-    return rows // kernels.SEGMENT_ROWS * kernels.SEGMENT_ROWS
+    """Default rows per compute block for this layer size (see COMPUTE_BLOCK_BYTES)."""
+    per_row = (2 * n_visible + 3 * n_hidden) * itemsize
+    rows = min(MAX_COMPUTE_ROWS, max(MIN_COMPUTE_ROWS, COMPUTE_BLOCK_BYTES // per_row))
+    return rows // COMPUTE_ROW_MULTIPLE * COMPUTE_ROW_MULTIPLE
 
 
 def kl_divergence(rho: float, rho_hat: np.ndarray) -> np.ndarray:
@@ -73,37 +100,37 @@ def sparsity_delta(hyper: Hyperparameters, rho_hat: np.ndarray) -> np.ndarray:
     return hyper.beta * (-rho / rho_hat + (1.0 - rho) / (1.0 - rho_hat))
 
 
-class Workspace:
-    """Buffers for one compute block, allocated once and reused by every evaluation.
+class LaneBuffers:
+    """One lane's scratch and totals, allocated once and reused by every evaluation.
 
-    Shapes: hidden (rows, s), output (rows, n), back (rows, s); block gradients
-    gW1 (s, n) and gW2 (n, s); float64 ``partial`` scratch for the kernels' column sums.
+    hidden (s·rows,), eg (2s·rows,), output (rows·n,) hold one compute block's a2ᵀ,
+    [δ2ᵀ; f′(z2)ᵀ] and z3/δ3; block_dW1 (2s, n) and block_dW2 (n, s) a block's weight
+    gradients; acc the lane's float64 totals (:func:`streamae.passes.accumulator_layout`);
+    sum_a2 (s,) pass 1's total; discard (s,) a sink for sums a pass does not need.
     """
 
     def __init__(self, rows: int, n_visible: int, n_hidden: int, dtype: np.dtype) -> None:
         n, s = n_visible, n_hidden
-        self.rows = rows
-        self.hidden = np.empty((rows, s), dtype=dtype)
-        self.output = np.empty((rows, n), dtype=dtype)
-        self.back = np.empty((rows, s), dtype=dtype)
-        self.block_grad_W1 = np.empty((s, n), dtype=dtype)
-        self.block_grad_W2 = np.empty((n, s), dtype=dtype)
-        self.partial = np.empty((kernels.segment_count(rows), max(n, s) + 1), dtype=np.float64)
-        self.discard = np.empty(max(n, s), dtype=np.float64)
-        self.W1 = np.empty((s, n), dtype=dtype)
-        self.W2 = np.empty((n, s), dtype=dtype)
-        self.b1 = np.empty(s, dtype=dtype)
-        self.b2 = np.empty(n, dtype=dtype)
-        self.sparsity = np.empty(s, dtype=dtype)
+        self.hidden = np.empty(s * rows, dtype=dtype)
+        self.eg = np.empty(2 * s * rows, dtype=dtype)
+        self.output = np.empty(rows * n, dtype=dtype)
+        self.block_dW1 = np.empty((2 * s, n), dtype=dtype)
+        self.block_dW2 = np.empty((n, s), dtype=dtype)
+        self.acc = np.zeros(passes.accumulator_layout(n, s)[-1], dtype=np.float64)
+        self.sum_a2 = np.zeros(s, dtype=np.float64)
+        self.discard = np.zeros(s, dtype=np.float64)
 
 
-class Objective:
-    """J(θ) and ∇J(θ) of the sparse autoencoder over all rows of ``source``.
+class StreamedObjective:
+    """What every scheme shares; a subclass defines ``__call__`` (and ``scheme``).
 
-    ``source`` streams this process's rows (all of them, or an MPI rank's share);
-    ``comm`` adds the partial sums across processes.  Call it with theta (p,) float64.
-    ``dtype`` is the compute type of the kernels (float32 or float64).
+    ``source`` streams this process's rows; ``comm`` adds the sums across processes.
+    Call it with theta (p,) float64.  ``dtype`` is the kernels' compute type (float32 or
+    float64).  ``threads`` is the number of compute lanes (default: Numba's thread count).
     """
+
+    scheme = "two-pass"
+    reason = "asked for"
 
     def __init__(
         self,
@@ -114,6 +141,7 @@ class Objective:
         dtype: np.dtype | type = np.float32,
         comm: Communicator | None = None,
         compute_rows: int | None = None,
+        threads: int | None = None,
     ) -> None:
         self.source = source
         self.hyper = hyper
@@ -126,9 +154,27 @@ class Objective:
             raise ValueError(f"source delivers {source.dtype}, the objective computes in {self.dtype}")
         self.comm = comm if comm is not None else SingleProcess()
         rows = compute_rows or compute_rows_for(n_visible, self.n_hidden, self.dtype.itemsize)
-        self.workspace = Workspace(int(rows), n_visible, self.n_hidden, self.dtype)
+        if rows < 1:
+            raise ValueError(f"compute_rows must be at least 1, got {rows}")
+        self.compute_rows = int(rows)
+        self.lanes = Lanes(threads)
+        self.buffers = [
+            LaneBuffers(self.compute_rows, n_visible, self.n_hidden, self.dtype)
+            for _ in range(self.lanes.count)
+        ]
+        self._blas = SingleThreadedBlas()
+        n, s = n_visible, self.n_hidden
+        self.W1 = np.empty((s, n), dtype=self.dtype)
+        self.W2 = np.empty((n, s), dtype=self.dtype)
+        self.b1 = np.empty(s, dtype=self.dtype)
+        self.b2 = np.empty(n, dtype=self.dtype)
+        self.sparsity_row = np.zeros(s, dtype=self.dtype)
+        self.no_sparsity = np.zeros(s, dtype=self.dtype)
+        self.no_cache = np.empty(0, dtype=self.dtype)
+        self.linear = hyper.decoder == "linear"
         self.n_parameters = parameter_count(n_visible, self.n_hidden)
         self.evaluations = 0
+        self.timing = Timing()
         self.n_rows = self._total_rows()
 
     def _total_rows(self) -> int:
@@ -136,67 +182,117 @@ class Objective:
         self.comm.allreduce_sum(count)
         return int(count[0])
 
-    def _compute_blocks(self) -> Iterator[np.ndarray]:
-        """Every row of the source, cut into compute blocks of at most ``workspace.rows``."""
-        step = self.workspace.rows
-        for _, block in self.source.blocks():
-            for first in range(0, block.shape[0], step):
-                yield block[first : first + step]
-
     def _load_parameters(self, theta: np.ndarray) -> None:
         params = unpack(np.asarray(theta, dtype=np.float64), self.n_visible, self.n_hidden)
-        ws = self.workspace
-        ws.W1[...] = params.W1
-        ws.W2[...] = params.W2
-        ws.b1[...] = params.b1
-        ws.b2[...] = params.b2
+        self.W1[...] = params.W1
+        self.W2[...] = params.W2
+        self.b1[...] = params.b1
+        self.b2[...] = params.b2
 
-    def _forward_hidden(self, x: np.ndarray, sum_a2: np.ndarray) -> np.ndarray:
-        """a2 of one compute block x (rows, n) into the workspace; adds Σa2 into sum_a2."""
-        ws = self.workspace
-        a2 = ws.hidden[: x.shape[0]]
-        np.matmul(x, ws.W1.T, out=a2)
-        kernels.hidden_activation(a2, ws.b1, ws.partial, sum_a2)
-        return a2
+    def _stream(self, visit) -> None:
+        """Call ``visit(lane, x)`` on every lane's share of every source block, in parallel.
 
-    def mean_activation(self, theta: np.ndarray) -> np.ndarray:
-        """Pass 1: ρ̂ (s,), the mean hidden activation over all rows (all ranks)."""
+        Each source block is cut into whole compute blocks and dealt to the lanes in
+        contiguous ranges; the lanes meet once per source block (its buffer is reused).
+        """
+        timing = self.timing
+        blocks = iter(self.source.blocks())
+        while True:
+            started = time.perf_counter()
+            item = next(blocks, None)
+            timing.waiting += time.perf_counter() - started
+            if item is None:
+                break
+            _, block = item
+            timing.rows_read += block.shape[0]
+            ranges = lane_ranges(block.shape[0], self.compute_rows, self.lanes.count)
+            active = [lane for lane, (start, stop) in enumerate(ranges) if stop > start]
+
+            def work(lane: int, block=block, ranges=ranges) -> None:
+                start, stop = ranges[lane]
+                visit(lane, block[start:stop])
+
+            self.lanes.run(work, active)
+
+    def _reduce_lanes(self, name: str, size: int) -> np.ndarray:
+        """The lanes' totals ``buffers[i].<name>[:size]`` added in lane order, float64."""
+        total = np.zeros(size, dtype=np.float64)
+        for buffers in self.buffers:
+            total += getattr(buffers, name)[:size]
+        return total
+
+    def _begin(self, theta: np.ndarray) -> float:
         self._load_parameters(theta)
-        totals = np.zeros(self.n_hidden, dtype=np.float64)
-        for x in self._compute_blocks():
-            self._forward_hidden(x, totals)
+        self.timing = Timing()
+        reader = getattr(self.source, "io_stats", None)
+        self._io_start = reader.snapshot() if reader is not None else None
+        return time.perf_counter()
+
+    def _finish(self, started: float) -> None:
+        self.timing.seconds = time.perf_counter() - started
+        reader = getattr(self.source, "io_stats", None)
+        if reader is not None and self._io_start is not None:
+            seconds, nbytes = reader.since(self._io_start)
+            self.timing.read_seconds, self.timing.read_bytes = seconds, nbytes
+        self.evaluations += 1
+
+    def _pass1_visit(self, lane: int, x: np.ndarray) -> None:
+        b = self.buffers[lane]
+        passes.forward_pass(x, self.W1, self.b1, self.compute_rows, b.hidden, b.sum_a2, self.no_cache)
+
+    def _gradient_visit(self, lane: int, x: np.ndarray, single: bool, cache: np.ndarray) -> None:
+        b = self.buffers[lane]
+        sparsity = self.no_sparsity if single else self.sparsity_row
+        passes.gradient_pass(
+            x, self.W1, self.W2, self.b1, self.b2, self.linear, sparsity, single, self.compute_rows,
+            cache, b.hidden, b.eg, b.output, b.block_dW1, b.block_dW2, b.discard, b.acc,
+        )
+
+    def _sum_a2(self, visit) -> np.ndarray:
+        """Run pass 1 with ``visit``; returns ρ̂ (s,) over all rows of all ranks."""
+        for b in self.buffers:
+            b.sum_a2[:] = 0.0
+        with self._blas:
+            self._stream(visit)
+        self.timing.passes += 1
+        totals = self._reduce_lanes("sum_a2", self.n_hidden)
         self.comm.allreduce_sum(totals)
         return totals / self.n_rows
 
-    def __call__(self, theta: np.ndarray) -> Evaluation:
-        """J and ∇J at theta (p,) float64, by the two-pass scheme."""
-        hyper = self.hyper
-        n, s = self.n_visible, self.n_hidden
-        rho_hat = self.mean_activation(theta)  # pass 1 (also loads the parameters)
-        ws = self.workspace
-        ws.sparsity[...] = sparsity_delta(hyper, rho_hat)
+    def mean_activation(self, theta: np.ndarray) -> np.ndarray:
+        """ρ̂ (s,), the mean hidden activation over all rows (all ranks): one forward pass."""
+        self._load_parameters(theta)
+        return self._sum_a2(self._pass1_visit)
 
-        # Pass 2.  totals = [Σ ½‖a3 − x‖², ΣΔW1, ΣΔW2, Σδ2, Σδ3]: after the first entry it
-        # is laid out exactly like theta, so one reduction carries J and ∇J together.
-        totals = np.zeros(1 + self.n_parameters, dtype=np.float64)
-        grads = unpack(totals[1:], n, s)
-        linear = hyper.decoder == "linear"
-        for x in self._compute_blocks():
-            rows = x.shape[0]
-            a2 = self._forward_hidden(x, ws.discard[:s])
-            delta3 = ws.output[:rows]
-            np.matmul(a2, ws.W2.T, out=delta3)
-            totals[0] += kernels.output_delta(delta3, ws.b2, x, linear, ws.partial, grads.b2)
-            np.matmul(delta3.T, a2, out=ws.block_grad_W2)
-            np.add(grads.W2, ws.block_grad_W2, out=grads.W2)
-            delta2 = ws.back[:rows]
-            np.matmul(delta3, ws.W2, out=delta2)
-            kernels.hidden_delta(delta2, a2, ws.sparsity, ws.partial, grads.b1)
-            np.matmul(delta2.T, x, out=ws.block_grad_W1)
-            np.add(grads.W1, ws.block_grad_W1, out=grads.W1)
+    def __call__(self, theta: np.ndarray) -> Evaluation:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the lanes' threads (the objective cannot be called afterwards)."""
+        self.lanes.close()
+
+
+class Objective(StreamedObjective):
+    """J(θ) and ∇J(θ) by the two-pass scheme (the reference): two reads per evaluation."""
+
+    scheme = "two-pass"
+
+    def __call__(self, theta: np.ndarray) -> Evaluation:
+        """J and ∇J at theta (p,) float64."""
+        started = self._begin(theta)
+        rho_hat = self._sum_a2(self._pass1_visit)  # pass 1
+        self.sparsity_row[...] = sparsity_delta(self.hyper, rho_hat)
+        for b in self.buffers:
+            b.acc[:] = 0.0
+        with self._blas:
+            self._stream(lambda lane, x: self._gradient_visit(lane, x, False, self.no_cache))
+        self.timing.passes += 1
+        # totals = [Σ ½‖a3 − x‖², ΣΔW1, ΣΔW2, Σδ2, Σδ3]: after the first entry it is laid
+        # out exactly like theta, so one reduction carries J and ∇J together.
+        totals = self._reduce_lanes("acc", 1 + self.n_parameters)
         self.comm.allreduce_sum(totals)
-        self.evaluations += 1
-        return assemble(theta, totals, rho_hat, self.n_rows, hyper, n)
+        self._finish(started)
+        return assemble(theta, totals, rho_hat, self.n_rows, self.hyper, self.n_visible)
 
 
 def assemble(

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,12 +200,40 @@ def chunk_aligned_share(n_rows: int, chunk_rows: int, rank: int, size: int) -> t
     return start, stop
 
 
+class ReadStats:
+    """Running totals of a stream's reads: seconds inside HDF5 reads and bytes read.
+
+    Updated by the reading thread, read by the consumer: each update replaces one tuple,
+    so a reader of :meth:`snapshot` sees a consistent pair.
+    """
+
+    def __init__(self) -> None:
+        self._totals = (0.0, 0)
+
+    def add(self, seconds: float, nbytes: int) -> None:
+        """Count one read."""
+        total_seconds, total_bytes = self._totals
+        self._totals = (total_seconds + seconds, total_bytes + nbytes)
+
+    def snapshot(self) -> tuple[float, int]:
+        """(seconds, bytes) so far."""
+        return self._totals
+
+    def since(self, start: tuple[float, int]) -> tuple[float, int]:
+        """(seconds, bytes) read since an earlier :meth:`snapshot`."""
+        seconds, nbytes = self._totals
+        return seconds - start[0], nbytes - start[1]
+
+
 class PatchFile:
     """A patch file opened read-only for streaming; use as a context manager.
 
     ``block_rows`` sets the rows per read (default: one chunk); ``row_range`` restricts
     the stream to rows [start, stop) (an MPI rank's share); ``dtype`` is the type the
-    blocks are delivered in (HDF5 converts while reading).
+    blocks are delivered in (HDF5 converts while reading).  With ``prefetch`` a reader
+    thread reads the next block into a second buffer while the caller works on the
+    current one.  ``io_stats`` counts the time spent in reads and the bytes read, so
+    the reading rate can be shown beside the computing rate.
     """
 
     def __init__(
@@ -213,8 +244,11 @@ class PatchFile:
         block_rows: int | None = None,
         row_range: tuple[int, int] | None = None,
         file_locking: bool | None = None,
+        prefetch: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.prefetch = bool(prefetch)
+        self.io_stats = ReadStats()
         self._handle = open_hdf5(self.path, file_locking=file_locking)
         try:
             dataset = validate_patch_dataset(self._handle, self.path)
@@ -244,6 +278,7 @@ class PatchFile:
             (min(self.block_rows, max(1, self.stop - self.start)), self.layout.n_features),
             dtype=self.dtype,
         )
+        self._spare: np.ndarray | None = None
 
     @staticmethod
     def _chunk_bytes(dataset: h5py.Dataset) -> int:
@@ -259,20 +294,76 @@ class PatchFile:
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(first_row, block)`` over the rows, in order.
 
-        ``block`` is a (rows, n) view of a buffer reused for the next block: use it
-        before asking for the next one.
+        ``block`` is a (rows, n) view of a buffer reused for a later block: use it before
+        asking for the next one.
         """
+        if self.prefetch and self.stop - self.start > self.block_rows:
+            yield from self._prefetched_blocks()
+            return
         for first in range(self.start, self.stop, self.block_rows):
             last = min(first + self.block_rows, self.stop)
             view = self._buffer[: last - first]
-            try:
-                self._dataset.read_direct(view, np.s_[first:last], np.s_[0 : last - first])
-            except (OSError, RuntimeError) as error:
-                raise StorageError(
-                    f"{self.path}: reading rows {first}-{last - 1} of /patches failed "
-                    f"({error}); the file may be truncated or damaged."
-                ) from error
+            self._read(first, last, view)
             yield first, view
+
+    def _read(self, first: int, last: int, out: np.ndarray) -> None:
+        """Rows [first, last) of /patches into ``out`` (last − first, n), timed."""
+        started = time.perf_counter()
+        try:
+            self._dataset.read_direct(out, np.s_[first:last], np.s_[0 : last - first])
+        except (OSError, RuntimeError) as error:
+            raise StorageError(
+                f"{self.path}: reading rows {first}-{last - 1} of /patches failed "
+                f"({error}); the file may be truncated or damaged."
+            ) from error
+        self.io_stats.add(time.perf_counter() - started, out.nbytes)
+
+    def _prefetched_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """:meth:`blocks` with a reader thread and two buffers (see the class doc).
+
+        The reader fills a free buffer and hands it over through ``ready``; the consumer
+        gives it back through ``free`` when it asks for the next block.  Closing the
+        generator early stops the reader before returning.
+        """
+        if self._spare is None:  # the second buffer, allocated once per file
+            self._spare = np.empty_like(self._buffer)
+        free: queue.Queue = queue.Queue()
+        ready: queue.Queue = queue.Queue()
+        free.put(self._buffer)
+        free.put(self._spare)
+        stop = threading.Event()
+
+        def reader() -> None:
+            try:
+                for first in range(self.start, self.stop, self.block_rows):
+                    buffer = free.get()
+                    if stop.is_set():
+                        return
+                    last = min(first + self.block_rows, self.stop)
+                    view = buffer[: last - first]
+                    self._read(first, last, view)
+                    ready.put((first, view, buffer))
+            except BaseException as error:  # noqa: BLE001 - handed to the consumer
+                ready.put(error)
+            ready.put(None)
+
+        thread = threading.Thread(target=reader, name="streamae-reader", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                first, view, buffer = item
+                yield first, view
+                free.put(buffer)
+        finally:
+            stop.set()
+            free.put(None)  # wake a reader waiting for a buffer
+            free.put(None)
+            thread.join()
 
     def close(self) -> None:
         """Close the file."""

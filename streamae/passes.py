@@ -1,0 +1,117 @@
+"""One pass of a scheme over a run of rows, compiled: BLAS products plus the fused kernels.
+
+Each function walks its rows ``x`` (rows, n) in compute blocks of ``block_rows`` and does
+all of a block's work inside Numba, GEMMs included (``np.dot(a, b, out)`` calls the BLAS
+that SciPy ships, with no temporary and without the GIL), so a thread that calls one of
+these runs a whole share of the data without coming back to Python.  Every buffer comes
+in; nothing is allocated per block.
+
+Totals are added into one flat float64 array ``acc`` per thread, laid out by
+:func:`accumulator_layout`: entry 0 and the next p entries are laid out like the
+objective's ``[J-term, theta]`` buffer, followed by the single-pass extras.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .kernels import (
+    STRICT_OPTIONS,
+    add_into,
+    hidden_backward,
+    hidden_forward,
+    output_backward,
+    slope_of,
+)
+
+
+@njit(**STRICT_OPTIONS)
+def accumulator_layout(n, s):
+    """Offsets in ``acc``: (dW1, dW2, db1, db2, gx, g, a2, size).
+
+    acc[0] = Σ ½‖a3 − x‖²; acc[dW1:dW1+s·n] = Σ δ2 xᵀ (single-pass: Σ e xᵀ);
+    acc[dW2:...] = Σ δ3 a2ᵀ (n·s); acc[db1:...] = Σ δ2 (s); acc[db2:...] = Σ δ3 (n);
+    single-pass extras: acc[gx:...] = Σ g xᵀ (s·n), acc[g:...] = Σ g (s),
+    acc[a2:...] = Σ a2 (s).
+    """
+    dW1 = 1
+    dW2 = dW1 + s * n
+    db1 = dW2 + n * s
+    db2 = db1 + s
+    gx = db2 + n
+    g = gx + s * n
+    a2 = g + s
+    return dW1, dW2, db1, db2, gx, g, a2, a2 + s
+
+
+@njit(**STRICT_OPTIONS)
+def forward_pass(x, W1, b1, block_rows, hidden_buffer, sum_a2, cache):
+    """Pass 1: Σ a2 over the rows x (rows, n) into sum_a2 (s,) float64.
+
+    hidden_buffer: (>= s·block_rows,) scratch.  cache: (s·rows,) to keep every block's
+    a2 (transposed, block after block) for the in-core scheme, or (0,) to keep nothing.
+    """
+    rows = x.shape[0]
+    s = W1.shape[0]
+    keep = cache.shape[0] > 0
+    no_slope = np.empty((0, 1), dtype=x.dtype)
+    for first in range(0, rows, block_rows):
+        count = min(block_rows, rows - first)
+        xb = x[first : first + count]
+        if keep:
+            a2t = cache[s * first : s * (first + count)].reshape(s, count)
+        else:
+            a2t = hidden_buffer[: s * count].reshape(s, count)
+        np.dot(W1, xb.T, a2t)
+        hidden_forward(a2t, b1, no_slope, sum_a2, sum_a2)
+
+
+@njit(**STRICT_OPTIONS)
+def gradient_pass(
+    x, W1, W2, b1, b2, linear, sparsity, single, block_rows, cache, hidden_buffer, eg_buffer, output_buffer,
+    block_dW1, block_dW2, discard, acc,
+):
+    """The gradient pass over rows x (rows, n): J's reconstruction term and ∇J's sums.
+
+    Two-pass (``single`` false): δ2 = (W2ᵀδ3 + sparsity) ⊙ f′(z2) with the known
+    ``sparsity`` (s,).  Single-pass (``single`` true, ``sparsity`` zeros): e = W2ᵀδ3 ⊙ f′(z2)
+    and the extras Σ g xᵀ, Σ g, Σ a2 are accumulated so the sparsity term can be added
+    after the pass.  ``cache`` (s·rows,) holds pass 1's activations (in-core) or is (0,).
+    Scratch: hidden_buffer (>= s·block_rows,), eg_buffer (>= 2·s·block_rows,),
+    output_buffer (>= block_rows·n,), block_dW1 (2s, n), block_dW2 (n, s), discard (s,)
+    float64.  acc: float64 totals laid out by :func:`accumulator_layout`.
+    """
+    rows, n = x.shape
+    s = W1.shape[0]
+    dW1, dW2, db1, db2, gx, g, a2, _ = accumulator_layout(n, s)
+    sum_a2 = acc[a2 : a2 + s] if single else discard
+    sum_g = acc[g : g + s] if single else discard
+    for first in range(0, rows, block_rows):
+        count = min(block_rows, rows - first)
+        xb = x[first : first + count]
+        eg = eg_buffer[: 2 * s * count].reshape(2 * s, count)
+        e2t = eg[:s]
+        slope = eg[s:]
+        if cache.shape[0] > 0:
+            a2t = cache[s * first : s * (first + count)].reshape(s, count)
+            slope_of(a2t, slope)
+        else:
+            a2t = hidden_buffer[: s * count].reshape(s, count)
+            np.dot(W1, xb.T, a2t)
+            hidden_forward(a2t, b1, slope, sum_a2, sum_g)
+        z3 = output_buffer[: count * n].reshape(count, n)
+        np.dot(a2t.T, W2.T, z3)
+        acc[0] += output_backward(z3, b2, xb, linear, acc[db2 : db2 + n])
+        np.dot(z3.T, a2t.T, block_dW2)
+        add_into(acc[dW2 : dW2 + n * s], block_dW2)
+        np.dot(W2.T, z3.T, e2t)
+        hidden_backward(e2t, slope, sparsity, acc[db1 : db1 + s])
+        if single:
+            # [e; g] (2s, count) @ x: Σ e xᵀ and Σ g xᵀ in one product.
+            np.dot(eg, xb, block_dW1)
+            add_into(acc[dW1 : dW1 + s * n], block_dW1[:s])
+            add_into(acc[gx : gx + s * n], block_dW1[s:])
+        else:
+            np.dot(e2t, xb, block_dW1[:s])
+            add_into(acc[dW1 : dW1 + s * n], block_dW1[:s])
