@@ -302,3 +302,79 @@ def test_an_error_on_one_rank_mid_pass_aborts_the_job(patch_file, unit_patches):
     assert done.returncode != 0
     assert "Error on MPI rank 1 of 2: reading rows failed (simulated); aborting all ranks." in done.stderr
     assert "unreachable" not in done.stdout
+
+
+# -- the rules, with stand-in communicators --------------------------------------------
+
+
+class TwoRanks(SingleProcess):
+    """Rank 0 of a pretend pair whose partner's parameter checksum is off by ``partner_offset``."""
+
+    size = 2
+
+    def __init__(self, partner_offset: float = 0.0) -> None:
+        self.partner_offset = partner_offset
+        self.aborted: list[int] = []
+
+    def allreduce_min(self, buffer: np.ndarray) -> None:
+        # The partner's buffer: the same, except a checksum (entries 1, 2; 0 when none was
+        # taken this iteration) differs.
+        partner = buffer.copy()
+        if partner[1] != 0.0:
+            partner[1] += self.partner_offset
+            partner[2] -= self.partner_offset
+        np.minimum(buffer, partner, out=buffer)
+
+    def abort(self, code: int) -> None:
+        self.aborted.append(code)
+        raise SystemExit(code)
+
+
+def _trainer(comm):
+    from streamae.checkpoint import CheckpointPolicy
+    from streamae.optimize import StopRules
+    from streamae.signals import StopFlag
+    from streamae.training import Trainer, TrainingMonitor
+
+    return Trainer(
+        None,
+        StopRules(),
+        comm=comm,
+        monitor=TrainingMonitor(),
+        stop=StopFlag(),
+        policy=CheckpointPolicy(),
+        save=None,
+        log=None,
+    )
+
+
+def test_ranks_holding_different_parameters_stop_loudly():
+    from streamae.optimize import LbfgsState
+    from streamae.training import CONSISTENCY_EVERY, RanksDisagree
+
+    state = LbfgsState.start(np.linspace(0, 1, 9), 1.0, np.ones(9), memory=3)
+    state.iteration = CONSISTENCY_EVERY
+    # Agreeing ranks: only rank 0's clock is heard.
+    assert _trainer(TwoRanks())._boundary(state, time_due=True) is True
+    expected = f"different parameters at iteration {CONSISTENCY_EVERY}"
+    with pytest.raises(RanksDisagree, match=expected) as caught:
+        _trainer(TwoRanks(partner_offset=1.0))._boundary(state, time_due=False)
+    assert is_collective(caught.value)
+    state.iteration += 1  # between checks only the clock is combined
+    assert _trainer(TwoRanks(partner_offset=1.0))._boundary(state, time_due=False) is False
+
+
+def test_an_error_on_one_rank_aborts_and_a_collective_one_passes(capsys):
+    from streamae.distributed import abort_on_local_error, mark_collective
+
+    comm = TwoRanks()
+    with pytest.raises(SystemExit), abort_on_local_error(comm):
+        raise DataError("row 7 is bad")
+    assert comm.aborted == [1]
+    assert "Error on MPI rank 0 of 2: row 7 is bad; aborting all ranks." in capsys.readouterr().err
+    with pytest.raises(UsageError), abort_on_local_error(comm):
+        raise mark_collective(UsageError("everyone sees this"))
+    assert comm.aborted == [1]
+    with pytest.raises(SystemExit), abort_on_local_error(comm):
+        raise RuntimeError("a bug")
+    assert comm.aborted == [1, 1]
