@@ -117,7 +117,10 @@ def warm_up_kernels(comm: Communicator, n_visible: int, hyper: Hyperparameters, 
         tiny = ArrayPatches(rows)
         check_values(tiny, hyper, "<warm-up>")
         theta = initialize(n_visible, hyper.hidden, 0)
-        Objective(tiny, hyper, n_visible=n_visible, dtype=dtype)(theta)
+        with contextlib.ExitStack() as stack:
+            objective = Objective(tiny, hyper, n_visible=n_visible, dtype=dtype)
+            _close_when_done(stack, objective)
+            objective(theta)
 
     if comm.rank == 0:
         compile_on_a_tiny_block()
@@ -125,6 +128,13 @@ def warm_up_kernels(comm: Communicator, n_visible: int, hyper: Hyperparameters, 
     if comm.rank != 0 and comm.local_rank() == 0:
         compile_on_a_tiny_block()
     comm.barrier()
+
+
+def _close_when_done(stack: contextlib.ExitStack, objective: Objective) -> None:
+    """Stop the objective's worker threads when ``stack`` closes (if it has any)."""
+    close = getattr(objective, "close", None)
+    if close is not None:
+        stack.callback(close)
 
 
 @dataclass
@@ -302,6 +312,7 @@ def train(
                 f"stopped by {stop.signal_name} while checking the values; nothing new was written."
             ) from None
         objective = Objective(counted, hyper, n_visible=layout.n_features, dtype=compute_dtype, comm=comm)
+        _close_when_done(stack, objective)
 
         info = {
             "dtype": dtype,
