@@ -94,7 +94,8 @@ class ExtractProgress:
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=str),
+    # No dir_okay=False: click's message for a directory says no fix; the library's does.
+    type=click.Path(path_type=str),
     default="patches.h5",
     show_default=True,
     help="Patch file to write (HDF5).",
