@@ -18,7 +18,7 @@ import numpy as np
 
 from .checkpoint import CheckpointPolicy, Progress
 from .distributed import Communicator, agreed_phase, digest, mark_collective, ranks_agree
-from .errors import Interrupted, StreamaeError
+from .errors import DataError, Interrupted, StreamaeError
 from .modelfile import HISTORY_FIELDS
 from .objective import Evaluation, Objective
 from .optimize import LbfgsState, StepReport, StopRules, lbfgs_iteration
@@ -129,15 +129,18 @@ class _Evaluations:
         raise LookupError("the accepted point was never evaluated")
 
 
-# save(state, progress, finished) writes the model file (rank 0) and returns its path.
+# save(state, progress) writes the model file (called on rank 0 only) and returns its path.
 SaveFunction = Callable[[LbfgsState, Progress], str]
 
 
 class Trainer:
     """Runs L-BFGS iterations on ``objective`` until a stop rule, a signal or an error.
 
-    ``save`` (rank 0 only; None: nothing is written) writes a checkpoint of a state and
-    its progress; ``log`` is the JSON-lines file of iteration records (rank 0 only).
+    Every rank builds one alike.  ``save`` writes a checkpoint of a state and its
+    progress; only rank 0 calls it (None: nothing is written, e.g. no output file).
+    ``log`` is the JSON-lines file of iteration records, written by rank 0 and appended
+    to when ``append_log`` (a resumed run).  ``resume_hint`` ends the message of the
+    :class:`Interrupted` raised when a stop signal arrives.
     """
 
     def __init__(
@@ -183,8 +186,6 @@ class Trainer:
         except StopRequested:
             raise mark_collective(self._interrupted(None)) from None
         if not np.isfinite(f0):
-            from .errors import DataError
-
             # J is a reduced number: every rank sees the same, so every rank raises.
             raise mark_collective(
                 DataError("J is not finite at the starting point; check the data and --rho.")
@@ -234,7 +235,8 @@ class Trainer:
                 self.monitor.on_iteration(record)
                 now = time.perf_counter()
                 time_due = self.comm.rank == 0 and self.policy.due_by_time(now - last_checkpoint)
-                if self._boundary(state, time_due) or self.policy.due_by_count(state.iteration):
+                clock_due = self._boundary(state, time_due)  # a collective: every rank, every time
+                if clock_due or self.policy.due_by_count(state.iteration):
                     if not state.finished:  # the final write follows anyway
                         self._checkpoint(state, progress)
                         last_checkpoint = time.perf_counter()
