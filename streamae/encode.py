@@ -27,7 +27,7 @@ from numba import njit, prange
 
 from . import __version__, kernels
 from .atomic import atomic_output, check_output_path
-from .errors import UsageError
+from .errors import DataError, UsageError
 from .modelfile import Model, load_model
 from .store import MIN_CHUNK_CACHE_BYTES, PatchFile, default_block_rows, inspect_patch_file
 
@@ -194,6 +194,7 @@ def encode(
                         RECONSTRUCTION_DATASET, shape=(m, n), dtype=compute, chunks=(chunk_rows, n)
                     )
                 for first, x in source.blocks():
+                    check_finite(x, first, data_path)
                     a2 = encoder.hidden_layer(x)
                     features.write_direct(a2, dest_sel=np.s_[first : first + x.shape[0]])
                     if outputs is not None:
@@ -211,6 +212,23 @@ def encode(
         n_hidden=s,
         mean_activation=mean_activation,
         reconstruction=reconstruction,
+    )
+
+
+def check_finite(x: np.ndarray, first: int, path: Path) -> None:
+    """Refuse a block holding NaN or ±Inf, naming the first bad row of the file.
+
+    Features of a non-finite row are NaN (or saturated without a trace), so a features
+    file holding them would be silently wrong.  One float64 sum of the block is the cheap
+    test (NaN and ±Inf propagate; float32 values cannot overflow it); only a block that
+    fails it is searched for the row.
+    """
+    if np.isfinite(x.sum(dtype=np.float64)):
+        return
+    bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+    raise DataError(
+        f"{path}: /patches row {first + bad} holds NaN or Inf; remove or repair that row "
+        "(or extract the patches again)."
     )
 
 
