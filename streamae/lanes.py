@@ -75,9 +75,7 @@ class Lanes:
         if self.count < 1:
             raise ValueError(f"lane count must be at least 1, got {self.count}")
         self._pool = (
-            ThreadPoolExecutor(self.count - 1, thread_name_prefix="streamae-lane")
-            if self.count > 1
-            else None
+            ThreadPoolExecutor(self.count - 1, thread_name_prefix="streamae-lane") if self.count > 1 else None
         )
 
     def run(self, work: Callable[[int], None], lanes: Sequence[int] | None = None) -> None:

@@ -28,10 +28,12 @@ from .model import Hyperparameters, parameter_count, unpack
 
 # Compute-block size: rows whose inputs and intermediates, (2n + 3s) values a row, take
 # about this many bytes, so that they stay in one core's L2 cache (1 MiB on this
-# machine's Zen 4) between the products and the fused kernels.  Clamped: below ~256
-# rows the products that sum over the block's rows (the weight gradients) run short
-# and slow; above ~4096 nothing more is gained.
-COMPUTE_BLOCK_BYTES = 1 << 20
+# machine's Zen 4, half of it left to the weights and BLAS's packed panels) between the
+# products and the fused kernels.  Measured for n=64, s=25 (in-core, one run): 512 rows
+# 1.80 M rows/s, 256 rows 1.43, 1024 rows 1.29.  Clamped: below ~256 rows the products
+# that sum over the block's rows (the weight gradients) run short and slow (n=784,
+# s=196: 128 rows 85% of the sgemm rate, 256 rows 91%); above ~4096 nothing is gained.
+COMPUTE_BLOCK_BYTES = 1 << 19
 MIN_COMPUTE_ROWS = 256
 MAX_COMPUTE_ROWS = 4096
 COMPUTE_ROW_MULTIPLE = 64

@@ -69,8 +69,23 @@ def forward_pass(x, W1, b1, block_rows, hidden_buffer, sum_a2, cache):
 
 @njit(**STRICT_OPTIONS)
 def gradient_pass(
-    x, W1, W2, b1, b2, linear, sparsity, single, block_rows, cache, hidden_buffer, eg_buffer, output_buffer,
-    block_dW1, block_dW2, discard, acc,
+    x,
+    W1,
+    W2,
+    b1,
+    b2,
+    linear,
+    sparsity,
+    single,
+    block_rows,
+    cache,
+    hidden_buffer,
+    eg_buffer,
+    output_buffer,
+    block_dW1,
+    block_dW2,
+    discard,
+    acc,
 ):
     """The gradient pass over rows x (rows, n): J's reconstruction term and ∇J's sums.
 

@@ -259,7 +259,7 @@ def parse_memory_budget(text: str) -> int:
     units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
     value = text.strip().lower().removesuffix("ib").removesuffix("b")
     unit = value[-1:] if value[-1:] in units and value[-1:] != "" else ""
-    number = value[: -1] if unit else value
+    number = value[:-1] if unit else value
     try:
         size = float(number) * units[unit]
     except ValueError:

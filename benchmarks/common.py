@@ -1,0 +1,111 @@
+"""Helpers shared by the benchmark scripts: machine facts, data files, timing, tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# HDF5 chunks of about this many bytes, as `streamae extract` writes them.
+CHUNK_BYTES = 1 << 20
+
+
+def machine() -> dict:
+    """CPU model, cores, memory and library versions, for the record."""
+    import numba
+    from threadpoolctl import threadpool_info
+
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": model,
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "h5py": h5py.__version__,
+        "blas": [
+            {k: lib.get(k) for k in ("internal_api", "version", "architecture", "filepath")}
+            for lib in threadpool_info()
+            if lib.get("user_api") == "blas"
+        ],
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "load_average": os.getloadavg(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def write_patches(path: Path, m: int, n: int, seed: int = 0, rows_per_write: int = 1 << 20) -> Path:
+    """A patch file of m uniform [0.1, 0.9] float32 rows of n values, chunked ~1 MiB.
+
+    Written in slabs, so a file larger than memory can be made.
+    """
+    chunk_rows = max(1, min(m, CHUNK_BYTES // (4 * n)))
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as handle:
+        dataset = handle.create_dataset("patches", shape=(m, n), dtype=np.float32, chunks=(chunk_rows, n))
+        for first in range(0, m, rows_per_write):
+            last = min(m, first + rows_per_write)
+            dataset[first:last] = rng.uniform(0.1, 0.9, size=(last - first, n)).astype(np.float32)
+        handle.attrs["format"] = "streamae.patches/1"
+    return path
+
+
+def read_through(path: Path, block: int = 16 << 20) -> float:
+    """Read a file sequentially and discard it (``cat FILE > /dev/null``); seconds taken."""
+    started = time.perf_counter()
+    with open(path, "rb", buffering=0) as handle:
+        buffer = bytearray(block)
+        view = memoryview(buffer)
+        while handle.readinto(view):
+            pass
+    return time.perf_counter() - started
+
+
+def sgemm_rate(size: int = 4096) -> float:
+    """GFLOP/s of one large float32 matrix product with NumPy's BLAS (its current threads)."""
+    rng = np.random.default_rng(1)
+    a = rng.random((size, size), dtype=np.float32)
+    b = rng.random((size, size), dtype=np.float32)
+    out = np.empty_like(a)
+    np.matmul(a, b, out=out)
+    started = time.perf_counter()
+    np.matmul(a, b, out=out)
+    return 2.0 * size**3 / (time.perf_counter() - started) / 1e9
+
+
+def save_json(data: dict, out: str | None, stem: str) -> Path:
+    """Write ``data`` to ``out`` or to results/<stem>-<time>.json; returns the path."""
+    if out is None:
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    else:
+        path = Path(out)
+    path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    return path
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
