@@ -13,8 +13,12 @@ import errno
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import OutputExistsError, StorageError, StreamaeError, UsageError
+
+if TYPE_CHECKING:  # h5py is imported when a file is written, not with this module
+    import h5py
 
 TEMP_SUFFIX = ".streamae-tmp"
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -97,8 +101,115 @@ def storage_error(error: OSError, path: Path) -> StorageError:
             f"{path}: the disk is full (writing into {path.parent}); free space or write "
             "elsewhere. The previous file, if any, is untouched."
         )
-    return StorageError(f"{path}: writing failed ({error}); the previous file, if any, is untouched.")
+    return StorageError(
+        f"{path}: writing failed ({_first_line(error)}); check the disk and write again. The "
+        "previous file, if any, is untouched."
+    )
 
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    """The start of an error's text: HDF5's messages run over several lines."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _WriteGuard:
+    """The file HDF5 writes through (h5py's ``fileobj`` driver), never reporting a failure to it.
+
+    When a write fails inside HDF5 (a full disk, a file-size limit), HDF5 keeps the unwritten
+    data in its caches, fails again on every later close and flush, and finally crashes the
+    interpreter with a segmentation fault.  So HDF5 must never see a failed write: the first
+    :class:`OSError` is recorded, that write and every later one are dropped (the temporary
+    is discarded anyway), and the error is raised by :func:`hdf5_output` once HDF5 has
+    closed the file cleanly.  Writers check :func:`check_written` between blocks so a
+    long run stops soon after the disk fills.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._raw = open(path, "w+b", buffering=0)  # noqa: SIM115 - closed by hdf5_output
+        self.error: OSError | None = None
+
+    def _record(self, error: OSError) -> None:
+        if self.error is None:
+            self.error = error
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        if self.error is None:
+            try:
+                done = 0
+                while done < len(view):
+                    written = self._raw.write(view[done:])
+                    if not written:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    done += written
+            except OSError as error:
+                self._record(error)
+        return len(view)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        view = memoryview(buffer).cast("B")
+        count = self._raw.readinto(view) or 0
+        view[count:] = bytes(len(view) - count)  # past the end (or a dropped write): zeros
+        return len(view)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._raw.read(size)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        try:
+            return self._raw.truncate(size)
+        except OSError as error:
+            self._record(error)
+            return self._raw.tell() if size is None else size
+
+    def flush(self) -> None:
+        """Nothing is buffered here (unbuffered raw file)."""
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+# The guard of every HDF5 file being written, by the id of its h5py.File.
+_GUARDS: dict[int, _WriteGuard] = {}
+
+
+def check_written(handle: h5py.File) -> None:
+    """Raise the write error of a file from :func:`hdf5_output`, if one happened so far."""
+    guard = _GUARDS.get(id(handle))
+    if guard is not None and guard.error is not None:
+        raise guard.error
+
+
+@contextlib.contextmanager
+def hdf5_output(temporary: Path, **options: object) -> Iterator[h5py.File]:
+    """A new HDF5 file at ``temporary`` for writing, whose write failures cannot crash HDF5.
+
+    Writes go through a :class:`_WriteGuard`; a failed write comes out, after HDF5 has
+    closed the file, as the :class:`OSError` the system reported (ENOSPC, EFBIG, ...),
+    which :func:`atomic_output` turns into a one-sentence message.
+    """
+    import h5py
+
+    guard = _WriteGuard(Path(temporary))
+    try:
+        handle = h5py.File(guard, "w", **options)
+        _GUARDS[id(handle)] = guard
+        try:
+            yield handle
+        finally:
+            _GUARDS.pop(id(handle), None)
+            handle.close()
+    finally:
+        guard.close()
+    if guard.error is not None:
+        raise guard.error
 
 
 @contextlib.contextmanager

@@ -21,12 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 from numba import njit, prange
 
 from . import __version__, kernels
-from .atomic import atomic_output, check_output_path
+from .atomic import atomic_output, check_output_path, check_written, hdf5_output
 from .errors import DataError, UsageError
 from .modelfile import Model, load_model
 from .store import MIN_CHUNK_CACHE_BYTES, PatchFile, default_block_rows, inspect_patch_file
@@ -184,7 +183,7 @@ def encode(
             # A chunk cache holding two output chunks, so writes of blocks that straddle
             # chunks do not flush half-filled chunks.
             cache = max(MIN_CHUNK_CACHE_BYTES, 2 * chunk_bytes * (2 if reconstruct else 1))
-            with h5py.File(temporary, "w", rdcc_nbytes=cache, rdcc_nslots=1009) as handle:
+            with hdf5_output(temporary, rdcc_nbytes=cache, rdcc_nslots=1009) as handle:
                 features = handle.create_dataset(
                     FEATURES_DATASET, shape=(m, s), dtype=compute, chunks=(chunk_rows, s)
                 )
@@ -200,6 +199,7 @@ def encode(
                     if outputs is not None:
                         a3 = encoder.output_layer(a2, x)
                         outputs.write_direct(a3, dest_sel=np.s_[first : first + x.shape[0]])
+                    check_written(handle)  # a full disk ends the run now, not after the last block
                     if progress is not None:
                         progress(first + x.shape[0], m)
                 mean_activation = encoder.sum_a2 / m

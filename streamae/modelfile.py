@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_output
+from .atomic import atomic_output, hdf5_output
 from .errors import InputFileError, StorageError, UsageError
 from .model import DECODERS, Hyperparameters, pack
 from .store import MODEL_FORMAT, PATCH_FORMAT, decode_attribute, list_datasets, open_hdf5
@@ -85,7 +85,7 @@ def write_model(
     ``inputs`` are paths the output must not overwrite (the training data).
     """
     with atomic_output(path, force=force, inputs=inputs) as temporary:
-        with h5py.File(temporary, "w") as handle:
+        with hdf5_output(temporary) as handle:
             _write_contents(handle, model)
     return Path(path)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_output, check_output_path
+from .atomic import atomic_output, check_output_path, check_written, hdf5_output
 from .errors import UsageError
 from .images import COLOR_CHANNELS, ImageCache, ImageEntry, expand_sources, group_by_budget, inventory
 from .normalize import DEFAULT_ZCA_EPSILON, MODES, Normalizer, Statistics
@@ -189,7 +189,6 @@ def _write(
     progress: Progress | None,
 ) -> None:
     """Pass 2: cut, normalise and write every block into a new HDF5 file at ``temporary``."""
-    import h5py
 
     m, n = plan.total_rows, buffer.shape[1]
     options = {} if compression == "none" else {"compression": compression}
@@ -197,13 +196,14 @@ def _write(
         options["compression_opts"] = GZIP_LEVEL
     # Blocks are whole chunks (except the last), so each chunk is written once, whole;
     # the cache only needs to hold one.
-    with h5py.File(temporary, "w", rdcc_nbytes=max(1 << 20, 2 * chunk * n * 4)) as handle:
+    with hdf5_output(temporary, rdcc_nbytes=max(1 << 20, 2 * chunk * n * 4)) as handle:
         dataset = handle.create_dataset(
             PATCHES_DATASET, shape=(m, n), dtype=np.float32, chunks=(chunk, n), **options
         )
         for start, block in _cut_blocks(plan, cache, buffer, progress, "writing"):
             normalizer.apply(block)
             dataset.write_direct(block, dest_sel=np.s_[start : start + block.shape[0]])
+            check_written(handle)  # a full disk ends the run now, not after the last block
         for name, array in normalizer.datasets().items():
             handle.create_dataset(name, data=array)
         handle.attrs["format"] = PATCH_FORMAT
