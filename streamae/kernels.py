@@ -151,32 +151,46 @@ def hidden_forward(z2t, b1, slope, sum_a2, sum_slope):
         sum_a2[j] += total
 
 
+# Rows whose column sums a kernel adds in the compute dtype before adding them into the
+# float64 totals: float32 partials over 32 rows lose at most ~32 ulp, and converting and
+# adding every element into float64 made output_backward 1.7x slower (47 against 27 us
+# for 640 x 64 values, measured).
+PARTIAL_ROWS = 32
+
+
 @njit(**KERNEL_OPTIONS)
-def output_backward(z3, b2, x, linear, sum_delta3):
+def output_backward(z3, b2, x, linear, sum_delta3, column):
     """Output layer and its delta in place; returns the block's ``Σ ½‖a3 − x‖²`` (float64).
 
     z3: (rows, n) ``a2 @ W2.T`` (no bias), overwritten with δ3 = (a3 − x) ⊙ a3(1 − a3), or
     a3 − x when ``linear`` (the linear decoder a3 = z3).  b2: (n,).  x: (rows, n) the
     input block.  sum_delta3: (n,) float64 total, increased by the column sums of δ3.
+    column: (n,) scratch in z3's dtype for the partial sums over ``PARTIAL_ROWS`` rows.
     """
     rows, n = z3.shape
     one = z3.dtype.type(1.0)
     squared = 0.0
-    for i in range(rows):
-        if linear:
-            for j in range(n):
-                difference = z3[i, j] + b2[j] - x[i, j]
-                z3[i, j] = difference
-                sum_delta3[j] += difference
-                squared += difference * difference
-        else:
-            for j in range(n):
-                a3 = sigmoid(z3[i, j] + b2[j])
-                difference = a3 - x[i, j]
-                delta = difference * a3 * (one - a3)
-                z3[i, j] = delta
-                sum_delta3[j] += delta
-                squared += difference * difference
+    for first in range(0, rows, PARTIAL_ROWS):
+        column[:] = 0.0
+        part = z3.dtype.type(0.0)
+        for i in range(first, min(rows, first + PARTIAL_ROWS)):
+            if linear:
+                for j in range(n):
+                    difference = z3[i, j] + b2[j] - x[i, j]
+                    z3[i, j] = difference
+                    column[j] += difference
+                    part += difference * difference
+            else:
+                for j in range(n):
+                    a3 = sigmoid(z3[i, j] + b2[j])
+                    difference = a3 - x[i, j]
+                    delta = difference * a3 * (one - a3)
+                    z3[i, j] = delta
+                    column[j] += delta
+                    part += difference * difference
+        squared += part
+        for j in range(n):
+            sum_delta3[j] += column[j]
     return 0.5 * squared
 
 

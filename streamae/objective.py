@@ -108,7 +108,8 @@ class LaneBuffers:
     hidden (s·rows,), eg (2s·rows,), output (rows·n,) hold one compute block's a2ᵀ,
     [δ2ᵀ; f′(z2)ᵀ] and z3/δ3; block_dW1 (2s, n) and block_dW2 (n, s) a block's weight
     gradients; acc the lane's float64 totals (:func:`streamae.passes.accumulator_layout`);
-    sum_a2 (s,) pass 1's total; discard (s,) a sink for sums a pass does not need.
+    sum_a2 (s,) pass 1's total; discard (s,) a sink for sums a pass does not need;
+    column (n,) the output kernel's partial column sums.
     """
 
     def __init__(self, rows: int, n_visible: int, n_hidden: int, dtype: np.dtype) -> None:
@@ -121,6 +122,7 @@ class LaneBuffers:
         self.acc = np.zeros(passes.accumulator_layout(n, s)[-1], dtype=np.float64)
         self.sum_a2 = np.zeros(s, dtype=np.float64)
         self.discard = np.zeros(s, dtype=np.float64)
+        self.column = np.zeros(n, dtype=dtype)
 
 
 class StreamedObjective:
@@ -247,7 +249,7 @@ class StreamedObjective:
         sparsity = self.no_sparsity if single else self.sparsity_row
         passes.gradient_pass(
             x, self.W1, self.W2, self.b1, self.b2, self.linear, sparsity, single, self.compute_rows,
-            cache, b.hidden, b.eg, b.output, b.block_dW1, b.block_dW2, b.discard, b.acc,
+            cache, b.hidden, b.eg, b.output, b.block_dW1, b.block_dW2, b.discard, b.column, b.acc,
         )
 
     def _sum_a2(self, visit) -> np.ndarray:

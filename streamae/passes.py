@@ -85,6 +85,7 @@ def gradient_pass(
     block_dW1,
     block_dW2,
     discard,
+    column,
     acc,
 ):
     """The gradient pass over rows x (rows, n): J's reconstruction term and ∇J's sums.
@@ -95,7 +96,7 @@ def gradient_pass(
     after the pass.  ``cache`` (s·rows,) holds pass 1's activations (in-core) or is (0,).
     Scratch: hidden_buffer (>= s·block_rows,), eg_buffer (>= 2·s·block_rows,),
     output_buffer (>= block_rows·n,), block_dW1 (2s, n), block_dW2 (n, s), discard (s,)
-    float64.  acc: float64 totals laid out by :func:`accumulator_layout`.
+    float64, column (n,).  acc: float64 totals laid out by :func:`accumulator_layout`.
     """
     rows, n = x.shape
     s = W1.shape[0]
@@ -117,7 +118,7 @@ def gradient_pass(
             hidden_forward(a2t, b1, slope, sum_a2, sum_g)
         z3 = output_buffer[: count * n].reshape(count, n)
         np.dot(a2t.T, W2.T, z3)
-        acc[0] += output_backward(z3, b2, xb, linear, acc[db2 : db2 + n])
+        acc[0] += output_backward(z3, b2, xb, linear, acc[db2 : db2 + n], column)
         np.dot(z3.T, a2t.T, block_dW2)
         add_into(acc[dW2 : dW2 + n * s], block_dW2)
         np.dot(W2.T, z3.T, e2t)
