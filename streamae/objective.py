@@ -83,6 +83,25 @@ class Timing:
     passes: int = 0
     extra: dict = field(default_factory=dict)
 
+    def summary(self) -> str:
+        """One line for the user: which of reading and computing bounds the run.
+
+        The reading rate is the reads' own (bytes / seconds inside them, whether or not
+        they overlapped the computing); the computing rate leaves out the time spent
+        waiting for data.
+        """
+        computing = max(self.seconds - self.waiting, 1e-12)
+        text = f"computing {self.rows_read / computing:,.0f} rows/s"
+        if self.read_bytes:
+            reading = self.read_bytes / max(self.read_seconds, 1e-12) / 1e9
+            waited = self.waiting / max(self.seconds, 1e-12)
+            bound = "reading" if waited > 0.2 else "computing"
+            text = (
+                f"reading {reading:.2f} GB/s alone, {text}; waited for data {waited:.0%} "
+                f"of the evaluation: {bound} bounds it"
+            )
+        return text
+
 
 def compute_rows_for(n_visible: int, n_hidden: int, itemsize: int) -> int:
     """Default rows per compute block for this layer size (see COMPUTE_BLOCK_BYTES)."""

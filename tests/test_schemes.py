@@ -107,6 +107,8 @@ def test_streamed_from_hdf5_equals_in_memory(rng, patch_file, scheme, prefetch):
         reads = {"two-pass": 2, "single-pass": 1, "in-core": 0}[scheme]
         assert objective.timing.read_bytes == reads * X.size * 8
         assert objective.timing.passes == (1 if scheme == "single-pass" else 2)
+        summary = objective.timing.summary()
+        assert "computing" in summary and ("GB/s alone" in summary) == (reads > 0)
 
 
 @pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
