@@ -9,6 +9,7 @@ Any other HDF5 file is described by what it holds.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import h5py
@@ -27,6 +28,12 @@ from .store import (
 
 FEATURES_FORMAT = "streamae.features/1"  # the same string as streamae.encode (no Numba import here)
 MAX_LISTED = 50  # datasets listed for a foreign HDF5 file before "... and N more"
+# Longest string and most entries of a list or dict taken from a file into a description:
+# enough for any real path, JSON setting or source list, short of flooding a terminal.
+MAX_TEXT = 300
+MAX_ITEMS = 100
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_LISTINGS = ("datasets", "other_datasets")
 
 
 def describe(path: str | os.PathLike) -> dict:
@@ -43,12 +50,44 @@ def describe(path: str | os.PathLike) -> dict:
         listing = _dataset_listing(handle)
     base = {"path": str(path), "size_bytes": path.stat().st_size}
     if fmt == MODEL_FORMAT:
-        return base | _describe_model(path)
-    if is_patches:
-        return base | _describe_patches(path)
-    if fmt == FEATURES_FORMAT:
-        return base | _describe_features(path)
-    return base | {"kind": "hdf5", "format": fmt, "datasets": listing}
+        description = base | _describe_model(path)
+    elif is_patches:
+        description = base | _describe_patches(path)
+    elif fmt == FEATURES_FORMAT:
+        description = base | _describe_features(path)
+    else:
+        description = base | {"kind": "hdf5", "format": fmt, "datasets": listing}
+    return bounded(description)
+
+
+def bounded(value: object, *, whole_lists: bool = False) -> object:
+    """``value`` with every string safe and short enough to print, recursively.
+
+    Everything a file holds is untrusted: an attribute may be megabytes long or carry
+    terminal escape sequences.  Control characters become "?", strings are cut at
+    ``MAX_TEXT`` characters and lists and dicts at ``MAX_ITEMS`` entries, each cut saying
+    how long the original was.  The dataset listings keep every entry (the text output
+    shortens them itself, saying how many are left out).
+    """
+    if isinstance(value, str):
+        text = _CONTROL.sub("?", value)
+        return text if len(text) <= MAX_TEXT else f"{text[:MAX_TEXT]}... ({len(text):,} characters)"
+    if isinstance(value, dict):
+        items = list(value.items())
+        result = {
+            bounded(str(key)): bounded(item, whole_lists=key in _LISTINGS)
+            for key, item in items[:MAX_ITEMS]
+        }
+        if len(items) > MAX_ITEMS:
+            result["..."] = f"{len(items) - MAX_ITEMS:,} more entries"
+        return result
+    if isinstance(value, list | tuple):
+        shown = value if whole_lists else value[:MAX_ITEMS]
+        result = [bounded(item) for item in shown]
+        if len(value) > len(shown):
+            result.append(f"... {len(value) - len(shown):,} more items")
+        return result
+    return value
 
 
 def _jsonable(value: object) -> object:
