@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faultkit import FIGURES, OutputGuard, write_model, write_patches
+
+from .faultkit import FIGURES, OutputGuard, write_model, write_patches
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -55,6 +55,7 @@ class Figures:
     clear: Counter = field(default_factory=Counter)
     kills: Counter = field(default_factory=Counter)
     torn: Counter = field(default_factory=Counter)
+    mid_write: Counter = field(default_factory=Counter)
     resumes: Counter = field(default_factory=Counter)
     matched: Counter = field(default_factory=Counter)
 
@@ -63,10 +64,12 @@ class Figures:
         self.cases[command] += 1
         self.clear[command] += int(ok)
 
-    def record_kill(self, command: str, torn: bool) -> None:
-        """One SIGKILL of ``command``; ``torn`` if it left a torn or lost file."""
+    def record_kill(self, command: str, torn: bool, mid_write: bool = False) -> None:
+        """One SIGKILL of ``command``; ``torn`` if it left a torn or lost file; ``mid_write``
+        if a temporary of an atomic write existed at the moment of the kill."""
         self.kills[command] += 1
         self.torn[command] += int(torn)
+        self.mid_write[command] += int(mid_write)
 
     def record_resume(self, command: str, matched: bool) -> None:
         """One resumed run completed; ``matched`` if it equals the uninterrupted run."""
@@ -83,7 +86,8 @@ class Figures:
             lines.append(f"bad input  {'total':<12} {sum(self.cases.values()):4d} cases, "
                          f"{sum(self.clear.values()):4d} clear")
         lines += [
-            f"SIGKILL    {command:<12} {self.kills[command]:4d} kills, {self.torn[command]:4d} torn or lost"
+            f"SIGKILL    {command:<12} {self.kills[command]:4d} kills "
+            f"({self.mid_write[command]} while writing), {self.torn[command]:4d} torn or lost"
             for command in sorted(self.kills)
         ]
         lines += [

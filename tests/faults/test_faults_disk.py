@@ -24,7 +24,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from faultkit import (
+
+from .faultkit import (
     FIGURES,
     OutputGuard,
     assert_clean_failure,

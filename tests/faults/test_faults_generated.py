@@ -13,9 +13,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from faultkit import FIGURES, OutputGuard, assert_clean_failure, failure_problems, invoke
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from .faultkit import FIGURES, OutputGuard, assert_clean_failure, failure_problems, invoke
 
 DTYPES = ["float32", "float64", "float16", "int8", "uint16", "int64", "complex64", "bool", "S4"]
 # A complaint the property does not insist on: store.py's messages for some layouts say no

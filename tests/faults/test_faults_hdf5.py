@@ -16,7 +16,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from faultkit import (
+
+from .faultkit import (
     assert_clean_failure,
     edit_hdf5,
     invoke,

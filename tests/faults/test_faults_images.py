@@ -15,8 +15,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from faultkit import assert_clean_failure, invoke
 from PIL import Image
+
+from .faultkit import assert_clean_failure, invoke
 
 RNG = np.random.default_rng(21)
 

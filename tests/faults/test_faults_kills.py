@@ -30,7 +30,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from faultkit import (
+
+from streamae.atomic import TEMP_SUFFIX
+from streamae.checkpoint import resume_point
+from streamae.modelfile import load_model
+
+from .faultkit import (
     FIGURES,
     assert_no_temporaries,
     have_mpi,
@@ -39,10 +44,6 @@ from faultkit import (
     subprocess_environment,
     write_patches,
 )
-
-from streamae.atomic import TEMP_SUFFIX
-from streamae.checkpoint import resume_point
-from streamae.modelfile import load_model
 
 KILLS = 20
 LONG_KILLS = 100
@@ -95,6 +96,7 @@ class KillResult:
 
     delivered: bool
     returncode: int | None
+    mid_write: bool = False
 
 
 def _marked_pids(marker: str, rank: int | None = None) -> list[int]:
@@ -139,7 +141,7 @@ def run_and_kill(args: list[object], folder: Path, moment: Moment, ranks: int | 
         start_new_session=True,  # its own process group: killing it kills launcher and ranks
     )
     started = time.monotonic()
-    delivered = False
+    delivered = mid_write = False
     try:
         deadline = started + moment.delay
         if moment.kind == "temporary":
@@ -151,6 +153,7 @@ def run_and_kill(args: list[object], folder: Path, moment: Moment, ranks: int | 
             time.sleep(POLL_SECONDS)
         if process.poll() is None:
             delivered = True
+            mid_write = _temporary_present(folder)
             if moment.kind == "one-rank":
                 victims = _marked_pids(marker, rank=1)
                 for pid in victims:
@@ -166,7 +169,7 @@ def run_and_kill(args: list[object], folder: Path, moment: Moment, ranks: int | 
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         _kill_marked(marker)
-    return KillResult(delivered, process.returncode)
+    return KillResult(delivered, process.returncode, mid_write)
 
 
 def timed_run(args: list[object], ranks: int | None = None) -> float:
@@ -215,7 +218,7 @@ def test_extract_killed_leaves_the_old_file_or_the_new_one(tmp_path, images_dir,
         kills += outcome.delivered
         torn = not _holds_one_of(target, [old, new] if had_old else [new], allow_missing=not had_old)
         if outcome.delivered:
-            FIGURES.record_kill("extract", torn)
+            FIGURES.record_kill("extract", torn, outcome.mid_write)
         assert not torn, f"{moment}: {target} is torn or lost"
     print(f"extract: {kills} kills in {attempts} runs of {duration:.2f} s")
     assert kills >= wanted, f"only {kills} of {attempts} runs were still going at their moment"
@@ -281,7 +284,7 @@ def test_encode_killed_leaves_the_old_file_or_the_new_one(tmp_path, kill_data, l
         kills += outcome.delivered
         torn = not _features_one_of(target, [old, new] if had_old else [new], allow_missing=not had_old)
         if outcome.delivered:
-            FIGURES.record_kill("encode", torn)
+            FIGURES.record_kill("encode", torn, outcome.mid_write)
         assert not torn, f"{moment}: {target} is torn or lost"
     assert kills >= wanted, f"only {kills} of {attempts} runs were still going at their moment"
     timed_run(["encode", model_a, big, "-o", target, "--force", "-q"])
@@ -389,7 +392,7 @@ def kill_chains(
         kills += 1
         in_chain += 1
         torn = target.exists() and not checkpoint_is_valid(target, reference)
-        FIGURES.record_kill(label, torn)
+        FIGURES.record_kill(label, torn, outcome.mid_write)
         assert not torn, f"{label} {moment}: {target} is torn"
         if in_chain == CHAIN_LENGTH:
             finish_chain()

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faultkit import assert_clean_failure, invoke, write_patches
 from PIL import Image
+
+from .faultkit import assert_clean_failure, invoke, write_patches
 
 ACCEPTED, REFUSED = 0, 2
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faultkit import assert_clean_failure, assert_no_temporaries, invoke
 from PIL import Image
+
+from .faultkit import assert_clean_failure, assert_no_temporaries, invoke
 
 
 @pytest.fixture

@@ -14,9 +14,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from faultkit import assert_clean_failure, edit_hdf5, invoke, write_model
 
 from streamae.atomic import temporary_path_for
+
+from .faultkit import assert_clean_failure, edit_hdf5, invoke, write_model
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = sorted([*(REPO / "streamae").glob("*.py"), *(REPO / "cli").glob("*.py")])

@@ -12,7 +12,8 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from faultkit import assert_clean_failure, invoke, listing, write_patches
+
+from .faultkit import assert_clean_failure, invoke, listing, write_patches
 
 ROWS, CHUNK = 300, 64
 BAD_ROWS = {"first chunk": 0, "middle chunk": 150, "last chunk": ROWS - 1}
