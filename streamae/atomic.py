@@ -76,13 +76,22 @@ def remove_stale_temporaries(target: Path) -> None:
 
 
 def _process_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (killed, not yet reaped) counts as dead.
+
+    A killed MPI rank can stay a zombie for a while when its launcher died with it (in a
+    container whose init does not reap): its temporaries are stale all the same.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # not Linux, or gone meanwhile: trust kill()
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def fsync_path(path: Path) -> None:

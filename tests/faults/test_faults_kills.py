@@ -117,12 +117,18 @@ def _marked_pids(marker: str, rank: int | None = None) -> list[int]:
 
 
 def _kill_marked(marker: str) -> None:
-    """SIGKILL every process of this job still alive (ranks a launcher left behind)."""
-    for pid in _marked_pids(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    """SIGKILL every process of this job still alive (ranks a launcher left behind), and wait
+    until they are gone: SIGKILL lands asynchronously (a rank inside fsync finishes the call
+    first), and the next run must start after the failure, as it would on a cluster."""
+    deadline = time.monotonic() + REAP_SECONDS
+    while (pids := _marked_pids(marker)) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.01)
+    assert not _marked_pids(marker), f"processes of a killed job survive: {_marked_pids(marker)}"
 
 
 def _temporary_present(folder: Path) -> bool:
@@ -437,3 +443,22 @@ def test_the_harness_detects_a_torn_file(tmp_path, kill_data):
     state = _patches_of(data)
     cut(data)
     assert not _holds_one_of(data, [state], allow_missing=True)
+
+
+def test_a_temporary_of_a_killed_but_unreaped_process_is_removed(tmp_path, good_model):
+    """A killed rank can linger as a zombie; its temporary is stale and the next run removes it."""
+    zombie = subprocess.Popen(["sleep", "0"])
+    try:
+        deadline = time.monotonic() + REAP_SECONDS
+        while time.monotonic() < deadline:
+            if Path(f"/proc/{zombie.pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                break
+            time.sleep(0.01)
+        target = tmp_path / "features.png"
+        stale = target.with_name(f".{target.name}.{zombie.pid}{TEMP_SUFFIX}")
+        stale.write_bytes(b"left by a killed run")
+        result = run_streamae(["visualize", good_model, "-o", target])
+        assert result.returncode == 0, result.stderr
+        assert_no_temporaries(tmp_path)
+    finally:
+        zombie.wait()
