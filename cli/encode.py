@@ -96,7 +96,7 @@ def encode(
     Example: `streamae encode model.h5 patches.h5 -o features.h5`.
     """
     with reported_errors(debug):
-        from streamae.encode import encode as encode_file
+        from streamae.encoding import encode as encode_file
 
         progress = _Progress(quiet, f"encoding {data.name}")
         try:

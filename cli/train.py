@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from collections.abc import Iterator
 
@@ -13,6 +14,24 @@ from .common import debug_option, force_option, quiet_option, reported_errors, s
 # Kept in sync with streamae.checkpoint.DEFAULT_CHECKPOINT_EVERY (a test checks): importing
 # it here would load NumPy and h5py for --help.
 DEFAULT_CHECKPOINT_EVERY = 10
+
+
+class FiniteNonNegative(click.ParamType):
+    """A float that is finite and >= 0 (tolerances)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        if not (math.isfinite(number) and number >= 0):
+            self.fail(f"{value} must be a finite number >= 0.", param, ctx)
+        return number
+
+
+FINITE_NON_NEGATIVE = FiniteNonNegative()
 
 
 class ConsoleMonitor:
@@ -159,13 +178,19 @@ def format_record(record: dict) -> str:
     help="Compute threads per process, Numba and BLAS alike (default: SLURM_CPUS_PER_TASK, "
     "else the CPU affinity shared among the MPI ranks of the node).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights.")
 @click.option(
-    "--grad-tol", type=float, default=1e-5, show_default=True, help="Stop when max |gradient| is below this."
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the initial weights."
+)
+@click.option(
+    "--grad-tol",
+    type=FINITE_NON_NEGATIVE,
+    default=1e-5,
+    show_default=True,
+    help="Stop when max |gradient| is below this.",
 )
 @click.option(
     "--progress-tol",
-    type=float,
+    type=FINITE_NON_NEGATIVE,
     default=1e-9,
     show_default=True,
     help="Stop when J changes by less than this.",
@@ -191,6 +216,22 @@ def format_record(record: dict) -> str:
     help="Also rewrite it whenever this many minutes have passed since the last one.",
 )
 @click.option(
+    "--scheme",
+    type=click.Choice(["auto", "two-pass", "single-pass", "in-core"]),
+    default="auto",
+    show_default=True,
+    help="How an evaluation reads the data: in-core reads it once into memory (if it fits "
+    "--memory-budget), single-pass once per evaluation, two-pass twice (the notes' scheme); "
+    "auto: in-core if it fits, else single-pass.  All give the same J and gradient.",
+)
+@click.option(
+    "--memory-budget",
+    type=str,
+    default=None,
+    help="Memory the in-core scheme may use per process, e.g. 8G or 512M "
+    "(default: half the available memory, shared by the ranks on a node).",
+)
+@click.option(
     "--no-file-locking",
     "no_file_locking",
     is_flag=True,
@@ -198,7 +239,7 @@ def format_record(record: dict) -> str:
 )
 @click.option(
     "--log",
-    type=click.Path(dir_okay=False, path_type=str),
+    type=click.Path(path_type=str),
     default=None,
     help="Write one JSON object per iteration to this file (JSON lines; appended on --resume).",
 )
@@ -223,6 +264,8 @@ def train(
     resume,
     checkpoint_every,
     checkpoint_minutes,
+    scheme,
+    memory_budget,
     no_file_locking,
     log,
     quiet,
@@ -271,6 +314,8 @@ def train(
                     checkpoint_every=checkpoint_every,
                     checkpoint_minutes=checkpoint_minutes,
                     file_locking=False if no_file_locking else None,
+                    scheme=scheme,
+                    memory_budget=memory_budget,
                 )
         finally:
             monitor.close()
@@ -318,7 +363,13 @@ def rank_zero_reports(comm, debug: bool) -> Iterator[None]:
 )
 @click.option("--rows", type=int, default=20, show_default=True, help="Rows to use.")
 @click.option("--hidden", type=int, default=5, show_default=True, help="Hidden units.")
-@click.option("--visible", type=int, default=16, show_default=True, help="Inputs of the random problem.")
+@click.option(
+    "--visible",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Inputs of the random problem.",
+)
 @click.option(
     "--decoder",
     type=click.Choice(["sigmoid", "linear"]),
@@ -327,10 +378,19 @@ def rank_zero_reports(comm, debug: bool) -> Iterator[None]:
     help="Output layer.",
 )
 @click.option(
-    "--block-rows", type=int, default=None, help="Rows per streamed block (default: a third of --rows)."
+    "--block-rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rows per streamed block (default: a third of --rows).",
 )
 @click.option("--epsilon", type=float, default=1e-4, show_default=True, help="Central-difference step.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the point and the random data.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the point and the random data.",
+)
 @quiet_option
 @debug_option
 def gradcheck(data, rows, hidden, visible, decoder, block_rows, epsilon, seed, quiet, debug) -> None:
@@ -343,10 +403,10 @@ def gradcheck(data, rows, hidden, visible, decoder, block_rows, epsilon, seed, q
         from streamae.workflows import GRADCHECK_THRESHOLD
         from streamae.workflows import gradcheck as check
 
-        if epsilon <= 0:
+        if not (math.isfinite(epsilon) and epsilon > 0):
             from streamae.errors import UsageError
 
-            raise UsageError(f"--epsilon must be positive, got {epsilon}.")
+            raise UsageError(f"--epsilon must be a finite positive number, got {epsilon}.")
         result = check(
             data,
             rows=rows,

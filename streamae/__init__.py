@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "extract": "workflows_extract",
     "train": "workflows",
-    "encode": "encode",
+    "encode": "encoding",
     "render_features": "render",
     "run_demo": "demo",
     "gradcheck": "workflows",

@@ -24,7 +24,7 @@ import numpy as np
 from .errors import UsageError
 from .model import Hyperparameters
 from .modelfile import HISTORY_FIELDS, Model
-from .objective import Evaluation
+from .objectives import Evaluation
 from .optimize import LbfgsState
 
 DEFAULT_CHECKPOINT_EVERY = 10

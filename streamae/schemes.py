@@ -2,7 +2,7 @@
 
 All schemes compute the exact full-batch J and ∇J (DESIGN.md, "The streaming schemes"):
 
-- **two-pass** (:class:`streamae.objective.Objective`): reads the data twice.
+- **two-pass** (:class:`streamae.objectives.Objective`): reads the data twice.
 - **single-pass**: δ2 = e + β·s ⊙ g with e = (W2ᵀδ3) ⊙ g and g = f′(z2), so one read can
   sum Σ e xᵀ, Σ g xᵀ, Σ e, Σ g and Σ a2, and the sparsity term (known only once ρ̂ is)
   is added after the pass: ∇W1 = (Σ e xᵀ + β·diag(s) Σ g xᵀ)/m + λW1.  The product
@@ -22,7 +22,7 @@ import numpy as np
 from .distributed import Communicator, SingleProcess
 from .errors import UsageError
 from .model import Hyperparameters, unpack
-from .objective import BlockSource, Evaluation, Objective, StreamedObjective, assemble, sparsity_delta
+from .objectives import BlockSource, Evaluation, Objective, StreamedObjective, assemble, sparsity_delta
 from .passes import accumulator_layout, forward_pass
 from .store import ArrayPatches
 

@@ -55,7 +55,10 @@ def open_hdf5(path: str | os.PathLike, *, file_locking: bool | None = None, **kw
         return h5py.File(path, "r", **options)
     except OSError as error:
         if path.stat().st_size == 0:
-            raise InputFileError(f"{path}: the file is empty, not an HDF5 file.") from error
+            raise InputFileError(
+                f"{path}: the file is empty, not an HDF5 file; give a patch file written by "
+                "`streamae extract`."
+            ) from error
         if not h5py.is_hdf5(path):
             raise InputFileError(
                 f"{path}: not an HDF5 file; give a patch file written by `streamae extract`."
@@ -124,7 +127,14 @@ class PatchLayout:
 
 def validate_patch_dataset(handle: h5py.File, path: Path) -> h5py.Dataset:
     """Return ``/patches`` of an open file, or raise a one-sentence error saying what is wrong."""
-    if PATCHES_DATASET not in handle or not isinstance(handle[PATCHES_DATASET], h5py.Dataset):
+    try:
+        found = handle.get(PATCHES_DATASET)
+    except (KeyError, OSError) as error:  # e.g. an external link to a missing file
+        raise InputFileError(
+            f"{path}: /patches cannot be opened ({error}); give a patch file written by "
+            "`streamae extract`."
+        ) from error
+    if not isinstance(found, h5py.Dataset):
         present = list_datasets(handle)
         listing = ", ".join(present[:10]) + (" ..." if len(present) > 10 else "")
         held = f"it holds {listing}" if present else "it holds no datasets"
@@ -134,11 +144,11 @@ def validate_patch_dataset(handle: h5py.File, path: Path) -> h5py.Dataset:
             f"{path}: no /patches dataset ({held}); give a patch file written by "
             "`streamae extract`."
         )
-    dataset = handle[PATCHES_DATASET]
+    dataset = found
     if dataset.ndim != 2:
         raise InputFileError(
             f"{path}: /patches has shape {dataset.shape}, not (rows, features); "
-            "a patch file holds one flattened patch per row."
+            "a patch file holds one flattened patch per row: extract the patches again."
         )
     if dataset.dtype.kind != "f" or dataset.dtype.itemsize not in (4, 8):
         raise InputFileError(
@@ -147,7 +157,10 @@ def validate_patch_dataset(handle: h5py.File, path: Path) -> h5py.Dataset:
         )
     m, n = dataset.shape
     if m < 1 or n < 1:
-        raise InputFileError(f"{path}: /patches has shape {dataset.shape}, which holds no data.")
+        raise InputFileError(
+            f"{path}: /patches has shape {dataset.shape}, which holds no data; extract the "
+            "patches again."
+        )
     return dataset
 
 

@@ -20,7 +20,7 @@ from .checkpoint import CheckpointPolicy, Progress
 from .distributed import Communicator, agreed_phase, digest, mark_collective, ranks_agree
 from .errors import DataError, Interrupted, StreamaeError
 from .modelfile import HISTORY_FIELDS
-from .objective import Evaluation, Objective
+from .objectives import Evaluation, Objective
 from .optimize import LbfgsState, StepReport, StopRules, lbfgs_iteration
 from .signals import StopFlag, StopRequested
 
@@ -174,7 +174,8 @@ class Trainer:
         # One tiny collective per evaluation: every rank abandons the same evaluation.
         if self.comm.any(self.stop.requested):
             raise StopRequested
-        self.monitor.on_pass("J and gradient", 2 * self.objective.n_rows)
+        reads = {"two-pass": 2, "single-pass": 1}.get(getattr(self.objective, "scheme", ""), 0)
+        self.monitor.on_pass("J and gradient", reads * self.objective.n_rows)
         evaluation = self.objective(theta)
         self._evaluations.entries.append((theta.copy(), evaluation))
         return evaluation.cost, evaluation.gradient

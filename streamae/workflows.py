@@ -30,8 +30,9 @@ from .distributed import Communicator, SingleProcess, abort_on_local_error, agre
 from .errors import DataError, InputFileError, Interrupted, MissingInputError, UsageError
 from .model import Hyperparameters, initialize
 from .modelfile import Model, load_model, write_model
-from .objective import Evaluation, Objective, check_values
+from .objectives import Evaluation, Objective, check_values
 from .optimize import DEFAULT_MEMORY, LbfgsState, StopRules
+from .schemes import make_objective, parse_memory_budget
 from .signals import StopFlag, StopRequested, stop_on_signals
 from .store import (
     ArrayPatches,
@@ -239,6 +240,8 @@ def train(
     file_locking: bool | None = None,
     stop_signals: bool = True,
     stop: StopFlag | None = None,
+    scheme: str = "auto",
+    memory_budget: int | str | None = None,
 ) -> Model:
     """Train the sparse autoencoder on the patch file ``data``; returns the model.
 
@@ -311,8 +314,18 @@ def train(
             raise Interrupted(
                 f"stopped by {stop.signal_name} while checking the values; nothing new was written."
             ) from None
-        objective = Objective(counted, hyper, n_visible=layout.n_features, dtype=compute_dtype, comm=comm)
+        budget = parse_memory_budget(memory_budget) if isinstance(memory_budget, str) else memory_budget
+        objective = make_objective(
+            counted,
+            hyper,
+            n_visible=layout.n_features,
+            dtype=compute_dtype,
+            comm=comm,
+            scheme=scheme,
+            memory_budget=budget,
+        )
         _close_when_done(stack, objective)
+        monitor.on_message(f"scheme {objective.scheme}: {objective.reason}")
 
         info = {
             "dtype": dtype,
@@ -320,6 +333,7 @@ def train(
             "ranks": comm.size,
             "chunk_rows": setup.block_rows,
             "threads": threads_used,
+            "scheme": objective.scheme,
         }
 
         def save(state: LbfgsState, progress: Progress) -> str:

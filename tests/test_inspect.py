@@ -9,9 +9,9 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from streamae.cli.info import info
 
-from streamae.encode import encode
+from streamae.cli.info import info
+from streamae.encoding import encode
 from streamae.modelfile import HISTORY_FIELDS
 
 

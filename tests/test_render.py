@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from streamae.cli.visualize import visualize
 
+from streamae.cli.visualize import visualize
 from streamae.modelfile import HISTORY_FIELDS, load_model
 from streamae.render import activation_histogram, plot_activations, plot_curves, tile_grid
 

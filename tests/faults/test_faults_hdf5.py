@@ -151,18 +151,7 @@ PATCH_CASES: dict[str, tuple[Callable, tuple[int, ...], bool]] = {
 
 # Cases whose message comes from streamae/store.py (not this campaign's to edit): the bug
 # found, for the lead to fix there; the xfail is strict, so the fix shows as XPASS.
-STORE_BUGS = {
-    "empty file": "store.open_hdf5: 'the file is empty, not an HDF5 file.' says no fix",
-    "rank 1": "store.validate_patch_dataset: the rank message says no fix",
-    "rank 3": "store.validate_patch_dataset: the rank message says no fix",
-    "scalar": "store.validate_patch_dataset: the rank message says no fix",
-    "zero rows": "store.validate_patch_dataset: 'which holds no data.' says no fix",
-    "zero columns": "store.validate_patch_dataset: 'which holds no data.' says no fix",
-    "/patches links to a missing file": (
-        "store.validate_patch_dataset: `PATCHES_DATASET in handle` raises KeyError on a dangling "
-        "external link (an internal error)"
-    ),
-}
+STORE_BUGS: dict = {}
 
 
 def patch_cases(only_refused_by_info: bool = False) -> list:

@@ -19,31 +19,7 @@ ACCEPTED, REFUSED = 0, 2
 
 # Bugs in files this campaign does not own (cli/train.py, streamae/workflows.py): the
 # regression test is here, as a strict xfail for the lead to flip when fixing them.
-TRAIN_CLI_BUGS = {
-    ("train", "--seed", "-1"): (
-        "cli/train.py train: --seed is a plain int; numpy.random.default_rng(-1) raises ValueError "
-        "(internal error); use click.IntRange(min=0) as extract does"
-    ),
-    ("train", "--grad-tol", "-1"): "cli/train.py: --grad-tol takes negative values; use FloatRange(min=0)",
-    ("train", "--grad-tol", "nan"): "cli/train.py train: --grad-tol takes nan; refuse non-finite values",
-    ("train", "--progress-tol", "-1"): (
-        "cli/train.py train: --progress-tol takes negative values; use FloatRange(min=0)"
-    ),
-    ("train", "--progress-tol", "nan"): "cli/train.py: --progress-tol takes nan; refuse non-finite values",
-    ("gradcheck", "--block-rows", "0"): (
-        "workflows.gradcheck: `block_rows or ...` turns 0 into the default, so --block-rows 0 is "
-        "accepted; use click.IntRange(min=1) in cli/train.py gradcheck"
-    ),
-    ("gradcheck", "--epsilon", "nan"): (
-        "cli/train.py gradcheck: `epsilon <= 0` is False for nan, so the check runs and fails with "
-        "exit 1; refuse non-finite --epsilon (math.isfinite)"
-    ),
-    ("gradcheck", "--epsilon", "inf"): "cli/train.py gradcheck: accepts --epsilon inf; refuse non-finite",
-    ("gradcheck", "--visible", "0"): (
-        "cli/train.py gradcheck: --visible 0 is accepted (an empty problem passes); use "
-        "click.IntRange(min=1)"
-    ),
-}
+TRAIN_CLI_BUGS: dict = {}
 
 
 def _cases() -> list[tuple[str, str, str, int]]:

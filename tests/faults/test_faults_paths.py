@@ -55,14 +55,7 @@ def _snapshot(paths: dict[str, Path]) -> dict[str, bytes]:
 
 
 def _directory_cases() -> list:
-    bug = (
-        "cli/train.py: --log uses click.Path(dir_okay=False), whose message for a directory says "
-        "no fix; drop dir_okay=False so check_output_path's sentence is shown"
-    )
-    return [
-        pytest.param(w, marks=pytest.mark.xfail(strict=True, reason=bug)) if w == "train --log" else w
-        for w in WRITERS
-    ]
+    return list(WRITERS)
 
 
 @pytest.mark.parametrize("writer", _directory_cases())

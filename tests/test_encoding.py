@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from streamae.cli.encode import encode as encode_command
 
-from streamae.encode import FEATURES_FORMAT, encode
+from streamae.cli.encode import encode as encode_command
+from streamae.encoding import FEATURES_FORMAT, encode
 from streamae.inspect import FEATURES_FORMAT as INSPECT_FEATURES_FORMAT
 
 
@@ -195,7 +195,7 @@ def test_output_onto_an_input_is_refused(tmp_path, planted):
 MEMORY_SCRIPT = textwrap.dedent(
     """
     import resource, sys
-    from streamae.encode import encode
+    from streamae.encoding import encode
     encode(sys.argv[1], sys.argv[2], sys.argv[3], reconstruct=True)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
     """
@@ -264,7 +264,7 @@ def test_encode_agrees_with_the_training_objective(tmp_path, rng, model_file, pa
     # On the training data, mean a2 is the objective's rho_hat and the mean ½‖a3 − x‖² its
     # reconstruction term: encode and training compute the same network.
     from streamae.model import Hyperparameters, pack
-    from streamae.objective import Objective
+    from streamae.objectives import Objective
     from streamae.store import ArrayPatches
 
     s, n = 7, 20

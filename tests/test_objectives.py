@@ -8,7 +8,7 @@ from naive import dense_objective
 
 from streamae.errors import DataError
 from streamae.model import Hyperparameters, initialize
-from streamae.objective import Objective, check_values, kl_divergence
+from streamae.objectives import Objective, check_values, kl_divergence
 from streamae.store import ArrayPatches, PatchFile
 
 
