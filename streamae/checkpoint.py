@@ -102,15 +102,17 @@ def check_compatible(
     for key, label in (("path", "the data file"), ("shape", "the data shape"), ("dtype", "the data dtype")):
         if stored.get(key) != fingerprint.get(key):
             raise UsageError(
-                f"{path}: cannot resume: it was trained with {label} {stored.get(key)}, not "
-                f"{fingerprint.get(key)}; resume with the same data or train afresh without --resume."
+                f"{path}: cannot resume: it was trained with {label} {_bounded(stored.get(key))}, not "
+                f"{_bounded(fingerprint.get(key))}; resume with the same data or train afresh "
+                "without --resume."
             )
     old = model.hyper
     for name in ("hidden", "rho", "beta", "lam", "decoder"):
         before, now = getattr(old, name), getattr(hyper, name)
         if before != now:
             raise UsageError(
-                f"{path}: cannot resume: it was trained with {_flag(name)} {before}, not {now}; "
+                f"{path}: cannot resume: it was trained with {_flag(name)} {_bounded(before)}, "
+                f"not {_bounded(now)}; "
                 "resume with the same settings or train afresh without --resume."
             )
     before = model.info.get("dtype")
@@ -158,3 +160,9 @@ def resume_point(model: Model, path: str | Path) -> ResumePoint:
         ranks=model.info.get("ranks"),
         chunk_rows=model.info.get("chunk_rows"),
     )
+
+
+def _bounded(value: object, limit: int = 200) -> str:
+    """A stored value fit to quote in one line: control characters replaced, cut to ``limit``."""
+    text = "".join(c if c.isprintable() else "?" for c in str(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -131,8 +131,7 @@ def validate_patch_dataset(handle: h5py.File, path: Path) -> h5py.Dataset:
         found = handle.get(PATCHES_DATASET)
     except (KeyError, OSError) as error:  # e.g. an external link to a missing file
         raise InputFileError(
-            f"{path}: /patches cannot be opened ({error}); give a patch file written by "
-            "`streamae extract`."
+            f"{path}: /patches cannot be opened ({error}); give a patch file written by `streamae extract`."
         ) from error
     if not isinstance(found, h5py.Dataset):
         present = list_datasets(handle)
@@ -141,8 +140,7 @@ def validate_patch_dataset(handle: h5py.File, path: Path) -> h5py.Dataset:
         if handle.attrs.get("format") == MODEL_FORMAT:
             held = "it is a model file"
         raise InputFileError(
-            f"{path}: no /patches dataset ({held}); give a patch file written by "
-            "`streamae extract`."
+            f"{path}: no /patches dataset ({held}); give a patch file written by `streamae extract`."
         )
     dataset = found
     if dataset.ndim != 2:
@@ -156,12 +154,26 @@ def validate_patch_dataset(handle: h5py.File, path: Path) -> h5py.Dataset:
             "extract the patches again with a --normalize mode (or convert them to float32)."
         )
     m, n = dataset.shape
+    if m >= 1 and n >= 1 and _stores_nothing(dataset):
+        raise InputFileError(
+            f"{path}: /patches declares shape {dataset.shape} but holds no stored data (it was "
+            "never written); extract the patches again."
+        )
     if m < 1 or n < 1:
         raise InputFileError(
-            f"{path}: /patches has shape {dataset.shape}, which holds no data; extract the "
-            "patches again."
+            f"{path}: /patches has shape {dataset.shape}, which holds no data; extract the patches again."
         )
     return dataset
+
+
+def _stores_nothing(dataset: h5py.Dataset) -> bool:
+    """True for a dataset that was declared but never written (it would read as fill values)."""
+    if dataset.external:
+        return False
+    try:
+        return dataset.id.get_storage_size() == 0
+    except (OSError, RuntimeError):
+        return False
 
 
 def read_layout(dataset: h5py.Dataset, path: Path) -> PatchLayout:
@@ -340,8 +352,9 @@ class PatchFile:
             self._dataset.read_direct(out, np.s_[first:last], np.s_[0 : last - first])
         except (OSError, RuntimeError) as error:
             raise StorageError(
-                f"{self.path}: reading rows {first}-{last - 1} of /patches failed "
-                f"({error}); the file may be truncated or damaged."
+                f"{self.path}: reading rows {first}-{last - 1} of /patches "
+                f"(chunk {first // (self.layout.chunk_rows or self.block_rows)}) failed ({error}); "
+                "the file is truncated or damaged: extract it again or restore a copy."
             ) from error
         self.io_stats.add(time.perf_counter() - started, out.nbytes)
 

@@ -192,7 +192,6 @@ def test_the_cut_file_opens_and_fails_at_its_fifth_chunk(cut_file):
             dataset[4 * CHUNK_ROWS : 5 * CHUNK_ROWS]
 
 
-@pytest.mark.xfail(strict=True, reason=STORE_READ_BUG)
 def test_train_names_the_rows_and_file_of_a_read_error(cut_file, tmp_path):
     guard = OutputGuard.create(tmp_path / "model.h5")
     result = invoke("train", cut_file, "-o", guard.path, "--force", "--max-iter", "2", "--hidden", "3")
@@ -200,7 +199,6 @@ def test_train_names_the_rows_and_file_of_a_read_error(cut_file, tmp_path):
     guard.assert_intact()
 
 
-@pytest.mark.xfail(strict=True, reason=STORE_READ_BUG)
 def test_encode_names_the_rows_and_file_of_a_read_error(cut_file, good_model, tmp_path):
     guard = OutputGuard.create(tmp_path / "features.h5")
     result = invoke("encode", good_model, cut_file, "-o", guard.path, "--force")

@@ -101,14 +101,12 @@ def test_the_declared_dataset_stores_nothing(never_written):
         assert handle["patches"].id.get_storage_size() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=NEVER_WRITTEN_BUG)
 def test_train_refuses_a_dataset_never_written(never_written, guard):
     result = invoke("train", never_written, "-o", guard.path, "--force", "--max-iter", "1", "--hidden", "2")
     assert_clean_failure(result, "train", (1, 2), names=[never_written])
     guard.assert_intact()
 
 
-@pytest.mark.xfail(strict=True, reason=NEVER_WRITTEN_BUG)
 def test_encode_refuses_a_dataset_never_written(never_written, good_model, guard):
     result = invoke("encode", good_model, never_written, "-o", guard.path, "--force")
     assert_clean_failure(result, "encode", (1, 2), names=[never_written])

@@ -135,11 +135,6 @@ def test_error_messages_bound_a_hostile_attribute(tmp_path, good_model, good_pat
     guard.assert_intact()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checkpoint.check_compatible prints the stored data path (an attribute) unbounded; "
-    "cut it (and every stored value it quotes) to ~200 characters and replace control characters",
-)
 def test_resume_refusal_bounds_the_stored_data_path(tmp_path, good_patches):
     model = tmp_path / "checkpoint.h5"
     trained = invoke("train", good_patches, "-o", model, "--max-iter", "1", "--hidden", "3", "-q")
