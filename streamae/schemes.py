@@ -71,7 +71,7 @@ class InCoreObjective(StreamedObjective):
 
     def __init__(self, source: BlockSource, hyper: Hyperparameters, **options) -> None:
         super().__init__(source, hyper, **options)
-        self.data = load_rows(source, self.dtype)
+        self.data = load_rows(source, self.dtype, self.n_visible)
         self.shares = _lane_shares(self.data.shape[0], self.compute_rows, self.lanes.count)
         self.caches = [
             np.empty(self.n_hidden * (stop - start), dtype=self.dtype) for start, stop in self.shares
@@ -121,7 +121,7 @@ def _lane_shares(rows: int, block_rows: int, lanes: int) -> list[tuple[int, int]
     return lane_ranges(rows, block_rows, lanes)
 
 
-def load_rows(source: BlockSource, dtype: np.dtype) -> np.ndarray:
+def load_rows(source: BlockSource, dtype: np.dtype, n_visible: int) -> np.ndarray:
     """All rows of ``source`` as one (rows, n) C-contiguous array in ``dtype``.
 
     An in-memory source's own array is used as it is (no copy); a file is read once
@@ -138,6 +138,8 @@ def load_rows(source: BlockSource, dtype: np.dtype) -> np.ndarray:
             out = np.empty((rows, block.shape[1]), dtype=dtype)
         out[filled : filled + block.shape[0]] = block
         filled += block.shape[0]
+    if out is None and rows == 0:  # an idle MPI rank (more ranks than chunks)
+        return np.empty((0, n_visible), dtype=dtype)
     if out is None or filled != rows:
         raise ValueError(f"the source delivered {filled} rows, expected {rows}")
     return out

@@ -29,7 +29,15 @@ from streamae.signals import StopFlag
 from streamae.workflows import TrainingMonitor, train
 
 # Tolerances of 0 so that every run makes exactly --max-iter iterations.
-SETTINGS = {"hidden": 5, "max_iter": 25, "grad_tol": 0.0, "progress_tol": 0.0, "stop_signals": False}
+# Two-pass: the stops below land on a given block of a pass, which in-core reads only once.
+SETTINGS = {
+    "hidden": 5,
+    "max_iter": 25,
+    "grad_tol": 0.0,
+    "progress_tol": 0.0,
+    "stop_signals": False,
+    "scheme": "two-pass",
+}
 
 
 @pytest.fixture

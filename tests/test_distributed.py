@@ -287,7 +287,10 @@ LOCAL_FAILURE_SCRIPT = textwrap.dedent(
                 raise StorageError("reading rows failed (simulated)")
 
     comm = world()
-    train(sys.argv[1], hidden=3, max_iter=50, dtype="float64", monitor=BreaksOnRankOne(comm.rank), comm=comm)
+    train(
+        sys.argv[1], hidden=3, max_iter=50, dtype="float64", scheme="two-pass",
+        monitor=BreaksOnRankOne(comm.rank), comm=comm,
+    )
     print("unreachable", flush=True)
     """
 )
