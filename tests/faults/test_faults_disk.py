@@ -176,13 +176,6 @@ def cut_file(tmp_path: Path) -> Path:
     return cut_after_chunks(data, tmp_path / "cut.h5", keep_chunks=4)
 
 
-STORE_READ_BUG = (
-    "store.PatchFile.blocks: the read-error message names rows and file but says no fix "
-    "('the file may be truncated or damaged.'); add 'extract it again or restore a copy', and "
-    "name the chunk (first // chunk_rows)"
-)
-
-
 def test_the_cut_file_opens_and_fails_at_its_fifth_chunk(cut_file):
     """The simulation does what it claims (so the tests below test a mid-pass read error)."""
     with h5py.File(cut_file, "r") as handle:

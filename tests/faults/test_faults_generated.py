@@ -19,9 +19,6 @@ from hypothesis import strategies as st
 from .faultkit import FIGURES, OutputGuard, assert_clean_failure, failure_problems, invoke
 
 DTYPES = ["float32", "float64", "float16", "int8", "uint16", "int64", "complex64", "bool", "S4"]
-# A complaint the property does not insist on: store.py's messages for some layouts say no
-# fix yet (strict xfails in test_faults_hdf5.py track that bug); the figures still count it.
-TRACKED_ELSEWHERE = "the message does not say what to do"
 
 
 @st.composite
@@ -70,19 +67,13 @@ def test_train_on_any_generated_dataset_succeeds_or_fails_cleanly(case):
             return
         problems = failure_problems(result.stdout, result.stderr, result.exit_code, (1, 2), [path.name])
         FIGURES.record_case("train", not problems)
-        assert [p for p in problems if p != TRACKED_ELSEWHERE] == [], f"{problems}\n{result.stderr}"
+        assert problems == [], f"{problems}\n{result.stderr}"
         guard.assert_intact()
 
 
 # --------------------------------------------------------------------------- never written
 
 DECLARED_ROWS = 200_000  # 51 MB declared, nothing stored: quick to stream, plainly not data
-NEVER_WRITTEN_BUG = (
-    "store.validate_patch_dataset: a chunked /patches whose chunks were never written reads as "
-    "fill values (zeros) and is trained on; refuse it when dataset.id.get_num_chunks() is less "
-    "than the chunks its shape needs (or get_storage_size() == 0), saying the file is incomplete "
-    "and to extract it again"
-)
 
 
 @pytest.fixture
@@ -95,7 +86,7 @@ def never_written(tmp_path: Path) -> Path:
 
 
 def test_the_declared_dataset_stores_nothing(never_written):
-    """The case is what it claims: a large shape and no stored chunk (so the xfails are real)."""
+    """The case is what it claims: a large shape and no stored chunk."""
     assert never_written.stat().st_size < 100_000
     with h5py.File(never_written) as handle:
         assert handle["patches"].id.get_storage_size() == 0

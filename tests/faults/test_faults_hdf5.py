@@ -149,20 +149,9 @@ PATCH_CASES: dict[str, tuple[Callable, tuple[int, ...], bool]] = {
 }
 
 
-# Cases whose message comes from streamae/store.py (not this campaign's to edit): the bug
-# found, for the lead to fix there; the xfail is strict, so the fix shows as XPASS.
-STORE_BUGS: dict = {}
-
-
 def patch_cases(only_refused_by_info: bool = False) -> list:
-    """The patch-file case names as pytest params, store.py's bugs marked as strict xfails."""
-    return [
-        pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=STORE_BUGS[case]))
-        if case in STORE_BUGS
-        else case
-        for case, (_, _, refused) in PATCH_CASES.items()
-        if refused or not only_refused_by_info
-    ]
+    """The patch-file case names as pytest params."""
+    return [case for case, (_, _, refused) in PATCH_CASES.items() if refused or not only_refused_by_info]
 
 
 @pytest.fixture
@@ -357,6 +346,7 @@ def test_a_model_given_as_the_data(good_model, guard):
 
 def test_history_and_rho_hat_of_the_wrong_shape(tmp_path, good_model, guard):
     """Plots of a model whose side datasets are damaged: refused with a message, not a crash."""
+
     def damage(handle: h5py.File) -> None:
         del handle["history/cost"]
         handle["history/cost"] = np.zeros((3, 2))

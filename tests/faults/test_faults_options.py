@@ -17,10 +17,6 @@ from .faultkit import assert_clean_failure, invoke, write_patches
 
 ACCEPTED, REFUSED = 0, 2
 
-# Bugs in files this campaign does not own (cli/train.py, streamae/workflows.py): the
-# regression test is here, as a strict xfail for the lead to flip when fixing them.
-TRAIN_CLI_BUGS: dict = {}
-
 
 def _cases() -> list[tuple[str, str, str, int]]:
     """(command, option, value, expected exit code) for every numeric option."""
@@ -62,9 +58,7 @@ def _cases() -> list[tuple[str, str, str, int]]:
 
 def _param(case: tuple[str, str, str, int]):
     command, option, value, code = case
-    reason = TRAIN_CLI_BUGS.get((command, option, value))
-    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-    return pytest.param(*case, marks=marks, id=f"{command} {option} {value}")
+    return pytest.param(*case, id=f"{command} {option} {value}")
 
 
 @pytest.fixture
