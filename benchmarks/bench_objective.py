@@ -33,9 +33,9 @@ SCHEMES = ("two-pass", "single-pass", "in-core")
 
 def streamae_impl(path: Path, n: int, s: int, scheme: str, threads: int, prefetch: bool):
     """A streamae objective over the patch file; (callable, objective, file, setup seconds)."""
-    from streamae.model import Hyperparameters
-    from streamae.schemes import make_objective
-    from streamae.store import PatchFile, inspect_patch_file, streaming_block_rows
+    from streamae.compute.parameters import Hyperparameters
+    from streamae.compute.schemes import make_objective
+    from streamae.io.patchfile import PatchFile, inspect_patch_file, streaming_block_rows
 
     rows = streaming_block_rows(inspect_patch_file(path))
     source = PatchFile(path, dtype=np.float32, block_rows=rows, prefetch=prefetch)
@@ -58,9 +58,9 @@ def run_case(name: str, spec: dict, args, workdir: Path, sgemm_samples: list[flo
     import numba
     from threadpoolctl import threadpool_limits
 
-    from streamae.model import initialize
-    from streamae.schemes import choose_scheme
-    from streamae.store import PatchFile
+    from streamae.compute.parameters import initialize
+    from streamae.compute.schemes import choose_scheme
+    from streamae.io.patchfile import PatchFile
 
     m = int(spec["m"] * args.size)
     n, s = spec["n"], spec["s"]
@@ -76,7 +76,7 @@ def run_case(name: str, spec: dict, args, workdir: Path, sgemm_samples: list[flo
         impls[f"streamae {scheme}"], objectives[scheme], setup[scheme] = call, objective, seconds
         sources.append(source)
     with PatchFile(path) as probe:
-        from streamae.distributed import SingleProcess
+        from streamae.runtime.mpi import SingleProcess
 
         choice = choose_scheme(probe, n, s, np.dtype(np.float32), None, SingleProcess())
     with PatchFile(path) as probe:
@@ -152,9 +152,9 @@ def run_case(name: str, spec: dict, args, workdir: Path, sgemm_samples: list[flo
 COMPILE_SNIPPET = """
 import time, numpy as np
 t0 = time.perf_counter()
-from streamae.model import Hyperparameters, initialize
-from streamae.schemes import make_objective
-from streamae.store import ArrayPatches
+from streamae.compute.parameters import Hyperparameters, initialize
+from streamae.compute.schemes import make_objective
+from streamae.io.patchfile import ArrayPatches
 t1 = time.perf_counter()
 X = np.random.default_rng(0).uniform(0.1, 0.9, (4096, 64)).astype(np.float32)
 times = {}

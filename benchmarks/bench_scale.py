@@ -27,10 +27,10 @@ from common import machine, save_json, table, write_patches
 CHILD = r"""
 import json, sys, time
 import numba, numpy as np
-from streamae.model import Hyperparameters, initialize
-from streamae.optimize import LbfgsState, StopRules, lbfgs_iteration
-from streamae.schemes import make_objective
-from streamae.store import PatchFile, inspect_patch_file, streaming_block_rows
+from streamae.compute.parameters import Hyperparameters, initialize
+from streamae.compute.lbfgs import LbfgsState, StopRules, lbfgs_iteration
+from streamae.compute.schemes import make_objective
+from streamae.io.patchfile import PatchFile, inspect_patch_file, streaming_block_rows
 
 path, scheme, iterations, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 numba.set_num_threads(threads)

@@ -68,9 +68,7 @@ def quiet_option(function: Callable) -> Callable:
 
 def force_option(function: Callable) -> Callable:
     """--force: replace an existing output."""
-    return click.option(
-        "--force", "-f", is_flag=True, help="Replace the output file if it exists."
-    )(function)
+    return click.option("--force", "-f", is_flag=True, help="Replace the output file if it exists.")(function)
 
 
 def stderr_is_terminal() -> bool:

@@ -198,7 +198,7 @@ def extract(
     normalisation, pass 2 writes the patches.
     """
     with reported_errors(debug):
-        from streamae.workflows_extract import extract as run_extract
+        from streamae.extraction.pipeline import extract as run_extract
 
         progress = ExtractProgress(quiet=quiet)
         try:

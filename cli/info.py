@@ -25,7 +25,7 @@ def info(file: Path, as_json: bool, debug: bool) -> None:
     activation and the data trained on.  Nothing but metadata is read.
     """
     with reported_errors(debug):
-        from streamae.inspect import describe, format_description
+        from streamae.describe import describe, format_description
 
         description = describe(file)
         if as_json:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from streamae import __version__
+from streamae._version import __version__
 
 from .common import EXIT_CODES_HELP
 

@@ -11,7 +11,7 @@ import click
 
 from .common import debug_option, force_option, quiet_option, reported_errors, stderr_is_terminal
 
-# Kept in sync with streamae.checkpoint.DEFAULT_CHECKPOINT_EVERY (a test checks): importing
+# Kept in sync with streamae.training.checkpoint.DEFAULT_CHECKPOINT_EVERY (a test checks): importing
 # it here would load NumPy and h5py for --help.
 DEFAULT_CHECKPOINT_EVERY = 10
 
@@ -284,7 +284,7 @@ def train(
     completed iteration with a checkpoint in --output; --resume continues from it.
     """
     with reported_errors(debug):
-        from streamae.distributed import world
+        from streamae.runtime.mpi import world
 
         comm = world()
         monitor = ConsoleMonitor(quiet=quiet, enabled=comm.rank == 0)
@@ -325,7 +325,7 @@ def train(
 
 def _train(*args, **kwargs):
     """The library's train (imported here: heavy imports stay out of --help)."""
-    from streamae.workflows import train as train_model
+    from streamae.training.session import train as train_model
 
     return train_model(*args, **kwargs)
 
@@ -335,10 +335,10 @@ def rank_zero_reports(comm, debug: bool) -> Iterator[None]:
     """Let rank 0 alone report an error every rank raised; say "Stopped" for a signal.
 
     Errors raised on one rank only never get here under MPI: the library aborts the
-    job from that rank (see streamae.distributed.abort_on_local_error).
+    job from that rank (see streamae.runtime.mpi.abort_on_local_error).
     """
-    from streamae.distributed import is_collective
     from streamae.errors import Interrupted, StreamaeError
+    from streamae.runtime.mpi import is_collective
 
     try:
         yield
@@ -400,8 +400,8 @@ def gradcheck(data, rows, hidden, visible, decoder, block_rows, epsilon, seed, q
     it is above 1e-9.
     """
     with reported_errors(debug):
-        from streamae.workflows import GRADCHECK_THRESHOLD
-        from streamae.workflows import gradcheck as check
+        from streamae.training.session import GRADCHECK_THRESHOLD
+        from streamae.training.session import gradcheck as check
 
         if not (math.isfinite(epsilon) and epsilon > 0):
             from streamae.errors import UsageError

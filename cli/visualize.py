@@ -87,9 +87,9 @@ def visualize(
     Example: `streamae visualize model.h5 -o features.png --curves curves.png`.
     """
     with reported_errors(debug):
-        from streamae.atomic import check_output_path
         from streamae.errors import UsageError
-        from streamae.modelfile import load_model
+        from streamae.io.atomic import check_output_path
+        from streamae.io.modelfile import load_model
         from streamae.render import parse_patch_shape, plot_activations, plot_curves, render_features
 
         outputs = [path for path in (output, curves, activations) if path is not None]

@@ -3,38 +3,36 @@
 The Python API mirrors the command line::
 
     import streamae
-    model = streamae.train("patches.h5", hidden=25, max_iter=400)
+    streamae.extract(["photos/"], "patches.h5", num_patches=100_000)
+    model = streamae.train("patches.h5", "model.h5", hidden=25, max_iter=400)
     model = streamae.load_model("model.h5")
 
-Heavy modules (Numba kernels, h5py) load on first use, so ``import streamae`` is cheap.
+The public names below are imported explicitly.  No submodule is named like a public
+function (``streamae.encoding`` holds ``encode``, ``streamae.training.session`` holds
+``train``), so importing a submodule can never replace one of these names; a test checks it.
 """
 
-from __future__ import annotations
+from streamae._version import __version__
+from streamae.compute.parameters import Hyperparameters
+from streamae.demo import run_demo
+from streamae.encoding import encode
+from streamae.errors import StreamaeError
+from streamae.extraction.pipeline import extract
+from streamae.io.modelfile import Model, load_model
+from streamae.render import render_features
+from streamae.training.session import gradcheck, objective, train
 
-from importlib import import_module
-from typing import Any
-
-__version__ = "0.1.0"
-
-# Public name -> module that defines it; imported lazily on first attribute access.
-_PUBLIC = {
-    "extract": "workflows_extract",
-    "train": "workflows",
-    "encode": "encoding",
-    "render_features": "render",
-    "run_demo": "demo",
-    "gradcheck": "workflows",
-    "objective": "workflows",
-    "load_model": "modelfile",
-    "Model": "modelfile",
-    "Hyperparameters": "model",
-    "StreamaeError": "errors",
-}
-
-__all__ = sorted(_PUBLIC) + ["__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(import_module(f".{_PUBLIC[name]}", __name__), name)
-    raise AttributeError(f"module 'streamae' has no attribute {name!r}")
+__all__ = [
+    "Hyperparameters",
+    "Model",
+    "StreamaeError",
+    "__version__",
+    "encode",
+    "extract",
+    "gradcheck",
+    "load_model",
+    "objective",
+    "render_features",
+    "run_demo",
+    "train",
+]

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .atomic import check_output_path
-from .errors import UsageError
+from streamae.errors import UsageError
+from streamae.io.atomic import check_output_path
 
 DEMO_OUTPUTS = ("patches.h5", "model.h5", "features.png", "curves.png")
 
@@ -46,9 +46,9 @@ def run_demo(
     extract_progress=None,
 ) -> DemoResult:
     """Run extract -> train -> visualize into ``directory`` (created if missing)."""
-    from .render import plot_curves, render_features
-    from .workflows import train
-    from .workflows_extract import extract
+    from streamae.extraction.pipeline import extract
+    from streamae.render import plot_curves, render_features
+    from streamae.training.session import train
 
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():

@@ -2,7 +2,7 @@
 
 ``encode`` reads the patch file block by block (one HDF5 chunk per read by default),
 computes a2 = f(x W1ᵀ + b1) with the same matrix product and the same
-:func:`~streamae.kernels.hidden_activation` kernel as training, and writes each block
+:func:`~streamae.compute.kernels.hidden_activation` kernel as training, and writes each block
 into an (m, s) dataset chunked like the input.  Every buffer is allocated once for the
 block size, so memory does not depend on m.  With ``reconstruct`` the decoder's output
 a3 (m, n) is written as well.
@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 from numba import njit, prange
 
-from . import __version__, kernels
-from .atomic import atomic_output, check_output_path, check_written, hdf5_output
-from .errors import DataError, UsageError
-from .modelfile import Model, load_model
-from .store import MIN_CHUNK_CACHE_BYTES, PatchFile, default_block_rows, inspect_patch_file
+from streamae._version import __version__
+from streamae.compute import kernels
+from streamae.errors import DataError, UsageError
+from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
+from streamae.io.modelfile import Model, load_model
+from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, PatchFile, default_block_rows, inspect_patch_file
 
 FEATURES_FORMAT = "streamae.features/1"
 FEATURES_DATASET = "features"

@@ -10,7 +10,7 @@ is kept so that :func:`normalized_features` returns the notes' quantity.
 Plots use matplotlib's Agg canvas through :class:`matplotlib.figure.Figure` (never
 pyplot), so they need no display and touch no global state.  Every plotting function
 returns the data it drew, so tests and notebooks can check what the picture shows.
-Every file is written through :func:`~streamae.atomic.atomic_output`.
+Every file is written through :func:`~streamae.io.atomic.atomic_output`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output
-from .errors import InputFileError, UsageError
-from .modelfile import Model
+from streamae.errors import InputFileError, UsageError
+from streamae.io.atomic import atomic_output
+from streamae.io.modelfile import Model
 
 # Gray levels of the tile grid.  A tile maps [-peak, peak] onto [1, 255] with 0 at 128,
 # exactly symmetric; the border is 0, darker than any tile pixel, so it never blends

@@ -80,8 +80,8 @@ def write_model_file(
     rho_hat: np.ndarray | None = None,
 ) -> Path:
     """Write a model file with the given W1 (s, n); other weights default to zeros."""
-    from streamae.model import Hyperparameters
-    from streamae.modelfile import Model, write_model
+    from streamae.compute.parameters import Hyperparameters
+    from streamae.io.modelfile import Model, write_model
 
     s, n = W1.shape
     model = Model(

@@ -21,12 +21,12 @@ from click.testing import CliRunner
 from cluster_helpers import relative_difference, start
 from conftest import write_patch_file
 
-from streamae.checkpoint import DEFAULT_CHECKPOINT_EVERY, CheckpointPolicy
 from streamae.cli.main import cli
 from streamae.errors import Interrupted, UsageError
-from streamae.modelfile import HISTORY_FIELDS, load_model
-from streamae.signals import StopFlag
-from streamae.workflows import TrainingMonitor, train
+from streamae.io.modelfile import HISTORY_FIELDS, load_model
+from streamae.runtime.signals import StopFlag
+from streamae.training.checkpoint import DEFAULT_CHECKPOINT_EVERY, CheckpointPolicy
+from streamae.training.session import TrainingMonitor, train
 
 # Tolerances of 0 so that every run makes exactly --max-iter iterations.
 # Two-pass: the stops below land on a given block of a pass, which in-core reads only once.

@@ -8,9 +8,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from streamae.cli.main import cli
+from streamae.compute.parameters import initialize, unpack
 from streamae.demo import shipped_images
-from streamae.model import initialize, unpack
-from streamae.modelfile import load_model
+from streamae.io.modelfile import load_model
 
 
 def orientation_coherence(W1: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

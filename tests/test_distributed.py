@@ -22,7 +22,9 @@ from cluster_helpers import (
 )
 from conftest import write_patch_file
 
-from streamae.distributed import (
+from streamae.errors import DataError, InputFileError, UsageError
+from streamae.io.modelfile import load_model
+from streamae.runtime.mpi import (
     PeerError,
     SingleProcess,
     agreed_phase,
@@ -32,9 +34,7 @@ from streamae.distributed import (
     raise_agreed,
     ranks_agree,
 )
-from streamae.errors import DataError, InputFileError, UsageError
-from streamae.modelfile import load_model
-from streamae.workflows import resolve_threads, train
+from streamae.training.session import resolve_threads, train
 
 SMALL = ["--hidden", "5", "--dtype", "float64", "-q", "--force"]
 
@@ -235,7 +235,7 @@ def test_bad_values_on_one_rank_share_are_refused_by_all(tmp_path):
 COLLECTIVES_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    from streamae.distributed import PeerError, raise_agreed, ranks_agree, world
+    from streamae.runtime.mpi import PeerError, raise_agreed, ranks_agree, world
     from streamae.errors import DataError
     comm = world()
     result = {"rank": comm.rank, "size": comm.size}
@@ -274,9 +274,9 @@ def test_collectives_under_mpi(tmp_path):
 LOCAL_FAILURE_SCRIPT = textwrap.dedent(
     """
     import sys
-    from streamae.distributed import world
+    from streamae.runtime.mpi import world
     from streamae.errors import StorageError
-    from streamae.workflows import TrainingMonitor, train
+    from streamae.training.session import TrainingMonitor, train
 
     class BreaksOnRankOne(TrainingMonitor):
         def __init__(self, rank):
@@ -334,10 +334,10 @@ class TwoRanks(SingleProcess):
 
 
 def _trainer(comm):
-    from streamae.checkpoint import CheckpointPolicy
-    from streamae.optimize import StopRules
-    from streamae.signals import StopFlag
-    from streamae.training import Trainer, TrainingMonitor
+    from streamae.compute.lbfgs import StopRules
+    from streamae.runtime.signals import StopFlag
+    from streamae.training.checkpoint import CheckpointPolicy
+    from streamae.training.loop import Trainer, TrainingMonitor
 
     return Trainer(
         None,
@@ -352,8 +352,8 @@ def _trainer(comm):
 
 
 def test_ranks_holding_different_parameters_stop_loudly():
-    from streamae.optimize import LbfgsState
-    from streamae.training import CONSISTENCY_EVERY, RanksDisagree
+    from streamae.compute.lbfgs import LbfgsState
+    from streamae.training.loop import CONSISTENCY_EVERY, RanksDisagree
 
     state = LbfgsState.start(np.linspace(0, 1, 9), 1.0, np.ones(9), memory=3)
     state.iteration = CONSISTENCY_EVERY
@@ -368,7 +368,7 @@ def test_ranks_holding_different_parameters_stop_loudly():
 
 
 def test_an_error_on_one_rank_aborts_and_a_collective_one_passes(capsys):
-    from streamae.distributed import abort_on_local_error, mark_collective
+    from streamae.runtime.mpi import abort_on_local_error, mark_collective
 
     comm = TwoRanks()
     with pytest.raises(SystemExit), abort_on_local_error(comm):

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from streamae.cli.encode import encode as encode_command
+from streamae.describe import FEATURES_FORMAT as INSPECT_FEATURES_FORMAT
 from streamae.encoding import FEATURES_FORMAT, encode
-from streamae.inspect import FEATURES_FORMAT as INSPECT_FEATURES_FORMAT
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -263,9 +263,9 @@ def test_model_and_data_of_different_patch_shapes(tmp_path, rng, model_file, pat
 def test_encode_agrees_with_the_training_objective(tmp_path, rng, model_file, patch_file, decoder):
     # On the training data, mean a2 is the objective's rho_hat and the mean ½‖a3 − x‖² its
     # reconstruction term: encode and training compute the same network.
-    from streamae.model import Hyperparameters, pack
-    from streamae.objectives import Objective
-    from streamae.store import ArrayPatches
+    from streamae.compute.objective import Objective
+    from streamae.compute.parameters import Hyperparameters, pack
+    from streamae.io.patchfile import ArrayPatches
 
     s, n = 7, 20
     W1, W2 = rng.normal(0, 0.5, size=(s, n)), rng.normal(0, 0.5, size=(n, s))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from streamae.errors import DataError, InputFileError, MissingInputError
-from streamae.images import (
+from streamae.extraction.images import (
     ImageCache,
     ImageEntry,
     expand_sources,

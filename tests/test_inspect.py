@@ -1,4 +1,4 @@
-"""`streamae info` and streamae.inspect: patch, model, features and plain HDF5 files."""
+"""`streamae info` and streamae.describe: patch, model, features and plain HDF5 files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from streamae.cli.info import info
 from streamae.encoding import encode
-from streamae.modelfile import HISTORY_FIELDS
+from streamae.io.modelfile import HISTORY_FIELDS
 
 
 def run(args: list):

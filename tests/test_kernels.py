@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamae import kernels
-from streamae.lanes import Lanes, lane_ranges
+from streamae.compute import kernels
+from streamae.compute.lanes import Lanes, lane_ranges
 
 
 def sigmoid64(z):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from naive import dense_objective
 
+from streamae.compute.objective import Objective, check_values, kl_divergence
+from streamae.compute.parameters import Hyperparameters, initialize
 from streamae.errors import DataError
-from streamae.model import Hyperparameters, initialize
-from streamae.objectives import Objective, check_values, kl_divergence
-from streamae.store import ArrayPatches, PatchFile
+from streamae.io.patchfile import ArrayPatches, PatchFile
 
 
 def relative(a, b) -> float:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import rosen, rosen_der
 
-from streamae.optimize import (
+from streamae.compute.lbfgs import (
     LbfgsState,
     StopRules,
     cubic_minimizer,

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamae.normalize import Statistics
-from streamae.patches import SAMPLE_BLOCK_ROWS, cut_patches, plan_sampling
+from streamae.extraction.normalize import Statistics
+from streamae.extraction.sampling import SAMPLE_BLOCK_ROWS, cut_patches, plan_sampling
 
 # --- slow twins ---------------------------------------------------------------------------
 

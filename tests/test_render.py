@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from streamae.cli.visualize import visualize
-from streamae.modelfile import HISTORY_FIELDS, load_model
+from streamae.io.modelfile import HISTORY_FIELDS, load_model
 from streamae.render import activation_histogram, plot_activations, plot_curves, tile_grid
 
 BORDER = 0

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 from naive import dense_objective
 
-from streamae.distributed import SingleProcess
-from streamae.errors import UsageError
-from streamae.model import Hyperparameters, initialize
-from streamae.schemes import (
+from streamae.compute.parameters import Hyperparameters, initialize
+from streamae.compute.schemes import (
     SCHEMES,
     choose_scheme,
     in_core_bytes,
     make_objective,
     parse_memory_budget,
 )
-from streamae.store import ArrayPatches, PatchFile
+from streamae.errors import UsageError
+from streamae.io.patchfile import ArrayPatches, PatchFile
+from streamae.runtime.mpi import SingleProcess
 
 EXACT = ("two-pass", "single-pass", "in-core")
 N, S = 36, 11

@@ -21,8 +21,8 @@ from cluster_helpers import needs_mpi, rank_pids, relative_difference, run, star
 from conftest import write_patch_file
 
 from streamae.errors import EXIT_INTERRUPTED
-from streamae.modelfile import load_model
-from streamae.signals import STOP_SIGNALS, StopFlag, stop_on_signals
+from streamae.io.modelfile import load_model
+from streamae.runtime.signals import STOP_SIGNALS, StopFlag, stop_on_signals
 
 # Tolerances of 0: every run makes exactly MAX_ITER iterations unless the line search
 # stalls, so the stop lands well before the end.

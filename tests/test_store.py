@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from streamae.errors import StorageError
-from streamae.store import ArrayPatches, PatchFile, streaming_block_rows
+from streamae.io.patchfile import ArrayPatches, PatchFile, streaming_block_rows
 
 
 def reader_threads() -> list[threading.Thread]:

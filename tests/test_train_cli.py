@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from streamae.cli.main import cli
-from streamae.modelfile import load_model
+from streamae.io.modelfile import load_model
 
 
 def run(*args: str):

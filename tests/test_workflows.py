@@ -14,7 +14,7 @@ from PIL import Image
 from scipy.optimize import minimize as scipy_minimize
 
 import streamae
-from streamae.model import initialize
+from streamae.compute.parameters import initialize
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ import h5py
 import numpy as np
 from click.testing import CliRunner, Result
 
-from streamae.atomic import TEMP_SUFFIX
 from streamae.cli.main import cli
+from streamae.io.atomic import TEMP_SUFFIX
 
 # A message is "plain" when it is short: one or two sentences, never a dump of a value.
 MAX_MESSAGE_CHARS = 600
@@ -83,8 +83,10 @@ class Figures:
             for command in sorted(self.cases)
         ]
         if self.cases:
-            lines.append(f"bad input  {'total':<12} {sum(self.cases.values()):4d} cases, "
-                         f"{sum(self.clear.values()):4d} clear")
+            lines.append(
+                f"bad input  {'total':<12} {sum(self.cases.values()):4d} cases, "
+                f"{sum(self.clear.values()):4d} clear"
+            )
         lines += [
             f"SIGKILL    {command:<12} {self.kills[command]:4d} kills "
             f"({self.mid_write[command]} while writing), {self.torn[command]:4d} torn or lost"
@@ -246,9 +248,9 @@ def write_patches(
 
 def write_model(path: Path, *, n: int = 64, s: int = 9, patch_shape=(8, 8, 1), seed: int = 3) -> Path:
     """A valid model file (small random weights, a short history) written by streamae itself."""
-    from streamae.model import Hyperparameters
-    from streamae.modelfile import Model
-    from streamae.modelfile import write_model as write
+    from streamae.compute.parameters import Hyperparameters
+    from streamae.io.modelfile import Model
+    from streamae.io.modelfile import write_model as write
 
     rng = np.random.default_rng(seed)
     history = {name: np.linspace(1.0, 0.5, 3) for name in ("cost", "reconstruction", "grad_norm")}

@@ -31,9 +31,9 @@ import h5py
 import numpy as np
 import pytest
 
-from streamae.atomic import TEMP_SUFFIX
-from streamae.checkpoint import resume_point
-from streamae.modelfile import load_model
+from streamae.io.atomic import TEMP_SUFFIX
+from streamae.io.modelfile import load_model
+from streamae.training.checkpoint import resume_point
 
 from .faultkit import (
     FIGURES,

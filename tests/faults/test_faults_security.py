@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from streamae.atomic import temporary_path_for
+from streamae.io.atomic import temporary_path_for
 
 from .faultkit import assert_clean_failure, edit_hdf5, invoke, write_model
 

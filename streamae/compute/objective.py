@@ -8,7 +8,7 @@ lanes' float64 totals and then of the ranks' (one Allreduce per pass on a flat b
 :class:`Objective` is the two-pass scheme, the notes' own and the reference: pass 1
 streams every block and accumulates Σ a2 (so ρ̂ is known), pass 2 streams them again,
 recomputes the forward pass and accumulates J and ∇J with the now-known sparsity term.
-The other schemes (single-pass, in-core) live in :mod:`streamae.schemes`.
+The other schemes (single-pass, in-core) live in :mod:`streamae.compute.schemes`.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Protocol
 
 import numpy as np
 
-from . import kernels, passes
-from .distributed import Communicator, SingleProcess
-from .errors import DataError
-from .lanes import Lanes, SingleThreadedBlas, lane_ranges
-from .model import Hyperparameters, parameter_count, unpack
+from streamae.compute import kernels, passes
+from streamae.compute.lanes import Lanes, SingleThreadedBlas, lane_ranges
+from streamae.compute.parameters import Hyperparameters, parameter_count, unpack
+from streamae.errors import DataError
+from streamae.runtime.mpi import Communicator, SingleProcess
 
 # Compute-block size: rows whose inputs and intermediates, (2n + 3s) values a row, take
 # about this many bytes, so that they stay in one core's L2 cache (1 MiB on this
@@ -40,7 +40,7 @@ COMPUTE_ROW_MULTIPLE = 64
 
 
 class BlockSource(Protocol):
-    """A stream of row blocks: :class:`~streamae.store.PatchFile` or ``ArrayPatches``."""
+    """A stream of row blocks: :class:`~streamae.io.patchfile.PatchFile` or ``ArrayPatches``."""
 
     dtype: np.dtype
 
@@ -126,7 +126,7 @@ class LaneBuffers:
 
     hidden (s·rows,), eg (2s·rows,), output (rows·n,) hold one compute block's a2ᵀ,
     [δ2ᵀ; f′(z2)ᵀ] and z3/δ3; block_dW1 (2s, n) and block_dW2 (n, s) a block's weight
-    gradients; acc the lane's float64 totals (:func:`streamae.passes.accumulator_layout`);
+    gradients; acc the lane's float64 totals (:func:`streamae.compute.passes.accumulator_layout`);
     sum_a2 (s,) pass 1's total; discard (s,) a sink for sums a pass does not need;
     column (n,) the output kernel's partial column sums.
     """
@@ -267,8 +267,24 @@ class StreamedObjective:
         b = self.buffers[lane]
         sparsity = self.no_sparsity if single else self.sparsity_row
         passes.gradient_pass(
-            x, self.W1, self.W2, self.b1, self.b2, self.linear, sparsity, single, self.compute_rows,
-            cache, b.hidden, b.eg, b.output, b.block_dW1, b.block_dW2, b.discard, b.column, b.acc,
+            x,
+            self.W1,
+            self.W2,
+            self.b1,
+            self.b2,
+            self.linear,
+            sparsity,
+            single,
+            self.compute_rows,
+            cache,
+            b.hidden,
+            b.eg,
+            b.output,
+            b.block_dW1,
+            b.block_dW2,
+            b.discard,
+            b.column,
+            b.acc,
         )
 
     def _sum_a2(self, visit) -> np.ndarray:

@@ -4,7 +4,7 @@ On 2 cores, Numba-parallel kernels between multi-threaded GEMMs meet at a barrie
 every kernel and every product: with compute blocks sized for the cache that is
 thousands of fork-joins per evaluation, and two thread pools (OpenMP's and OpenBLAS's)
 taking turns on the same cores.  Here instead each of ``count`` lanes (Python threads)
-runs whole compute blocks on its own: a compiled pass (:mod:`streamae.passes`) holds no
+runs whole compute blocks on its own: a compiled pass (:mod:`streamae.compute.passes`) holds no
 GIL, calls single-threaded BLAS, and writes only its own buffers and totals.  The lanes
 meet once per source block.
 

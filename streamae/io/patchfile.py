@@ -21,7 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import InputFileError, MissingInputError, StorageError
+from streamae.errors import InputFileError, MissingInputError, StorageError
 
 PATCHES_DATASET = "patches"
 PATCH_FORMAT = "streamae.patches/1"

@@ -2,7 +2,7 @@
 
 All schemes compute the exact full-batch J and ∇J (DESIGN.md, "The streaming schemes"):
 
-- **two-pass** (:class:`streamae.objectives.Objective`): reads the data twice.
+- **two-pass** (:class:`streamae.compute.objective.Objective`): reads the data twice.
 - **single-pass**: δ2 = e + β·s ⊙ g with e = (W2ᵀδ3) ⊙ g and g = f′(z2), so one read can
   sum Σ e xᵀ, Σ g xᵀ, Σ e, Σ g and Σ a2, and the sparsity term (known only once ρ̂ is)
   is added after the pass: ∇W1 = (Σ e xᵀ + β·diag(s) Σ g xᵀ)/m + λW1.  The product
@@ -19,12 +19,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .distributed import Communicator, SingleProcess
-from .errors import UsageError
-from .model import Hyperparameters, unpack
-from .objectives import BlockSource, Evaluation, Objective, StreamedObjective, assemble, sparsity_delta
-from .passes import accumulator_layout, forward_pass
-from .store import ArrayPatches
+from streamae.compute.objective import (
+    BlockSource,
+    Evaluation,
+    Objective,
+    StreamedObjective,
+    assemble,
+    sparsity_delta,
+)
+from streamae.compute.parameters import Hyperparameters, unpack
+from streamae.compute.passes import accumulator_layout, forward_pass
+from streamae.errors import UsageError
+from streamae.io.patchfile import ArrayPatches
+from streamae.runtime.mpi import Communicator, SingleProcess
 
 SCHEMES = ("auto", "two-pass", "single-pass", "in-core")
 # Share of the memory available at start-up that ``auto`` lets in-core use when the
@@ -116,7 +123,7 @@ class InCoreObjective(StreamedObjective):
 
 
 def _lane_shares(rows: int, block_rows: int, lanes: int) -> list[tuple[int, int]]:
-    from .lanes import lane_ranges
+    from streamae.compute.lanes import lane_ranges
 
     return lane_ranges(rows, block_rows, lanes)
 

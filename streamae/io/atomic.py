@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import OutputExistsError, StorageError, StreamaeError, UsageError
+from streamae.errors import OutputExistsError, StorageError, StreamaeError, UsageError
 
 if TYPE_CHECKING:  # h5py is imported when a file is written, not with this module
     import h5py
@@ -53,8 +53,7 @@ def check_output_path(
         source_path = Path(source)
         if source_path.exists() and resolved == source_path.resolve():
             raise UsageError(
-                f"{path}: the output would overwrite the input {source_path}; "
-                "choose another output path."
+                f"{path}: the output would overwrite the input {source_path}; choose another output path."
             )
     if path.is_symlink() and not force:
         raise OutputExistsError(

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import UsageError
+from streamae.errors import UsageError
 
 DECODERS = ("sigmoid", "linear")
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .kernels import JIT_OPTIONS, SEGMENT_ROWS, segment_count
+from streamae.compute.kernels import JIT_OPTIONS, SEGMENT_ROWS, segment_count
 
 MODES = ("ufldl", "zscore", "zca", "unit", "none")
 # The notes' target range of ufldl, and the clip in standard deviations.

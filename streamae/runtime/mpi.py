@@ -31,7 +31,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import EXIT_RUNTIME, StreamaeError, UsageError
+from streamae.errors import EXIT_RUNTIME, StreamaeError, UsageError
 
 # Environment variables that MPI launchers set in every rank they start.
 _LAUNCHER_VARIABLES = (

@@ -16,11 +16,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import __version__
-from .atomic import atomic_output, hdf5_output
-from .errors import InputFileError, StorageError, UsageError
-from .model import DECODERS, Hyperparameters, pack
-from .store import MODEL_FORMAT, PATCH_FORMAT, decode_attribute, list_datasets, open_hdf5
+from streamae._version import __version__
+from streamae.compute.parameters import DECODERS, Hyperparameters, pack
+from streamae.errors import InputFileError, StorageError, UsageError
+from streamae.io.atomic import atomic_output, hdf5_output
+from streamae.io.patchfile import MODEL_FORMAT, PATCH_FORMAT, decode_attribute, list_datasets, open_hdf5
 
 HISTORY_FIELDS = (
     "cost",
@@ -41,7 +41,7 @@ class Model:
     W1 (s, n), W2 (n, s), b1 (s,), b2 (n,) float64; ``history`` maps each of
     ``HISTORY_FIELDS`` to a (iterations,) array; ``rho_hat`` (s,) the mean hidden
     activation at the final parameters; ``optimizer`` the L-BFGS state arrays and
-    scalars (see :mod:`streamae.optimize`), or None.
+    scalars (see :mod:`streamae.compute.lbfgs`), or None.
     """
 
     W1: np.ndarray
@@ -134,8 +134,7 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
     if fmt != MODEL_FORMAT:
         if fmt == PATCH_FORMAT or "patches" in handle:
             raise InputFileError(
-                f"{path}: this is a patch file, not a model file; give the model written by "
-                "`streamae train`."
+                f"{path}: this is a patch file, not a model file; give the model written by `streamae train`."
             )
         held = ", ".join(list_datasets(handle)[:10]) or "no datasets"
         raise InputFileError(
@@ -145,8 +144,7 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
     missing = [name for name in WEIGHT_DATASETS if not isinstance(_get(handle, name), h5py.Dataset)]
     if missing:
         raise InputFileError(
-            f"{path}: the model file has no /{', /'.join(missing)}; it is incomplete, "
-            "train it again."
+            f"{path}: the model file has no /{', /'.join(missing)}; it is incomplete, train it again."
         )
     weights = {name: _numbers(handle[name], path) for name in WEIGHT_DATASETS}
     _check_weight_shapes(weights, path)

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checkpoint import CheckpointPolicy, Progress
-from .distributed import Communicator, agreed_phase, digest, mark_collective, ranks_agree
-from .errors import DataError, Interrupted, StreamaeError
-from .modelfile import HISTORY_FIELDS
-from .objectives import Evaluation, Objective
-from .optimize import LbfgsState, StepReport, StopRules, lbfgs_iteration
-from .signals import StopFlag, StopRequested
+from streamae.compute.lbfgs import LbfgsState, StepReport, StopRules, lbfgs_iteration
+from streamae.compute.objective import Evaluation, Objective
+from streamae.errors import DataError, Interrupted, StreamaeError
+from streamae.io.modelfile import HISTORY_FIELDS
+from streamae.runtime.mpi import Communicator, agreed_phase, digest, mark_collective, ranks_agree
+from streamae.runtime.signals import StopFlag, StopRequested
+from streamae.training.checkpoint import CheckpointPolicy, Progress
 
 # Compare a checksum of the parameters across ranks this often (and at the end).  The
 # check is one 16-byte Allreduce and a hash of p values: cheap, but not free for

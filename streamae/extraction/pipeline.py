@@ -5,7 +5,7 @@ normalisation needs (σ for ufldl, per-pixel moments for zscore, mean and covari
 zca; skipped for unit and none).  Pass 2 cuts the same patches again (the positions are
 reproducible from the seed), normalises each block and writes it.  Memory holds the
 decoded images (within ``cache_bytes``) and a few blocks, never all patches.  The file
-is written through :func:`streamae.atomic.atomic_output`: a failure or a kill leaves no
+is written through :func:`streamae.io.atomic.atomic_output`: a failure or a kill leaves no
 file at the target.
 """
 
@@ -21,13 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .atomic import atomic_output, check_output_path, check_written, hdf5_output
-from .errors import UsageError
-from .images import COLOR_CHANNELS, ImageCache, ImageEntry, expand_sources, group_by_budget, inventory
-from .normalize import DEFAULT_ZCA_EPSILON, MODES, Normalizer, Statistics
-from .patches import SamplingPlan, cut_patches, plan_sampling
-from .store import PATCH_FORMAT, PATCHES_DATASET
+from streamae._version import __version__
+from streamae.errors import UsageError
+from streamae.extraction.images import (
+    COLOR_CHANNELS,
+    ImageCache,
+    ImageEntry,
+    expand_sources,
+    group_by_budget,
+    inventory,
+)
+from streamae.extraction.normalize import DEFAULT_ZCA_EPSILON, MODES, Normalizer, Statistics
+from streamae.extraction.sampling import SamplingPlan, cut_patches, plan_sampling
+from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
+from streamae.io.patchfile import PATCH_FORMAT, PATCHES_DATASET
 
 DEFAULT_NUM_PATCHES = 10_000  # the notes' exercise
 # Default HDF5 chunk: about 1 MiB of rows.  Big enough for fast sequential reads, small

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, InputFileError, MissingInputError
+from streamae.errors import DataError, InputFileError, MissingInputError
 
 # ITU-R BT.601 luma weights, applied in float32 so every source type rounds alike.
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)

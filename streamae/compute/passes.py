@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .kernels import (
+from streamae.compute.kernels import (
     STRICT_OPTIONS,
     add_into,
     hidden_backward,

@@ -15,8 +15,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .modelfile import load_model
-from .store import (
+from streamae.io.modelfile import load_model
+from streamae.io.patchfile import (
     MODEL_FORMAT,
     PATCH_FORMAT,
     PATCHES_DATASET,
@@ -75,8 +75,7 @@ def bounded(value: object, *, whole_lists: bool = False) -> object:
     if isinstance(value, dict):
         items = list(value.items())
         result = {
-            bounded(str(key)): bounded(item, whole_lists=key in _LISTINGS)
-            for key, item in items[:MAX_ITEMS]
+            bounded(str(key)): bounded(item, whole_lists=key in _LISTINGS) for key, item in items[:MAX_ITEMS]
         }
         if len(items) > MAX_ITEMS:
             result["..."] = f"{len(items) - MAX_ITEMS:,} more entries"

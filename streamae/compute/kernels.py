@@ -1,6 +1,6 @@
 """Numba kernels for one block of examples: the elementwise work of the objective, fused.
 
-The matrix products go to BLAS (see :mod:`streamae.passes`); these kernels do everything
+The matrix products go to BLAS (see :mod:`streamae.compute.passes`); these kernels do everything
 between them in one sweep each: add the bias, apply the nonlinearity, form the deltas
 and slopes, and add the sums over examples into float64 totals.  They are pure
 functions over arrays: no I/O, no objects, no globals; every output is passed in.
@@ -20,7 +20,7 @@ libm call costs ~3 ns against ~0.4 ns here.  float64 keeps libm's exp: it is the
 of the correctness checks.
 
 Determinism.  Every kernel runs serially over its block (the caller splits the work
-across threads by blocks, see :mod:`streamae.lanes`), so its sums are a fixed function
+across threads by blocks, see :mod:`streamae.compute.lanes`), so its sums are a fixed function
 of the block; ``scan_values`` keeps the fixed-segment parallel scheme below.
 """
 

@@ -1,8 +1,8 @@
 """Training and gradient checking as library functions (the CLI calls these; no click here).
 
 ``train`` opens the patch file (this process's share of it under MPI), checks the
-values once, runs L-BFGS on the streamed objective (:mod:`streamae.training`) and writes
-the model file, with checkpoints along the way (:mod:`streamae.checkpoint`).  What a
+values once, runs L-BFGS on the streamed objective (:mod:`streamae.training.loop`) and writes
+the model file, with checkpoints along the way (:mod:`streamae.training.checkpoint`).  What a
 user sees while it runs goes through a :class:`TrainingMonitor`, so the CLI, a notebook
 and a batch job can each show progress their own way.
 """
@@ -17,24 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import check_output_path
-from .checkpoint import (
-    DEFAULT_CHECKPOINT_EVERY,
-    CheckpointPolicy,
-    Progress,
-    ResumePoint,
-    check_compatible,
-    resume_point,
-)
-from .distributed import Communicator, SingleProcess, abort_on_local_error, agreed_phase, mark_collective
-from .errors import DataError, InputFileError, Interrupted, MissingInputError, UsageError
-from .model import Hyperparameters, initialize
-from .modelfile import Model, load_model, write_model
-from .objectives import Evaluation, Objective, check_values
-from .optimize import DEFAULT_MEMORY, LbfgsState, StopRules
-from .schemes import make_objective, parse_memory_budget
-from .signals import StopFlag, StopRequested, stop_on_signals
-from .store import (
+from streamae.compute.lbfgs import DEFAULT_MEMORY, LbfgsState, StopRules
+from streamae.compute.objective import Evaluation, Objective, check_values
+from streamae.compute.parameters import Hyperparameters, initialize
+from streamae.compute.schemes import make_objective, parse_memory_budget
+from streamae.errors import DataError, InputFileError, Interrupted, MissingInputError, UsageError
+from streamae.io.atomic import check_output_path
+from streamae.io.modelfile import Model, load_model, write_model
+from streamae.io.patchfile import (
     ArrayPatches,
     PatchFile,
     PatchLayout,
@@ -45,7 +35,23 @@ from .store import (
     read_layout,
     validate_patch_dataset,
 )
-from .training import CountedBlocks, Trainer, TrainingMonitor
+from streamae.runtime.mpi import (
+    Communicator,
+    SingleProcess,
+    abort_on_local_error,
+    agreed_phase,
+    mark_collective,
+)
+from streamae.runtime.signals import StopFlag, StopRequested, stop_on_signals
+from streamae.training.checkpoint import (
+    DEFAULT_CHECKPOINT_EVERY,
+    CheckpointPolicy,
+    Progress,
+    ResumePoint,
+    check_compatible,
+    resume_point,
+)
+from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
 
 __all__ = [
     "DTYPES",
@@ -420,7 +426,7 @@ def _model(
 
 
 def _split(theta: np.ndarray, n_visible: int, n_hidden: int) -> dict[str, np.ndarray]:
-    from .model import unpack
+    from streamae.compute.parameters import unpack
 
     params = unpack(theta, n_visible, n_hidden)
     return {name: getattr(params, name).copy() for name in ("W1", "W2", "b1", "b2")}

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError
-from .model import Hyperparameters
-from .modelfile import HISTORY_FIELDS, Model
-from .objectives import Evaluation
-from .optimize import LbfgsState
+from streamae.compute.lbfgs import LbfgsState
+from streamae.compute.objective import Evaluation
+from streamae.compute.parameters import Hyperparameters
+from streamae.errors import UsageError
+from streamae.io.modelfile import HISTORY_FIELDS, Model
 
 DEFAULT_CHECKPOINT_EVERY = 10
 

@@ -1,0 +1,1 @@
+"""From images to a patch file: sources and readers, patch sampling, normalisation."""

@@ -1,0 +1,1 @@
+"""A training run: the session (open, resume, write), the L-BFGS loop, checkpoints, gradcheck."""
