@@ -77,3 +77,51 @@ def stderr_is_terminal() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def _click_type(option):
+    """The click type that parses ``option``'s values from text."""
+    if option.choices is not None:
+        return click.Choice(list(option.choices))
+    if option.kind is int:
+        if option.low is not None or option.high is not None:
+            return click.IntRange(
+                min=None if option.low is None else int(option.low),
+                max=None if option.high is None else int(option.high),
+                min_open=option.low_open,
+                max_open=option.high_open,
+            )
+        return int
+    if option.kind is float:
+        return float  # the library checks finiteness and bounds, naming the parameter
+    if option.kind == "path":
+        return click.Path(path_type=str)
+    return str
+
+
+def spec_options(option_set, *names: str) -> Callable:
+    """Decorator: click options for ``names`` (default: every CLI option) of ``option_set``.
+
+    Each option's flag, type, default and help come from :mod:`streamae.options`, so a
+    command declares nothing twice; the callback receives the library's parameter names.
+    """
+    chosen = [option_set[name] for name in names] if names else [o for o in option_set if o.cli]
+
+    def decorate(function: Callable) -> Callable:
+        for option in reversed(chosen):
+            declarations = [option.cli_flag] + ([option.short] if option.short else [])
+            if option.kind is bool:
+                function = click.option(*declarations, option.name, is_flag=True, help=option.help)(function)
+                continue
+            help_text = option.help + (f" [{option.unit}]" if option.unit else "")
+            function = click.option(
+                *declarations,
+                option.name,
+                type=_click_type(option),
+                default=option.default,
+                show_default=option.default is not None,
+                help=help_text,
+            )(function)
+        return function
+
+    return decorate

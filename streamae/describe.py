@@ -15,18 +15,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from streamae.io.modelfile import load_model
-from streamae.io.patchfile import (
+from streamae.io.hdf5 import (
+    FEATURES_FORMAT,
     MODEL_FORMAT,
     PATCH_FORMAT,
     PATCHES_DATASET,
     decode_attribute,
-    inspect_patch_file,
     json_attribute,
     open_hdf5,
 )
+from streamae.io.modelfile import load_model
+from streamae.io.patchfile import inspect_patch_file
 
-FEATURES_FORMAT = "streamae.features/1"  # the same string as streamae.encode (no Numba import here)
 MAX_LISTED = 50  # datasets listed for a foreign HDF5 file before "... and N more"
 # Longest string and most entries of a list or dict taken from a file into a description:
 # enough for any real path, JSON setting or source list, short of flooding a terminal.

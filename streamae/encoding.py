@@ -28,10 +28,10 @@ from streamae._version import __version__
 from streamae.compute import kernels
 from streamae.errors import DataError, UsageError
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
+from streamae.io.hdf5 import FEATURES_FORMAT
 from streamae.io.modelfile import Model, load_model
 from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, PatchFile, default_block_rows, inspect_patch_file
 
-FEATURES_FORMAT = "streamae.features/1"
 FEATURES_DATASET = "features"
 RECONSTRUCTION_DATASET = "reconstruction"
 MEAN_ACTIVATION_DATASET = "mean_activation"

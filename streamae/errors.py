@@ -24,9 +24,17 @@ class StreamaeError(Exception):
 
 
 class UsageError(StreamaeError, ValueError):
-    """The command was given an option value or input it does not take (exit code 2)."""
+    """The command was given an option value or input it does not take (exit code 2).
+
+    ``parameter`` names the library parameter at fault, when there is one, so the
+    command line can say which flag to change (the library never speaks of flags).
+    """
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, message: str = "", *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 class InputFileError(UsageError):

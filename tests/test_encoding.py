@@ -263,8 +263,8 @@ def test_model_and_data_of_different_patch_shapes(tmp_path, rng, model_file, pat
 def test_encode_agrees_with_the_training_objective(tmp_path, rng, model_file, patch_file, decoder):
     # On the training data, mean a2 is the objective's rho_hat and the mean ½‖a3 − x‖² its
     # reconstruction term: encode and training compute the same network.
-    from streamae.compute.objective import Objective
     from streamae.compute.parameters import Hyperparameters, pack
+    from streamae.compute.schemes import TwoPassObjective as Objective
     from streamae.io.patchfile import ArrayPatches
 
     s, n = 7, 20

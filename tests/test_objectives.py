@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from naive import dense_objective
 
-from streamae.compute.objective import Objective, check_values, kl_divergence
+from streamae.compute.objective import check_values, kl_divergence
 from streamae.compute.parameters import Hyperparameters, initialize
+from streamae.compute.schemes import TwoPassObjective as Objective
 from streamae.errors import DataError
 from streamae.io.patchfile import ArrayPatches, PatchFile
 

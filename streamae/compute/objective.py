@@ -5,10 +5,8 @@ parameters, one set of buffers per compute lane (allocated once, reused by every
 evaluation), the split of each source block across the lanes, and the reduction of the
 lanes' float64 totals and then of the ranks' (one Allreduce per pass on a flat buffer).
 
-:class:`Objective` is the two-pass scheme, the notes' own and the reference: pass 1
-streams every block and accumulates Σ a2 (so ρ̂ is known), pass 2 streams them again,
-recomputes the forward pass and accumulates J and ∇J with the now-known sparsity term.
-The other schemes (single-pass, in-core) live in :mod:`streamae.compute.schemes`.
+The schemes themselves (two-pass, single-pass, in-core) subclass it in
+:mod:`streamae.compute.schemes`.
 """
 
 from __future__ import annotations
@@ -309,29 +307,6 @@ class StreamedObjective:
     def close(self) -> None:
         """Stop the lanes' threads (the objective cannot be called afterwards)."""
         self.lanes.close()
-
-
-class Objective(StreamedObjective):
-    """J(θ) and ∇J(θ) by the two-pass scheme (the reference): two reads per evaluation."""
-
-    scheme = "two-pass"
-
-    def __call__(self, theta: np.ndarray) -> Evaluation:
-        """J and ∇J at theta (p,) float64."""
-        started = self._begin(theta)
-        rho_hat = self._sum_a2(self._pass1_visit)  # pass 1
-        self.sparsity_row[...] = sparsity_delta(self.hyper, rho_hat)
-        for b in self.buffers:
-            b.acc[:] = 0.0
-        with self._blas:
-            self._stream(lambda lane, x: self._gradient_visit(lane, x, False, self.no_cache))
-        self.timing.passes += 1
-        # totals = [Σ ½‖a3 − x‖², ΣΔW1, ΣΔW2, Σδ2, Σδ3]: after the first entry it is laid
-        # out exactly like theta, so one reduction carries J and ∇J together.
-        totals = self._reduce_lanes("acc", 1 + self.n_parameters)
-        self.comm.allreduce_sum(totals)
-        self._finish(started)
-        return assemble(theta, totals, rho_hat, self.n_rows, self.hyper, self.n_visible)
 
 
 def assemble(

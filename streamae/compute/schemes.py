@@ -1,8 +1,10 @@
-"""The single-pass and in-core schemes, and :func:`make_objective`, which picks one.
+"""The three streaming schemes, and :func:`make_objective`, which picks one.
 
 All schemes compute the exact full-batch J and ∇J (DESIGN.md, "The streaming schemes"):
 
-- **two-pass** (:class:`streamae.compute.objective.Objective`): reads the data twice.
+- **two-pass** (the notes' own, the reference): pass 1 streams every block and sums a2
+  (so ρ̂ is known), pass 2 streams them again, recomputes the forward pass and sums J
+  and ∇J with the now-known sparsity term: two reads per evaluation.
 - **single-pass**: δ2 = e + β·s ⊙ g with e = (W2ᵀδ3) ⊙ g and g = f′(z2), so one read can
   sum Σ e xᵀ, Σ g xᵀ, Σ e, Σ g and Σ a2, and the sparsity term (known only once ρ̂ is)
   is added after the pass: ∇W1 = (Σ e xᵀ + β·diag(s) Σ g xᵀ)/m + λW1.  The product
@@ -22,7 +24,6 @@ import numpy as np
 from streamae.compute.objective import (
     BlockSource,
     Evaluation,
-    Objective,
     StreamedObjective,
     assemble,
     sparsity_delta,
@@ -39,6 +40,29 @@ SCHEMES = ("auto", "two-pass", "single-pass", "in-core")
 DEFAULT_BUDGET_FRACTION = 0.5
 # Environment variables in which MPI launchers give the number of ranks on this node.
 _LOCAL_RANK_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE")
+
+
+class TwoPassObjective(StreamedObjective):
+    """J(θ) and ∇J(θ) by the two-pass scheme (the reference): two reads per evaluation."""
+
+    scheme = "two-pass"
+
+    def __call__(self, theta: np.ndarray) -> Evaluation:
+        """J and ∇J at theta (p,) float64."""
+        started = self._begin(theta)
+        rho_hat = self._sum_a2(self._pass1_visit)  # pass 1
+        self.sparsity_row[...] = sparsity_delta(self.hyper, rho_hat)
+        for b in self.buffers:
+            b.acc[:] = 0.0
+        with self._blas:
+            self._stream(lambda lane, x: self._gradient_visit(lane, x, False, self.no_cache))
+        self.timing.passes += 1
+        # totals = [Σ ½‖a3 − x‖², ΣΔW1, ΣΔW2, Σδ2, Σδ3]: after the first entry it is laid
+        # out exactly like theta, so one reduction carries J and ∇J together.
+        totals = self._reduce_lanes("acc", 1 + self.n_parameters)
+        self.comm.allreduce_sum(totals)
+        self._finish(started)
+        return assemble(theta, totals, rho_hat, self.n_rows, self.hyper, self.n_visible)
 
 
 class SinglePassObjective(StreamedObjective):
@@ -224,7 +248,7 @@ def choose_scheme(
     )
 
 
-_CLASSES = {"two-pass": Objective, "single-pass": SinglePassObjective, "in-core": InCoreObjective}
+_CLASSES = {"two-pass": TwoPassObjective, "single-pass": SinglePassObjective, "in-core": InCoreObjective}
 
 
 def make_objective(
@@ -283,9 +307,9 @@ def parse_memory_budget(text: str) -> int:
 __all__ = [
     "SCHEMES",
     "InCoreObjective",
-    "Objective",
     "SchemeChoice",
     "SinglePassObjective",
+    "TwoPassObjective",
     "choose_scheme",
     "default_memory_budget",
     "load_rows",

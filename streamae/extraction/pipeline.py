@@ -34,7 +34,7 @@ from streamae.extraction.images import (
 from streamae.extraction.normalize import DEFAULT_ZCA_EPSILON, MODES, Normalizer, Statistics
 from streamae.extraction.sampling import SamplingPlan, cut_patches, plan_sampling
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
-from streamae.io.patchfile import PATCH_FORMAT, PATCHES_DATASET
+from streamae.io.hdf5 import PATCH_FORMAT, PATCHES_DATASET
 
 DEFAULT_NUM_PATCHES = 10_000  # the notes' exercise
 # Default HDF5 chunk: about 1 MiB of rows.  Big enough for fast sequential reads, small

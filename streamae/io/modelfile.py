@@ -20,7 +20,7 @@ from streamae._version import __version__
 from streamae.compute.parameters import DECODERS, Hyperparameters, pack
 from streamae.errors import InputFileError, StorageError, UsageError
 from streamae.io.atomic import atomic_output, hdf5_output
-from streamae.io.patchfile import MODEL_FORMAT, PATCH_FORMAT, decode_attribute, list_datasets, open_hdf5
+from streamae.io.hdf5 import MODEL_FORMAT, PATCH_FORMAT, decode_attribute, list_datasets, open_hdf5
 
 HISTORY_FIELDS = (
     "cost",

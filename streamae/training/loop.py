@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamae.compute.lbfgs import LbfgsState, StepReport, StopRules, lbfgs_iteration
-from streamae.compute.objective import Evaluation, Objective
+from streamae.compute.objective import Evaluation, StreamedObjective
 from streamae.errors import DataError, Interrupted, StreamaeError
 from streamae.io.modelfile import HISTORY_FIELDS
 from streamae.runtime.mpi import Communicator, agreed_phase, digest, mark_collective, ranks_agree
@@ -145,7 +145,7 @@ class Trainer:
 
     def __init__(
         self,
-        objective: Objective,
+        objective: StreamedObjective,
         rules: StopRules,
         *,
         comm: Communicator,

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from streamae.compute.lbfgs import DEFAULT_MEMORY, LbfgsState, StopRules
-from streamae.compute.objective import Evaluation, Objective, check_values
+from streamae.compute.objective import Evaluation, StreamedObjective, check_values
 from streamae.compute.parameters import Hyperparameters, initialize
-from streamae.compute.schemes import make_objective, parse_memory_budget
+from streamae.compute.schemes import TwoPassObjective, make_objective, parse_memory_budget
 from streamae.errors import DataError, InputFileError, Interrupted, MissingInputError, UsageError
 from streamae.io.atomic import check_output_path
+from streamae.io.hdf5 import open_hdf5
 from streamae.io.modelfile import Model, load_model, write_model
 from streamae.io.patchfile import (
     ArrayPatches,
@@ -31,7 +32,6 @@ from streamae.io.patchfile import (
     chunk_aligned_share,
     default_block_rows,
     inspect_patch_file,
-    open_hdf5,
     read_layout,
     validate_patch_dataset,
 )
@@ -125,7 +125,7 @@ def warm_up_kernels(comm: Communicator, n_visible: int, hyper: Hyperparameters, 
         check_values(tiny, hyper, "<warm-up>")
         theta = initialize(n_visible, hyper.hidden, 0)
         with contextlib.ExitStack() as stack:
-            objective = Objective(tiny, hyper, n_visible=n_visible, dtype=dtype)
+            objective = TwoPassObjective(tiny, hyper, n_visible=n_visible, dtype=dtype)
             _close_when_done(stack, objective)
             objective(theta)
 
@@ -137,7 +137,7 @@ def warm_up_kernels(comm: Communicator, n_visible: int, hyper: Hyperparameters, 
     comm.barrier()
 
 
-def _close_when_done(stack: contextlib.ExitStack, objective: Objective) -> None:
+def _close_when_done(stack: contextlib.ExitStack, objective: StreamedObjective) -> None:
     """Stop the objective's worker threads when ``stack`` closes (if it has any)."""
     close = getattr(objective, "close", None)
     if close is not None:
@@ -398,7 +398,7 @@ def _note_resume(
 
 
 def _model(
-    state: LbfgsState, progress: Progress, objective: Objective, layout: PatchLayout, info: dict
+    state: LbfgsState, progress: Progress, objective: StreamedObjective, layout: PatchLayout, info: dict
 ) -> Model:
     """The model file's contents at ``state``: weights, history, ρ̂, optimizer state, info."""
     current: Evaluation = progress.current
@@ -459,7 +459,7 @@ def objective(
     with source:
         n = source.layout.n_features
         theta = initialize(n, hidden, seed) if theta is None else np.asarray(theta, dtype=np.float64)
-        return Objective(source, hyper, n_visible=n, dtype=compute_dtype)(theta)
+        return TwoPassObjective(source, hyper, n_visible=n, dtype=compute_dtype)(theta)
 
 
 @dataclass(frozen=True)
@@ -518,7 +518,7 @@ def gradcheck(
         n_visible = layout.n_features
     with source:
         check_values(source, hyper, str(data or "<random>"))
-        objective = Objective(source, hyper, n_visible=n_visible, dtype=np.float64)
+        objective = TwoPassObjective(source, hyper, n_visible=n_visible, dtype=np.float64)
         theta = initialize(n_visible, hidden, seed)
         # Nudge the biases off zero so their gradients are checked at a generic point.
         theta[2 * n_visible * hidden :] = np.random.default_rng(seed + 1).normal(

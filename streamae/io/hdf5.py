@@ -1,0 +1,86 @@
+"""HDF5 plumbing every reader shares: open read-only with one-sentence errors, list
+datasets, decode attributes, and the format strings that name streamae's files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from streamae.errors import InputFileError, MissingInputError
+
+PATCHES_DATASET = "patches"
+PATCH_FORMAT = "streamae.patches/1"
+MODEL_FORMAT = "streamae.model/1"
+FEATURES_FORMAT = "streamae.features/1"
+
+
+def open_hdf5(path: str | os.PathLike, *, file_locking: bool | None = None, **kwargs) -> h5py.File:
+    """Open an existing HDF5 file read-only, turning failures into one-sentence errors.
+
+    ``file_locking=False`` opens without HDF5's file locks (NFS, Lustre); ``None`` keeps
+    the library default, which also honours ``HDF5_USE_FILE_LOCKING``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path}: no such file; check the path.")
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a directory, not an HDF5 file; give a file.")
+    if not os.access(path, os.R_OK):
+        raise InputFileError(f"{path}: the file is not readable; check its permissions.")
+    options = dict(kwargs)
+    if file_locking is not None:
+        options["locking"] = file_locking
+    try:
+        return h5py.File(path, "r", **options)
+    except OSError as error:
+        if path.stat().st_size == 0:
+            raise InputFileError(
+                f"{path}: the file is empty, not an HDF5 file; give a patch file written by "
+                "`streamae extract`."
+            ) from error
+        if not h5py.is_hdf5(path):
+            raise InputFileError(
+                f"{path}: not an HDF5 file; give a patch file written by `streamae extract`."
+            ) from error
+        raise InputFileError(
+            f"{path}: the HDF5 file cannot be opened ({error}); it may be truncated or "
+            "corrupt; extract it again."
+        ) from error
+
+
+def list_datasets(group: h5py.Group) -> list[str]:
+    """Names (full paths) of every dataset below ``group``, sorted."""
+    names: list[str] = []
+
+    def visit(name: str, item: object) -> None:
+        if isinstance(item, h5py.Dataset):
+            names.append("/" + name)
+
+    group.visititems(visit)
+    return sorted(names)
+
+
+def decode_attribute(value: object) -> object:
+    """An HDF5 attribute as a plain Python value (bytes and numpy scalars unwrapped)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def json_attribute(value: object, default: object = None) -> object:
+    """Parse a JSON-valued attribute (such as ``normalization``); ``default`` if not JSON."""
+    text = decode_attribute(value)
+    if not isinstance(text, str):
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
