@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 from test_patches import notes_normalize
 
-import streamae.extraction.images
+import streamae.extraction.readers
 from streamae.cli.main import cli
 from streamae.extraction.pipeline import extract
 
@@ -83,14 +83,14 @@ def test_every_patch_comes_from_inside_its_image(tmp_path, channels, cache_bytes
     stack = coordinate_stack(3, 40, 50, channels)
     np.save(tmp_path / "coords.npy", stack)
     decoded = []
-    original = streamae.extraction.images.read_entries
+    original = streamae.extraction.readers.read_entries
 
     def counting(entries, color):
         for i, raw in original(entries, color):
             decoded.append(entries[i].index)
             yield i, raw
 
-    monkeypatch.setattr(streamae.extraction.images, "read_entries", counting)
+    monkeypatch.setattr(streamae.extraction.readers, "read_entries", counting)
     options = {"cache_bytes": cache_bytes} if cache_bytes else {}
     color = "rgb" if channels else "gray"
     result = extract([tmp_path / "coords.npy"], tmp_path / "p.h5", patch_size=(5, 7), num_patches=6000,
@@ -114,14 +114,14 @@ def test_every_patch_comes_from_inside_its_image(tmp_path, channels, cache_bytes
 
 def test_small_cache_decodes_each_image_once_per_pass(tmp_path, images_dir, monkeypatch):
     decoded = []
-    original = streamae.extraction.images.read_entries
+    original = streamae.extraction.readers.read_entries
 
     def counting(entries, color):
         for i, raw in original(entries, color):
             decoded.append(entries[i].path.name)
             yield i, raw
 
-    monkeypatch.setattr(streamae.extraction.images, "read_entries", counting)
+    monkeypatch.setattr(streamae.extraction.readers, "read_entries", counting)
     extract([images_dir], tmp_path / "small.h5", num_patches=3000, cache_bytes=1 << 20)
     assert sorted(decoded) == sorted(2 * ["astronaut.png", "camera.png", "chelsea.png", "coffee.png"])
     decoded.clear()
