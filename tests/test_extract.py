@@ -291,9 +291,27 @@ def test_force_replaces_an_existing_output(tmp_path, images_dir):
 
 
 def test_debug_shows_the_traceback(tmp_path):
+    # In a fresh interpreter, as a user sees it: CliRunner would report the SystemExit(2)
+    # of the plain run as an exception too, so it cannot tell the two runs apart.
     (tmp_path / "notes.txt").write_text("hello")
-    result = CliRunner().invoke(cli, ["extract", str(tmp_path / "notes.txt"), "--debug"])
-    assert result.exit_code != 0 and result.exception is not None
+    args = [
+        sys.executable,
+        "-c",
+        CLI_SNIPPET,
+        "extract",
+        str(tmp_path / "notes.txt"),
+        "-o",
+        str(tmp_path / "p.h5"),
+    ]
+    plain = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    debug = subprocess.run([*args, "--debug"], capture_output=True, text=True, timeout=120)
+    print(plain.stderr, debug.stderr)
+    assert plain.returncode == 2
+    assert plain.stderr.startswith("Error: ") and plain.stderr.count("\n") == 1
+    assert "Traceback" not in plain.stderr
+    assert debug.returncode == 1  # an uncaught exception in Python
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert "streamae.errors.InputFileError: " in debug.stderr and "unsupported file type" in debug.stderr
 
 
 def test_plain_progress_lines_and_quiet(tmp_path, images_dir):
