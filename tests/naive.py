@@ -50,11 +50,13 @@ def dense_objective(theta, X, *, hidden, rho=0.01, beta=3.0, lam=1e-4, decoder="
     return reconstruction + weight_decay + sparsity, grad, terms
 
 
-def ufldl_normalize(patches: np.ndarray) -> np.ndarray:
-    """The notes' normalizeData: per-patch mean out, clip at ±3σ (global), map to [0.1, 0.9]."""
-    centered = patches - patches.mean(axis=1, keepdims=True)
-    limit = 3.0 * centered.std()
-    return (np.clip(centered, -limit, limit) / limit + 1.0) * 0.4 + 0.1
+def notes_normalize(patches: np.ndarray) -> np.ndarray:
+    """The notes' normalizeData on (m, n) rows: per-patch mean, 3·std of all values, clip, map."""
+    x = patches.astype(np.float64)
+    x = x - x.mean(axis=1, keepdims=True)
+    pstd = 3 * x.std(ddof=1)  # MATLAB's std(patches(:))
+    x = np.clip(x, -pstd, pstd) / pstd
+    return (x + 1) * 0.4 + 0.1
 
 
 def sample_gray_patches(images, count: int, size: int, seed: int) -> np.ndarray:

@@ -17,11 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from cluster_helpers import relative_difference, start
-from conftest import write_patch_file
+from helpers import invoke, relative_difference, start, write_patch_file
 
-from streamae.cli.main import cli
 from streamae.errors import Interrupted, UsageError
 from streamae.io.modelfile import HISTORY_FIELDS, load_model
 from streamae.runtime.signals import StopFlag
@@ -174,11 +171,6 @@ def test_a_stop_before_the_first_iteration_writes_nothing(data, tmp_path, block,
     with pytest.raises(Interrupted, match=fragment):
         train(data, tmp_path / "m.h5", stop=flag, monitor=StopAt(flag, block=block), **SETTINGS)
     assert not (tmp_path / "m.h5").exists()
-
-
-def invoke(*args: str):
-    result = CliRunner().invoke(cli, [str(arg) for arg in args])
-    return result
 
 
 @pytest.mark.parametrize(

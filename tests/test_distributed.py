@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cluster_helpers import (
+from helpers import (
     clean_environment,
     needs_mpi,
     relative_difference,
     run,
+    write_patch_file,
 )
-from conftest import write_patch_file
 
 from streamae.errors import DataError, InputFileError, UsageError
 from streamae.io.modelfile import load_model

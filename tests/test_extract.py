@@ -16,27 +16,15 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
-from click.testing import CliRunner
+from helpers import invoke, read_patches
+from naive import notes_normalize
 from PIL import Image
-from test_patches import notes_normalize
 
 import streamae.extraction.readers
-from streamae.cli.main import cli
 from streamae.extraction.pipeline import extract
 
 # Runs the command line in a fresh interpreter (for kills and memory measurements).
 CLI_SNIPPET = "import sys; from streamae.cli.main import main; sys.argv[0] = 'streamae'; main()"
-
-
-def read_patches(path: Path) -> tuple[np.ndarray, dict]:
-    with h5py.File(path, "r") as handle:
-        return handle["patches"][...], dict(handle.attrs)
-
-
-def run_cli(args: list[str]):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    print(result.output)  # shown by pytest when the test fails
-    return result
 
 
 def coordinate_stack(count: int, height: int, width: int, channels: int = 0) -> np.ndarray:
@@ -130,8 +118,8 @@ def test_small_cache_decodes_each_image_once_per_pass(tmp_path, images_dir, monk
 
 
 def test_mnist_whole_digits_divided_by_255(tmp_path, mnist_images):
-    result = run_cli(["extract", mnist_images, "--patch-size", "28", "--stride", "28", "--normalize", "unit",
-                      "-o", tmp_path / "mnist.h5", "--quiet"])  # fmt: skip
+    result = invoke("extract", mnist_images, "--patch-size", "28", "--stride", "28", "--normalize", "unit",
+                      "-o", tmp_path / "mnist.h5", "--quiet")  # fmt: skip
     assert result.exit_code == 0
     with gzip.open(mnist_images, "rb") as handle:
         data = handle.read()
@@ -196,9 +184,9 @@ def test_zca_whitens_the_photographs(tmp_path, images_dir):
 
 def test_file_layout_and_attributes(tmp_path, images_dir):
     out = tmp_path / "p.h5"
-    result = run_cli(["extract", images_dir / "camera.png", images_dir / "chelsea.png", "-o", out,
+    result = invoke("extract", images_dir / "camera.png", images_dir / "chelsea.png", "-o", out,
                       "--num-patches", "1000", "--chunk-rows", "300", "--compression", "gzip",
-                      "--patch-size", "12x8", "--seed", "5"])  # fmt: skip
+                      "--patch-size", "12x8", "--seed", "5")  # fmt: skip
     assert result.exit_code == 0
     assert "wrote 1,000 patches of 12x8x1 (ufldl) from 2 images" in result.output
     with h5py.File(out, "r") as handle:
@@ -271,7 +259,7 @@ def test_bad_input_one_sentence_and_exit_code_2(tmp_path, images_dir, case):
     out = tmp_path / "out.h5"
     if "-o" not in args:
         args = [*args, "-o", out]
-    result = run_cli(["extract", *args])
+    result = invoke("extract", *args)
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
@@ -285,7 +273,7 @@ def test_bad_input_one_sentence_and_exit_code_2(tmp_path, images_dir, case):
 def test_force_replaces_an_existing_output(tmp_path, images_dir):
     out = tmp_path / "p.h5"
     out.write_bytes(b"old")
-    result = run_cli(["extract", images_dir / "camera.png", "-o", out, "--force", "--quiet"])
+    result = invoke("extract", images_dir / "camera.png", "-o", out, "--force", "--quiet")
     assert result.exit_code == 0
     assert read_patches(out)[0].shape == (10_000, 64)
 
@@ -315,10 +303,10 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_plain_progress_lines_and_quiet(tmp_path, images_dir):
-    noisy = run_cli(["extract", images_dir, "-o", tmp_path / "a.h5", "--num-patches", "100000"])
+    noisy = invoke("extract", images_dir, "-o", tmp_path / "a.h5", "--num-patches", "100000")
     assert "pass 1/2 statistics: 100,000/100,000 patches" in noisy.output
     assert "pass 2/2 writing: 100,000/100,000 patches" in noisy.output
-    quiet = run_cli(["extract", images_dir, "-o", tmp_path / "b.h5", "--num-patches", "100000", "-q"])
+    quiet = invoke("extract", images_dir, "-o", tmp_path / "b.h5", "--num-patches", "100000", "-q")
     assert "pass" not in quiet.output
     assert quiet.output.count("\n") == 1  # the summary alone
 
@@ -353,7 +341,7 @@ def test_kill_9_leaves_no_file_at_the_target(tmp_path, images_dir):
     assert process.returncode == -signal.SIGKILL
     assert not target.exists()
     # The next run to the same target succeeds and clears the killed run's temporary.
-    result = run_cli(["extract", images_dir, "-o", target, "--num-patches", "100", "--quiet"])
+    result = invoke("extract", images_dir, "-o", target, "--num-patches", "100", "--quiet")
     assert result.exit_code == 0 and target.exists()
     assert not list(tmp_path.glob(".killed.h5.*"))
 

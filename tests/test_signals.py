@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cluster_helpers import needs_mpi, rank_pids, relative_difference, run, start, wait_for_lines
-from conftest import write_patch_file
+from helpers import needs_mpi, rank_pids, relative_difference, run, start, wait_for_lines, write_patch_file
 
 from streamae.errors import EXIT_INTERRUPTED
 from streamae.io.modelfile import load_model

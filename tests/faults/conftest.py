@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_patch_file
 
-from .faultkit import FIGURES, OutputGuard, write_model, write_patches
+from .faultkit import FIGURES, OutputGuard, write_model
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,7 +37,7 @@ def long_run(request: pytest.FixtureRequest) -> bool:
 def good_patches(tmp_path: Path) -> Path:
     """A valid 8x8 patch file: 300 rows in [0.1, 0.9], chunks of 64 rows."""
     data = np.random.default_rng(7).uniform(0.1, 0.9, size=(300, 64)).astype(np.float32)
-    return write_patches(tmp_path / "patches.h5", data, chunk_rows=64, patch_shape=(8, 8, 1))
+    return write_patch_file(tmp_path / "patches.h5", data, chunk_rows=64, patch_shape=(8, 8, 1))
 
 
 @pytest.fixture

@@ -30,20 +30,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import have_mpi, write_patch_file
 
 from streamae.io.atomic import TEMP_SUFFIX
 from streamae.io.modelfile import load_model
 from streamae.training.checkpoint import resume_point
 
-from .faultkit import (
-    FIGURES,
-    assert_no_temporaries,
-    have_mpi,
-    run_streamae,
-    streamae_command,
-    subprocess_environment,
-    write_patches,
-)
+from .faultkit import FIGURES, assert_no_temporaries, run_streamae, streamae_command, subprocess_environment
 
 KILLS = 20
 LONG_KILLS = 100
@@ -259,13 +252,13 @@ def kill_data(tmp_path_factory) -> Path:
     """10,000 8x8 patches in [0.1, 0.9] (float32, chunks of 1,000 rows) for train and encode."""
     folder = tmp_path_factory.mktemp("kill-data")
     data = np.random.default_rng(99).uniform(0.1, 0.9, size=(10_000, 64)).astype(np.float32)
-    return write_patches(folder / "data.h5", data, chunk_rows=1000, patch_shape=(8, 8, 1))
+    return write_patch_file(folder / "data.h5", data, chunk_rows=1000, patch_shape=(8, 8, 1))
 
 
 def test_encode_killed_leaves_the_old_file_or_the_new_one(tmp_path, kill_data, long_run):
     big = tmp_path / "big.h5"
     data = np.random.default_rng(98).uniform(0.1, 0.9, size=(400_000, 64)).astype(np.float32)
-    write_patches(big, data, chunk_rows=4000, patch_shape=(8, 8, 1))
+    write_patch_file(big, data, chunk_rows=4000, patch_shape=(8, 8, 1))
     model_a, model_b = tmp_path / "a.h5", tmp_path / "b.h5"
     for model, seed in ((model_a, "1"), (model_b, "2")):
         timed_run(["train", kill_data, "-o", model, "--hidden", "16", "--max-iter", "2", "--seed", seed])

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import invoke
 from PIL import Image
 
-from .faultkit import assert_clean_failure, assert_no_temporaries, invoke
+from .faultkit import assert_clean_case, assert_no_temporaries
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ def test_output_is_a_directory(writer, inputs, tmp_path):
     folder.mkdir()
     build, _ = WRITERS[writer]
     result = invoke(*build(inputs, folder), "--force")
-    assert_clean_failure(result, _command(writer), 2, names=[folder])
+    assert_clean_case(result, _command(writer), 2, names=[folder])
     assert list(folder.iterdir()) == []
 
 
@@ -72,7 +73,7 @@ def test_output_is_a_directory(writer, inputs, tmp_path):
 def test_output_under_a_missing_folder(writer, inputs, tmp_path):
     target = tmp_path / "no-such-folder" / "out.file"
     build, _ = WRITERS[writer]
-    assert_clean_failure(invoke(*build(inputs, target)), _command(writer), 2, names=["no-such-folder"])
+    assert_clean_case(invoke(*build(inputs, target)), _command(writer), 2, names=["no-such-folder"])
     assert not target.parent.exists()
 
 
@@ -82,7 +83,7 @@ def test_output_under_a_regular_file(writer, inputs, tmp_path):
     plain.write_text("a file, not a folder")
     target = plain / "out.file"
     build, _ = WRITERS[writer]
-    assert_clean_failure(invoke(*build(inputs, target)), _command(writer), 2, names=["plain.txt"])
+    assert_clean_case(invoke(*build(inputs, target)), _command(writer), 2, names=["plain.txt"])
     assert plain.read_text() == "a file, not a folder"
 
 
@@ -92,7 +93,7 @@ def test_output_is_an_input(writer, inputs):
     before = _snapshot(inputs)
     for key in used:
         result = invoke(*build(inputs, inputs[key]), "--force")
-        assert_clean_failure(result, _command(writer), 2, names=[inputs[key]])
+        assert_clean_case(result, _command(writer), 2, names=[inputs[key]])
     assert _snapshot(inputs) == before
 
 
@@ -104,7 +105,7 @@ def test_output_is_a_symlink_to_an_input(writer, inputs, tmp_path):
         link = tmp_path / f"link-to-{key}"
         link.symlink_to(inputs[key])
         result = invoke(*build(inputs, link), "--force")
-        assert_clean_failure(result, _command(writer), 2, names=[link, inputs[key]])
+        assert_clean_case(result, _command(writer), 2, names=[link, inputs[key]])
         assert link.is_symlink()
     assert _snapshot(inputs) == before
 
@@ -118,7 +119,7 @@ def test_a_symlink_output_is_replaced_not_written_through(writer, inputs, tmp_pa
     link = tmp_path / "out-link"
     link.symlink_to(elsewhere)
     refused = invoke(*build(inputs, link))
-    assert_clean_failure(refused, _command(writer), 2, names=[link], fragments=["--force"])
+    assert_clean_case(refused, _command(writer), 2, names=[link], fragments=["--force"])
     result = invoke(*build(inputs, link), "--force")
     assert result.exit_code == 0, result.output
     assert elsewhere.read_bytes() == b"not yours"
@@ -159,5 +160,5 @@ def read_only_folder(tmp_path: Path) -> Iterator[Path]:
 def test_output_in_a_read_only_folder(writer, inputs, read_only_folder):
     target = read_only_folder / "out.file"
     build, _ = WRITERS[writer]
-    assert_clean_failure(invoke(*build(inputs, target)), _command(writer), 2, names=["read-only"])
+    assert_clean_case(invoke(*build(inputs, target)), _command(writer), 2, names=["read-only"])
     assert not target.exists()
