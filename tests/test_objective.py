@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import relative_difference
 from naive import dense_objective
 
 from streamae.compute.objective import check_values, kl_divergence
@@ -11,10 +12,6 @@ from streamae.compute.parameters import Hyperparameters, initialize
 from streamae.compute.schemes import TwoPassObjective as Objective
 from streamae.errors import DataError
 from streamae.io.patchfile import ArrayPatches, PatchFile
-
-
-def relative(a, b) -> float:
-    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(b))
 
 
 @pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
@@ -30,7 +27,7 @@ def test_streamed_float64_equals_dense(rng, decoder, block_rows):
     evaluation = objective(theta)
 
     assert evaluation.cost == pytest.approx(J, rel=1e-12)
-    assert relative(evaluation.gradient, grad) < 1e-12
+    assert relative_difference(evaluation.gradient, grad) < 1e-12
     for name, value in terms.items():
         assert getattr(evaluation, name) == pytest.approx(value, rel=1e-12)
     np.testing.assert_allclose(
@@ -50,7 +47,7 @@ def test_compute_block_size_does_not_change_the_result(rng, compute_rows):
         ArrayPatches(X, block_rows=777), hyper, n_visible=64, dtype=np.float64, compute_rows=compute_rows
     )(theta)
     assert evaluation.cost == pytest.approx(reference[0], rel=1e-12)
-    assert relative(evaluation.gradient, reference[1]) < 1e-12
+    assert relative_difference(evaluation.gradient, reference[1]) < 1e-12
 
 
 def test_streamed_from_hdf5_equals_dense(rng, patch_file):
@@ -62,7 +59,7 @@ def test_streamed_from_hdf5_equals_dense(rng, patch_file):
         with PatchFile(path, dtype=np.float64, block_rows=block_rows) as source:
             evaluation = Objective(source, Hyperparameters(), n_visible=64, dtype=np.float64)(theta)
         assert evaluation.cost == pytest.approx(J, rel=1e-12)
-        assert relative(evaluation.gradient, grad) < 1e-12
+        assert relative_difference(evaluation.gradient, grad) < 1e-12
 
 
 @pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
@@ -75,7 +72,7 @@ def test_float32_is_within_1e_5_of_float64(rng, decoder):
         ArrayPatches(X.astype(np.float32), block_rows=3000), hyper, n_visible=64, dtype=np.float32
     )(theta)
     assert single.cost == pytest.approx(exact.cost, rel=1e-5)
-    assert relative(single.gradient, exact.gradient) < 1e-5
+    assert relative_difference(single.gradient, exact.gradient) < 1e-5
 
 
 def test_kl_divergence_closed_form():
