@@ -1,9 +1,11 @@
 """Features for new data: stream every row of a patch file through a trained encoder.
 
 ``encode`` reads the patch file block by block (one HDF5 chunk per read by default),
-computes a2 = f(x W1ᵀ + b1) with the same matrix product and the same
-:func:`~streamae.compute.kernels.hidden_activation` kernel as training, and writes each block
-into an (m, s) dataset chunked like the input.  Every buffer is allocated once for the
+computes a2 = f(x W1ᵀ + b1) with a row-major kernel of its own,
+:func:`~streamae.compute.kernels.hidden_activation` (sigmoid through ``np.exp``; training's
+:func:`~streamae.compute.kernels.hidden_forward` works on a2ᵀ with the vectorised ``exp32``,
+so the two agree to rounding, not bit for bit), and writes each block into an (m, s)
+dataset chunked like the input.  Every buffer is allocated once for the
 block size, so memory does not depend on m.  With ``reconstruct`` the decoder's output
 a3 (m, n) is written as well.
 
@@ -45,7 +47,7 @@ def output_activation(z3, b2, x, linear, partial):
     z3: (rows, n) ``a2 @ W2.T`` (without bias), overwritten with a3 = f(z3 + b2), or
     z3 + b2 when ``linear``.  b2: (n,).  x: (rows, n) the input block.
     partial: (>= segments, >= 1) float64 scratch.  Summed per fixed segment and then in
-    segment order, like the training kernels, so the result does not depend on threads.
+    segment order, so the result does not depend on the number of threads.
     """
     rows, n = z3.shape
     n_segments = kernels.segment_count(rows)

@@ -1,4 +1,4 @@
-"""``extract``: image sources in, a chunked patch file out, in two streaming passes.
+"""``extract``: image sources in, a chunked patch file out, in one or two streaming passes.
 
 Pass 1 cuts the sampled patches block by block and gathers the statistics the
 normalisation needs (σ for ufldl, per-pixel moments for zscore, mean and covariance for
