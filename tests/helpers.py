@@ -275,8 +275,9 @@ def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
     return difference / scale if scale else difference
 
 
-def rank_pids(marker: str, rank: int) -> list[int]:
-    """Process ids of the MPI rank ``rank`` of the job started with ``STREAMAE_TEST_JOB=marker``."""
+def marked_pids(marker: str, rank: int | None = None, *, variable: str = "STREAMAE_TEST_JOB") -> list[int]:
+    """Process ids started with ``variable=marker`` in their environment (and, if ``rank`` is
+    given, ``PMI_RANK=rank``): the processes of one test's job, MPI ranks included."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -285,6 +286,8 @@ def rank_pids(marker: str, rank: int) -> list[int]:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"STREAMAE_TEST_JOB={marker}".encode() in environ and f"PMI_RANK={rank}".encode() in environ:
+        if f"{variable}={marker}".encode() not in environ:
+            continue
+        if rank is None or f"PMI_RANK={rank}".encode() in environ:
             found.append(int(entry.name))
     return found

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import needs_mpi, rank_pids, relative_difference, run, start, wait_for_lines, write_patch_file
+from helpers import marked_pids, needs_mpi, relative_difference, run, start, wait_for_lines, write_patch_file
 
 from streamae.errors import EXIT_INTERRUPTED
 from streamae.io.modelfile import load_model
@@ -164,7 +164,7 @@ def test_a_signal_to_one_rank_stops_all_at_the_same_iteration(data, references, 
     """Only rank 1 hears SIGUSR1; the stop flag is combined so no rank is left waiting."""
 
     def signal_rank_one(process, marker):
-        pids = rank_pids(marker, 1)
+        pids = marked_pids(marker, 1)
         assert len(pids) == 1, pids
         os.kill(pids[0], signal.SIGUSR1)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import have_mpi, write_patch_file
+from helpers import have_mpi, marked_pids, write_patch_file
 
 from streamae.io.atomic import TEMP_SUFFIX
 from streamae.io.modelfile import load_model
@@ -38,6 +38,8 @@ from streamae.training.checkpoint import resume_point
 
 from .faultkit import FIGURES, assert_no_temporaries, run_streamae, streamae_command, subprocess_environment
 
+# The environment variable that marks every process of one killed job (ranks included).
+JOB_VARIABLE = "STREAMAE_FAULT_JOB"
 KILLS = 20
 LONG_KILLS = 100
 SEED = 20260707
@@ -92,36 +94,21 @@ class KillResult:
     mid_write: bool = False
 
 
-def _marked_pids(marker: str, rank: int | None = None) -> list[int]:
-    """Process ids started with ``STREAMAE_FAULT_JOB=marker`` (and ``PMI_RANK=rank`` if given)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"STREAMAE_FAULT_JOB={marker}".encode() not in environ:
-            continue
-        if rank is None or f"PMI_RANK={rank}".encode() in environ:
-            found.append(int(entry.name))
-    return found
-
-
 def _kill_marked(marker: str) -> None:
     """SIGKILL every process of this job still alive (ranks a launcher left behind), and wait
     until they are gone: SIGKILL lands asynchronously (a rank inside fsync finishes the call
     first), and the next run must start after the failure, as it would on a cluster."""
     deadline = time.monotonic() + REAP_SECONDS
-    while (pids := _marked_pids(marker)) and time.monotonic() < deadline:
+    while (pids := marked_pids(marker, variable=JOB_VARIABLE)) and time.monotonic() < deadline:
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         time.sleep(0.01)
-    assert not _marked_pids(marker), f"processes of a killed job survive: {_marked_pids(marker)}"
+    assert not marked_pids(marker, variable=JOB_VARIABLE), (
+        f"processes of a killed job survive: {marked_pids(marker, variable=JOB_VARIABLE)}"
+    )
 
 
 def _temporary_present(folder: Path) -> bool:
@@ -136,7 +123,7 @@ def run_and_kill(args: list[object], folder: Path, moment: Moment, ranks: int | 
         streamae_command(args, ranks),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=subprocess_environment(STREAMAE_FAULT_JOB=marker),
+        env=subprocess_environment(**{JOB_VARIABLE: marker}),
         start_new_session=True,  # its own process group: killing it kills launcher and ranks
     )
     started = time.monotonic()
@@ -154,7 +141,7 @@ def run_and_kill(args: list[object], folder: Path, moment: Moment, ranks: int | 
             delivered = True
             mid_write = _temporary_present(folder)
             if moment.kind == "one-rank":
-                victims = _marked_pids(marker, rank=1)
+                victims = marked_pids(marker, 1, variable=JOB_VARIABLE)
                 for pid in victims:
                     os.kill(pid, signal.SIGKILL)
                 if victims:
