@@ -11,15 +11,19 @@ The three decisions and why (measured on the 2-core VM of DESIGN.md, "Performanc
   chunk that does not fit its cache straight into the caller's buffer; one that fits goes
   through the cache and is copied again.  Reading 256 MB of 1 MiB chunks into 8 MiB
   blocks, page cache warm: 6.8-7.0 GB/s with no cache against 3.6-4.8 GB/s with h5py's
-  default 1 MiB cache (``python benchmarks/bench_read.py``).  A filtered (compressed)
+  default 1 MiB cache (another run: 5.7 against 4.8 GB/s; cold, both at the device's
+  ~1.3 GB/s: ``python benchmarks/bench_read.py``).  A filtered (compressed)
   dataset keeps a cache of two chunks, so a read that starts inside a chunk (an MPI
   share's edge) does not decompress that chunk twice.
 - **Prefetch** (a reader thread filling a second buffer while the lanes compute): on when
   the file is unlikely to be in the page cache, i.e. when it is larger than
   ``PREFETCH_MEMORY_FRACTION`` of the memory available now.  From the page cache a read is
   a memory copy that needs a core of its own; on 2 cores both are busy computing, so the
-  thread only takes turns with them (measured in ``bench_read.py --objective``).  From
-  disk the read waits on the device, and overlapping that wait with computing is the gain.
+  thread only takes turns with them.  From disk the read waits on the device, and
+  overlapping that wait with computing is the gain.  Measured (``bench_read.py``, 10^6 x 64,
+  one single-pass evaluation, busy host, load 3-4): page cache warm, 0.761 s off / 0.747 s
+  on (waited 82 / 11 ms: no real difference); cold, 0.731 s off / 0.698 s on (waited 140 /
+  31 ms).  So prefetch pays only when the reads come from the device.
 """
 
 from __future__ import annotations
