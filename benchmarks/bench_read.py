@@ -115,7 +115,10 @@ def main() -> None:
     text = table(rows, ["what", "median s", "GB/s of the file", "waited for data"])
     result = {"machine": machine(), "args": vars(args), "times": times, "waits": waits, "table": text}
     out = save_json(result, args.json, "read")
-    print(f"{'cold' if args.cold else 'warm'} page cache, {args.rows:,} x {args.n} float32 ({nbytes / 1e9:.2f} GB)")
+    print(
+        f"{'cold' if args.cold else 'warm'} page cache, {args.rows:,} x {args.n} float32 "
+        f"({nbytes / 1e9:.2f} GB)"
+    )
     print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
     print(text)
     print(f"JSON: {out}")
