@@ -47,9 +47,10 @@ def test_tiled_abt_in_float32_is_within_float32_rounding(rng):
 
 
 def test_the_choice_follows_the_measured_crossover(monkeypatch):
-    assert small.TILED_MAX_NS == max(
-        (n * s for (n, s), (tiled, blas) in small.MEASURED.items() if tiled > blas), default=0
-    )
+    assert small.TILED_MAX_NS == small.crossover(small.MEASURED)
+    assert small.crossover({(4, 4): (2.0, 1.0), (8, 8): (2.0, 1.0), (16, 16): (1.0, 2.0)}) == 64
+    # A shape where BLAS wins stops the walk: a later noisy "win" does not count.
+    assert small.crossover({(4, 4): (1.0, 2.0), (99, 99): (9.0, 1.0)}) == 0
     monkeypatch.setattr(small, "TILED_MAX_NS", 64 * 25)
     assert small.use_tiled(64, 25)  # at the crossover: tiled
     assert not small.use_tiled(64, 26)  # above it: BLAS

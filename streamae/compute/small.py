@@ -37,8 +37,24 @@ MEASURED = {
     (32, 16): (37.6, 59.2),
     (16, 25): (14.6, 43.5),
 }
-# The largest n·s at which the tiled kernel beat BLAS in MEASURED (0: nowhere).
-TILED_MAX_NS = max((n * s for (n, s), (tiled, blas) in MEASURED.items() if tiled > blas), default=0)
+
+
+def crossover(measured: dict) -> int:
+    """The largest n·s up to which the tiled kernel beat BLAS at every measured shape.
+
+    Shapes are taken in order of n·s and the walk stops at the first BLAS win, so one
+    noisy sample among large layers cannot switch small ones over (0: tiled nowhere).
+    """
+    limit = 0
+    for (n, s), (tiled, blas) in sorted(measured.items(), key=lambda item: item[0][0] * item[0][1]):
+        if tiled <= blas:
+            break
+        limit = n * s
+    return limit
+
+
+# The choice of "auto": tiled for layers with n·s up to this (0: BLAS everywhere).
+TILED_MAX_NS = crossover(MEASURED)
 
 
 def use_tiled(n_visible: int, n_hidden: int, products: str = "auto") -> bool:
