@@ -270,12 +270,34 @@ class PatchFile:
         try:
             self._dataset.read_direct(out, np.s_[first:last], np.s_[0 : last - first])
         except (OSError, RuntimeError) as error:
+            first, last, error = self._locate_failure(first, last, out, error)
             raise StorageError(
                 f"{self.path}: reading rows {first}-{last - 1} of /patches "
                 f"(chunk {first // (self.layout.chunk_rows or self.block_rows)}) failed ({error}); "
                 "the file is truncated or damaged: extract it again or restore a copy."
             ) from error
         self.io_stats.add(time.perf_counter() - started, out.nbytes)
+
+    def _locate_failure(
+        self, first: int, last: int, out: np.ndarray, error: Exception
+    ) -> tuple[int, int, Exception]:
+        """The rows of the first chunk in [first, last) whose read fails, and its error.
+
+        A read of several chunks (the read policy's blocks) fails as a whole; reading
+        them one at a time names the damaged chunk, as a one-chunk read would.
+        """
+        chunk = self.layout.chunk_rows
+        if not chunk or last - first <= chunk:
+            return first, last, error
+        start = first
+        while start < last:
+            stop = min(last, (start // chunk + 1) * chunk)
+            try:
+                self._dataset.read_direct(out, np.s_[start:stop], np.s_[start - first : stop - first])
+            except (OSError, RuntimeError) as chunk_error:
+                return start, stop, chunk_error
+            start = stop
+        return first, last, error
 
     def _prefetched_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """:meth:`blocks` with a reader thread and two buffers (see the class doc).
