@@ -1,6 +1,6 @@
 """Features for new data: stream every row of a patch file through a trained encoder.
 
-``encode`` reads the patch file block by block (one HDF5 chunk per read by default),
+``encode`` reads the patch file block by block (by the read policy, io/readpolicy.py),
 computes a2 = f(x W1ᵀ + b1) with the same matrix product and the same
 :func:`~streamae.compute.kernels.hidden_activation` kernel as training, and writes each block
 into an (m, s) dataset chunked like the input.  Every buffer is allocated once for the
