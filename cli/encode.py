@@ -65,7 +65,7 @@ class _Progress:
     type=click.IntRange(min=1),
     default=None,
     help="Rows read and encoded at a time; memory grows with it, never with the file.  "
-    "[default: one HDF5 chunk of the input]",
+    "[default: whole HDF5 chunks, about 8 MiB of rows]",
 )
 @click.option(
     "--dtype",

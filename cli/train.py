@@ -169,7 +169,7 @@ def format_record(record: dict) -> str:
     "--chunk-rows",
     type=int,
     default=None,
-    help="Rows per read (default: the file's HDF5 chunk, or ~4 MiB for an unchunked file).",
+    help="Rows per read (default: whole HDF5 chunks, about 8 MiB of rows).",
 )
 @click.option(
     "--threads",

@@ -151,6 +151,21 @@ def _last(history: dict, key: str) -> float | None:
     return float(values[-1]) if values is not None and len(values) else None
 
 
+def _time_split(entry: object) -> dict | None:
+    """Per-evaluation waiting/computing seconds from a model's info (None in older files)."""
+    if not isinstance(entry, dict):
+        return None
+    values = [entry.get(key) for key in ("evaluations", "waiting_seconds", "computing_seconds")]
+    if not all(isinstance(value, int | float) and value >= 0 for value in values) or values[0] < 1:
+        return None
+    count, waiting, computing = values
+    return {
+        "evaluations": int(count),
+        "waiting_seconds": waiting / count,
+        "computing_seconds": computing / count,
+    }
+
+
 def _describe_model(path: Path) -> dict:
     model = load_model(path)  # validates weights and shapes, with one-sentence errors
     history = model.history
@@ -172,6 +187,7 @@ def _describe_model(path: Path) -> dict:
         "final": final | {"grad_norm": _last(history, "grad_norm")},
         "seconds": _last(history, "seconds"),
         "finished": model.info.get("finished"),
+        "evaluation_time": _time_split(model.info.get("time_split")),
         "rho_hat": None
         if rho_hat is None
         else {
@@ -308,6 +324,15 @@ def format_description(info: dict) -> str:
             else f"{rho_hat['mean']:.4g} (min {rho_hat['min']:.4g}, max {rho_hat['max']:.4g}, "
             f"target {hyper['rho']:g})",
         )
+        split = info.get("evaluation_time")
+        if split is not None:
+            total = split["waiting_seconds"] + split["computing_seconds"]
+            share = split["waiting_seconds"] / total if total > 0 else 0.0
+            add(
+                "per evaluation",
+                f"{split['computing_seconds']:.3g} s computing, {split['waiting_seconds']:.3g} s "
+                f"waiting for data ({share:.0%}; {split['evaluations']:,} evaluations)",
+            )
         add("trained on", _data_text(info["data"]))
         add("resumable", "yes (optimizer state stored)" if info["resumable"] else "no")
     elif kind == "features":

@@ -1,6 +1,6 @@
 """Features for new data: stream every row of a patch file through a trained encoder.
 
-``encode`` reads the patch file block by block (one HDF5 chunk per read by default),
+``encode`` reads the patch file block by block (rows per read from the read policy, io/readpolicy.py),
 computes a2 = f(x W1ᵀ + b1) with a row-major kernel of its own,
 :func:`~streamae.compute.kernels.hidden_activation` (sigmoid through ``np.exp``; training's
 :func:`~streamae.compute.kernels.hidden_forward` works on a2ᵀ with the vectorised ``exp32``,
@@ -32,7 +32,8 @@ from streamae.errors import DataError, UsageError
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
 from streamae.io.hdf5 import FEATURES_FORMAT
 from streamae.io.modelfile import Model, load_model
-from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, PatchFile, default_block_rows, inspect_patch_file
+from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, default_block_rows, inspect_patch_file
+from streamae.io.readpolicy import open_patches
 
 FEATURES_DATASET = "features"
 RECONSTRUCTION_DATASET = "reconstruction"
@@ -176,11 +177,12 @@ def encode(
     check_output_path(output, force=force, inputs=(model_path, data_path))
     compute = np.dtype(DTYPES[dtype])
     m, n, s = layout.n_rows, layout.n_features, model.n_hidden
-    rows = min(int(block_rows or default_block_rows(layout)), m)
-    # Chunk the outputs along rows like the input, so row blocks map onto the same chunks.
-    chunk_rows = min(layout.chunk_rows or rows, m)
-    chunk_bytes = chunk_rows * max(n, s) * compute.itemsize
-    with PatchFile(data_path, dtype=compute, block_rows=rows) as source:
+    # The one read policy (io/readpolicy.py): rows per read, prefetch, chunk cache.
+    with open_patches(data_path, dtype=compute, block_rows=block_rows) as source:
+        rows = min(source.block_rows, m)
+        # Chunk the outputs along rows like the input, so row blocks map onto the same chunks.
+        chunk_rows = min(layout.chunk_rows or default_block_rows(layout), m)
+        chunk_bytes = chunk_rows * max(n, s) * compute.itemsize
         encoder = Encoder(model, rows, compute)
         with atomic_output(output, force=force, inputs=(model_path, data_path)) as temporary:
             # A chunk cache holding two output chunks, so writes of blocks that straddle

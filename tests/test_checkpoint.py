@@ -34,6 +34,7 @@ SETTINGS = {
     "progress_tol": 0.0,
     "stop_signals": False,
     "scheme": "two-pass",
+    "chunk_rows": 500,  # one chunk per read, so the stops below land on a known block
 }
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from streamae.compute import kernels, passes
 from streamae.compute.lanes import Lanes, SingleThreadedBlas, lane_ranges
 from streamae.compute.parameters import Hyperparameters, parameter_count, unpack
+from streamae.compute.small import use_tiled
 from streamae.errors import DataError
 from streamae.runtime.mpi import Communicator, SingleProcess
 
@@ -148,6 +149,7 @@ class StreamedObjective:
     ``source`` streams this process's rows; ``comm`` adds the sums across processes.
     Call it with theta (p,) float64.  ``dtype`` is the kernels' compute type (float32 or
     float64).  ``threads`` is the number of compute lanes (default: Numba's thread count).
+    ``products``: "auto" (the measured BLAS/tiled crossover), "blas" or "tiled".
     """
 
     scheme = "two-pass"
@@ -163,6 +165,7 @@ class StreamedObjective:
         comm: Communicator | None = None,
         compute_rows: int | None = None,
         threads: int | None = None,
+        products: str = "auto",
     ) -> None:
         self.source = source
         self.hyper = hyper
@@ -187,6 +190,10 @@ class StreamedObjective:
         n, s = n_visible, self.n_hidden
         self.W1 = np.empty((s, n), dtype=self.dtype)
         self.W2 = np.empty((n, s), dtype=self.dtype)
+        self.W2T = np.empty((s, n), dtype=self.dtype)
+        # BLAS or the register-tiled kernels for the products over n, by the measured
+        # crossover (compute/small.py) unless the caller forces one.
+        self.tiled = use_tiled(n, s, products)
         self.b1 = np.empty(s, dtype=self.dtype)
         self.b2 = np.empty(n, dtype=self.dtype)
         self.sparsity_row = np.zeros(s, dtype=self.dtype)
@@ -207,6 +214,7 @@ class StreamedObjective:
         params = unpack(np.asarray(theta, dtype=np.float64), self.n_visible, self.n_hidden)
         self.W1[...] = params.W1
         self.W2[...] = params.W2
+        self.W2T[...] = params.W2.T
         self.b1[...] = params.b1
         self.b2[...] = params.b2
 
@@ -259,7 +267,9 @@ class StreamedObjective:
 
     def _pass1_visit(self, lane: int, x: np.ndarray) -> None:
         b = self.buffers[lane]
-        passes.forward_pass(x, self.W1, self.b1, self.compute_rows, b.hidden, b.sum_a2, self.no_cache)
+        passes.forward_pass(
+            x, self.W1, self.b1, self.compute_rows, b.hidden, b.sum_a2, self.no_cache, self.tiled
+        )
 
     def _gradient_visit(self, lane: int, x: np.ndarray, single: bool, cache: np.ndarray) -> None:
         b = self.buffers[lane]
@@ -268,11 +278,13 @@ class StreamedObjective:
             x,
             self.W1,
             self.W2,
+            self.W2T,
             self.b1,
             self.b2,
             self.linear,
             sparsity,
             single,
+            self.tiled,
             self.compute_rows,
             cache,
             b.hidden,

@@ -117,7 +117,9 @@ class InCoreObjective(StreamedObjective):
 
     def _cached_pass1(self, lane: int, x: np.ndarray) -> None:
         b = self.buffers[lane]
-        forward_pass(x, self.W1, self.b1, self.compute_rows, b.hidden, b.sum_a2, self.caches[lane])
+        forward_pass(
+            x, self.W1, self.b1, self.compute_rows, b.hidden, b.sum_a2, self.caches[lane], self.tiled
+        )
 
     def mean_activation(self, theta: np.ndarray) -> np.ndarray:
         """ρ̂ (s,) over all rows of all ranks (fills the activation cache as a side effect)."""
@@ -262,13 +264,16 @@ def make_objective(
     memory_budget: int | None = None,
     compute_rows: int | None = None,
     threads: int | None = None,
+    products: str = "auto",
 ) -> StreamedObjective:
     """The objective over ``source`` by ``scheme``; ``auto`` picks in-core or single-pass.
 
     Returns an object called as ``objective(theta) -> Evaluation`` with ``mean_activation``,
     ``n_rows``, ``n_visible``, ``n_hidden``, ``hyper``, ``evaluations``, ``timing``, and
     ``scheme`` / ``reason`` saying which scheme runs and why.  ``memory_budget`` (bytes)
-    bounds what in-core may hold (default: :func:`default_memory_budget`).
+    bounds what in-core may hold (default: :func:`default_memory_budget`).  ``products``
+    picks BLAS or the register-tiled kernels for the small products (see
+    :mod:`streamae.compute.small`; "auto" follows the measured crossover).
     """
     if scheme not in SCHEMES:
         raise UsageError(f"--scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}.")
@@ -280,7 +285,14 @@ def make_objective(
     else:
         choice = SchemeChoice(scheme, "asked for")
     objective = _CLASSES[choice.name](
-        source, hyper, n_visible=n_visible, dtype=dtype, comm=comm, compute_rows=compute_rows, threads=threads
+        source,
+        hyper,
+        n_visible=n_visible,
+        dtype=dtype,
+        comm=comm,
+        compute_rows=compute_rows,
+        threads=threads,
+        products=products,
     )
     objective.scheme = choice.name
     objective.reason = choice.reason

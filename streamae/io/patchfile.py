@@ -138,20 +138,6 @@ def default_block_rows(layout: PatchLayout) -> int:
     return max(1, DEFAULT_READ_BYTES // (layout.n_features * layout.dtype.itemsize))
 
 
-# Rows per read for the objective: whole chunks adding up to about this many bytes.  The
-# compute lanes meet once per block, and each meeting costs ~0.1-0.5 ms on a busy 2-core
-# host (measured for n=64: 4096-row blocks 218 ms per evaluation of 400k rows, 32768-row
-# blocks 200 ms, one block 168 ms), so blocks of a few MiB keep that below a few percent.
-STREAMING_READ_BYTES = 8 << 20
-
-
-def streaming_block_rows(layout: PatchLayout, target_bytes: int = STREAMING_READ_BYTES) -> int:
-    """Rows per read for training: whole chunks totalling about ``target_bytes``."""
-    unit = default_block_rows(layout)
-    row_bytes = layout.n_features * layout.dtype.itemsize
-    return unit * max(1, target_bytes // max(1, unit * row_bytes))
-
-
 def chunk_aligned_share(n_rows: int, chunk_rows: int, rank: int, size: int) -> tuple[int, int]:
     """The contiguous row range [start, stop) of rank ``rank`` among ``size``.
 
@@ -199,7 +185,9 @@ class PatchFile:
     the stream to rows [start, stop) (an MPI rank's share); ``dtype`` is the type the
     blocks are delivered in (HDF5 converts while reading).  With ``prefetch`` a reader
     thread reads the next block into a second buffer while the caller works on the
-    current one.  ``io_stats`` counts the time spent in reads and the bytes read, so
+    current one.  ``chunk_cache_bytes`` sets HDF5's chunk cache (default: two chunks when
+    a chunk exceeds 1 MiB; :mod:`streamae.io.readpolicy` decides it for streaming).
+    ``io_stats`` counts the time spent in reads and the bytes read, so
     the reading rate can be shown beside the computing rate.
     """
 
@@ -212,6 +200,7 @@ class PatchFile:
         row_range: tuple[int, int] | None = None,
         file_locking: bool | None = None,
         prefetch: bool = False,
+        chunk_cache_bytes: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.prefetch = bool(prefetch)
@@ -221,13 +210,15 @@ class PatchFile:
             dataset = validate_patch_dataset(self._handle, self.path)
             self.layout = read_layout(dataset, self.path)
             chunk_bytes = self._chunk_bytes(dataset)
-            if chunk_bytes > MIN_CHUNK_CACHE_BYTES:
-                # Reopen the dataset with a chunk cache that holds two whole chunks.
+            if chunk_cache_bytes is None and chunk_bytes > MIN_CHUNK_CACHE_BYTES:
+                chunk_cache_bytes = 2 * chunk_bytes  # two whole chunks
+            if chunk_cache_bytes is not None:
+                # Reopen the dataset with the chunk cache asked for (see io/readpolicy.py).
                 self._handle.close()
                 self._handle = open_hdf5(
                     self.path,
                     file_locking=file_locking,
-                    rdcc_nbytes=2 * chunk_bytes,
+                    rdcc_nbytes=int(chunk_cache_bytes),
                     rdcc_nslots=1009,
                 )
                 dataset = self._handle[PATCHES_DATASET]
@@ -279,12 +270,34 @@ class PatchFile:
         try:
             self._dataset.read_direct(out, np.s_[first:last], np.s_[0 : last - first])
         except (OSError, RuntimeError) as error:
+            first, last, error = self._locate_failure(first, last, out, error)
             raise StorageError(
                 f"{self.path}: reading rows {first}-{last - 1} of /patches "
                 f"(chunk {first // (self.layout.chunk_rows or self.block_rows)}) failed ({error}); "
                 "the file is truncated or damaged: extract it again or restore a copy."
             ) from error
         self.io_stats.add(time.perf_counter() - started, out.nbytes)
+
+    def _locate_failure(
+        self, first: int, last: int, out: np.ndarray, error: Exception
+    ) -> tuple[int, int, Exception]:
+        """The rows of the first chunk in [first, last) whose read fails, and its error.
+
+        A read of several chunks (the read policy's blocks) fails as a whole; reading
+        them one at a time names the damaged chunk, as a one-chunk read would.
+        """
+        chunk = self.layout.chunk_rows
+        if not chunk or last - first <= chunk:
+            return first, last, error
+        start = first
+        while start < last:
+            stop = min(last, (start // chunk + 1) * chunk)
+            try:
+                self._dataset.read_direct(out, np.s_[start:stop], np.s_[start - first : stop - first])
+            except (OSError, RuntimeError) as chunk_error:
+                return start, stop, chunk_error
+            start = stop
+        return first, last, error
 
     def _prefetched_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """:meth:`blocks` with a reader thread and two buffers (see the class doc).

@@ -96,10 +96,57 @@ class CountedBlocks:
             self._monitor.on_block(block.shape[0])
 
 
+@dataclass
+class TimeSplit:
+    """Evaluation time split into waiting for data and computing (this process).
+
+    ``waiting``: seconds the lanes waited for the source to deliver a block (reads not
+    hidden behind computing); ``computing``: the rest of the evaluations' wall time.
+    """
+
+    evaluations: int = 0
+    waiting: float = 0.0
+    computing: float = 0.0
+
+    def add(self, timing) -> None:
+        """Count one evaluation's :class:`~streamae.compute.objective.Timing`."""
+        self.evaluations += 1
+        self.waiting += timing.waiting
+        self.computing += max(0.0, timing.seconds - timing.waiting)
+
+    def as_info(self) -> dict:
+        """The entry stored in a model file's info (read back by ``describe``)."""
+        return {
+            "evaluations": self.evaluations,
+            "waiting_seconds": self.waiting,
+            "computing_seconds": self.computing,
+        }
+
+    def summary(self) -> str:
+        """One sentence: per evaluation, how long computing and waiting for data took."""
+        count = max(1, self.evaluations)
+        total = self.waiting + self.computing
+        share = self.waiting / total if total > 0 else 0.0
+        bound = "reading" if share > 0.2 else "computing"
+        return (
+            f"per evaluation ({self.evaluations}): {self.computing / count:.3g} s computing, "
+            f"{self.waiting / count:.3g} s waiting for data ({share:.0%}): {bound} bounds the run"
+        )
+
+
 def make_record(
-    iteration: int, evaluation: Evaluation, evaluations: int, seconds: float, report: StepReport | None
+    iteration: int,
+    evaluation: Evaluation,
+    evaluations: int,
+    seconds: float,
+    report: StepReport | None,
+    split: TimeSplit | None = None,
 ) -> dict:
-    """The history entries and display values of one iteration."""
+    """The history entries and display values of one iteration.
+
+    ``split``: this iteration's evaluations' time, waiting for data vs computing.
+    """
+    split = split or TimeSplit()
     return {
         "iteration": iteration,
         "cost": evaluation.cost,
@@ -113,6 +160,8 @@ def make_record(
         "step": report.step if report else 0.0,
         "seconds": seconds,
         "evaluations": evaluations,
+        "waiting_seconds": split.waiting,
+        "computing_seconds": split.computing,
     }
 
 
@@ -168,6 +217,9 @@ class Trainer:
         self.append_log = append_log
         self.resume_hint = resume_hint
         self._evaluations = _Evaluations([])
+        # Waiting for data vs computing: over the whole run, and over the current iteration.
+        self.time_split = TimeSplit()
+        self._iteration_split = TimeSplit()
 
     def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """J and ∇J at theta (p,), or StopRequested when any rank was asked to stop."""
@@ -177,6 +229,10 @@ class Trainer:
         reads = {"two-pass": 2, "single-pass": 1}.get(getattr(self.objective, "scheme", ""), 0)
         self.monitor.on_pass("J and gradient", reads * self.objective.n_rows)
         evaluation = self.objective(theta)
+        timing = getattr(self.objective, "timing", None)
+        if timing is not None:
+            self.time_split.add(timing)
+            self._iteration_split.add(timing)
         self._evaluations.entries.append((theta.copy(), evaluation))
         return evaluation.cost, evaluation.gradient
 
@@ -212,6 +268,7 @@ class Trainer:
         try:
             while not state.finished:
                 self._evaluations.entries.clear()
+                self._iteration_split = TimeSplit()
                 try:
                     report = lbfgs_iteration(self.value_and_gradient, state, self.rules)
                 except StopRequested:
@@ -226,7 +283,12 @@ class Trainer:
                 progress.current = self._evaluations.find(state.x)
                 progress.seconds = earlier + time.perf_counter() - started
                 record = make_record(
-                    state.iteration, progress.current, state.evaluations, progress.seconds, report
+                    state.iteration,
+                    progress.current,
+                    state.evaluations,
+                    progress.seconds,
+                    report,
+                    self._iteration_split,
                 )
                 for name in HISTORY_FIELDS:
                     progress.history[name].append(float(record[name]))

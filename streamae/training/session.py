@@ -35,6 +35,7 @@ from streamae.io.patchfile import (
     read_layout,
     validate_patch_dataset,
 )
+from streamae.io.readpolicy import open_patches
 from streamae.runtime.mpi import (
     Communicator,
     SingleProcess,
@@ -183,13 +184,17 @@ def _open(
             check_output_path(log, force=True, inputs=(data,))
     with _explained_lock_failure(data):
         layout = _layout(data, file_locking)
-        block_rows = chunk_rows or default_block_rows(layout)
-        share = chunk_aligned_share(layout.n_rows, block_rows, comm.rank, comm.size)
+        # Ranks share whole chunks (or whole blocks of the rows asked for); each reads its
+        # share by the one read policy (io/readpolicy.py), as the benchmarks do.
+        share = chunk_aligned_share(
+            layout.n_rows, chunk_rows or default_block_rows(layout), comm.rank, comm.size
+        )
         source = stack.enter_context(
-            PatchFile(
+            open_patches(
                 data, dtype=DTYPES[dtype], block_rows=chunk_rows, row_range=share, file_locking=file_locking
             )
         )
+        block_rows = source.block_rows
     resumed = None
     if resume and comm.rank == 0:
         previous = load_model(output)
@@ -332,6 +337,9 @@ def train(
         )
         _close_when_done(stack, objective)
         monitor.on_message(f"scheme {objective.scheme}: {objective.reason}")
+        reading = getattr(setup.source, "policy", None)
+        if reading is not None and objective.scheme != "in-core":
+            monitor.on_message(f"reading {reading.block_rows:,} rows per read; {reading.reason}")
 
         info = {
             "dtype": dtype,
@@ -343,7 +351,9 @@ def train(
         }
 
         def save(state: LbfgsState, progress: Progress) -> str:
-            model = _model(state, progress, objective, layout, info)
+            model = _model(
+                state, progress, objective, layout, {**info, "time_split": trainer.time_split.as_info()}
+            )
             write_model(output, model, force=True, inputs=(data,))
             return str(output)
 
@@ -368,7 +378,10 @@ def train(
         else:
             state, progress = trainer.start(initialize(layout.n_features, hidden, seed), memory)
         trainer.run(state, progress)
-        model = _model(state, progress, objective, layout, info)
+        model = _model(
+            state, progress, objective, layout, {**info, "time_split": trainer.time_split.as_info()}
+        )
+        monitor.on_message(trainer.time_split.summary())
         with agreed_phase(comm):
             if output is not None and comm.rank == 0:
                 # The opening checks ran already; replacing our own checkpoint is expected.
@@ -455,7 +468,7 @@ def objective(
     if isinstance(data, np.ndarray):
         source = ArrayPatches(np.asarray(data, dtype=compute_dtype), block_rows=block_rows)
     else:
-        source = PatchFile(data, dtype=compute_dtype, block_rows=block_rows)
+        source = open_patches(data, dtype=compute_dtype, block_rows=block_rows)
     with source:
         n = source.layout.n_features
         theta = initialize(n, hidden, seed) if theta is None else np.asarray(theta, dtype=np.float64)
