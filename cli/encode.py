@@ -74,6 +74,13 @@ class _Progress:
     show_default=True,
     help="Type the encoder computes in and the outputs are stored as.",
 )
+@click.option(
+    "--activation",
+    type=click.Choice(["sigmoid", "tanh"]),
+    default=None,
+    help="Hidden units of the model (sigmoid or tanh); refused if the model file says otherwise.  "
+    "[default: the model's]",
+)
 @force_option
 @quiet_option
 @debug_option
@@ -84,14 +91,16 @@ def encode(
     reconstruct: bool,
     block_rows: int | None,
     dtype: str,
+    activation: str | None,
     force: bool,
     quiet: bool,
     debug: bool,
 ) -> None:
     """Write the hidden activations of MODEL for every patch in DATA (a patch file).
 
-    Streams DATA block by block through the encoder a2 = sigmoid(x W1^T + b1) with the
-    kernels used in training; memory does not depend on the number of rows.
+    Streams DATA block by block through the encoder a2 = f(x W1^T + b1), f the model's
+    hidden activation (sigmoid or tanh), with the kernels used in training; memory does not
+    depend on the number of rows.
 
     Example: `streamae encode model.h5 patches.h5 -o features.h5`.
     """
@@ -107,6 +116,7 @@ def encode(
                 reconstruct=reconstruct,
                 block_rows=block_rows,
                 dtype=dtype,
+                activation=activation,
                 force=force,
                 progress=progress,
             )

@@ -9,7 +9,16 @@ from collections.abc import Iterator
 
 import click
 
-from .common import debug_option, force_option, quiet_option, reported_errors, stderr_is_terminal
+from streamae.options import TRAIN
+
+from .common import (
+    debug_option,
+    force_option,
+    quiet_option,
+    reported_errors,
+    spec_options,
+    stderr_is_terminal,
+)
 
 # Kept in sync with streamae.training.checkpoint.DEFAULT_CHECKPOINT_EVERY (a test checks): importing
 # it here would load NumPy and h5py for --help.
@@ -158,6 +167,7 @@ def format_record(record: dict) -> str:
     show_default=True,
     help="Output layer: sigmoid (data in [0, 1]) or linear (any real data).",
 )
+@spec_options(TRAIN, "activation")
 @click.option(
     "--dtype",
     type=click.Choice(["float32", "float64"]),
@@ -255,6 +265,7 @@ def train(
     lam,
     max_iter,
     decoder,
+    activation,
     dtype,
     chunk_rows,
     threads,
@@ -299,6 +310,7 @@ def train(
                     beta=beta,
                     lam=lam,
                     decoder=decoder,
+                    activation=activation,
                     max_iter=max_iter,
                     dtype=dtype,
                     chunk_rows=chunk_rows,
@@ -377,6 +389,7 @@ def rank_zero_reports(comm, debug: bool) -> Iterator[None]:
     show_default=True,
     help="Output layer.",
 )
+@spec_options(TRAIN, "activation")
 @click.option(
     "--block-rows",
     type=click.IntRange(min=1),
@@ -393,7 +406,9 @@ def rank_zero_reports(comm, debug: bool) -> Iterator[None]:
 )
 @quiet_option
 @debug_option
-def gradcheck(data, rows, hidden, visible, decoder, block_rows, epsilon, seed, quiet, debug) -> None:
+def gradcheck(
+    data, rows, hidden, visible, decoder, activation, block_rows, epsilon, seed, quiet, debug
+) -> None:
     """Compare the streamed float64 gradient with central differences.
 
     Prints `relative difference: <x>` (‖num − ana‖ / ‖num + ana‖) and exits with 1 when
@@ -413,6 +428,7 @@ def gradcheck(data, rows, hidden, visible, decoder, block_rows, epsilon, seed, q
             hidden=hidden,
             n_visible=visible,
             decoder=decoder,
+            activation=activation,
             block_rows=block_rows,
             epsilon=epsilon,
             seed=seed,

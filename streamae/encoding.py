@@ -1,8 +1,9 @@
 """Features for new data: stream every row of a patch file through a trained encoder.
 
 ``encode`` reads the patch file block by block (rows per read from the read policy, io/readpolicy.py),
-computes a2 = f(x W1ᵀ + b1) with a row-major kernel of its own,
-:func:`~streamae.compute.kernels.hidden_activation` (sigmoid through ``np.exp``; training's
+computes a2 = f(x W1ᵀ + b1), f the model's own hidden activation (sigmoid, or tanh for a
+model trained with it), with a row-major kernel of its own,
+:func:`~streamae.compute.kernels.hidden_activation` (through ``np.exp``/``np.tanh``; training's
 :func:`~streamae.compute.kernels.hidden_forward` works on a2ᵀ with the vectorised ``exp32``,
 so the two agree to rounding, not bit for bit), and writes each block into an (m, s)
 dataset chunked like the input.  Every buffer is allocated once for the
@@ -84,6 +85,7 @@ class Encoder:
             raise ValueError(f"compute dtype must be float32 or float64, got {self.dtype}")
         s, n = model.n_hidden, model.n_visible
         self.linear = model.hyper.decoder == "linear"
+        self.activation = kernels.activation_code(model.hyper.activation)
         self.W1 = np.ascontiguousarray(model.W1, dtype=self.dtype)
         self.W2 = np.ascontiguousarray(model.W2, dtype=self.dtype)
         self.b1 = np.ascontiguousarray(model.b1, dtype=self.dtype)
@@ -100,7 +102,7 @@ class Encoder:
         """a2 (rows, s) of a block x (rows, n), as a view of the reused ``hidden`` buffer."""
         a2 = self.hidden[: x.shape[0]]
         np.matmul(x, self.W1.T, out=a2)
-        kernels.hidden_activation(a2, self.b1, self.partial, self.sum_a2)
+        kernels.hidden_activation(a2, self.b1, self.activation, self.partial, self.sum_a2)
         self.n_encoded += x.shape[0]
         return a2
 
@@ -127,12 +129,13 @@ class EncodeResult:
 
 
 def model_fingerprint(path: Path, model: Model) -> dict:
-    """The model attributes a features file records: path, sizes, decoder, iterations."""
+    """The model attributes a features file records: path, sizes, decoder, activation, iterations."""
     return {
         "path": str(path.resolve()),
         "hidden": model.n_hidden,
         "inputs": model.n_visible,
         "decoder": model.hyper.decoder,
+        "activation": model.hyper.activation,
         "iterations": model.iterations,
     }
 
@@ -145,10 +148,14 @@ def encode(
     reconstruct: bool = False,
     block_rows: int | None = None,
     dtype: str = "float32",
+    activation: str | None = None,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> EncodeResult:
     """Write the hidden activations a2 (m, s) of every row of ``data_path`` to ``output``.
+
+    The hidden activation is the model's own (its file says sigmoid or tanh); ``activation``,
+    when given, must match it (features of a tanh model put through a sigmoid mean nothing).
 
     ``block_rows`` rows are read and encoded at a time (default: one chunk of the
     input); ``progress(done, total)`` is called after each block.  Everything is checked
@@ -161,6 +168,12 @@ def encode(
     if block_rows is not None and block_rows < 1:
         raise UsageError(f"--block-rows must be at least 1, got {block_rows}.")
     model = load_model(model_path)
+    if activation is not None and activation != model.hyper.activation:
+        raise UsageError(
+            f"{model_path} was trained with {model.hyper.activation} hidden units, not {activation}; "
+            f"leave the activation out (the model's is used) or give {model.hyper.activation}.",
+            parameter="activation",
+        )
     layout = inspect_patch_file(data_path)
     if layout.n_features != model.n_visible:
         raise UsageError(

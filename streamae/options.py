@@ -166,6 +166,7 @@ def flags_in(sets: Iterable[OptionSet]) -> dict[str, str]:
 # --- train -------------------------------------------------------------------------------
 
 DECODERS = ("sigmoid", "linear")
+ACTIVATIONS = ("sigmoid", "tanh")
 DTYPES = ("float32", "float64")
 SCHEMES = ("auto", "two-pass", "single-pass", "in-core")
 DEFAULT_CHECKPOINT_EVERY = 10
@@ -193,6 +194,14 @@ TRAIN = OptionSet(
             "sigmoid",
             "Output layer: sigmoid (data in [0, 1]) or linear (any real data).",
             choices=DECODERS,
+        ),
+        Option(
+            "activation",
+            str,
+            "sigmoid",
+            "Hidden units: sigmoid (inactive near 0) or tanh (inactive near -1; rho applies to "
+            "the mean of (a2 + 1)/2).",
+            choices=ACTIVATIONS,
         ),
         Option(
             "dtype",

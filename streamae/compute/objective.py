@@ -114,10 +114,43 @@ def kl_divergence(rho: float, rho_hat: np.ndarray) -> np.ndarray:
     return rho * np.log(rho / rho_hat) + (1.0 - rho) * np.log((1.0 - rho) / (1.0 - rho_hat))
 
 
+# tanh hidden units (the notes: "inactive" means near −1).  The sparsity target applies to
+# qᵢⱼ = (a2ᵢⱼ + 1)/2 ∈ (0, 1), so ρ keeps its meaning:
+#     q̂ⱼ = (1/m) Σᵢ qᵢⱼ = (ρ̂ⱼ + 1)/2,      penalty  β Σⱼ KL(ρ ‖ q̂ⱼ).
+# Its derivative in one activation: ∂KL(ρ‖q̂ⱼ)/∂q̂ⱼ = −ρ/q̂ⱼ + (1−ρ)/(1−q̂ⱼ) = sⱼ(q̂), and
+# ∂q̂ⱼ/∂a2ᵢⱼ = 1/(2m), so the penalty adds (1/m)·(β/2)·sⱼ(q̂) to ∂J/∂a2ᵢⱼ, beside the
+# reconstruction's (1/m)·(W2ᵀδ3ᵢ)ⱼ.  With f′(z2) = 1 − a2² for tanh:
+#     δ2 = (W2ᵀδ3 + (β/2)·s(q̂)) ⊙ (1 − a2²),
+# the sigmoid's formula with β·s(ρ̂) replaced by (β/2)·s(q̂).  Everything downstream (both
+# passes, the single-pass assembly ∇W1 += diag(β s) Σ g xᵀ with g = f′(z2)) takes this term
+# as it is, so the factor ½ is carried wherever β·s was.
+
+
+def sparsity_target(hyper: Hyperparameters, rho_hat: np.ndarray) -> np.ndarray:
+    """The means the KL term compares with ρ: ρ̂ (sigmoid) or q̂ = (ρ̂ + 1)/2 (tanh); (s,) -> (s,).
+
+    rho_hat: the mean hidden activations (1/m) Σᵢ a2ᵢ, in (0, 1) or, for tanh, (−1, 1).
+    """
+    if hyper.activation == "tanh":
+        return 0.5 * (rho_hat + 1.0)
+    return rho_hat
+
+
+def sparsity_cost(hyper: Hyperparameters, rho_hat: np.ndarray) -> float:
+    """The sparsity term of J: β Σⱼ KL(ρ ‖ ρ̂ⱼ), or β Σⱼ KL(ρ ‖ q̂ⱼ) for tanh; rho_hat (s,)."""
+    return hyper.beta * float(np.sum(kl_divergence(hyper.rho, sparsity_target(hyper, rho_hat))))
+
+
 def sparsity_delta(hyper: Hyperparameters, rho_hat: np.ndarray) -> np.ndarray:
-    """β·sⱼ = β(−ρ/ρ̂ⱼ + (1−ρ)/(1−ρ̂ⱼ)), the sparsity term of δ₂; (s,) -> (s,)."""
+    """The sparsity term added to W2ᵀδ3 in δ2; rho_hat (s,) -> (s,).
+
+    sigmoid: β·sⱼ = β(−ρ/ρ̂ⱼ + (1−ρ)/(1−ρ̂ⱼ)).  tanh: (β/2)·sⱼ(q̂) with q̂ = (ρ̂ + 1)/2
+    (derived above).
+    """
     rho = hyper.rho
-    return hyper.beta * (-rho / rho_hat + (1.0 - rho) / (1.0 - rho_hat))
+    target = sparsity_target(hyper, rho_hat)
+    weight = 0.5 * hyper.beta if hyper.activation == "tanh" else hyper.beta
+    return weight * (-rho / target + (1.0 - rho) / (1.0 - target))
 
 
 class LaneBuffers:
@@ -200,6 +233,7 @@ class StreamedObjective:
         self.no_sparsity = np.zeros(s, dtype=self.dtype)
         self.no_cache = np.empty(0, dtype=self.dtype)
         self.linear = hyper.decoder == "linear"
+        self.activation = kernels.activation_code(hyper.activation)
         self.n_parameters = parameter_count(n_visible, self.n_hidden)
         self.evaluations = 0
         self.timing = Timing()
@@ -268,7 +302,15 @@ class StreamedObjective:
     def _pass1_visit(self, lane: int, x: np.ndarray) -> None:
         b = self.buffers[lane]
         passes.forward_pass(
-            x, self.W1, self.b1, self.compute_rows, b.hidden, b.sum_a2, self.no_cache, self.tiled
+            x,
+            self.W1,
+            self.b1,
+            self.activation,
+            self.compute_rows,
+            b.hidden,
+            b.sum_a2,
+            self.no_cache,
+            self.tiled,
         )
 
     def _gradient_visit(self, lane: int, x: np.ndarray, single: bool, cache: np.ndarray) -> None:
@@ -281,6 +323,7 @@ class StreamedObjective:
             self.W2T,
             self.b1,
             self.b2,
+            self.activation,
             self.linear,
             sparsity,
             single,
@@ -333,7 +376,7 @@ def assemble(
     params = unpack(np.asarray(theta, dtype=np.float64), n_visible, hyper.hidden)
     reconstruction = totals[0] / m
     weight_decay = 0.5 * hyper.lam * (np.sum(params.W1**2) + np.sum(params.W2**2))
-    sparsity = hyper.beta * float(np.sum(kl_divergence(hyper.rho, rho_hat)))
+    sparsity = sparsity_cost(hyper, rho_hat)
     gradient = totals[1:] / m
     # Weight decay acts on the weights only: the first 2·s·n entries of theta.
     n_weights = 2 * n_visible * hyper.hidden

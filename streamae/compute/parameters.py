@@ -15,17 +15,23 @@ import numpy as np
 from streamae.errors import UsageError
 
 DECODERS = ("sigmoid", "linear")
+ACTIVATIONS = ("sigmoid", "tanh")
 
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    """The objective's settings; defaults follow the notes' exercise."""
+    """The objective's settings; defaults follow the notes' exercise.
+
+    ``activation`` is the hidden layer's nonlinearity: "sigmoid" (inactive near 0) or
+    "tanh" (inactive near −1; ρ then targets the mean of (a2 + 1)/2).
+    """
 
     hidden: int = 25
     rho: float = 0.01
     beta: float = 3.0
     lam: float = 1e-4
     decoder: str = "sigmoid"
+    activation: str = "sigmoid"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.hidden, int | np.integer) and self.hidden >= 1):
@@ -38,6 +44,11 @@ class Hyperparameters:
             raise UsageError(f"--lambda must be a finite number >= 0, got {self.lam}.")
         if self.decoder not in DECODERS:
             raise UsageError(f"--decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}.")
+        if self.activation not in ACTIVATIONS:
+            raise UsageError(
+                f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}.",
+                parameter="activation",
+            )
 
     def as_attributes(self) -> dict:
         """The hyperparameters as model-file attributes (``lam`` stored as ``lambda``)."""

@@ -84,7 +84,9 @@ class SinglePassObjective(StreamedObjective):
         self.comm.allreduce_sum(totals)
         rho_hat = totals[a2 : a2 + s] / self.n_rows
         beta_s = sparsity_delta(self.hyper, rho_hat)
-        # δ2 = e + β·s ⊙ g, summed: add the sparsity term now that ρ̂ is known.
+        # δ2 = e + β·s ⊙ g, summed: add the sparsity term now that ρ̂ is known.  For tanh
+        # the term is (β/2)·s(q̂) with q̂ = (ρ̂ + 1)/2 and g = 1 − a2² (sparsity_delta says
+        # why), so ∇W1 = (1/m)(Σ e xᵀ + (β/2)·diag(s(q̂)) Σ g xᵀ) + λW1 and ∇b1 alike.
         totals[dW1 : dW1 + s * n] += (beta_s[:, None] * totals[gx : gx + s * n].reshape(s, n)).ravel()
         totals[db1 : db1 + s] += beta_s * totals[g : g + s]
         self._finish(started)
@@ -118,7 +120,15 @@ class InCoreObjective(StreamedObjective):
     def _cached_pass1(self, lane: int, x: np.ndarray) -> None:
         b = self.buffers[lane]
         forward_pass(
-            x, self.W1, self.b1, self.compute_rows, b.hidden, b.sum_a2, self.caches[lane], self.tiled
+            x,
+            self.W1,
+            self.b1,
+            self.activation,
+            self.compute_rows,
+            b.hidden,
+            b.sum_a2,
+            self.caches[lane],
+            self.tiled,
         )
 
     def mean_activation(self, theta: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Model files: the trained weights, their history and the optimizer's state, in HDF5.
 
 Layout (DESIGN.md): ``/W1`` (s, n), ``/b1`` (s,), ``/W2`` (n, s), ``/b2`` (n,) float64;
-attributes ``format``, the hyperparameters, ``patch_shape``, the data fingerprint,
+attributes ``format``, the hyperparameters (``activation`` among them: sigmoid or tanh; a
+file without it is sigmoid), ``patch_shape``, the data fingerprint,
 ``iterations``; ``/history/<name>`` one entry per iteration; ``/rho_hat`` (s,);
 ``/optimizer/*`` the L-BFGS state.  Files are written atomically.
 """
@@ -17,7 +18,7 @@ import h5py
 import numpy as np
 
 from streamae._version import __version__
-from streamae.compute.parameters import DECODERS, Hyperparameters, pack
+from streamae.compute.parameters import ACTIVATIONS, DECODERS, Hyperparameters, pack
 from streamae.errors import InputFileError, StorageError, UsageError
 from streamae.io.atomic import atomic_output, hdf5_output
 from streamae.io.hdf5 import MODEL_FORMAT, PATCH_FORMAT, decode_attribute, list_datasets, open_hdf5
@@ -40,7 +41,7 @@ class Model:
 
     W1 (s, n), W2 (n, s), b1 (s,), b2 (n,) float64; ``history`` maps each of
     ``HISTORY_FIELDS`` to a (iterations,) array; ``rho_hat`` (s,) the mean hidden
-    activation at the final parameters; ``optimizer`` the L-BFGS state arrays and
+    activation at the final parameters (in (−1, 1) for tanh units); ``optimizer`` the L-BFGS state arrays and
     scalars (see :mod:`streamae.compute.lbfgs`), or None.
     """
 
@@ -66,6 +67,11 @@ class Model:
     def n_hidden(self) -> int:
         """Hidden size s."""
         return self.W1.shape[0]
+
+    @property
+    def activation(self) -> str:
+        """The hidden layer's nonlinearity: "sigmoid" or "tanh"."""
+        return self.hyper.activation
 
     @property
     def theta(self) -> np.ndarray:
@@ -272,8 +278,15 @@ def _read_hyperparameters(attrs: dict, hidden: int, path: Path) -> Hyperparamete
             f"{path}: the attribute decoder is {_brief(repr(decoder))}, not one of "
             f"{', '.join(DECODERS)}; the model file is damaged, train it again."
         )
+    # Files written before tanh existed have no activation attribute: they are sigmoid.
+    activation = attrs.get("activation", "sigmoid")
+    if activation not in ACTIVATIONS:
+        raise InputFileError(
+            f"{path}: the attribute activation is {_brief(repr(activation))}, not one of "
+            f"{', '.join(ACTIVATIONS)}; the model file is damaged, train it again."
+        )
     try:
-        return Hyperparameters(hidden=hidden, decoder=decoder, **values)
+        return Hyperparameters(hidden=hidden, decoder=decoder, activation=activation, **values)
     except UsageError as error:
         # The message speaks of options (--rho ...): here they are attributes of the file.
         raise InputFileError(

@@ -107,7 +107,7 @@ def check_compatible(
                 "without --resume."
             )
     old = model.hyper
-    for name in ("hidden", "rho", "beta", "lam", "decoder"):
+    for name in ("hidden", "rho", "beta", "lam", "decoder", "activation"):
         before, now = getattr(old, name), getattr(hyper, name)
         if before != now:
             raise UsageError(

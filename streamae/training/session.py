@@ -233,6 +233,7 @@ def train(
     beta: float = 3.0,
     lam: float = 1e-4,
     decoder: str = "sigmoid",
+    activation: str = "sigmoid",
     max_iter: int = 400,
     dtype: str = "float32",
     chunk_rows: int | None = None,
@@ -257,7 +258,9 @@ def train(
     """Train the sparse autoencoder on the patch file ``data``; returns the model.
 
     Writes the model to ``output`` (atomically) when given, and one JSON object per
-    iteration to ``log``.  Hyperparameters follow the notes' names (``lam`` is λ).
+    iteration to ``log``.  Hyperparameters follow the notes' names (``lam`` is λ);
+    ``activation`` is the hidden layer's "sigmoid" or "tanh" (ρ then targets the mean of
+    (a2 + 1)/2, so "inactive" means near −1).
 
     Checkpoints: the model file is rewritten every ``checkpoint_every`` iterations (0:
     only at the end) and every ``checkpoint_minutes`` minutes; ``resume=True`` continues
@@ -281,7 +284,9 @@ def train(
         contextlib.ExitStack() as stack,
     ):
         with agreed_phase(comm):
-            hyper = Hyperparameters(hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder)
+            hyper = Hyperparameters(
+                hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder, activation=activation
+            )
             compute_dtype = _dtype(dtype)
             if max_iter < 0:
                 raise UsageError(f"--max-iter must be at least 0, got {max_iter}.")
@@ -313,7 +318,7 @@ def train(
         counted = CountedBlocks(setup.source, monitor, stop, abandon=comm.size == 1)
         monitor.on_message(
             f"{data}: {layout.n_rows:,} patches of {layout.n_features} values "
-            f"({layout.dtype}), {hidden} hidden units, {dtype}"
+            f"({layout.dtype}), {hidden} {activation} hidden units, {dtype}"
             + (f", {comm.size} MPI ranks" if comm.size > 1 else "")
         )
         monitor.on_pass("checking values", setup.source.n_rows)
@@ -454,6 +459,7 @@ def objective(
     beta: float = 3.0,
     lam: float = 1e-4,
     decoder: str = "sigmoid",
+    activation: str = "sigmoid",
     dtype: str = "float64",
     block_rows: int | None = None,
     seed: int = 0,
@@ -463,7 +469,9 @@ def objective(
     ``data`` is a patch file path or an (m, n) array.  The same streamed kernels as
     training compute it.
     """
-    hyper = Hyperparameters(hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder)
+    hyper = Hyperparameters(
+        hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder, activation=activation
+    )
     compute_dtype = _dtype(dtype)
     if isinstance(data, np.ndarray):
         source = ArrayPatches(np.asarray(data, dtype=compute_dtype), block_rows=block_rows)
@@ -503,6 +511,7 @@ def gradcheck(
     beta: float = 3.0,
     lam: float = 1e-3,
     decoder: str = "sigmoid",
+    activation: str = "sigmoid",
     block_rows: int | None = None,
     epsilon: float = 1e-4,
     seed: int = 0,
@@ -514,7 +523,9 @@ def gradcheck(
     (``rows`` × ``n_visible`` values in [0, 1]) when ``data`` is None.  The rows are
     streamed in several blocks on purpose (``block_rows``, default a third of them).
     """
-    hyper = Hyperparameters(hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder)
+    hyper = Hyperparameters(
+        hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder, activation=activation
+    )
     if rows < 1:
         raise UsageError(f"--rows must be at least 1, got {rows}.")
     block_rows = block_rows or max(1, -(-rows // 3))
