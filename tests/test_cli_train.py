@@ -173,21 +173,66 @@ def test_no_temporary_files_are_left_after_a_failure(patch_file, unit_patches, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["patches.h5"]
 
 
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
 @pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
 @pytest.mark.parametrize("block_rows", ["1", "7", "9", "100"])
-def test_gradcheck_passes_for_both_decoders_and_block_sizes(decoder, block_rows):
+def test_gradcheck_passes_for_both_decoders_and_block_sizes(decoder, block_rows, activation):
     # 20 rows: blocks of 1, 7 and 9 (which do not divide 20) and 100 (larger than m).
-    result = invoke("gradcheck", "--decoder", decoder, "--block-rows", block_rows, "--rows", "20")
+    result = invoke(
+        "gradcheck",
+        "--decoder",
+        decoder,
+        "--activation",
+        activation,
+        "--block-rows",
+        block_rows,
+        "--rows",
+        "20",
+    )
     assert result.exit_code == 0, result.output
     difference = float(result.output.split("relative difference:")[1].split()[0])
     assert difference < 1e-9
 
 
-def test_gradcheck_on_a_data_file(good_file):
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_gradcheck_on_a_data_file(good_file, activation):
     result = invoke(
-        "gradcheck", "--data", str(good_file), "--rows", "12", "--hidden", "4", "--block-rows", "5"
+        "gradcheck",
+        "--data",
+        str(good_file),
+        "--rows",
+        "12",
+        "--hidden",
+        "4",
+        "--block-rows",
+        "5",
+        "--activation",
+        activation,
     )
     assert result.exit_code == 0, result.output
+    assert float(result.output.split("relative difference:")[1].split()[0]) < 1e-9
+
+
+def test_gradcheck_detects_a_wrong_tanh_sparsity_gradient(monkeypatch):
+    # The check can fail for tanh: drop the ½ of (β/2)·s(q̂) and the difference must show.
+    from streamae.compute import objective, schemes
+
+    original = objective.sparsity_delta
+
+    def without_the_half(hyper, rho_hat):
+        factor = 2.0 if hyper.activation == "tanh" else 1.0
+        return factor * original(hyper, rho_hat)
+
+    monkeypatch.setattr(schemes, "sparsity_delta", without_the_half)
+    result = invoke("gradcheck", "--activation", "tanh", "--rows", "20")
+    assert result.exit_code == 1
+    assert "gradient check failed" in result.output
+
+
+def test_activation_choices_are_checked():
+    result = invoke("gradcheck", "--activation", "relu")
+    assert result.exit_code == 2
+    assert "relu" in result.output and "tanh" in result.output
 
 
 def test_gradcheck_fails_loudly_with_a_huge_epsilon():
