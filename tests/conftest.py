@@ -57,6 +57,7 @@ def write_model_file(
     rho: float = 0.01,
     beta: float = 3.0,
     decoder: str = "sigmoid",
+    activation: str = "sigmoid",
     history: dict | None = None,
     rho_hat: np.ndarray | None = None,
 ) -> Path:
@@ -70,7 +71,7 @@ def write_model_file(
         W2=np.zeros((n, s)) if W2 is None else W2,
         b1=np.zeros(s) if b1 is None else b1,
         b2=np.zeros(n) if b2 is None else b2,
-        hyper=Hyperparameters(hidden=s, rho=rho, beta=beta, decoder=decoder),
+        hyper=Hyperparameters(hidden=s, rho=rho, beta=beta, decoder=decoder, activation=activation),
         patch_shape=patch_shape,
         iterations=len(history["cost"]) if history else 0,
         history=history or {},

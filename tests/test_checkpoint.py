@@ -82,27 +82,32 @@ def assert_same_run(resumed, reference, *, exact: bool = True) -> None:
 
 
 @pytest.mark.parametrize(
-    ("dtype", "where"),
+    ("dtype", "where", "activation"),
     [
-        ("float64", {"iteration": 7}),
-        ("float64", {"block": 101}),  # mid-pass: the evaluation is abandoned
-        ("float32", {"block": 77}),
+        ("float64", {"iteration": 7}, "sigmoid"),
+        ("float64", {"block": 101}, "sigmoid"),  # mid-pass: the evaluation is abandoned
+        ("float32", {"block": 77}, "sigmoid"),
+        ("float64", {"iteration": 7}, "tanh"),
+        ("float64", {"block": 101}, "tanh"),
+        ("float32", {"block": 77}, "tanh"),
     ],
 )
-def test_a_stopped_run_resumes_exactly(data, tmp_path, dtype, where):
-    reference = train(data, tmp_path / "reference.h5", dtype=dtype, **SETTINGS)
+def test_a_stopped_run_resumes_exactly(data, tmp_path, dtype, where, activation):
+    settings = {**SETTINGS, "activation": activation}
+    reference = train(data, tmp_path / "reference.h5", dtype=dtype, **settings)
+    assert reference.activation == activation
     flag = StopFlag()
     monitor = StopAt(flag, **where)
     output = tmp_path / "stopped.h5"
     with pytest.raises(Interrupted, match="stopped by SIGTERM after iteration") as caught:
-        train(data, output, dtype=dtype, stop=flag, monitor=monitor, **SETTINGS)
+        train(data, output, dtype=dtype, stop=flag, monitor=monitor, **settings)
     assert "--resume" in str(caught.value) and str(output) in str(caught.value)
     stopped = load_model(output)
     assert 0 < stopped.iterations < reference.iterations
     assert stopped.info["finished"] == ""
     if "iteration" in where:
         assert stopped.iterations == where["iteration"]
-    resumed = train(data, output, dtype=dtype, resume=True, **SETTINGS)
+    resumed = train(data, output, dtype=dtype, resume=True, **settings)
     assert_same_run(resumed, reference)
     assert_same_run(load_model(output), reference)
 
@@ -181,6 +186,7 @@ def test_a_stop_before_the_first_iteration_writes_nothing(data, tmp_path, block,
         (["--rho", "0.05"], "it was trained with --rho 0.01, not 0.05"),
         (["--lambda", "0.001"], "it was trained with --lambda 0.0001, not 0.001"),
         (["--decoder", "linear"], "it was trained with --decoder sigmoid, not linear"),
+        (["--activation", "tanh"], "it was trained with --activation sigmoid, not tanh"),
         (["--dtype", "float32"], "it was trained with --dtype float64, not float32"),
     ],
 )

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 from helpers import assert_clean_failure, invoke, write_large_patch_file
+from naive import hidden_layer
 
 from streamae.describe import FEATURES_FORMAT as INSPECT_FEATURES_FORMAT
 from streamae.encoding import FEATURES_FORMAT, encode
@@ -58,6 +59,46 @@ def test_features_equal_dense_numpy_for_any_block_size(tmp_path, planted, block_
         assert "reconstruction" not in handle
     np.testing.assert_allclose(result.mean_activation, expected.mean(axis=0), rtol=0, atol=1e-6)
     assert result.reconstruction is None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
+@pytest.mark.parametrize("block_rows", [None, 7, 300])
+def test_tanh_model_encodes_like_the_dense_twin(
+    tmp_path, rng, model_file, patch_file, dtype, decoder, block_rows
+):
+    s, n = 9, 16
+    W1, W2 = rng.normal(size=(s, n)), rng.normal(size=(n, s))
+    b1, b2 = rng.normal(size=s), rng.normal(size=n)
+    model = model_file(W1, W2=W2, b1=b1, b2=b2, decoder=decoder, activation="tanh")
+    X = rng.uniform(size=(700, n))
+    data = patch_file(X, chunk_rows=100)
+    output = tmp_path / "features.h5"
+    result = encode(model, data, output, reconstruct=True, dtype=dtype, block_rows=block_rows)
+    # The twin reads the rows as the encoder does: rounded to the compute dtype.
+    rows = X.astype(dtype)
+    a2 = hidden_layer(rows, W1, b1, "tanh")
+    z3 = a2 @ W2.T + b2
+    a3 = z3 if decoder == "linear" else sigmoid(z3)
+    tolerance = 1e-12 if dtype == "float64" else 1e-5
+    with h5py.File(output, "r") as handle:
+        np.testing.assert_allclose(handle["features"][()], a2, rtol=0, atol=tolerance)
+        assert handle["features"][()].min() < -0.5  # tanh units, not sigmoid ones
+        np.testing.assert_allclose(handle["reconstruction"][()], a3, rtol=0, atol=100 * tolerance)
+        assert json.loads(handle.attrs["model"])["activation"] == "tanh"
+    np.testing.assert_allclose(result.mean_activation, a2.mean(axis=0), rtol=0, atol=tolerance)
+    assert result.reconstruction == pytest.approx(0.5 * np.sum((a3 - rows) ** 2) / 700, rel=1e-4)
+
+
+def test_encode_refuses_an_activation_other_than_the_models(tmp_path, rng, model_file, patch_file):
+    model = model_file(rng.normal(size=(4, 16)), activation="tanh")
+    data = patch_file(rng.uniform(size=(50, 16)))
+    output = tmp_path / "features.h5"
+    result = invoke("encode", model, data, "-o", output, "--activation", "sigmoid")
+    assert result.exit_code == 2, result.output
+    assert f"Error: {model} was trained with tanh hidden units, not sigmoid;" in result.stderr
+    assert not output.exists()
+    assert invoke("encode", model, data, "-o", output, "--activation", "tanh", "-q").exit_code == 0
 
 
 @pytest.mark.parametrize("decoder", ["sigmoid", "linear"])

@@ -112,3 +112,18 @@ def test_memory_does_not_grow_with_the_data(tmp_path):
         )
     print(f"peak RSS: 20,000 x 64 -> {peaks['small']:.0f} MiB; 2,000,000 x 64 -> {peaks['large']:.0f} MiB")
     assert peaks["large"] - peaks["small"] < 100
+
+
+def test_python_api_trains_tanh_units(patch_file, unit_patches, tmp_path):
+    path = patch_file(unit_patches)
+    model = streamae.train(path, tmp_path / "m.h5", hidden=6, max_iter=5, dtype="float64", activation="tanh")
+    loaded = streamae.load_model(tmp_path / "m.h5")
+    assert loaded.activation == "tanh" and loaded.hyper == model.hyper
+    settings = {"hidden": 6, "rho": model.hyper.rho, "beta": model.hyper.beta, "lam": model.hyper.lam}
+    J, _, _ = dense_objective(loaded.theta, unit_patches, **settings, activation="tanh")
+    assert loaded.history["cost"][-1] == pytest.approx(J, rel=1e-10)
+    assert loaded.history["cost"][-1] < loaded.history["cost"][0]
+    W1, b1 = loaded.W1, loaded.b1
+    np.testing.assert_allclose(loaded.rho_hat, np.tanh(unit_patches @ W1.T + b1).mean(axis=0), rtol=1e-10)
+    evaluation = streamae.objective(unit_patches, loaded.theta, **settings, activation="tanh", block_rows=9)
+    assert evaluation.cost == pytest.approx(J, rel=1e-12)
