@@ -301,7 +301,9 @@ def format_description(info: dict) -> str:
             add("also holds", f"{entry['name']} {_shape(entry['shape'])} {entry['dtype']}")
     elif kind == "model":
         hyper = info["hyperparameters"]
-        add("layers", f"{info['inputs']} inputs -> {info['hidden']} hidden ({hyper['decoder']} decoder)")
+        tanh = hyper.get("activation", "sigmoid") == "tanh"
+        units = f"{info['hidden']} tanh hidden" if tanh else f"{info['hidden']} hidden"
+        add("layers", f"{info['inputs']} inputs -> {units} ({hyper['decoder']} decoder)")
         add("patch shape", _shape(info["patch_shape"]))
         add(
             "hyperparameters",
@@ -322,7 +324,8 @@ def format_description(info: dict) -> str:
             "not recorded"
             if rho_hat is None
             else f"{rho_hat['mean']:.4g} (min {rho_hat['min']:.4g}, max {rho_hat['max']:.4g}, "
-            f"target {hyper['rho']:g})",
+            # tanh: rho targets the mean of (a2 + 1)/2, so the mean of a2 aims at 2·rho − 1.
+            + (f"target {2 * hyper['rho'] - 1:g} = 2 rho - 1)" if tanh else f"target {hyper['rho']:g})"),
         )
         split = info.get("evaluation_time")
         if split is not None:

@@ -258,3 +258,15 @@ def test_installed_console_script_runs():
         timeout=60,
     )
     assert probe.stdout.strip() == "True"
+
+
+def test_train_with_tanh_units_records_them(good_file, tmp_path):
+    out = tmp_path / "model.h5"
+    result = invoke(
+        "train", str(good_file), "-o", str(out), "--max-iter", "3", "--hidden", "4", "--activation", "tanh"
+    )
+    assert result.exit_code == 0, result.output
+    assert "4 tanh hidden units" in result.stderr
+    with h5py.File(out, "r") as handle:
+        assert handle.attrs["activation"] == "tanh"
+        assert handle["rho_hat"][()].min() < 0  # means of tanh units, not of sigmoid ones

@@ -107,6 +107,7 @@ def test_model_file_as_json(trained):
         "beta": 2.0,
         "lambda": 1e-4,
         "decoder": "sigmoid",
+        "activation": "sigmoid",
     }
     # The final entries of the history: cost 1.0, reconstruction 2.0, weight decay 3.0, sparsity 4.0.
     assert described["final"] == {
@@ -134,6 +135,18 @@ def test_model_file_as_text(trained):
         "trained on:       planted",
     ):
         assert fragment in text, fragment
+
+
+def test_tanh_model_file_as_text(model_file, rng):
+    path = model_file(
+        rng.normal(size=(6, 16)),
+        rho=0.05,
+        activation="tanh",
+        rho_hat=np.array([-0.9, -0.8, 0.1, -0.7, -0.6, -0.5]),
+    )
+    text = invoke("info", path).output
+    assert "16 inputs -> 6 tanh hidden (sigmoid decoder)" in text
+    assert "mean rho_hat:     -0.5667 (min -0.9, max 0.1, target -0.9 = 2 rho - 1)" in text
 
 
 def test_features_file(tmp_path, trained, patch_file, rng):
