@@ -81,6 +81,7 @@ class CountedBlocks:
         self._abandon = abandon
         self.dtype = source.dtype
         self.block_rows = source.block_rows
+        self.layout = source.layout  # messages name the file's dataset
 
     @property
     def n_rows(self) -> int:

@@ -35,6 +35,7 @@ from streamae.io.patchfile import (
     read_layout,
     validate_patch_dataset,
 )
+from streamae.options import DEFAULT_DATASET, dataset_path
 from streamae.runtime.mpi import (
     Communicator,
     SingleProcess,
@@ -167,6 +168,7 @@ def _open(
     file_locking: bool | None,
     comm: Communicator,
     stack: contextlib.ExitStack,
+    dataset: str = DEFAULT_DATASET,
 ) -> _Setup:
     """Check the outputs (rank 0), open this rank's share of the data, read the checkpoint."""
     if resume and output is None:
@@ -182,12 +184,17 @@ def _open(
         if log is not None:
             check_output_path(log, force=True, inputs=(data,))
     with _explained_lock_failure(data):
-        layout = _layout(data, file_locking)
+        layout = _layout(data, file_locking, dataset)
         block_rows = chunk_rows or default_block_rows(layout)
         share = chunk_aligned_share(layout.n_rows, block_rows, comm.rank, comm.size)
         source = stack.enter_context(
             PatchFile(
-                data, dtype=DTYPES[dtype], block_rows=chunk_rows, row_range=share, file_locking=file_locking
+                data,
+                dtype=DTYPES[dtype],
+                block_rows=chunk_rows,
+                row_range=share,
+                file_locking=file_locking,
+                dataset=dataset,
             )
         )
     resumed = None
@@ -198,10 +205,10 @@ def _open(
     return _Setup(layout=layout, source=source, block_rows=block_rows, resumed=resumed)
 
 
-def _layout(data: Path, file_locking: bool | None) -> PatchLayout:
+def _layout(data: Path, file_locking: bool | None, dataset: str = DEFAULT_DATASET) -> PatchLayout:
     """inspect_patch_file, honouring ``file_locking`` (which it does not take)."""
     with open_hdf5(data, file_locking=file_locking) as handle:
-        return read_layout(validate_patch_dataset(handle, data), data)
+        return read_layout(validate_patch_dataset(handle, data, dataset), data)
 
 
 @contextlib.contextmanager
@@ -248,6 +255,7 @@ def train(
     stop: StopFlag | None = None,
     scheme: str = "auto",
     memory_budget: int | str | None = None,
+    dataset: str = DEFAULT_DATASET,
 ) -> Model:
     """Train the sparse autoencoder on the patch file ``data``; returns the model.
 
@@ -262,7 +270,8 @@ def train(
     and raises :class:`~streamae.errors.Interrupted`.  ``stop`` is the flag the handlers
     set (pass one to stop a run from another thread).  ``file_locking=False`` opens the
     data without HDF5 file locks (NFS, Lustre).  ``comm`` is the group of processes
-    (default: this one alone); under MPI every rank calls ``train`` alike.
+    (default: this one alone); under MPI every rank calls ``train`` alike.  ``dataset``
+    is the 2-D dataset of ``data`` to train on (default ``/patches``; any floating one).
     """
     monitor = monitor or TrainingMonitor()
     comm = comm or SingleProcess()
@@ -278,6 +287,7 @@ def train(
         with agreed_phase(comm):
             hyper = Hyperparameters(hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder)
             compute_dtype = _dtype(dtype)
+            dataset = dataset_path(dataset)
             if max_iter < 0:
                 raise UsageError(f"--max-iter must be at least 0, got {max_iter}.")
             if chunk_rows is not None and chunk_rows < 1:
@@ -298,6 +308,7 @@ def train(
                 file_locking=file_locking,
                 comm=comm,
                 stack=stack,
+                dataset=dataset,
             )
             threads_used = resolve_threads(threads, local_ranks=local_ranks)
             apply_threads(threads_used)
@@ -359,7 +370,8 @@ def train(
             append_log=resumed is not None,
             resume_hint=(
                 f"the checkpoint {output} holds it; continue with "
-                f"`streamae train {data} -o {output} --resume` and the same options."
+                f"`streamae train {data} -o {output} --resume` and the same options"
+                + (f" (--dataset {layout.dataset})." if layout.dataset != DEFAULT_DATASET else ".")
             ),
         )
         if resumed is not None:
@@ -444,6 +456,7 @@ def objective(
     dtype: str = "float64",
     block_rows: int | None = None,
     seed: int = 0,
+    dataset: str = DEFAULT_DATASET,
 ) -> Evaluation:
     """J, its terms, ∇J (p,) and ρ̂ (s,) at ``theta`` (default: the notes' initialisation).
 
@@ -455,7 +468,7 @@ def objective(
     if isinstance(data, np.ndarray):
         source = ArrayPatches(np.asarray(data, dtype=compute_dtype), block_rows=block_rows)
     else:
-        source = PatchFile(data, dtype=compute_dtype, block_rows=block_rows)
+        source = PatchFile(data, dtype=compute_dtype, block_rows=block_rows, dataset=dataset_path(dataset))
     with source:
         n = source.layout.n_features
         theta = initialize(n, hidden, seed) if theta is None else np.asarray(theta, dtype=np.float64)
@@ -494,6 +507,7 @@ def gradcheck(
     epsilon: float = 1e-4,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    dataset: str = DEFAULT_DATASET,
 ) -> GradientCheck:
     """Compare the streamed float64 ∇J with central differences of J.
 
@@ -512,9 +526,12 @@ def gradcheck(
         values = generator.uniform(0.05, 0.95, size=(rows, n_visible))
         source = ArrayPatches(values, block_rows=block_rows)
     else:
-        layout = inspect_patch_file(data)
+        dataset = dataset_path(dataset)
+        layout = inspect_patch_file(data, dataset)
         rows = min(rows, layout.n_rows)
-        source = PatchFile(data, dtype=np.float64, block_rows=block_rows, row_range=(0, rows))
+        source = PatchFile(
+            data, dtype=np.float64, block_rows=block_rows, row_range=(0, rows), dataset=dataset
+        )
         n_visible = layout.n_features
     with source:
         check_values(source, hyper, str(data or "<random>"))
