@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import click
 
-from streamae.options import DATA
+from streamae.options import DATA, VALIDATION
 
 from .common import (
     debug_option,
@@ -139,6 +139,11 @@ def format_record(record: dict) -> str:
         f"sp {record['sparsity']:.4e})  |g| {record['grad_norm']:.3e}  "
         f"rho_hat {record['rho_hat_mean']:.4f} [{record['rho_hat_min']:.4f}, "
         f"{record['rho_hat_max']:.4f}]  {record['seconds']:.2f} s"
+        + (
+            f"  held-out J {record['validation_cost']:.6e} (rec {record['validation_reconstruction']:.4e})"
+            if "validation_cost" in record
+            else ""
+        )
     )
 
 
@@ -253,6 +258,7 @@ def format_record(record: dict) -> str:
     help="Write one JSON object per iteration to this file (JSON lines; appended on --resume).",
 )
 @spec_options(DATA, "dataset")
+@spec_options(VALIDATION, "validation", "validation_fraction", "validate_every", "early_stop")
 @quiet_option
 @force_option
 @debug_option
@@ -279,6 +285,10 @@ def train(
     no_file_locking,
     log,
     dataset,
+    validation,
+    validation_fraction,
+    validate_every,
+    early_stop,
     quiet,
     force,
     debug,
@@ -328,6 +338,10 @@ def train(
                     scheme=scheme,
                     memory_budget=memory_budget,
                     dataset=dataset,
+                    validation=validation,
+                    validation_fraction=validation_fraction,
+                    validate_every=validate_every,
+                    early_stop=early_stop,
                 )
         finally:
             monitor.close()

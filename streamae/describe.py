@@ -188,7 +188,22 @@ def _describe_model(path: Path) -> dict:
         },
         "data": model.data or None,
         "resumable": model.optimizer is not None,
+        "validation": _held_out_summary(model.validation),
         "info": model.info,
+    }
+
+
+def _held_out_summary(validation: dict) -> dict | None:
+    """The held-out evaluations of a model: how many, the last and the best (or None)."""
+    costs = validation.get("cost")
+    if costs is None or len(costs) == 0:
+        return None
+    best = int(np.argmin(costs))
+    return {
+        "evaluations": len(costs),
+        "last": {key: float(values[-1]) for key, values in validation.items()},
+        "best_cost": float(costs[best]),
+        "best_iteration": int(validation["iteration"][best]) if "iteration" in validation else None,
     }
 
 
@@ -321,6 +336,17 @@ def format_description(info: dict) -> str:
         )
         add("trained on", _data_text(info["data"]))
         add("resumable", "yes (optimizer state stored)" if info["resumable"] else "no")
+        held = info.get("validation")
+        if held:
+            last = held["last"]
+            add(
+                "held-out J",
+                f"{_number(last.get('cost'))} at iteration {_number(int(last.get('iteration', 0)))} "
+                f"(reconstruction {_number(last.get('reconstruction'))}, sparsity "
+                f"{_number(last.get('sparsity'))}, mean rho_hat {_number(last.get('rho_hat_mean'))}); "
+                f"best {_number(held['best_cost'])} at iteration {_number(held['best_iteration'])}, "
+                f"{held['evaluations']} evaluations",
+            )
     elif kind == "features":
         for name, entry in info["datasets"].items():
             add(name, f"{_shape(entry['shape'])} {entry['dtype']}, {_storage_text(entry)}")

@@ -157,6 +157,7 @@ class Trainer:
         log: str | os.PathLike | None,
         append_log: bool = False,
         resume_hint: str = "",
+        after_iteration: Callable[[int, np.ndarray, dict], str | None] | None = None,
     ) -> None:
         self.objective = objective
         self.rules = rules
@@ -168,6 +169,9 @@ class Trainer:
         self.log = log
         self.append_log = append_log
         self.resume_hint = resume_hint
+        # Called after every iteration with (iteration, x, record) on every rank (held-out
+        # evaluation): it may add entries to the record and return a reason to stop.
+        self.after_iteration = after_iteration
         self._evaluations = _Evaluations([])
 
     def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -231,6 +235,10 @@ class Trainer:
                 )
                 for name in HISTORY_FIELDS:
                     progress.history[name].append(float(record[name]))
+                if self.after_iteration is not None:
+                    reason = self.after_iteration(state.iteration, state.x, record)
+                    if reason:
+                        state.finished = reason
                 if log is not None:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
