@@ -299,7 +299,7 @@ def _extract_audio(
         chunk_rows=chunk_rows,
         force=force,
     )
-    size, kept = result["patch_shape"]
+    _, size, kept = result["patch_shape"]
     click.echo(
         f"wrote {result['rows']:,} windows of {size} samples x {kept} channel(s) "
         f"({result['normalization']['mode']}) to {output} in {result['seconds']:.1f} s",

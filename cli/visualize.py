@@ -88,7 +88,7 @@ def visualize(
 
     Hidden unit i is drawn as W1[i] / ||W1[i]||, reshaped to the patch shape, each tile
     stretched so that 0 is mid-gray; colour patches are drawn in colour.  A model of 1-D
-    windows (audio: patch shape (samples, channels)) is drawn as one small line plot per
+    windows (audio: patch shape 1 x samples x channels) is drawn as one small line plot per
     unit instead, with --spectra its magnitude spectrum below.
     Example: `streamae visualize model.h5 -o features.png --curves curves.png`.
     """
@@ -111,9 +111,10 @@ def visualize(
             check_output_path(path, force=force, inputs=(model,))
         loaded = load_model(model)
         written = []
-        signals = spectra or (
-            loaded.patch_shape is not None and len(loaded.patch_shape) == 2 and shape is None
-        )
+        # Audio windows are stored as 1 x samples x channels patches: a 1-D model.
+        shape_of = loaded.patch_shape
+        one_dimensional = shape_of is not None and len(shape_of) == 3 and shape_of[0] == 1
+        signals = spectra or (one_dimensional and shape is None)
         if output is not None and signals:
             from streamae.render_signals import render_signal_features
 

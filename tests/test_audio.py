@@ -90,7 +90,7 @@ def test_windows_every_stride_mixed_and_kept(tmp_path):
     extract_audio([wav], tmp_path / "mix.h5", patch_size=8, stride=4, normalize="none")
     with h5py.File(tmp_path / "mix.h5") as handle:
         rows = handle["patches"][()]
-        assert list(handle.attrs["patch_shape"]) == [8, 1] and handle.attrs["sample_rate"] == 8000
+        assert list(handle.attrs["patch_shape"]) == [1, 8, 1] and handle.attrs["sample_rate"] == 8000
     assert rows.shape == (9, 8)
     np.testing.assert_array_equal(rows, 0.0)  # the channels cancel when mixed
     extract_audio([wav], tmp_path / "keep.h5", patch_size=8, stride=4, channels="keep", normalize="none")
@@ -158,3 +158,14 @@ def test_chord_model_learns_frequency_selective_units(tmp_path):
     # 659 Hz fall in bins 3.5, 4.4 and 5.3), spread over more than one of them.
     assert np.all((peaks >= 3) & (peaks <= 6)), peaks
     assert len(set(peaks.tolist())) >= 2, peaks
+
+
+def test_visualize_draws_a_model_of_windows_as_line_plots(tmp_path, model_file, rng):
+    from PIL import Image
+
+    W1 = rng.normal(size=(4, 16))
+    model = model_file(W1, patch_shape=(1, 16, 1))
+    out = tmp_path / "units.png"
+    result = CliRunner().invoke(cli, ["visualize", str(model), "-o", str(out), "--spectra"])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), signal_grid(W1, spectra=True))

@@ -178,7 +178,7 @@ def extract_audio(
     """Cut windows of ``patch_size`` samples from the WAV files ``sources`` into a patch file.
 
     The file holds ``/patches`` (m, patch_size·c) float32, c = 1 (mixed) or the channel
-    count (kept), with ``patch_shape = (patch_size, c)`` and the sample rate.  Returns a
+    count (kept), with ``patch_shape = (1, patch_size, c)`` and the sample rate.  Returns a
     summary dict (rows, patch_shape, rate, normalization, seconds).
     """
     started = time.perf_counter()
@@ -258,7 +258,8 @@ def extract_audio(
                 handle.create_dataset(name, data=array)
             attrs = handle.attrs
             attrs["format"] = PATCH_FORMAT
-            attrs["patch_shape"] = np.array([patch_size, c], dtype=np.int64)
+            # (height 1, width = samples, channels): DESIGN's (h, w, c), which marks 1-D data.
+            attrs["patch_shape"] = np.array([1, patch_size, c], dtype=np.int64)
             attrs["sample_rate"] = int(rates.pop())
             attrs["normalization"] = json.dumps(normalizer.describe())
             attrs["seed"] = int(seed)
@@ -270,7 +271,7 @@ def extract_audio(
             attrs["streamae_version"] = __version__
     return {
         "rows": m,
-        "patch_shape": (patch_size, c),
+        "patch_shape": (1, patch_size, c),
         "normalization": normalizer.describe(),
         "seconds": time.perf_counter() - started,
     }
