@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from .common import debug_option, force_option, quiet_option, reported_errors, stderr_is_terminal
+from streamae.options import DATA
+
+from .common import (
+    debug_option,
+    force_option,
+    quiet_option,
+    reported_errors,
+    spec_options,
+    stderr_is_terminal,
+)
 
 # Without a terminal, one progress line at most this often (a log file, a batch job).
 PLAIN_PROGRESS_SECONDS = 10.0
@@ -74,6 +83,7 @@ class _Progress:
     show_default=True,
     help="Type the encoder computes in and the outputs are stored as.",
 )
+@spec_options(DATA, "dataset")
 @force_option
 @quiet_option
 @debug_option
@@ -84,6 +94,7 @@ def encode(
     reconstruct: bool,
     block_rows: int | None,
     dtype: str,
+    dataset: str,
     force: bool,
     quiet: bool,
     debug: bool,
@@ -109,6 +120,7 @@ def encode(
                 dtype=dtype,
                 force=force,
                 progress=progress,
+                dataset=dataset,
             )
         finally:
             progress.close()

@@ -7,12 +7,15 @@ import time
 
 import click
 
+from streamae.options import AUDIO
+
 from .common import (
     EXIT_CODES_HELP,
     debug_option,
     force_option,
     quiet_option,
     reported_errors,
+    spec_options,
     stderr_is_terminal,
 )
 
@@ -169,6 +172,7 @@ class ExtractProgress:
     default=None,
     help="Array to read from .mat and .npz files (needed when they hold more than one).",
 )
+@spec_options(AUDIO, "channels")
 @force_option
 @quiet_option
 @debug_option
@@ -185,6 +189,7 @@ def extract(
     chunk_rows,
     compression,
     variable,
+    channels,
     force,
     quiet,
     debug,
@@ -196,8 +201,29 @@ def extract(
     or (N, H, W, C)), a MATLAB .mat stack (H, W, N) or an MNIST idx file.  Nothing is
     held in memory but the images and a few blocks: pass 1 gathers the statistics of the
     normalisation, pass 2 writes the patches.
+
+    WAV files (PCM 8/16/24/32-bit or float, any rate) are cut into 1-D windows instead:
+    --patch-size 256 is a window of 256 samples, random or every --stride samples,
+    channels mixed or kept (--channels); --normalize none, zscore, ufldl or zca.
     """
     with reported_errors(debug):
+        from streamae.extraction.audio import is_audio
+
+        if sources and all(is_audio(source) for source in sources):
+            _extract_audio(
+                sources,
+                output,
+                patch_size,
+                num_patches,
+                stride,
+                channels,
+                normalize,
+                zca_epsilon,
+                seed,
+                chunk_rows,
+                force,
+            )
+            return
         from streamae.extraction.pipeline import extract as run_extract
 
         progress = ExtractProgress(quiet=quiet)
@@ -228,3 +254,54 @@ def extract(
             f"({result.rows / seconds:,.0f} patches/s)",
             err=True,
         )
+
+
+def _window(size, name: str) -> int | None:
+    """A 1-D window length from --patch-size/--stride (N, or 1xN / Nx1)."""
+    if size is None:
+        return None
+    if isinstance(size, int):
+        return size
+    height, width = size
+    if min(height, width) != 1 and height != width:
+        from streamae.errors import UsageError
+
+        raise UsageError(f"{name} of audio is a number of samples, such as 256; got {height}x{width}.")
+    return max(height, width) if min(height, width) == 1 else height
+
+
+def _extract_audio(
+    sources,
+    output,
+    patch_size,
+    num_patches,
+    stride,
+    channels,
+    normalize,
+    zca_epsilon,
+    seed,
+    chunk_rows,
+    force,
+):
+    """`streamae extract` for WAV sources: 1-D windows (see streamae.extraction.audio)."""
+    from streamae.extraction.audio import extract_audio
+
+    result = extract_audio(
+        list(sources),
+        output,
+        patch_size=_window(patch_size, "--patch-size"),
+        num_patches=num_patches,
+        stride=_window(stride, "--stride"),
+        channels=channels,
+        normalize=normalize,
+        zca_epsilon=zca_epsilon,
+        seed=seed,
+        chunk_rows=chunk_rows,
+        force=force,
+    )
+    _, size, kept = result["patch_shape"]
+    click.echo(
+        f"wrote {result['rows']:,} windows of {size} samples x {kept} channel(s) "
+        f"({result['normalization']['mode']}) to {output} in {result['seconds']:.1f} s",
+        err=True,
+    )

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-from .common import debug_option, reported_errors
+from streamae.options import DATA
+
+from .common import debug_option, reported_errors, spec_options
 
 
 @click.command(
@@ -16,18 +18,20 @@ from .common import debug_option, reported_errors
 )
 @click.argument("file", type=click.Path(dir_okay=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@spec_options(DATA, "dataset")
 @debug_option
-def info(file: Path, as_json: bool, debug: bool) -> None:
+def info(file: Path, as_json: bool, dataset: str, debug: bool) -> None:
     """Summarise FILE: a patch file, a model file, a features file or any other HDF5 file.
 
     Patch files: shape, dtype, chunking, compression, patch shape, normalisation, seed and
     sources.  Model files: hyperparameters, iterations, the final J and its terms, the mean
-    activation and the data trained on.  Nothing but metadata is read.
+    activation and the data trained on.  Nothing but metadata is read.  --dataset other
+    than /patches describes that dataset of any HDF5 file as training data.
     """
     with reported_errors(debug):
         from streamae.describe import describe, format_description
 
-        description = describe(file)
+        description = describe(file, None if dataset == DATA["dataset"].default else dataset)
         if as_json:
             click.echo(json.dumps(description, indent=2, sort_keys=False))
         else:

@@ -9,7 +9,16 @@ from collections.abc import Iterator
 
 import click
 
-from .common import debug_option, force_option, quiet_option, reported_errors, stderr_is_terminal
+from streamae.options import DATA, VALIDATION
+
+from .common import (
+    debug_option,
+    force_option,
+    quiet_option,
+    reported_errors,
+    spec_options,
+    stderr_is_terminal,
+)
 
 # Kept in sync with streamae.training.checkpoint.DEFAULT_CHECKPOINT_EVERY (a test checks): importing
 # it here would load NumPy and h5py for --help.
@@ -130,6 +139,11 @@ def format_record(record: dict) -> str:
         f"sp {record['sparsity']:.4e})  |g| {record['grad_norm']:.3e}  "
         f"rho_hat {record['rho_hat_mean']:.4f} [{record['rho_hat_min']:.4f}, "
         f"{record['rho_hat_max']:.4f}]  {record['seconds']:.2f} s"
+        + (
+            f"  held-out J {record['validation_cost']:.6e} (rec {record['validation_reconstruction']:.4e})"
+            if "validation_cost" in record
+            else ""
+        )
     )
 
 
@@ -243,6 +257,8 @@ def format_record(record: dict) -> str:
     default=None,
     help="Write one JSON object per iteration to this file (JSON lines; appended on --resume).",
 )
+@spec_options(DATA, "dataset")
+@spec_options(VALIDATION, "validation", "validation_fraction", "validate_every", "early_stop")
 @quiet_option
 @force_option
 @debug_option
@@ -268,6 +284,11 @@ def train(
     memory_budget,
     no_file_locking,
     log,
+    dataset,
+    validation,
+    validation_fraction,
+    validate_every,
+    early_stop,
     quiet,
     force,
     debug,
@@ -316,6 +337,11 @@ def train(
                     file_locking=False if no_file_locking else None,
                     scheme=scheme,
                     memory_budget=memory_budget,
+                    dataset=dataset,
+                    validation=validation,
+                    validation_fraction=validation_fraction,
+                    validate_every=validate_every,
+                    early_stop=early_stop,
                 )
         finally:
             monitor.close()
@@ -391,9 +417,10 @@ def rank_zero_reports(comm, debug: bool) -> Iterator[None]:
     show_default=True,
     help="Seed of the point and the random data.",
 )
+@spec_options(DATA, "dataset")
 @quiet_option
 @debug_option
-def gradcheck(data, rows, hidden, visible, decoder, block_rows, epsilon, seed, quiet, debug) -> None:
+def gradcheck(data, rows, hidden, visible, decoder, block_rows, epsilon, seed, dataset, quiet, debug) -> None:
     """Compare the streamed float64 gradient with central differences.
 
     Prints `relative difference: <x>` (‖num − ana‖ / ‖num + ana‖) and exits with 1 when
@@ -416,6 +443,7 @@ def gradcheck(data, rows, hidden, visible, decoder, block_rows, epsilon, seed, q
             block_rows=block_rows,
             epsilon=epsilon,
             seed=seed,
+            dataset=dataset,
         )
         difference = result.relative_difference
         click.echo(f"relative difference: {difference:.3e}")

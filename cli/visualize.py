@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
-from .common import debug_option, force_option, quiet_option, reported_errors
+from streamae.options import VISUALIZE_SIGNALS
+
+from .common import debug_option, force_option, quiet_option, reported_errors, spec_options
 
 
 @click.command(
@@ -64,6 +66,7 @@ from .common import debug_option, force_option, quiet_option, reported_errors
     default=None,
     help="Also write a PNG histogram of the final mean activations rho_hat, target rho marked.",
 )
+@spec_options(VISUALIZE_SIGNALS, "spectra")
 @force_option
 @quiet_option
 @debug_option
@@ -76,6 +79,7 @@ def visualize(
     patch_shape: str | None,
     curves: Path | None,
     activations: Path | None,
+    spectra: bool,
     force: bool,
     quiet: bool,
     debug: bool,
@@ -83,7 +87,9 @@ def visualize(
     """Draw a trained MODEL's features as a PNG tile grid, and optionally its training plots.
 
     Hidden unit i is drawn as W1[i] / ||W1[i]||, reshaped to the patch shape, each tile
-    stretched so that 0 is mid-gray; colour patches are drawn in colour.
+    stretched so that 0 is mid-gray; colour patches are drawn in colour.  A model of 1-D
+    windows (audio: patch shape 1 x samples x channels) is drawn as one small line plot per
+    unit instead, with --spectra its magnitude spectrum below.
     Example: `streamae visualize model.h5 -o features.png --curves curves.png`.
     """
     with reported_errors(debug):
@@ -105,7 +111,20 @@ def visualize(
             check_output_path(path, force=force, inputs=(model,))
         loaded = load_model(model)
         written = []
-        if output is not None:
+        # Audio windows are stored as 1 x samples x channels patches: a 1-D model.
+        shape_of = loaded.patch_shape
+        one_dimensional = shape_of is not None and len(shape_of) == 3 and shape_of[0] == 1
+        signals = spectra or (one_dimensional and shape is None)
+        if output is not None and signals:
+            from streamae.render_signals import render_signal_features
+
+            picture = render_signal_features(loaded.W1, output, spectra=spectra, force=force, inputs=(model,))
+            written.append(
+                f"{output}: {loaded.n_hidden} units of {loaded.n_visible} samples as line plots"
+                + (" with spectra" if spectra else "")
+                + f", {picture.shape[1]} x {picture.shape[0]} pixels"
+            )
+        elif output is not None:
             grid = render_features(
                 loaded,
                 output,

@@ -26,6 +26,7 @@ from streamae.io.hdf5 import (
 )
 from streamae.io.modelfile import load_model
 from streamae.io.patchfile import inspect_patch_file
+from streamae.options import dataset_path
 
 MAX_LISTED = 50  # datasets listed for a foreign HDF5 file before "... and N more"
 # Longest string and most entries of a list or dict taken from a file into a description:
@@ -36,14 +37,19 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _LISTINGS = ("datasets", "other_datasets")
 
 
-def describe(path: str | os.PathLike) -> dict:
+def describe(path: str | os.PathLike, dataset: str | None = None) -> dict:
     """What the HDF5 file at ``path`` holds, as a JSON-ready dict with a ``kind`` key.
 
     ``kind`` is ``"patches"``, ``"model"``, ``"features"`` or ``"hdf5"`` (anything
     else).  Raises :class:`~streamae.errors.InputFileError` for a missing, unreadable or
-    non-HDF5 file, and for a damaged patch or model file.
+    non-HDF5 file, and for a damaged patch or model file.  ``dataset`` describes that
+    2-D dataset of any HDF5 file as training data (``kind`` ``"patches"``), checked as
+    ``train`` checks it.
     """
     path = Path(path)
+    if dataset is not None:
+        base = {"path": str(path), "size_bytes": path.stat().st_size if path.exists() else None}
+        return bounded(base | _describe_patches(path, dataset_path(dataset)))
     with open_hdf5(path) as handle:
         fmt = decode_attribute(handle.attrs.get("format"))
         is_patches = fmt == PATCH_FORMAT or (fmt is None and PATCHES_DATASET in handle)
@@ -118,18 +124,19 @@ def _storage(dataset: h5py.Dataset) -> dict:
     }
 
 
-def _describe_patches(path: Path) -> dict:
-    layout = inspect_patch_file(path)  # validates /patches, with one-sentence errors
+def _describe_patches(path: Path, dataset: str = "/" + PATCHES_DATASET) -> dict:
+    layout = inspect_patch_file(path, dataset)  # validates the dataset, with one-sentence errors
     attrs = layout.attributes
     with open_hdf5(path) as handle:
-        storage = _storage(handle[PATCHES_DATASET])
+        storage = _storage(handle[layout.dataset])
         # Arrays beside the patches: the normalisation's parameters (/zca/*, /zscore/*).
-        others = [entry for entry in _dataset_listing(handle) if entry["name"] != "/" + PATCHES_DATASET]
+        others = [entry for entry in _dataset_listing(handle) if entry["name"] != layout.dataset]
         normalization = json_attribute(handle.attrs.get("normalization"))
         sources = json_attribute(handle.attrs.get("sources"))
         sampling = json_attribute(handle.attrs.get("sampling"))
     return {
         "kind": "patches",
+        "dataset": layout.dataset,
         "format": attrs.get("format"),
         "shape": [layout.n_rows, layout.n_features],
         "dtype": str(layout.dtype),
@@ -197,7 +204,22 @@ def _describe_model(path: Path) -> dict:
         },
         "data": model.data or None,
         "resumable": model.optimizer is not None,
+        "validation": _held_out_summary(model.validation),
         "info": model.info,
+    }
+
+
+def _held_out_summary(validation: dict) -> dict | None:
+    """The held-out evaluations of a model: how many, the last and the best (or None)."""
+    costs = validation.get("cost")
+    if costs is None or len(costs) == 0:
+        return None
+    best = int(np.argmin(costs))
+    return {
+        "evaluations": len(costs),
+        "last": {key: float(values[-1]) for key, values in validation.items()},
+        "best_cost": float(costs[best]),
+        "best_iteration": int(validation["iteration"][best]) if "iteration" in validation else None,
     }
 
 
@@ -268,10 +290,12 @@ def _data_text(data: dict | None) -> str:
 def format_description(info: dict) -> str:
     """The text ``streamae info`` prints for a :func:`describe` dict (several lines)."""
     kind = info["kind"]
+    chosen = info.get("dataset", "/" + PATCHES_DATASET) if kind == "patches" else "/" + PATCHES_DATASET
     lines = [
         f"{info['path']}: "
+        + (f"{chosen}, a dataset of training examples" if chosen != "/" + PATCHES_DATASET else "")
         + {
-            "patches": "streamae patch file",
+            "patches": "streamae patch file" if chosen == "/" + PATCHES_DATASET else "",
             "model": "streamae model file",
             "features": "streamae features file (written by `streamae encode`)",
             "hdf5": "HDF5 file, not a streamae file",
@@ -283,7 +307,9 @@ def format_description(info: dict) -> str:
 
     if kind == "patches":
         m, n = info["shape"]
-        add("patches", f"{m:,} rows of {n} values, {info['dtype']}")
+        name = info.get("dataset", "/" + PATCHES_DATASET)
+        label = "patches" if name == "/" + PATCHES_DATASET else name
+        add(label, f"{m:,} rows of {n} values, {info['dtype']}")
         add("storage", _storage_text(info))
         add("patch shape", _shape(info["patch_shape"]))
         add("normalization", _mode_text(info["normalization"]))
@@ -335,6 +361,17 @@ def format_description(info: dict) -> str:
             )
         add("trained on", _data_text(info["data"]))
         add("resumable", "yes (optimizer state stored)" if info["resumable"] else "no")
+        held = info.get("validation")
+        if held:
+            last = held["last"]
+            add(
+                "held-out J",
+                f"{_number(last.get('cost'))} at iteration {_number(int(last.get('iteration', 0)))} "
+                f"(reconstruction {_number(last.get('reconstruction'))}, sparsity "
+                f"{_number(last.get('sparsity'))}, mean rho_hat {_number(last.get('rho_hat_mean'))}); "
+                f"best {_number(held['best_cost'])} at iteration {_number(held['best_iteration'])}, "
+                f"{held['evaluations']} evaluations",
+            )
     elif kind == "features":
         for name, entry in info["datasets"].items():
             add(name, f"{_shape(entry['shape'])} {entry['dtype']}, {_storage_text(entry)}")

@@ -32,8 +32,9 @@ from streamae.errors import DataError, UsageError
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
 from streamae.io.hdf5 import FEATURES_FORMAT
 from streamae.io.modelfile import Model, load_model
-from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, default_block_rows, inspect_patch_file
+from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, default_block_rows, inspect_patch_file, sanitize
 from streamae.io.readpolicy import open_patches
+from streamae.options import DEFAULT_DATASET, dataset_path
 
 FEATURES_DATASET = "features"
 RECONSTRUCTION_DATASET = "reconstruction"
@@ -147,13 +148,15 @@ def encode(
     dtype: str = "float32",
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    dataset: str = DEFAULT_DATASET,
 ) -> EncodeResult:
     """Write the hidden activations a2 (m, s) of every row of ``data_path`` to ``output``.
 
     ``block_rows`` rows are read and encoded at a time (default: one chunk of the
     input); ``progress(done, total)`` is called after each block.  Everything is checked
     before any work: the model, the patch file, that their input sizes agree and that
-    ``output`` may be written.
+    ``output`` may be written.  ``dataset`` names the 2-D dataset of ``data_path`` to
+    encode (default ``/patches``).
     """
     model_path, data_path = Path(model_path), Path(data_path)
     if dtype not in DTYPES:
@@ -161,7 +164,8 @@ def encode(
     if block_rows is not None and block_rows < 1:
         raise UsageError(f"--block-rows must be at least 1, got {block_rows}.")
     model = load_model(model_path)
-    layout = inspect_patch_file(data_path)
+    dataset = dataset_path(dataset)
+    layout = inspect_patch_file(data_path, dataset)
     if layout.n_features != model.n_visible:
         raise UsageError(
             f"{model_path} takes inputs of {model.n_visible} values but {data_path} holds "
@@ -178,7 +182,7 @@ def encode(
     compute = np.dtype(DTYPES[dtype])
     m, n, s = layout.n_rows, layout.n_features, model.n_hidden
     # The one read policy (io/readpolicy.py): rows per read, prefetch, chunk cache.
-    with open_patches(data_path, dtype=compute, block_rows=block_rows) as source:
+    with open_patches(data_path, dtype=compute, block_rows=block_rows, dataset=dataset) as source:
         rows = min(source.block_rows, m)
         # Chunk the outputs along rows like the input, so row blocks map onto the same chunks.
         chunk_rows = min(layout.chunk_rows or default_block_rows(layout), m)
@@ -198,7 +202,7 @@ def encode(
                         RECONSTRUCTION_DATASET, shape=(m, n), dtype=compute, chunks=(chunk_rows, n)
                     )
                 for first, x in source.blocks():
-                    check_finite(x, first, data_path)
+                    check_finite(x, first, data_path, dataset)
                     a2 = encoder.hidden_layer(x)
                     features.write_direct(a2, dest_sel=np.s_[first : first + x.shape[0]])
                     if outputs is not None:
@@ -220,7 +224,7 @@ def encode(
     )
 
 
-def check_finite(x: np.ndarray, first: int, path: Path) -> None:
+def check_finite(x: np.ndarray, first: int, path: Path, dataset: str = DEFAULT_DATASET) -> None:
     """Refuse a block holding NaN or ±Inf, naming the first bad row of the file.
 
     Features of a non-finite row are NaN (or saturated without a trace), so a features
@@ -232,7 +236,7 @@ def check_finite(x: np.ndarray, first: int, path: Path) -> None:
         return
     bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
     raise DataError(
-        f"{path}: /patches row {first + bad} holds NaN or Inf; remove or repair that row "
+        f"{path}: {sanitize(dataset)} row {first + bad} holds NaN or Inf; remove or repair that row "
         "(or extract the patches again)."
     )
 

@@ -206,3 +206,107 @@ TRAIN = OptionSet(
         # file_locking, log) are declared here the same way.
     ),
 )
+
+
+# --- datasets, activations, held-out evaluation, audio (issue 15) --------------------------
+# Each concern is its own small set, so commands pick what they take with
+# ``spec_options(SET, "name")`` and the library validates with the same declarations.
+
+DEFAULT_DATASET = "/patches"
+ACTIVATIONS = ("sigmoid", "tanh")
+CHANNEL_MODES = ("mix", "keep")
+
+DATA = OptionSet(
+    "data",
+    (
+        Option(
+            "dataset",
+            str,
+            DEFAULT_DATASET,
+            "The 2-D dataset of the HDF5 file to read, one example per row (a path such as "
+            "/embeddings or /group/X).",
+        ),
+    ),
+)
+
+MODEL = OptionSet(
+    "model",
+    (
+        Option(
+            "activation",
+            str,
+            "sigmoid",
+            "Hidden units: sigmoid (inactive near 0) or tanh (inactive near -1; rho applies to (a2 + 1)/2).",
+            choices=ACTIVATIONS,
+        ),
+    ),
+)
+
+VALIDATION = OptionSet(
+    "validation",
+    (
+        Option(
+            "validation",
+            str,
+            None,
+            "Held-out data FILE[:DATASET] evaluated during training (not trained on).",
+            nullable=True,
+        ),
+        Option(
+            "validation_fraction",
+            float,
+            None,
+            "Hold this fraction of the training file's chunks out of training (a seeded choice of "
+            "whole chunks) and evaluate on them.",
+            low=0,
+            high=1,
+            low_open=True,
+            high_open=True,
+            nullable=True,
+        ),
+        Option("validate_every", int, 1, "Evaluate the held-out data every this many iterations.", low=1),
+        Option(
+            "early_stop",
+            int,
+            None,
+            "Stop when the held-out objective has not improved for this many validations, keeping "
+            "the best parameters.",
+            low=1,
+            nullable=True,
+        ),
+    ),
+)
+
+AUDIO = OptionSet(
+    "audio",
+    (
+        Option(
+            "channels",
+            str,
+            "mix",
+            "Audio with several channels: mix them to mono, or keep them (each window holds "
+            "every channel, interleaved per sample).",
+            choices=CHANNEL_MODES,
+        ),
+    ),
+)
+
+VISUALIZE_SIGNALS = OptionSet(
+    "visualize",
+    (
+        Option(
+            "spectra",
+            bool,
+            False,
+            "For a model of 1-D signals, add each unit's magnitude spectrum below its waveform.",
+        ),
+    ),
+)
+
+
+def dataset_path(name: str) -> str:
+    """``name`` as an absolute HDF5 path (``embeddings`` → ``/embeddings``)."""
+    checked = DATA["dataset"].check(name)
+    if not checked or checked.strip("/") == "":
+        raise UsageError(f"dataset must name a dataset such as /patches, got {name!r}.", parameter="dataset")
+    return "/" + checked.strip("/")

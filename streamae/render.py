@@ -371,6 +371,17 @@ def plot_curves(
             continue
         width = 2.0 if key == "cost" else 1.2
         top.plot(curves.iteration, _positive(values), label=label, linewidth=width, marker=marker)
+    held = model.validation or {}
+    if len(held.get("iteration", ())) and np.any(np.asarray(held.get("cost", [])) > 0.0):
+        # Held-out J at the iterations it was evaluated (0: the starting point).
+        top.plot(
+            np.asarray(held["iteration"]),
+            _positive(np.asarray(held["cost"], dtype=np.float64)),
+            label="held-out J",
+            color="black",
+            linestyle="--",
+            marker="x" if len(held["iteration"]) < 30 else None,
+        )
     top.set_yscale("log")
     top.set_ylabel("objective term (log scale)")
     top.legend(loc="best", fontsize="small")

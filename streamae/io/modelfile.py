@@ -32,6 +32,8 @@ HISTORY_FIELDS = (
     "evaluations",
 )
 WEIGHT_DATASETS = ("W1", "b1", "W2", "b2")
+# /validation/<name>: one entry per held-out evaluation (the iteration it followed first).
+VALIDATION_FIELDS = ("iteration", "cost", "reconstruction", "weight_decay", "sparsity", "rho_hat_mean")
 
 
 @dataclass
@@ -41,7 +43,8 @@ class Model:
     W1 (s, n), W2 (n, s), b1 (s,), b2 (n,) float64; ``history`` maps each of
     ``HISTORY_FIELDS`` to a (iterations,) array; ``rho_hat`` (s,) the mean hidden
     activation at the final parameters; ``optimizer`` the L-BFGS state arrays and
-    scalars (see :mod:`streamae.compute.lbfgs`), or None.
+    scalars (see :mod:`streamae.compute.lbfgs`), or None.  ``validation`` maps each of
+    ``VALIDATION_FIELDS`` to one entry per held-out evaluation (empty without one).
     """
 
     W1: np.ndarray
@@ -56,6 +59,7 @@ class Model:
     rho_hat: np.ndarray | None = None
     optimizer: dict | None = None
     info: dict = field(default_factory=dict)
+    validation: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_visible(self) -> int:
@@ -107,6 +111,10 @@ def _write_contents(handle: h5py.File, model: Model) -> None:
     for name in HISTORY_FIELDS:
         values = model.history.get(name, np.zeros(0))
         history.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+    if model.validation:
+        group = handle.create_group("validation")
+        for name in VALIDATION_FIELDS:
+            group.create_dataset(name, data=np.asarray(model.validation.get(name, []), dtype=np.float64))
     if model.rho_hat is not None:
         handle.create_dataset("rho_hat", data=np.asarray(model.rho_hat, dtype=np.float64))
     if model.optimizer is not None:
@@ -155,6 +163,11 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
         for name in HISTORY_FIELDS:
             if isinstance(_get(handle["history"], name), h5py.Dataset):
                 history[name] = _numbers(handle["history"][name], path, shape=(None,))
+    validation = {}
+    if isinstance(_get(handle, "validation"), h5py.Group):
+        for name in VALIDATION_FIELDS:
+            if isinstance(_get(handle["validation"], name), h5py.Dataset):
+                validation[name] = _numbers(handle["validation"][name], path, shape=(None,))
     rho_hat = None
     if isinstance(_get(handle, "rho_hat"), h5py.Dataset):
         rho_hat = _numbers(handle["rho_hat"], path, shape=(weights["W1"].shape[0],))
@@ -181,6 +194,7 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
         rho_hat=rho_hat,
         optimizer=optimizer,
         info=_json_or_none(attrs.get("info")) or {},
+        validation=validation,
     )
 
 

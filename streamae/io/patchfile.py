@@ -1,7 +1,8 @@
 """Patch files on disk: open read-only, validate the layout, stream row blocks.
 
 A patch file holds ``/patches``, an (m, n) float32 or float64 dataset, chunked along
-rows (see DESIGN.md).  :class:`PatchFile` checks the layout when it opens the file and
+rows (see DESIGN.md); any other 2-D floating dataset of any HDF5 file (``dataset=``)
+streams the same way.  :class:`PatchFile` checks the layout when it opens the file and
 streams row blocks with ``read_direct`` into one buffer allocated per stream, so a pass
 over the data allocates nothing per block.  Arithmetic on the values (such as checking
 them for NaN) belongs to the callers; this module only moves bytes.
@@ -42,56 +43,82 @@ class PatchLayout:
     chunk_rows: int | None
     patch_shape: tuple[int, ...] | None
     attributes: dict
+    dataset: str = "/" + PATCHES_DATASET
 
     @property
     def fingerprint(self) -> dict:
-        """The data fingerprint stored with a model: path, shape and dtype."""
-        return {
+        """The data fingerprint stored with a model: path, shape and dtype (and the dataset
+        when it is not ``/patches``, so files written before datasets were choosable match)."""
+        found = {
             "path": str(self.path.resolve()),
             "shape": [self.n_rows, self.n_features],
             "dtype": str(self.dtype),
         }
+        if self.dataset != "/" + PATCHES_DATASET:
+            found["dataset"] = self.dataset
+        return found
 
 
-def validate_patch_dataset(handle: h5py.File, path: Path) -> h5py.Dataset:
-    """Return ``/patches`` of an open file, or raise a one-sentence error saying what is wrong."""
+def validate_patch_dataset(
+    handle: h5py.File, path: Path, dataset: str = "/" + PATCHES_DATASET
+) -> h5py.Dataset:
+    """Return ``dataset`` (default ``/patches``) of an open file, or raise a one-sentence error.
+
+    Any 2-D floating dataset of any HDF5 file qualifies; the messages name the dataset.
+    """
+    name = _shown(dataset)
+    default = dataset == "/" + PATCHES_DATASET
+    remedy = "give a patch file written by `streamae extract`" if default else "give a 2-D floating dataset"
     try:
-        found = handle.get(PATCHES_DATASET)
-    except (KeyError, OSError) as error:  # e.g. an external link to a missing file
-        raise InputFileError(
-            f"{path}: /patches cannot be opened ({error}); give a patch file written by `streamae extract`."
-        ) from error
+        found = handle.get(dataset)
+    except (KeyError, OSError, ValueError) as error:  # e.g. an external link to a missing file
+        raise InputFileError(f"{path}: {name} cannot be opened ({error}); {remedy}.") from error
     if not isinstance(found, h5py.Dataset):
-        present = list_datasets(handle)
+        present = [sanitize(entry) for entry in list_datasets(handle)]
         listing = ", ".join(present[:10]) + (" ..." if len(present) > 10 else "")
         held = f"it holds {listing}" if present else "it holds no datasets"
         if handle.attrs.get("format") == MODEL_FORMAT:
             held = "it is a model file"
+        if isinstance(found, h5py.Group):
+            held = f"{name} is a group; " + held
+        hint = remedy if default else "choose one of its datasets with --dataset"
+        raise InputFileError(f"{path}: no {name} dataset ({held}); {hint}.")
+    found_dataset = found
+    redo = "extract the patches again" if default else "give a dataset of one example per row"
+    if found_dataset.ndim != 2:
         raise InputFileError(
-            f"{path}: no /patches dataset ({held}); give a patch file written by `streamae extract`."
+            f"{path}: {name} has shape {found_dataset.shape}, not (rows, features); "
+            f"a patch file holds one flattened patch per row: {redo}."
         )
-    dataset = found
-    if dataset.ndim != 2:
-        raise InputFileError(
-            f"{path}: /patches has shape {dataset.shape}, not (rows, features); "
-            "a patch file holds one flattened patch per row: extract the patches again."
+    if found_dataset.dtype.kind != "f" or found_dataset.dtype.itemsize not in (4, 8):
+        advice = (
+            "extract the patches again with a --normalize mode (or convert them to float32)"
+            if default
+            else "convert it to float32 or float64"
         )
-    if dataset.dtype.kind != "f" or dataset.dtype.itemsize not in (4, 8):
         raise InputFileError(
-            f"{path}: /patches holds {dataset.dtype} values, not float32 or float64; "
-            "extract the patches again with a --normalize mode (or convert them to float32)."
+            f"{path}: {name} holds {found_dataset.dtype} values, not float32 or float64; {advice}."
         )
-    m, n = dataset.shape
-    if m >= 1 and n >= 1 and _stores_nothing(dataset):
+    m, n = found_dataset.shape
+    if m >= 1 and n >= 1 and _stores_nothing(found_dataset):
         raise InputFileError(
-            f"{path}: /patches declares shape {dataset.shape} but holds no stored data (it was "
-            "never written); extract the patches again."
+            f"{path}: {name} declares shape {found_dataset.shape} but holds no stored data (it was "
+            f"never written); {redo}."
         )
     if m < 1 or n < 1:
-        raise InputFileError(
-            f"{path}: /patches has shape {dataset.shape}, which holds no data; extract the patches again."
-        )
-    return dataset
+        raise InputFileError(f"{path}: {name} has shape {found_dataset.shape}, which holds no data; {redo}.")
+    return found_dataset
+
+
+def _shown(dataset: str) -> str:
+    """A dataset path fit for a message (bounded, no control characters)."""
+    return sanitize(dataset)
+
+
+def sanitize(text: str, limit: int = 80) -> str:
+    """``text`` with control characters escaped and its length bounded, for messages."""
+    shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def _stores_nothing(dataset: h5py.Dataset) -> bool:
@@ -105,7 +132,7 @@ def _stores_nothing(dataset: h5py.Dataset) -> bool:
 
 
 def read_layout(dataset: h5py.Dataset, path: Path) -> PatchLayout:
-    """The :class:`PatchLayout` of an already validated ``/patches`` dataset."""
+    """The :class:`PatchLayout` of an already validated dataset (``/patches`` or another)."""
     attributes = {key: decode_attribute(value) for key, value in dataset.file.attrs.items()}
     patch_shape = attributes.get("patch_shape")
     m, n = dataset.shape
@@ -121,14 +148,15 @@ def read_layout(dataset: h5py.Dataset, path: Path) -> PatchLayout:
         chunk_rows=dataset.chunks[0] if dataset.chunks is not None else None,
         patch_shape=patch_shape,
         attributes=attributes,
+        dataset=dataset.name,
     )
 
 
-def inspect_patch_file(path: str | os.PathLike) -> PatchLayout:
-    """Open, validate and describe a patch file without reading its values."""
+def inspect_patch_file(path: str | os.PathLike, dataset: str = "/" + PATCHES_DATASET) -> PatchLayout:
+    """Open, validate and describe a patch file (or any file's 2-D ``dataset``) without reading values."""
     path = Path(path)
     with open_hdf5(path) as handle:
-        return read_layout(validate_patch_dataset(handle, path), path)
+        return read_layout(validate_patch_dataset(handle, path, dataset), path)
 
 
 def default_block_rows(layout: PatchLayout) -> int:
@@ -201,13 +229,14 @@ class PatchFile:
         file_locking: bool | None = None,
         prefetch: bool = False,
         chunk_cache_bytes: int | None = None,
+        dataset: str = "/" + PATCHES_DATASET,
     ) -> None:
         self.path = Path(path)
         self.prefetch = bool(prefetch)
         self.io_stats = ReadStats()
         self._handle = open_hdf5(self.path, file_locking=file_locking)
         try:
-            dataset = validate_patch_dataset(self._handle, self.path)
+            dataset = validate_patch_dataset(self._handle, self.path, dataset)
             self.layout = read_layout(dataset, self.path)
             chunk_bytes = self._chunk_bytes(dataset)
             if chunk_cache_bytes is None and chunk_bytes > MIN_CHUNK_CACHE_BYTES:
@@ -221,7 +250,7 @@ class PatchFile:
                     rdcc_nbytes=int(chunk_cache_bytes),
                     rdcc_nslots=1009,
                 )
-                dataset = self._handle[PATCHES_DATASET]
+                dataset = self._handle[self.layout.dataset]
         except BaseException:
             self._handle.close()
             raise
@@ -272,7 +301,7 @@ class PatchFile:
         except (OSError, RuntimeError) as error:
             first, last, error = self._locate_failure(first, last, out, error)
             raise StorageError(
-                f"{self.path}: reading rows {first}-{last - 1} of /patches "
+                f"{self.path}: reading rows {first}-{last - 1} of {_shown(self.layout.dataset)} "
                 f"(chunk {first // (self.layout.chunk_rows or self.block_rows)}) failed ({error}); "
                 "the file is truncated or damaged: extract it again or restore a copy."
             ) from error

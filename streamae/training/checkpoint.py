@@ -99,7 +99,12 @@ def check_compatible(
             "train without --resume (and --force to replace it)."
         )
     stored = model.data or {}
-    for key, label in (("path", "the data file"), ("shape", "the data shape"), ("dtype", "the data dtype")):
+    for key, label in (
+        ("path", "the data file"),
+        ("dataset", "the dataset"),  # absent (None) for /patches in either
+        ("shape", "the data shape"),
+        ("dtype", "the data dtype"),
+    ):
         if stored.get(key) != fingerprint.get(key):
             raise UsageError(
                 f"{path}: cannot resume: it was trained with {label} {_bounded(stored.get(key))}, not "

@@ -81,6 +81,7 @@ class CountedBlocks:
         self._abandon = abandon
         self.dtype = source.dtype
         self.block_rows = source.block_rows
+        self.layout = source.layout  # messages name the file's dataset
 
     @property
     def n_rows(self) -> int:
@@ -205,6 +206,7 @@ class Trainer:
         log: str | os.PathLike | None,
         append_log: bool = False,
         resume_hint: str = "",
+        after_iteration: Callable[[int, np.ndarray, dict], str | None] | None = None,
     ) -> None:
         self.objective = objective
         self.rules = rules
@@ -216,6 +218,9 @@ class Trainer:
         self.log = log
         self.append_log = append_log
         self.resume_hint = resume_hint
+        # Called after every iteration with (iteration, x, record) on every rank (held-out
+        # evaluation): it may add entries to the record and return a reason to stop.
+        self.after_iteration = after_iteration
         self._evaluations = _Evaluations([])
         # Waiting for data vs computing: over the whole run, and over the current iteration.
         self.time_split = TimeSplit()
@@ -292,6 +297,10 @@ class Trainer:
                 )
                 for name in HISTORY_FIELDS:
                     progress.history[name].append(float(record[name]))
+                if self.after_iteration is not None:
+                    reason = self.after_iteration(state.iteration, state.x, record)
+                    if reason:
+                        state.finished = reason
                 if log is not None:
                     log.write(json.dumps(record) + "\n")
                     log.flush()

@@ -36,6 +36,7 @@ from streamae.io.patchfile import (
     validate_patch_dataset,
 )
 from streamae.io.readpolicy import open_patches
+from streamae.options import DEFAULT_DATASET, VALIDATION, dataset_path
 from streamae.runtime.mpi import (
     Communicator,
     SingleProcess,
@@ -53,6 +54,14 @@ from streamae.training.checkpoint import (
     resume_point,
 )
 from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
+from streamae.training.validation import (
+    HeldOutObjective,
+    RowRanges,
+    Validation,
+    held_out_chunks,
+    parse_validation,
+    split_ranges,
+)
 
 __all__ = [
     "DTYPES",
@@ -168,6 +177,7 @@ def _open(
     file_locking: bool | None,
     comm: Communicator,
     stack: contextlib.ExitStack,
+    dataset: str = DEFAULT_DATASET,
 ) -> _Setup:
     """Check the outputs (rank 0), open this rank's share of the data, read the checkpoint."""
     if resume and output is None:
@@ -183,7 +193,7 @@ def _open(
         if log is not None:
             check_output_path(log, force=True, inputs=(data,))
     with _explained_lock_failure(data):
-        layout = _layout(data, file_locking)
+        layout = _layout(data, file_locking, dataset)
         # Ranks share whole chunks (or whole blocks of the rows asked for); each reads its
         # share by the one read policy (io/readpolicy.py), as the benchmarks do.
         share = chunk_aligned_share(
@@ -191,7 +201,12 @@ def _open(
         )
         source = stack.enter_context(
             open_patches(
-                data, dtype=DTYPES[dtype], block_rows=chunk_rows, row_range=share, file_locking=file_locking
+                data,
+                dtype=DTYPES[dtype],
+                block_rows=chunk_rows,
+                row_range=share,
+                file_locking=file_locking,
+                dataset=dataset,
             )
         )
         block_rows = source.block_rows
@@ -203,10 +218,10 @@ def _open(
     return _Setup(layout=layout, source=source, block_rows=block_rows, resumed=resumed)
 
 
-def _layout(data: Path, file_locking: bool | None) -> PatchLayout:
+def _layout(data: Path, file_locking: bool | None, dataset: str = DEFAULT_DATASET) -> PatchLayout:
     """inspect_patch_file, honouring ``file_locking`` (which it does not take)."""
     with open_hdf5(data, file_locking=file_locking) as handle:
-        return read_layout(validate_patch_dataset(handle, data), data)
+        return read_layout(validate_patch_dataset(handle, data, dataset), data)
 
 
 @contextlib.contextmanager
@@ -253,6 +268,11 @@ def train(
     stop: StopFlag | None = None,
     scheme: str = "auto",
     memory_budget: int | str | None = None,
+    dataset: str = DEFAULT_DATASET,
+    validation: str | os.PathLike | None = None,
+    validation_fraction: float | None = None,
+    validate_every: int = 1,
+    early_stop: int | None = None,
 ) -> Model:
     """Train the sparse autoencoder on the patch file ``data``; returns the model.
 
@@ -267,7 +287,16 @@ def train(
     and raises :class:`~streamae.errors.Interrupted`.  ``stop`` is the flag the handlers
     set (pass one to stop a run from another thread).  ``file_locking=False`` opens the
     data without HDF5 file locks (NFS, Lustre).  ``comm`` is the group of processes
-    (default: this one alone); under MPI every rank calls ``train`` alike.
+    (default: this one alone); under MPI every rank calls ``train`` alike.  ``dataset``
+    is the 2-D dataset of ``data`` to train on (default ``/patches``; any floating one).
+
+    Held-out evaluation (:mod:`streamae.training.validation`): ``validation`` is a file
+    ``FILE[:DATASET]`` of rows never trained on, or ``validation_fraction`` holds a
+    seeded set of whole chunks of ``data`` out of training; their J terms are evaluated
+    at the start and every ``validate_every`` iterations and stored in the model's
+    ``validation`` history.  ``early_stop=K`` stops when the held-out J has not improved
+    for K validations and keeps the best parameters (the model then holds no optimizer
+    state: it is finished, not resumable).
     """
     monitor = monitor or TrainingMonitor()
     comm = comm or SingleProcess()
@@ -283,6 +312,8 @@ def train(
         with agreed_phase(comm):
             hyper = Hyperparameters(hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder)
             compute_dtype = _dtype(dtype)
+            dataset = dataset_path(dataset)
+            held_options = _held_out_options(validation, validation_fraction, validate_every, early_stop)
             if max_iter < 0:
                 raise UsageError(f"--max-iter must be at least 0, got {max_iter}.")
             if chunk_rows is not None and chunk_rows < 1:
@@ -303,6 +334,10 @@ def train(
                 file_locking=file_locking,
                 comm=comm,
                 stack=stack,
+                dataset=dataset,
+            )
+            held_source, held_name, held_info = _held_out_source(
+                held_options, setup, data, dataset, dtype, chunk_rows, seed, file_locking, comm, stack
             )
             threads_used = resolve_threads(threads, local_ranks=local_ranks)
             apply_threads(threads_used)
@@ -319,6 +354,8 @@ def train(
         monitor.on_pass("checking values", setup.source.n_rows)
         try:
             check_values(counted, hyper, str(data), comm)
+            if held_source is not None:
+                check_values(held_source, hyper, held_name, comm)
         except DataError as error:
             raise mark_collective(error) from None  # found on the reduced summary: all ranks
         except StopRequested:  # one process only: under MPI a pass is never abandoned
@@ -340,6 +377,24 @@ def train(
         reading = getattr(setup.source, "policy", None)
         if reading is not None and objective.scheme != "in-core":
             monitor.on_message(f"reading {reading.block_rows:,} rows per read; {reading.reason}")
+        held_out = None
+        if held_source is not None:
+            evaluator = HeldOutObjective(
+                held_source, hyper, n_visible=layout.n_features, dtype=compute_dtype, comm=comm
+            )
+            _close_when_done(stack, evaluator)
+            held_out = Validation(
+                evaluator, every=held_options["validate_every"], early_stop=held_options["early_stop"]
+            )
+            monitor.on_message(
+                f"held out: {evaluator.n_rows:,} rows of {held_name}, evaluated every "
+                f"{held_options['validate_every']} iteration(s)"
+                + (
+                    f", early stop after {held_options['early_stop']} without improvement"
+                    if held_options["early_stop"]
+                    else ""
+                )
+            )
 
         info = {
             "dtype": dtype,
@@ -349,10 +404,17 @@ def train(
             "threads": threads_used,
             "scheme": objective.scheme,
         }
+        if held_info is not None:
+            info["validation"] = held_info
 
         def save(state: LbfgsState, progress: Progress) -> str:
             model = _model(
-                state, progress, objective, layout, {**info, "time_split": trainer.time_split.as_info()}
+                state,
+                progress,
+                objective,
+                layout,
+                {**info, "time_split": trainer.time_split.as_info()},
+                held_out,
             )
             write_model(output, model, force=True, inputs=(data,))
             return str(output)
@@ -367,9 +429,11 @@ def train(
             save=save if output is not None else None,
             log=log,
             append_log=resumed is not None,
+            after_iteration=held_out.after_iteration if held_out is not None else None,
             resume_hint=(
                 f"the checkpoint {output} holds it; continue with "
-                f"`streamae train {data} -o {output} --resume` and the same options."
+                f"`streamae train {data} -o {output} --resume` and the same options"
+                + (f" (--dataset {layout.dataset})." if layout.dataset != DEFAULT_DATASET else ".")
             ),
         )
         if resumed is not None:
@@ -377,11 +441,20 @@ def train(
             _note_resume(monitor, resumed, comm.size, setup.block_rows, output)
         else:
             state, progress = trainer.start(initialize(layout.n_features, hidden, seed), memory)
+            if held_out is not None:
+                held_out.record(0, state.x)  # the starting point: the baseline to improve on
         trainer.run(state, progress)
         model = _model(
-            state, progress, objective, layout, {**info, "time_split": trainer.time_split.as_info()}
+            state, progress, objective, layout, {**info, "time_split": trainer.time_split.as_info()}, held_out
         )
         monitor.on_message(trainer.time_split.summary())
+        if held_out is not None and held_out.stopped_early:
+            model = _best_model(model, held_out, objective)
+            monitor.on_message(
+                f"early stop: kept the parameters of iteration {held_out.best_iteration} "
+                f"(held-out J {held_out.best_cost:.6g}), the best of "
+                f"{len(held_out.history['cost'])} validations"
+            )
         with agreed_phase(comm):
             if output is not None and comm.rank == 0:
                 # The opening checks ran already; replacing our own checkpoint is expected.
@@ -411,7 +484,12 @@ def _note_resume(
 
 
 def _model(
-    state: LbfgsState, progress: Progress, objective: StreamedObjective, layout: PatchLayout, info: dict
+    state: LbfgsState,
+    progress: Progress,
+    objective: StreamedObjective,
+    layout: PatchLayout,
+    info: dict,
+    held_out: Validation | None = None,
 ) -> Model:
     """The model file's contents at ``state``: weights, history, ρ̂, optimizer state, info."""
     current: Evaluation = progress.current
@@ -434,8 +512,111 @@ def _model(
             "seconds": progress.seconds,
             "evaluations": state.evaluations,
         },
+        validation=held_out.arrays() if held_out is not None else {},
     )
     return model
+
+
+def _best_model(model: Model, held_out: Validation, objective: StreamedObjective) -> Model:
+    """``model`` with the best held-out parameters in place of the last ones (collective).
+
+    ρ̂ is recomputed at those parameters over the training rows (one forward pass on
+    every rank); the optimizer state belongs to the last point, so it is dropped.
+    """
+    best = held_out.best_theta
+    model.rho_hat = objective.mean_activation(best)
+    for name, values in _split(best, objective.n_visible, objective.n_hidden).items():
+        setattr(model, name, values)
+    model.optimizer = None
+    model.info = {
+        **model.info,
+        "best_iteration": held_out.best_iteration,
+        "best_validation_cost": held_out.best_cost,
+        "kept": "the parameters of the best held-out J (early stop)",
+    }
+    return model
+
+
+def _held_out_options(validation, fraction, every, early_stop) -> dict:
+    """The held-out options checked by their declarations, and against each other."""
+    checked = VALIDATION.validate(
+        {
+            "validation": None if validation is None else str(validation),
+            "validation_fraction": fraction,
+            "validate_every": every,
+            "early_stop": early_stop,
+        }
+    )
+    if checked["validation"] is not None and checked["validation_fraction"] is not None:
+        raise UsageError(
+            "validation and validation_fraction both choose the held-out rows; give one of them.",
+            parameter="validation_fraction",
+        )
+    held = checked["validation"] is not None or checked["validation_fraction"] is not None
+    if not held and checked["early_stop"] is not None:
+        raise UsageError(
+            "early_stop needs held-out data; give validation or validation_fraction too.",
+            parameter="early_stop",
+        )
+    return checked
+
+
+def _held_out_source(options, setup, data, dataset, dtype, chunk_rows, seed, file_locking, comm, stack):
+    """(held-out source of this rank, its name for messages, what the model records) or Nones.
+
+    With a fraction, the training source of ``setup`` is narrowed to the chunks not held
+    out (in place), so held-out rows never enter training.
+    """
+    if options["validation_fraction"] is not None:
+        source = setup.source
+        share = (source.start, source.stop)
+        # Whole blocks of the rows per read asked for, else whole HDF5 chunks of the file
+        # (not the read policy's blocks, which span many chunks).
+        unit = chunk_rows or default_block_rows(setup.layout)
+        held = held_out_chunks(setup.layout.n_rows, unit, options["validation_fraction"], seed)
+        train_ranges, held_ranges = split_ranges(share, setup.layout.n_rows, unit, held)
+        setup.source = RowRanges(source, train_ranges)
+        other = stack.enter_context(
+            PatchFile(
+                data,
+                dtype=DTYPES[dtype],
+                block_rows=setup.block_rows,
+                row_range=share,
+                file_locking=file_locking,
+                dataset=dataset,
+            )
+        )
+        record = {
+            "fraction": options["validation_fraction"],
+            "chunk_rows": unit,
+            "chunks": [int(c) for c in held],
+        }
+        return RowRanges(other, held_ranges), f"{data} (held-out chunks)", record
+    if options["validation"] is None:
+        return None, None, None
+    path, held_dataset = parse_validation(options["validation"], dataset)
+    held_dataset = dataset_path(held_dataset)
+    with _explained_lock_failure(path):
+        layout = _layout(path, file_locking, held_dataset)
+    if layout.n_features != setup.layout.n_features:
+        raise UsageError(
+            f"{path}: {layout.dataset} holds rows of {layout.n_features} values but the training data "
+            f"{data} holds rows of {setup.layout.n_features}; give held-out data of the same width.",
+            parameter="validation",
+        )
+    block_rows = chunk_rows or default_block_rows(layout)
+    share = chunk_aligned_share(layout.n_rows, block_rows, comm.rank, comm.size)
+    source = stack.enter_context(
+        PatchFile(
+            path,
+            dtype=DTYPES[dtype],
+            block_rows=block_rows,
+            row_range=share,
+            file_locking=file_locking,
+            dataset=held_dataset,
+        )
+    )
+    return source, str(path), {"path": str(path.resolve()), "dataset": layout.dataset, "rows": layout.n_rows}
 
 
 def _split(theta: np.ndarray, n_visible: int, n_hidden: int) -> dict[str, np.ndarray]:
@@ -457,6 +638,7 @@ def objective(
     dtype: str = "float64",
     block_rows: int | None = None,
     seed: int = 0,
+    dataset: str = DEFAULT_DATASET,
 ) -> Evaluation:
     """J, its terms, ∇J (p,) and ρ̂ (s,) at ``theta`` (default: the notes' initialisation).
 
@@ -468,7 +650,7 @@ def objective(
     if isinstance(data, np.ndarray):
         source = ArrayPatches(np.asarray(data, dtype=compute_dtype), block_rows=block_rows)
     else:
-        source = open_patches(data, dtype=compute_dtype, block_rows=block_rows)
+        source = open_patches(data, dtype=compute_dtype, block_rows=block_rows, dataset=dataset_path(dataset))
     with source:
         n = source.layout.n_features
         theta = initialize(n, hidden, seed) if theta is None else np.asarray(theta, dtype=np.float64)
@@ -507,6 +689,7 @@ def gradcheck(
     epsilon: float = 1e-4,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    dataset: str = DEFAULT_DATASET,
 ) -> GradientCheck:
     """Compare the streamed float64 ∇J with central differences of J.
 
@@ -525,9 +708,12 @@ def gradcheck(
         values = generator.uniform(0.05, 0.95, size=(rows, n_visible))
         source = ArrayPatches(values, block_rows=block_rows)
     else:
-        layout = inspect_patch_file(data)
+        dataset = dataset_path(dataset)
+        layout = inspect_patch_file(data, dataset)
         rows = min(rows, layout.n_rows)
-        source = PatchFile(data, dtype=np.float64, block_rows=block_rows, row_range=(0, rows))
+        source = PatchFile(
+            data, dtype=np.float64, block_rows=block_rows, row_range=(0, rows), dataset=dataset
+        )
         n_visible = layout.n_features
     with source:
         check_values(source, hyper, str(data or "<random>"))
