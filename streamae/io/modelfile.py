@@ -30,7 +30,12 @@ HISTORY_FIELDS = (
     "grad_norm",
     "seconds",
     "evaluations",
+    "stage",
+    "sample_rows",
 )
+# Added with the warm start: files written before lack them, and read as one stage on
+# all the rows (what their runs were).
+STAGE_FIELDS = ("stage", "sample_rows")
 WEIGHT_DATASETS = ("W1", "b1", "W2", "b2")
 
 
@@ -155,6 +160,7 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
         for name in HISTORY_FIELDS:
             if isinstance(_get(handle["history"], name), h5py.Dataset):
                 history[name] = _numbers(handle["history"][name], path, shape=(None,))
+    _fill_stage_fields(history, attrs)
     rho_hat = None
     if isinstance(_get(handle, "rho_hat"), h5py.Dataset):
         rho_hat = _numbers(handle["rho_hat"], path, shape=(weights["W1"].shape[0],))
@@ -182,6 +188,17 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
         optimizer=optimizer,
         info=_json_or_none(attrs.get("info")) or {},
     )
+
+
+def _fill_stage_fields(history: dict[str, np.ndarray], attrs: dict) -> None:
+    """Give a file written before the warm start its one stage on all the rows."""
+    if "cost" not in history or all(name in history for name in STAGE_FIELDS):
+        return
+    iterations = history["cost"].shape[0]
+    shape = (_json_or_none(attrs.get("data")) or {}).get("shape")
+    rows = shape[0] if isinstance(shape, list) and shape and _is_int(shape[0]) else 0
+    history.setdefault("stage", np.ones(iterations))
+    history.setdefault("sample_rows", np.full(iterations, float(rows)))
 
 
 def _get(group: h5py.Group, name: str) -> object:

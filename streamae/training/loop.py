@@ -140,7 +140,8 @@ class Trainer:
     progress; only rank 0 calls it (None: nothing is written, e.g. no output file).
     ``log`` is the JSON-lines file of iteration records, written by rank 0 and appended
     to when ``append_log`` (a resumed run).  ``resume_hint`` ends the message of the
-    :class:`Interrupted` raised when a stop signal arrives.
+    :class:`Interrupted` raised when a stop signal arrives.  ``tags`` are added to every
+    record (the warm-start stage and its sample size; default: stage 1, all the rows).
     """
 
     def __init__(
@@ -156,6 +157,7 @@ class Trainer:
         log: str | os.PathLike | None,
         append_log: bool = False,
         resume_hint: str = "",
+        tags: dict | None = None,
     ) -> None:
         self.objective = objective
         self.rules = rules
@@ -167,6 +169,7 @@ class Trainer:
         self.log = log
         self.append_log = append_log
         self.resume_hint = resume_hint
+        self.tags = tags if tags is not None else {"stage": 1, "sample_rows": objective.n_rows}
         self._evaluations = _Evaluations([])
 
     def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -228,6 +231,7 @@ class Trainer:
                 record = make_record(
                     state.iteration, progress.current, state.evaluations, progress.seconds, report
                 )
+                record.update(self.tags)
                 for name in HISTORY_FIELDS:
                     progress.history[name].append(float(record[name]))
                 if log is not None:

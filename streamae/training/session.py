@@ -52,6 +52,13 @@ from streamae.training.checkpoint import (
     resume_point,
 )
 from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
+from streamae.training.warmstart import (
+    SampleStages,
+    begin_stage,
+    plan_warm_start,
+    stage_rules,
+    where_to_begin,
+)
 
 __all__ = [
     "DTYPES",
@@ -152,6 +159,7 @@ class _Setup:
     source: PatchFile
     block_rows: int
     resumed: ResumePoint | None
+    stored_warm_start: dict | None = None
 
 
 def _open(
@@ -191,11 +199,19 @@ def _open(
             )
         )
     resumed = None
+    stored_warm_start = None
     if resume and comm.rank == 0:
         previous = load_model(output)
         check_compatible(previous, output, hyper=hyper, fingerprint=layout.fingerprint, dtype=dtype)
         resumed = resume_point(previous, output)
-    return _Setup(layout=layout, source=source, block_rows=block_rows, resumed=resumed)
+        stored_warm_start = previous.info.get("warm_start")
+    return _Setup(
+        layout=layout,
+        source=source,
+        block_rows=block_rows,
+        resumed=resumed,
+        stored_warm_start=stored_warm_start,
+    )
 
 
 def _layout(data: Path, file_locking: bool | None) -> PatchLayout:
@@ -248,6 +264,7 @@ def train(
     stop: StopFlag | None = None,
     scheme: str = "auto",
     memory_budget: int | str | None = None,
+    warm_start: str = "none",
 ) -> Model:
     """Train the sparse autoencoder on the patch file ``data``; returns the model.
 
@@ -263,6 +280,11 @@ def train(
     set (pass one to stop a run from another thread).  ``file_locking=False`` opens the
     data without HDF5 file locks (NFS, Lustre).  ``comm`` is the group of processes
     (default: this one alone); under MPI every rank calls ``train`` alike.
+
+    ``warm_start``: ``"none"`` (the notes' run), sample sizes such as ``"20000,200000"``
+    or ``"auto"``: L-BFGS first runs on fair samples of the file (whole chunks spread
+    over it), each stage starting from the previous one's parameters, and then on the
+    full data with ``max_iter`` and the tolerances (see :mod:`streamae.training.warmstart`).
     """
     monitor = monitor or TrainingMonitor()
     comm = comm or SingleProcess()
@@ -299,10 +321,18 @@ def train(
                 comm=comm,
                 stack=stack,
             )
+            n_parameters = 2 * setup.layout.n_features * hidden + hidden + setup.layout.n_features
+            plan = plan_warm_start(warm_start, setup.layout, n_parameters, max_iter)
             threads_used = resolve_threads(threads, local_ranks=local_ranks)
             apply_threads(threads_used)
         layout = setup.layout
-        resumed = comm.broadcast(setup.resumed) if comm.size > 1 else setup.resumed
+        resumed, stored_warm_start = (
+            comm.broadcast((setup.resumed, setup.stored_warm_start))
+            if comm.size > 1
+            else (setup.resumed, setup.stored_warm_start)
+        )
+        with agreed_phase(comm):
+            beginning = where_to_begin(plan, resumed, stored_warm_start, output)
         warm_up_kernels(comm, layout.n_features, hyper, compute_dtype)
 
         counted = CountedBlocks(setup.source, monitor, stop, abandon=comm.size == 1)
@@ -321,17 +351,19 @@ def train(
                 f"stopped by {stop.signal_name} while checking the values; nothing new was written."
             ) from None
         budget = parse_memory_budget(memory_budget) if isinstance(memory_budget, str) else memory_budget
-        objective = make_objective(
-            counted,
-            hyper,
-            n_visible=layout.n_features,
-            dtype=compute_dtype,
-            comm=comm,
-            scheme=scheme,
-            memory_budget=budget,
-        )
-        _close_when_done(stack, objective)
-        monitor.on_message(f"scheme {objective.scheme}: {objective.reason}")
+
+        def build_objective(source) -> StreamedObjective:
+            built = make_objective(
+                source,
+                hyper,
+                n_visible=layout.n_features,
+                dtype=compute_dtype,
+                comm=comm,
+                scheme=scheme,
+                memory_budget=budget,
+            )
+            monitor.on_message(f"scheme {built.scheme}: {built.reason}")
+            return built
 
         info = {
             "dtype": dtype,
@@ -339,35 +371,84 @@ def train(
             "ranks": comm.size,
             "chunk_rows": setup.block_rows,
             "threads": threads_used,
-            "scheme": objective.scheme,
         }
 
-        def save(state: LbfgsState, progress: Progress) -> str:
-            model = _model(state, progress, objective, layout, info)
-            write_model(output, model, force=True, inputs=(data,))
-            return str(output)
+        def info_for(objective_: StreamedObjective, record: dict) -> dict:
+            return {**info, "scheme": objective_.scheme, "warm_start": record}
 
-        trainer = Trainer(
-            objective,
-            rules,
+        def saver(objective_: StreamedObjective, record: dict):
+            def save(state: LbfgsState, progress: Progress) -> str:
+                model = _model(state, progress, objective_, layout, info_for(objective_, record))
+                write_model(output, model, force=True, inputs=(data,))
+                return str(output)
+
+            return save if output is not None else None
+
+        log_begun = [resumed is not None]  # later stages append to the log the first began
+
+        def make_trainer(objective_, rules_, stage, first_iteration) -> Trainer:
+            record = plan.record(stage.number, first_iteration, False)
+            trainer_ = Trainer(
+                objective_,
+                rules_,
+                comm=comm,
+                monitor=monitor,
+                stop=stop,
+                policy=policy,
+                save=saver(objective_, record),
+                log=log,
+                append_log=log_begun[0],
+                resume_hint=(
+                    f"the checkpoint {output} holds it; continue with "
+                    f"`streamae train {data} -o {output} --resume` and the same options."
+                ),
+                tags={"stage": stage.number, "sample_rows": stage.rows},
+            )
+            log_begun[0] = True
+            return trainer_
+
+        def save_stage_end(objective_, state, progress, stage, first_iteration) -> None:
+            with agreed_phase(comm):
+                save = saver(objective_, plan.record(stage.number, first_iteration, True))
+                if save is not None and comm.rank == 0:
+                    save(state, progress)
+
+        if resumed is not None:
+            _note_resume(monitor, resumed, comm.size, setup.block_rows, output)
+        x0 = initialize(layout.n_features, hidden, seed)
+        samples = SampleStages(
+            plan,
+            data=data,
+            dtype=compute_dtype,
+            file_locking=file_locking,
             comm=comm,
             monitor=monitor,
             stop=stop,
-            policy=policy,
-            save=save if output is not None else None,
-            log=log,
-            append_log=resumed is not None,
-            resume_hint=(
-                f"the checkpoint {output} holds it; continue with "
-                f"`streamae train {data} -o {output} --resume` and the same options."
-            ),
+            rules=rules,
+            memory=memory,
+            build_objective=build_objective,
+            make_trainer=make_trainer,
+            save_stage_end=save_stage_end,
         )
-        if resumed is not None:
+        carried = samples.run(beginning.stage, x0, resumed, beginning.first_iteration, beginning.closed)
+        # The last stage: the full data, the user's max_iter and tolerances.
+        final = plan.stages[-1]
+        if len(plan.stages) > 1:
+            monitor.on_message(f"warm start: stage {final.number} of {final.number}: all {final.rows:,} rows")
+        objective = build_objective(counted)
+        _close_when_done(stack, objective)
+        continuing = resumed is not None and beginning.stage == final.number and not beginning.closed
+        first_iteration = (
+            beginning.first_iteration if continuing else (carried[0].iteration if carried else 0)
+        )
+        trainer = make_trainer(objective, stage_rules(final, first_iteration, rules), final, first_iteration)
+        if continuing:
             state, progress = resumed.state, resumed.progress
-            _note_resume(monitor, resumed, comm.size, setup.block_rows, output)
         else:
-            state, progress = trainer.start(initialize(layout.n_features, hidden, seed), memory)
+            state, progress = begin_stage(trainer, x0 if carried is None else carried[0].x, memory, carried)
         trainer.run(state, progress)
+        record = plan.record(final.number, first_iteration, bool(state.finished))
+        info = info_for(objective, record)
         model = _model(state, progress, objective, layout, info)
         with agreed_phase(comm):
             if output is not None and comm.rank == 0:
