@@ -9,7 +9,16 @@ from collections.abc import Iterator
 
 import click
 
-from .common import debug_option, force_option, quiet_option, reported_errors, stderr_is_terminal
+from streamae.options import TRAIN
+
+from .common import (
+    debug_option,
+    force_option,
+    quiet_option,
+    reported_errors,
+    spec_options,
+    stderr_is_terminal,
+)
 
 # Kept in sync with streamae.training.checkpoint.DEFAULT_CHECKPOINT_EVERY (a test checks): importing
 # it here would load NumPy and h5py for --help.
@@ -124,8 +133,10 @@ class ConsoleMonitor:
 
 def format_record(record: dict) -> str:
     """One plain line describing an iteration."""
+    # Warm-start stages after the first are marked (each also begins with a message line).
+    stage = f"stage {int(record['stage'])}  " if record.get("stage", 1) != 1 else ""
     return (
-        f"iter {record['iteration']:4d}  J {record['cost']:.6e} "
+        stage + f"iter {record['iteration']:4d}  J {record['cost']:.6e} "
         f"(rec {record['reconstruction']:.4e} wd {record['weight_decay']:.4e} "
         f"sp {record['sparsity']:.4e})  |g| {record['grad_norm']:.3e}  "
         f"rho_hat {record['rho_hat_mean']:.4f} [{record['rho_hat_min']:.4f}, "
@@ -243,6 +254,7 @@ def format_record(record: dict) -> str:
     default=None,
     help="Write one JSON object per iteration to this file (JSON lines; appended on --resume).",
 )
+@spec_options(TRAIN, "warm_start")
 @quiet_option
 @force_option
 @debug_option
@@ -268,6 +280,7 @@ def train(
     memory_budget,
     no_file_locking,
     log,
+    warm_start,
     quiet,
     force,
     debug,
@@ -316,6 +329,7 @@ def train(
                     file_locking=False if no_file_locking else None,
                     scheme=scheme,
                     memory_budget=memory_budget,
+                    warm_start=warm_start,
                 )
         finally:
             monitor.close()

@@ -35,6 +35,7 @@ from streamae.io.patchfile import (
     read_layout,
     validate_patch_dataset,
 )
+from streamae.options import TRAIN
 from streamae.runtime.mpi import (
     Communicator,
     SingleProcess,
@@ -321,6 +322,7 @@ def train(
                 comm=comm,
                 stack=stack,
             )
+            warm_start = TRAIN["warm_start"].check(warm_start)
             n_parameters = 2 * setup.layout.n_features * hidden + hidden + setup.layout.n_features
             plan = plan_warm_start(warm_start, setup.layout, n_parameters, max_iter)
             threads_used = resolve_threads(threads, local_ranks=local_ranks)
