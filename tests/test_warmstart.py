@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cluster_helpers import needs_mpi, relative_difference, run
 from conftest import IMAGES_DIR, write_patch_file
 from test_checkpoint import StopAt, assert_same_run
 
@@ -170,3 +171,18 @@ def test_warm_started_features_are_oriented_edges(tmp_path):
     trained = np.median(orientation_coherence(model.W1, (8, 8)))
     untrained = np.median(orientation_coherence(unpack(initialize(64, 25), 64, 25).W1, (8, 8)))
     assert untrained < 0.3 < 0.6 < trained
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_ranks_share_each_sample_and_give_one_process_answer(data, tmp_path):
+    """Two ranks split every stage's chunks (stage 1: one chunk each): same stages, same θ."""
+    args = ["--hidden", "5", "--dtype", "float64", "-q", "--force", "--max-iter", "8"]
+    args += ["--warm-start", "500,1000", "--grad-tol", "0", "--progress-tol", "0"]
+    for name, ranks in (("one.h5", None), ("two.h5", 2)):
+        done = run(["train", str(data), "-o", str(tmp_path / name), *args], ranks)
+        assert done.returncode == 0, done.stderr
+    one, two = load_model(tmp_path / "one.h5"), load_model(tmp_path / "two.h5")
+    assert two.info["ranks"] == 2 and two.iterations == one.iterations == 24
+    assert np.array_equal(two.history["sample_rows"], one.history["sample_rows"])
+    assert relative_difference(two.theta, one.theta) < 1e-9

@@ -169,7 +169,7 @@ class Trainer:
         self.log = log
         self.append_log = append_log
         self.resume_hint = resume_hint
-        self.tags = tags if tags is not None else {"stage": 1, "sample_rows": objective.n_rows}
+        self.tags = tags if tags is not None else {"stage": 1, "sample_rows": getattr(objective, "n_rows", 0)}
         self._evaluations = _Evaluations([])
 
     def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
