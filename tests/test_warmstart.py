@@ -186,3 +186,26 @@ def test_ranks_share_each_sample_and_give_one_process_answer(data, tmp_path):
     assert two.info["ranks"] == 2 and two.iterations == one.iterations == 24
     assert np.array_equal(two.history["sample_rows"], one.history["sample_rows"])
     assert relative_difference(two.theta, one.theta) < 1e-9
+
+
+def test_the_command_reports_each_stage_and_logs_it(data, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from streamae.cli.main import cli
+
+    log = tmp_path / "log.jsonl"
+    args = ["train", str(data), "-o", str(tmp_path / "m.h5"), "--hidden", "5", "--max-iter", "3"]
+    done = CliRunner().invoke(cli, [*args, "--warm-start", "500,1000", "--log", str(log)])
+    assert done.exit_code == 0, done.output
+    assert (
+        "stage 1 of 3: 500 rows in 2 chunks" in done.output and "stage 3 of 3: all 3,000 rows" in done.output
+    )
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["stage"], r["sample_rows"]) for r in records] == [(1, 500)] * 3 + [(2, 1000)] * 3 + [
+        (3, ROWS)
+    ] * 3
+    bad = CliRunner().invoke(cli, [*args, "--warm-start", "fast", "-f"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert "warm_start must be none, auto or increasing sample sizes" in bad.output
