@@ -206,7 +206,7 @@ TRAIN = OptionSet(
             str,
             "none",
             "Coarse-to-fine warm start: none (the notes' run), sample sizes such as "
-            "20000,200000, or auto (20 rows per parameter, x10 per stage, below a fifth of "
+            "20000,200000, or auto (5 rows per parameter, x10 per stage, below a tenth of "
             "the data; none when the data is too small to gain).  Each stage runs L-BFGS on "
             "whole chunks spread over the file and hands its weights to the next; the last "
             "stage is the full data with --max-iter and the tolerances.",

@@ -54,12 +54,12 @@ def test_schedules_parse_or_name_the_parameter():
         assert caught.value.parameter == "warm_start"
 
 
-def test_auto_grows_tenfold_from_twenty_rows_per_parameter_below_a_fifth():
+def test_auto_grows_tenfold_from_five_rows_per_parameter_below_a_tenth():
     p = 2 * 64 * 25 + 25 + 64  # the notes' 8x8 -> 25
-    assert auto_sizes(10**6, p) == [20 * p]
-    assert auto_sizes(10**7, p) == [20 * p, 200 * p]
-    assert auto_sizes(10**8, p) == [20 * p, 200 * p, 2000 * p]
-    assert auto_sizes(5 * 20 * p, p) == []  # the first sample would be a fifth: no gain
+    assert auto_sizes(10**6, p) == [5 * p]
+    assert auto_sizes(10**7, p) == [5 * p, 50 * p]
+    assert auto_sizes(10**8, p) == [5 * p, 50 * p, 500 * p]
+    assert auto_sizes(10 * 5 * p, p) == []  # the first sample would be a tenth: no gain
     assert auto_sizes(60_000, 2 * 784 * 196 + 196 + 784) == []  # MNIST 784 -> 196
 
 
