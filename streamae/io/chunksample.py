@@ -57,8 +57,8 @@ class ChunkSample:
     """Stream the rows of some whole chunks of a patch file; a :class:`PatchFile` look-alike.
 
     ``chunks`` are chunk indices (sorted) of ``chunk_rows`` rows each; the blocks are
-    delivered chunk by chunk in file order, each through the reused buffer of an
-    underlying :class:`PatchFile`, so nothing is allocated per block.  ``first_row`` of a
+    delivered chunk by chunk in file order by one underlying :class:`PatchFile` (its
+    reads, buffer and errors), so nothing is allocated per block.  ``first_row`` of a
     block is its row number in the file (so messages about a row name the right one).
     """
 
@@ -94,10 +94,11 @@ class ChunkSample:
 
         ``block`` is a (rows, n) view of a buffer reused for the next block.
         """
+        # The reader streams a row range, whatever its read policy: point it at each
+        # chunk in turn (its buffer holds one chunk, so nothing is allocated here).
         for first, last in self._ranges:
-            view = self._file._buffer[: last - first]
-            self._file._read(first, last, view)
-            yield first, view
+            self._file.start, self._file.stop = first, last
+            yield from self._file.blocks()
 
     def close(self) -> None:
         """Close the file."""
