@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import click
 
-from streamae.options import DATA, VALIDATION
+from streamae.options import DATA, TRAIN, VALIDATION
 
 from .common import (
     debug_option,
@@ -133,8 +133,10 @@ class ConsoleMonitor:
 
 def format_record(record: dict) -> str:
     """One plain line describing an iteration."""
+    # Warm-start stages after the first are marked (each also begins with a message line).
+    stage = f"stage {int(record['stage'])}  " if record.get("stage", 1) != 1 else ""
     return (
-        f"iter {record['iteration']:4d}  J {record['cost']:.6e} "
+        stage + f"iter {record['iteration']:4d}  J {record['cost']:.6e} "
         f"(rec {record['reconstruction']:.4e} wd {record['weight_decay']:.4e} "
         f"sp {record['sparsity']:.4e})  |g| {record['grad_norm']:.3e}  "
         f"rho_hat {record['rho_hat_mean']:.4f} [{record['rho_hat_min']:.4f}, "
@@ -259,6 +261,7 @@ def format_record(record: dict) -> str:
 )
 @spec_options(DATA, "dataset")
 @spec_options(VALIDATION, "validation", "validation_fraction", "validate_every", "early_stop")
+@spec_options(TRAIN, "warm_start")
 @quiet_option
 @force_option
 @debug_option
@@ -289,6 +292,7 @@ def train(
     validation_fraction,
     validate_every,
     early_stop,
+    warm_start,
     quiet,
     force,
     debug,
@@ -342,6 +346,7 @@ def train(
                     validation_fraction=validation_fraction,
                     validate_every=validate_every,
                     early_stop=early_stop,
+                    warm_start=warm_start,
                 )
         finally:
             monitor.close()

@@ -205,6 +205,7 @@ def _describe_model(path: Path) -> dict:
         "data": model.data or None,
         "resumable": model.optimizer is not None,
         "validation": _held_out_summary(model.validation),
+        "warm_start": _warm_start_summary(model),
         "info": model.info,
     }
 
@@ -221,6 +222,30 @@ def _held_out_summary(validation: dict) -> dict | None:
         "best_cost": float(costs[best]),
         "best_iteration": int(validation["iteration"][best]) if "iteration" in validation else None,
     }
+
+
+def _warm_start_summary(model) -> dict | None:
+    """The schedule as recorded and, per stage in the history, its rows and iterations."""
+    record = model.info.get("warm_start")
+    stage = model.history.get("stage")
+    rows = model.history.get("sample_rows")
+    if not isinstance(record, dict) and stage is None:
+        return None
+    stages = []
+    if stage is not None and rows is not None and len(stage) == len(rows):
+        for number in dict.fromkeys(int(v) for v in stage):  # in order of appearance
+            mask = np.asarray(stage) == number
+            stages.append(
+                {"stage": number, "rows": int(np.asarray(rows)[mask][0]), "iterations": int(mask.sum())}
+            )
+    schedule = record.get("schedule") if isinstance(record, dict) else None
+    return {"schedule": _printable(schedule) if schedule is not None else None, "stages": stages}
+
+
+def _printable(value: object, limit: int = 60) -> str:
+    """A string read from a file, fit to print: control characters replaced, cut to ``limit``."""
+    text = "".join(c if c.isprintable() else "?" for c in str(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _describe_features(path: Path) -> dict:
@@ -360,6 +385,13 @@ def format_description(info: dict) -> str:
                 f"waiting for data ({share:.0%}; {split['evaluations']:,} evaluations)",
             )
         add("trained on", _data_text(info["data"]))
+        warm = info.get("warm_start")
+        if warm is not None and (len(warm["stages"]) > 1 or warm["schedule"] not in (None, "none")):
+            parts = [
+                f"stage {entry['stage']}: {entry['rows']:,} rows, {entry['iterations']:,} iterations"
+                for entry in warm["stages"]
+            ]
+            add("warm start", f"{warm['schedule'] or 'schedule not recorded'}; " + "; ".join(parts))
         add("resumable", "yes (optimizer state stored)" if info["resumable"] else "no")
         held = info.get("validation")
         if held:

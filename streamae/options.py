@@ -201,6 +201,16 @@ TRAIN = OptionSet(
             "Compute type of the kernels; sums and the optimizer are always float64.",
             choices=DTYPES,
         ),
+        Option(
+            "warm_start",
+            str,
+            "none",
+            "Coarse-to-fine warm start: none (the notes' run), sample sizes such as "
+            "20000,200000, or auto (5 rows per parameter, x10 per stage, below a tenth of "
+            "the data; none when the data is too small to gain).  Each stage runs L-BFGS on "
+            "whole chunks spread over the file and hands its weights to the next; the last "
+            "stage is the full data with --max-iter and the tolerances.",
+        ),
         # ... the remaining train options (chunk_rows, threads, seed, grad_tol, progress_tol,
         # lbfgs_pairs, resume, checkpoint_every, checkpoint_minutes, scheme, memory_budget,
         # file_locking, log) are declared here the same way.

@@ -294,6 +294,9 @@ class CurvesPlot:
     iteration: np.ndarray
     series: dict[str, np.ndarray]
     size: tuple[int, int]
+    # Warm start: (first iteration, stage number, sample rows) of every stage; empty
+    # for a model trained in one stage (or written before stages were recorded).
+    stages: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -325,7 +328,24 @@ def training_curves(model: Model, name: str = "the model") -> CurvesPlot:
             f"{name}: the model's history is empty (0 iterations); train it for at least one "
             "iteration to plot curves."
         )
-    return CurvesPlot(iteration=np.arange(1, len(series["cost"]) + 1), series=series, size=PLOT_PIXELS)
+    return CurvesPlot(
+        iteration=np.arange(1, len(series["cost"]) + 1),
+        series=series,
+        size=PLOT_PIXELS,
+        stages=_stage_starts(model, len(series["cost"])),
+    )
+
+
+def _stage_starts(model: Model, length: int) -> tuple[tuple[int, int, int], ...]:
+    """(first iteration, stage, rows) where each warm-start stage begins; () for one stage."""
+    stage = np.asarray(model.history.get("stage", []), dtype=np.float64)
+    rows = np.asarray(model.history.get("sample_rows", []), dtype=np.float64)
+    if stage.shape != (length,) or rows.shape != (length,) or length == 0:
+        return ()
+    begins = np.flatnonzero(np.r_[True, stage[1:] != stage[:-1]])
+    if begins.size < 2:
+        return ()
+    return tuple((int(i) + 1, int(stage[i]), int(rows[i])) for i in begins)
 
 
 def _positive(values: np.ndarray) -> np.ndarray:
@@ -381,6 +401,19 @@ def plot_curves(
             color="black",
             linestyle="--",
             marker="x" if len(held["iteration"]) < 30 else None,
+        )
+    for first, number, rows in curves.stages:
+        # Each stage's J is on its own sample: mark where the data changes.
+        for axis in (top, bottom):
+            axis.axvline(first - 0.5, color="grey", linestyle="--", linewidth=0.8)
+        top.annotate(
+            f"stage {number}\n{rows:,} rows",
+            xy=(first - 0.5, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -3),
+            textcoords="offset points",
+            va="top",
+            fontsize="x-small",
         )
     top.set_yscale("log")
     top.set_ylabel("objective term (log scale)")

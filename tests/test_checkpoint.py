@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import invoke, relative_difference, start, write_patch_file
+from helpers import StopAt, assert_same_run, invoke, start, write_patch_file
 
 from streamae.errors import Interrupted, UsageError
-from streamae.io.modelfile import HISTORY_FIELDS, load_model
+from streamae.io.modelfile import load_model
 from streamae.runtime.signals import StopFlag
 from streamae.training.checkpoint import DEFAULT_CHECKPOINT_EVERY, CheckpointPolicy
-from streamae.training.session import TrainingMonitor, train
+from streamae.training.session import train
 
 # Tolerances of 0 so that every run makes exactly --max-iter iterations.
 # Two-pass: the stops below land on a given block of a pass, which in-core reads only once.
@@ -43,42 +43,6 @@ def data(tmp_path: Path) -> Path:
     """3000 rows of 16 values in [0.05, 0.95], in 6 chunks of 500."""
     values = np.random.default_rng(7).uniform(0.05, 0.95, size=(3000, 16)).astype(np.float32)
     return write_patch_file(tmp_path / "data.h5", values, chunk_rows=500)
-
-
-class StopAt(TrainingMonitor):
-    """Requests a stop after iteration ``iteration``, or at block ``block`` of the run."""
-
-    def __init__(self, flag: StopFlag, *, iteration: int | None = None, block: int | None = None):
-        self.flag, self.iteration, self.block = flag, iteration, block
-        self.blocks = 0
-        self.checkpoints: list[int] = []
-
-    def on_block(self, rows: int) -> None:
-        self.blocks += 1
-        if self.blocks == self.block:
-            self.flag.request("SIGTERM")
-
-    def on_iteration(self, record: dict) -> None:
-        if record["iteration"] == self.iteration:
-            self.flag.request("SIGTERM")
-
-    def on_checkpoint(self, iteration: int, path: str) -> None:
-        saved = load_model(path)
-        assert saved.iterations == iteration and saved.info["finished"] == ""
-        self.checkpoints.append(iteration)
-
-
-def assert_same_run(resumed, reference, *, exact: bool = True) -> None:
-    assert resumed.iterations == reference.iterations
-    assert resumed.info["evaluations"] == reference.info["evaluations"]
-    assert resumed.info["finished"] == reference.info["finished"]
-    assert relative_difference(resumed.theta, reference.theta) < 1e-10
-    for name in HISTORY_FIELDS:
-        if name != "seconds":
-            np.testing.assert_allclose(resumed.history[name], reference.history[name], rtol=1e-10)
-    if exact:  # same data, dtype, blocks and ranks: bit for bit
-        assert np.array_equal(resumed.theta, reference.theta)
-        assert np.array_equal(resumed.history["cost"], reference.history["cost"])
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,12 @@ HISTORY_FIELDS = (
     "grad_norm",
     "seconds",
     "evaluations",
+    "stage",
+    "sample_rows",
 )
+# Added with the warm start: files written before lack them, and read as one stage on
+# all the rows (what their runs were).
+STAGE_FIELDS = ("stage", "sample_rows")
 WEIGHT_DATASETS = ("W1", "b1", "W2", "b2")
 # /validation/<name>: one entry per held-out evaluation (the iteration it followed first).
 VALIDATION_FIELDS = ("iteration", "cost", "reconstruction", "weight_decay", "sparsity", "rho_hat_mean")
@@ -168,6 +173,7 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
         for name in VALIDATION_FIELDS:
             if isinstance(_get(handle["validation"], name), h5py.Dataset):
                 validation[name] = _numbers(handle["validation"][name], path, shape=(None,))
+    _fill_stage_fields(history, attrs)
     rho_hat = None
     if isinstance(_get(handle, "rho_hat"), h5py.Dataset):
         rho_hat = _numbers(handle["rho_hat"], path, shape=(weights["W1"].shape[0],))
@@ -196,6 +202,17 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
         info=_json_or_none(attrs.get("info")) or {},
         validation=validation,
     )
+
+
+def _fill_stage_fields(history: dict[str, np.ndarray], attrs: dict) -> None:
+    """Give a file written before the warm start its one stage on all the rows."""
+    if "cost" not in history or all(name in history for name in STAGE_FIELDS):
+        return
+    iterations = history["cost"].shape[0]
+    shape = (_json_or_none(attrs.get("data")) or {}).get("shape")
+    rows = shape[0] if isinstance(shape, list) and shape and _is_int(shape[0]) else 0
+    history.setdefault("stage", np.ones(iterations))
+    history.setdefault("sample_rows", np.full(iterations, float(rows)))
 
 
 def _get(group: h5py.Group, name: str) -> object:

@@ -190,7 +190,8 @@ class Trainer:
     progress; only rank 0 calls it (None: nothing is written, e.g. no output file).
     ``log`` is the JSON-lines file of iteration records, written by rank 0 and appended
     to when ``append_log`` (a resumed run).  ``resume_hint`` ends the message of the
-    :class:`Interrupted` raised when a stop signal arrives.
+    :class:`Interrupted` raised when a stop signal arrives.  ``tags`` are added to every
+    record (the warm-start stage and its sample size; default: stage 1, all the rows).
     """
 
     def __init__(
@@ -207,6 +208,7 @@ class Trainer:
         append_log: bool = False,
         resume_hint: str = "",
         after_iteration: Callable[[int, np.ndarray, dict], str | None] | None = None,
+        tags: dict | None = None,
     ) -> None:
         self.objective = objective
         self.rules = rules
@@ -221,6 +223,7 @@ class Trainer:
         # Called after every iteration with (iteration, x, record) on every rank (held-out
         # evaluation): it may add entries to the record and return a reason to stop.
         self.after_iteration = after_iteration
+        self.tags = tags if tags is not None else {"stage": 1, "sample_rows": getattr(objective, "n_rows", 0)}
         self._evaluations = _Evaluations([])
         # Waiting for data vs computing: over the whole run, and over the current iteration.
         self.time_split = TimeSplit()
@@ -295,6 +298,7 @@ class Trainer:
                     report,
                     self._iteration_split,
                 )
+                record.update(self.tags)
                 for name in HISTORY_FIELDS:
                     progress.history[name].append(float(record[name]))
                 if self.after_iteration is not None:

@@ -36,7 +36,7 @@ from streamae.io.patchfile import (
     validate_patch_dataset,
 )
 from streamae.io.readpolicy import open_patches
-from streamae.options import DEFAULT_DATASET, VALIDATION, dataset_path
+from streamae.options import DEFAULT_DATASET, TRAIN, VALIDATION, dataset_path
 from streamae.runtime.mpi import (
     Communicator,
     SingleProcess,
@@ -61,6 +61,13 @@ from streamae.training.validation import (
     held_out_chunks,
     parse_validation,
     split_ranges,
+)
+from streamae.training.warmstart import (
+    SampleStages,
+    begin_stage,
+    plan_warm_start,
+    stage_rules,
+    where_to_begin,
 )
 
 __all__ = [
@@ -162,6 +169,7 @@ class _Setup:
     source: PatchFile
     block_rows: int
     resumed: ResumePoint | None
+    stored_warm_start: dict | None = None
 
 
 def _open(
@@ -211,11 +219,19 @@ def _open(
         )
         block_rows = source.block_rows
     resumed = None
+    stored_warm_start = None
     if resume and comm.rank == 0:
         previous = load_model(output)
         check_compatible(previous, output, hyper=hyper, fingerprint=layout.fingerprint, dtype=dtype)
         resumed = resume_point(previous, output)
-    return _Setup(layout=layout, source=source, block_rows=block_rows, resumed=resumed)
+        stored_warm_start = previous.info.get("warm_start")
+    return _Setup(
+        layout=layout,
+        source=source,
+        block_rows=block_rows,
+        resumed=resumed,
+        stored_warm_start=stored_warm_start,
+    )
 
 
 def _layout(data: Path, file_locking: bool | None, dataset: str = DEFAULT_DATASET) -> PatchLayout:
@@ -273,6 +289,7 @@ def train(
     validation_fraction: float | None = None,
     validate_every: int = 1,
     early_stop: int | None = None,
+    warm_start: str = "none",
 ) -> Model:
     """Train the sparse autoencoder on the patch file ``data``; returns the model.
 
@@ -297,6 +314,12 @@ def train(
     ``validation`` history.  ``early_stop=K`` stops when the held-out J has not improved
     for K validations and keeps the best parameters (the model then holds no optimizer
     state: it is finished, not resumable).
+
+
+    ``warm_start``: ``"none"`` (the notes' run), sample sizes such as ``"20000,200000"``
+    or ``"auto"``: L-BFGS first runs on fair samples of the file (whole chunks spread
+    over it), each stage starting from the previous one's parameters, and then on the
+    full data with ``max_iter`` and the tolerances (see :mod:`streamae.training.warmstart`).
     """
     monitor = monitor or TrainingMonitor()
     comm = comm or SingleProcess()
@@ -339,10 +362,26 @@ def train(
             held_source, held_name, held_info = _held_out_source(
                 held_options, setup, data, dataset, dtype, chunk_rows, seed, file_locking, comm, stack
             )
+            warm_start = TRAIN["warm_start"].check(warm_start)
+            if warm_start != "none" and held_options["validation_fraction"] is not None:
+                # A stage's sample is drawn from every chunk of the file, held-out ones too.
+                raise UsageError(
+                    "warm_start cannot be combined with validation_fraction (a stage's sample could "
+                    "hold held-out rows); give the held-out rows as a separate validation file.",
+                    parameter="warm_start",
+                )
+            n_parameters = 2 * setup.layout.n_features * hidden + hidden + setup.layout.n_features
+            plan = plan_warm_start(warm_start, setup.layout, n_parameters, max_iter)
             threads_used = resolve_threads(threads, local_ranks=local_ranks)
             apply_threads(threads_used)
         layout = setup.layout
-        resumed = comm.broadcast(setup.resumed) if comm.size > 1 else setup.resumed
+        resumed, stored_warm_start = (
+            comm.broadcast((setup.resumed, setup.stored_warm_start))
+            if comm.size > 1
+            else (setup.resumed, setup.stored_warm_start)
+        )
+        with agreed_phase(comm):
+            beginning = where_to_begin(plan, resumed, stored_warm_start, output)
         warm_up_kernels(comm, layout.n_features, hyper, compute_dtype)
 
         counted = CountedBlocks(setup.source, monitor, stop, abandon=comm.size == 1)
@@ -363,19 +402,22 @@ def train(
                 f"stopped by {stop.signal_name} while checking the values; nothing new was written."
             ) from None
         budget = parse_memory_budget(memory_budget) if isinstance(memory_budget, str) else memory_budget
-        objective = make_objective(
-            counted,
-            hyper,
-            n_visible=layout.n_features,
-            dtype=compute_dtype,
-            comm=comm,
-            scheme=scheme,
-            memory_budget=budget,
-        )
-        _close_when_done(stack, objective)
-        monitor.on_message(f"scheme {objective.scheme}: {objective.reason}")
+
+        def build_objective(source) -> StreamedObjective:
+            built = make_objective(
+                source,
+                hyper,
+                n_visible=layout.n_features,
+                dtype=compute_dtype,
+                comm=comm,
+                scheme=scheme,
+                memory_budget=budget,
+            )
+            monitor.on_message(f"scheme {built.scheme}: {built.reason}")
+            return built
+
         reading = getattr(setup.source, "policy", None)
-        if reading is not None and objective.scheme != "in-core":
+        if reading is not None:
             monitor.on_message(f"reading {reading.block_rows:,} rows per read; {reading.reason}")
         held_out = None
         if held_source is not None:
@@ -402,51 +444,99 @@ def train(
             "ranks": comm.size,
             "chunk_rows": setup.block_rows,
             "threads": threads_used,
-            "scheme": objective.scheme,
         }
         if held_info is not None:
             info["validation"] = held_info
 
-        def save(state: LbfgsState, progress: Progress) -> str:
-            model = _model(
-                state,
-                progress,
-                objective,
-                layout,
-                {**info, "time_split": trainer.time_split.as_info()},
-                held_out,
-            )
-            write_model(output, model, force=True, inputs=(data,))
-            return str(output)
+        def info_for(objective_: StreamedObjective, record: dict) -> dict:
+            return {**info, "scheme": objective_.scheme, "warm_start": record}
 
-        trainer = Trainer(
-            objective,
-            rules,
+        trainers: list[Trainer] = []  # every stage's, the current one last
+
+        def saver(objective_: StreamedObjective, record: dict):
+            def save(state: LbfgsState, progress: Progress) -> str:
+                timed = {**info_for(objective_, record), "time_split": trainers[-1].time_split.as_info()}
+                model = _model(state, progress, objective_, layout, timed, held_out)
+                write_model(output, model, force=True, inputs=(data,))
+                return str(output)
+
+            return save if output is not None else None
+
+        log_begun = [resumed is not None]  # later stages append to the log the first began
+
+        def make_trainer(objective_, rules_, stage, first_iteration) -> Trainer:
+            record = plan.record(stage.number, first_iteration, False)
+            trainer_ = Trainer(
+                objective_,
+                rules_,
+                comm=comm,
+                monitor=monitor,
+                stop=stop,
+                policy=policy,
+                save=saver(objective_, record),
+                log=log,
+                append_log=log_begun[0],
+                resume_hint=(
+                    f"the checkpoint {output} holds it; continue with "
+                    f"`streamae train {data} -o {output} --resume` and the same options"
+                    + (f" (--dataset {layout.dataset})." if layout.dataset != DEFAULT_DATASET else ".")
+                ),
+                tags={"stage": stage.number, "sample_rows": stage.rows},
+                # Held-out evaluation (and early stopping) belongs to the full-data stage.
+                after_iteration=(
+                    held_out.after_iteration if held_out is not None and stage is plan.stages[-1] else None
+                ),
+            )
+            trainers.append(trainer_)
+            log_begun[0] = True
+            return trainer_
+
+        def save_stage_end(objective_, state, progress, stage, first_iteration) -> None:
+            with agreed_phase(comm):
+                save = saver(objective_, plan.record(stage.number, first_iteration, True))
+                if save is not None and comm.rank == 0:
+                    save(state, progress)
+
+        if resumed is not None:
+            _note_resume(monitor, resumed, comm.size, setup.block_rows, output)
+        x0 = initialize(layout.n_features, hidden, seed)
+        if held_out is not None and resumed is None:
+            held_out.record(0, x0)  # the starting point: the baseline to improve on
+        samples = SampleStages(
+            plan,
+            data=data,
+            dtype=compute_dtype,
+            file_locking=file_locking,
+            dataset=layout.dataset,
             comm=comm,
             monitor=monitor,
             stop=stop,
-            policy=policy,
-            save=save if output is not None else None,
-            log=log,
-            append_log=resumed is not None,
-            after_iteration=held_out.after_iteration if held_out is not None else None,
-            resume_hint=(
-                f"the checkpoint {output} holds it; continue with "
-                f"`streamae train {data} -o {output} --resume` and the same options"
-                + (f" (--dataset {layout.dataset})." if layout.dataset != DEFAULT_DATASET else ".")
-            ),
+            rules=rules,
+            memory=memory,
+            build_objective=build_objective,
+            make_trainer=make_trainer,
+            save_stage_end=save_stage_end,
         )
-        if resumed is not None:
+        carried = samples.run(beginning.stage, x0, resumed, beginning.first_iteration, beginning.closed)
+        # The last stage: the full data, the user's max_iter and tolerances.
+        final = plan.stages[-1]
+        if len(plan.stages) > 1:
+            monitor.on_message(f"warm start: stage {final.number} of {final.number}: all {final.rows:,} rows")
+        objective = build_objective(counted)
+        _close_when_done(stack, objective)
+        continuing = resumed is not None and beginning.stage == final.number and not beginning.closed
+        first_iteration = (
+            beginning.first_iteration if continuing else (carried[0].iteration if carried else 0)
+        )
+        trainer = make_trainer(objective, stage_rules(final, first_iteration, rules), final, first_iteration)
+        if continuing:
             state, progress = resumed.state, resumed.progress
-            _note_resume(monitor, resumed, comm.size, setup.block_rows, output)
         else:
-            state, progress = trainer.start(initialize(layout.n_features, hidden, seed), memory)
-            if held_out is not None:
-                held_out.record(0, state.x)  # the starting point: the baseline to improve on
+            state, progress = begin_stage(trainer, x0 if carried is None else carried[0].x, memory, carried)
         trainer.run(state, progress)
-        model = _model(
-            state, progress, objective, layout, {**info, "time_split": trainer.time_split.as_info()}, held_out
-        )
+        record = plan.record(final.number, first_iteration, bool(state.finished))
+        info = {**info_for(objective, record), "time_split": trainer.time_split.as_info()}
+        model = _model(state, progress, objective, layout, info, held_out)
         monitor.on_message(trainer.time_split.summary())
         if held_out is not None and held_out.stopped_early:
             model = _best_model(model, held_out, objective)
