@@ -7,16 +7,17 @@ from pathlib import Path
 
 import click
 
-from .common import debug_option, reported_errors
+from streamae.options import INFO
+
+from .common import EXIT_CODES_HELP, reported_errors, spec_options
 
 
 @click.command(
     short_help="Summarise a patch, model, features or other HDF5 file.",
-    epilog="Exit codes: 0 success, 1 runtime error, 2 usage error.",
+    epilog=EXIT_CODES_HELP,
 )
 @click.argument("file", type=click.Path(dir_okay=True, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-@debug_option
+@spec_options(INFO)
 def info(file: Path, as_json: bool, debug: bool) -> None:
     """Summarise FILE: a patch file, a model file, a features file or any other HDF5 file.
 
@@ -24,7 +25,7 @@ def info(file: Path, as_json: bool, debug: bool) -> None:
     sources.  Model files: hyperparameters, iterations, the final J and its terms, the mean
     activation and the data trained on.  Nothing but metadata is read.
     """
-    with reported_errors(debug):
+    with reported_errors(debug, INFO):
         from streamae.describe import describe, format_description
 
         description = describe(file)

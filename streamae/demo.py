@@ -52,7 +52,7 @@ def run_demo(
 
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise UsageError(f"{directory}: exists and is not a directory; choose another --output-dir.")
+        raise UsageError(f"{directory}: exists and is not a directory; choose another output_dir='DIR'.")
     directory.mkdir(parents=True, exist_ok=True)
     paths = {name: directory / name for name in DEMO_OUTPUTS}
     for path in paths.values():  # refuse before any work, not after the extract

@@ -1,8 +1,10 @@
 """Features for new data: stream every row of a patch file through a trained encoder.
 
 ``encode`` reads the patch file block by block (one HDF5 chunk per read by default),
-computes a2 = f(x W1ᵀ + b1) with the same matrix product and the same
-:func:`~streamae.compute.kernels.hidden_activation` kernel as training, and writes each block
+computes a2 = f(x W1ᵀ + b1) with one matrix product and the elementwise
+:func:`~streamae.compute.kernels.hidden_activation` kernel (``np.exp``; training fuses the
+activation into its forward pass, ``hidden_forward``, with its own vectorisable exp, so the
+two agree to rounding, not bit for bit), and writes each block
 into an (m, s) dataset chunked like the input.  Every buffer is allocated once for the
 block size, so memory does not depend on m.  With ``reconstruct`` the decoder's output
 a3 (m, n) is written as well.
@@ -31,11 +33,11 @@ from streamae.io.atomic import atomic_output, check_output_path, check_written, 
 from streamae.io.hdf5 import FEATURES_FORMAT
 from streamae.io.modelfile import Model, load_model
 from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, PatchFile, default_block_rows, inspect_patch_file
+from streamae.options import EncodeOptions
 
 FEATURES_DATASET = "features"
 RECONSTRUCTION_DATASET = "reconstruction"
 MEAN_ACTIVATION_DATASET = "mean_activation"
-DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 @njit(parallel=True, **kernels.JIT_OPTIONS)
@@ -138,25 +140,24 @@ def encode(
     model_path: str | os.PathLike,
     data_path: str | os.PathLike,
     output: str | os.PathLike,
+    options: EncodeOptions | None = None,
     *,
-    reconstruct: bool = False,
-    block_rows: int | None = None,
-    dtype: str = "float32",
-    force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    **values: object,
 ) -> EncodeResult:
     """Write the hidden activations a2 (m, s) of every row of ``data_path`` to ``output``.
 
-    ``block_rows`` rows are read and encoded at a time (default: one chunk of the
-    input); ``progress(done, total)`` is called after each block.  Everything is checked
+    ``options`` (a frozen :class:`~streamae.options.EncodeOptions`) and/or keyword
+    arguments give ``reconstruct`` (also write a3 as /reconstruction), ``block_rows``
+    (rows read and encoded at a time; default: one chunk of the input), ``dtype`` and
+    ``force``, checked against :data:`streamae.options.ENCODE`.  ``progress(done, total)``
+    is called after each block.  Everything is checked
     before any work: the model, the patch file, that their input sizes agree and that
     ``output`` may be written.
     """
     model_path, data_path = Path(model_path), Path(data_path)
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype must be float32 or float64, got {dtype!r}.")
-    if block_rows is not None and block_rows < 1:
-        raise UsageError(f"--block-rows must be at least 1, got {block_rows}.")
+    o = EncodeOptions.build(options, values)
+    reconstruct, block_rows, dtype, force = o.reconstruct, o.block_rows, o.dtype, o.force
     model = load_model(model_path)
     layout = inspect_patch_file(data_path)
     if layout.n_features != model.n_visible:
@@ -172,7 +173,7 @@ def encode(
             "encode data extracted with the model's patch shape."
         )
     check_output_path(output, force=force, inputs=(model_path, data_path))
-    compute = np.dtype(DTYPES[dtype])
+    compute = np.dtype(dtype)
     m, n, s = layout.n_rows, layout.n_features, model.n_hidden
     rows = min(int(block_rows or default_block_rows(layout)), m)
     # Chunk the outputs along rows like the input, so row blocks map onto the same chunks.

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from streamae.errors import UsageError
+from streamae.options import TRAIN
 
-DECODERS = ("sigmoid", "linear")
+HYPERPARAMETER_NAMES = ("hidden", "rho", "beta", "lam", "decoder")
 
 
 @dataclass(frozen=True)
@@ -28,16 +28,9 @@ class Hyperparameters:
     decoder: str = "sigmoid"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.hidden, int | np.integer) and self.hidden >= 1):
-            raise UsageError(f"--hidden must be a whole number of at least 1, got {self.hidden}.")
-        if not (0.0 < self.rho < 1.0):
-            raise UsageError(f"--rho must lie strictly between 0 and 1, got {self.rho}.")
-        if not (math.isfinite(self.beta) and self.beta >= 0.0):
-            raise UsageError(f"--beta must be a finite number >= 0, got {self.beta}.")
-        if not (math.isfinite(self.lam) and self.lam >= 0.0):
-            raise UsageError(f"--lambda must be a finite number >= 0, got {self.lam}.")
-        if self.decoder not in DECODERS:
-            raise UsageError(f"--decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}.")
+        # Checked by the options' specs, so messages name the parameter ("hidden must be ...").
+        for name in HYPERPARAMETER_NAMES:
+            object.__setattr__(self, name, TRAIN[name].check(getattr(self, name)))
 
     def as_attributes(self) -> dict:
         """The hyperparameters as model-file attributes (``lam`` stored as ``lambda``)."""

@@ -79,7 +79,8 @@ def validate_patch_dataset(handle: h5py.File, path: Path) -> h5py.Dataset:
     if dataset.dtype.kind != "f" or dataset.dtype.itemsize not in (4, 8):
         raise InputFileError(
             f"{path}: /patches holds {dataset.dtype} values, not float32 or float64; "
-            "extract the patches again with a --normalize mode (or convert them to float32)."
+            "extract the patches again with a normalize mode such as normalize='unit' "
+            "(or convert them to float32)."
         )
     m, n = dataset.shape
     if m >= 1 and n >= 1 and _stores_nothing(dataset):

@@ -188,9 +188,7 @@ class Trainer:
             raise mark_collective(self._interrupted(None)) from None
         if not np.isfinite(f0):
             # J is a reduced number: every rank sees the same, so every rank raises.
-            raise mark_collective(
-                DataError("J is not finite at the starting point; check the data and --rho.")
-            )
+            raise mark_collective(DataError("J is not finite at the starting point; check the data and rho."))
         state = LbfgsState.start(theta0, f0, g0, memory)
         return state, Progress(current=self._evaluations.find(theta0))
 

@@ -1,0 +1,45 @@
+"""J and ∇J at one point, as a library function (``streamae.objective``)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from streamae.compute.objective import Evaluation
+from streamae.compute.parameters import Hyperparameters, initialize
+from streamae.compute.schemes import TwoPassObjective
+from streamae.io.patchfile import ArrayPatches, PatchFile
+from streamae.options import TRAIN
+
+__all__ = ["objective"]
+
+
+def objective(
+    data: str | os.PathLike | np.ndarray,
+    theta: np.ndarray | None = None,
+    *,
+    hidden: int = 25,
+    rho: float = 0.01,
+    beta: float = 3.0,
+    lam: float = 1e-4,
+    decoder: str = "sigmoid",
+    dtype: str = "float64",
+    block_rows: int | None = None,
+    seed: int = 0,
+) -> Evaluation:
+    """J, its terms, ∇J (p,) and ρ̂ (s,) at ``theta`` (default: the notes' initialisation).
+
+    ``data`` is a patch file path or an (m, n) array.  The same streamed kernels as
+    training compute it.
+    """
+    hyper = Hyperparameters(hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder)
+    compute_dtype = np.dtype(TRAIN["dtype"].check(dtype)).type
+    if isinstance(data, np.ndarray):
+        source = ArrayPatches(np.asarray(data, dtype=compute_dtype), block_rows=block_rows)
+    else:
+        source = PatchFile(data, dtype=compute_dtype, block_rows=block_rows)
+    with source:
+        n = source.layout.n_features
+        theta = initialize(n, hidden, seed) if theta is None else np.asarray(theta, dtype=np.float64)
+        return TwoPassObjective(source, hyper, n_visible=n, dtype=compute_dtype)(theta)
