@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import click
 
-from streamae.errors import EXIT_RUNTIME, StreamaeError
+from streamae.errors import EXIT_RUNTIME, Interrupted, StreamaeError
 
 EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted (Ctrl-C)."
 TRAIN_EXIT_CODES_HELP = (
@@ -75,8 +75,12 @@ def reported_errors(debug: bool, option_set=None) -> Iterator[None]:
     except StreamaeError as error:
         if debug:
             raise
-        message = in_flags(str(error), option_set, getattr(error, "parameter", None))
-        click.echo(f"Error: {message}", err=True)
+        # Under MPI the library marks an error every rank raised "silent" on all ranks but
+        # one (streamae.runtime.mpi.one_rank_reports): print what it decided, once.
+        if not getattr(error, "silent", False):
+            label = "Stopped" if isinstance(error, Interrupted) else "Error"
+            message = in_flags(str(error), option_set, getattr(error, "parameter", None))
+            click.echo(f"{label}: {message}", err=True)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         if debug:
@@ -110,30 +114,18 @@ def stderr_is_terminal() -> bool:
         return False
 
 
-class SpecType(click.ParamType):
-    """Text parsed by an option's own parser (sizes such as ``12x8``, memory such as ``8G``)."""
-
-    def __init__(self, option) -> None:
-        self.option = option
-        self.name = option.metavar or str(option.kind).upper()
-
-    def convert(self, value, param, ctx):
-        try:
-            return self.option.parse(value)
-        except (TypeError, ValueError) as error:
-            self.fail(str(error), param, ctx)
-
-
 def _click_type(option):
     """The click type that parses ``option``'s values from text.
 
-    Only the syntax is checked here; ranges are checked by the library, whose message
-    names the parameter (mapped back to the flag by :func:`reported_errors`).
+    Only the syntax of numbers is checked here; ranges, and values the option parses
+    itself (sizes such as ``12x8``, memory such as ``8G``), are checked by the library,
+    whose one-sentence message names the parameter (said as the flag by
+    :func:`reported_errors`).
     """
     if option.choices is not None:
         return click.Choice(list(option.choices))
     if option.parse is not None:
-        return SpecType(option)
+        return click.STRING
     if option.kind is int:
         return click.INT
     if option.kind is float:

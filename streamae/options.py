@@ -645,7 +645,7 @@ VISUALIZE = OptionSet(
 INFO = OptionSet(
     "info",
     (
-        Option("as_json", bool, False, "Print the summary as one JSON object.", flag="--json"),
+        Option("as_json", bool, False, "Print the summary as one JSON object.", flag="--json", library=False),
         DEBUG,
     ),
 )
