@@ -24,9 +24,8 @@ def test_check_converts_and_bounds():
     assert TRAIN["chunk_rows"].check(None) is None
     with pytest.raises(UsageError, match=r"^hidden must be an integer ≥ 1, got None\.$"):
         TRAIN["hidden"].check(None)
-    with pytest.raises(
-        UsageError, match=r"^seed must be an integer ≥ 0 and ≤ 9223372036854775807, got 9223372036854775808\.$"
-    ):
+    bounds = "≥ 0 and ≤ 9223372036854775807"
+    with pytest.raises(UsageError, match=rf"^seed must be an integer {bounds}, got 9223372036854775808\.$"):
         TRAIN["seed"].check(2**63)
 
 

@@ -2,7 +2,7 @@
 
 Every rank runs this loop on identical reduced numbers, so every rank takes the same
 decisions at the same iteration; the few decisions only one rank can make (rank 0's
-clock for ``--checkpoint-minutes``, a signal that reached one rank) are combined by a
+clock for ``checkpoint_minutes``, a signal that reached one rank) are combined by a
 collective first.  Rank 0 alone writes the log and the checkpoints.
 """
 
