@@ -6,10 +6,14 @@ import click
 
 from streamae.options import DEMO
 
-from .common import EXIT_CODES_HELP, reported_errors, spec_options
+from .common import reported_errors, spec_options
 
 
-@click.command(epilog=EXIT_CODES_HELP)
+@click.command(
+    epilog="Exit codes: 0 success, 1 runtime error, 2 usage error, 3 stopped by a signal while "
+    "training (SIGTERM, SIGINT or SIGUSR1; model.h5 holds a checkpoint), 130 interrupted (Ctrl-C) "
+    "in the other steps."
+)
 @spec_options(DEMO)
 def demo(output_dir, num_patches, max_iter, quiet, force, debug) -> None:
     """Extract 8x8 patches from the shipped photographs, train, and draw the features.

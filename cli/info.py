@@ -23,7 +23,8 @@ def info(file: Path, as_json: bool, debug: bool) -> None:
 
     Patch files: shape, dtype, chunking, compression, patch shape, normalisation, seed and
     sources.  Model files: hyperparameters, iterations, the final J and its terms, the mean
-    activation and the data trained on.  Nothing but metadata is read.
+    activation and the data trained on.  Of patch and features files only the metadata is
+    read, never the rows; a model file is loaded whole (its weights are checked).
     """
     with reported_errors(debug, INFO):
         from streamae.describe import describe, format_description
