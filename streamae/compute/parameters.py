@@ -19,13 +19,14 @@ HYPERPARAMETER_NAMES = ("hidden", "rho", "beta", "lam", "decoder")
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    """The objective's settings; defaults follow the notes' exercise."""
+    """The objective's settings; defaults follow the notes' exercise (declared in
+    :data:`streamae.options.TRAIN`)."""
 
-    hidden: int = 25
-    rho: float = 0.01
-    beta: float = 3.0
-    lam: float = 1e-4
-    decoder: str = "sigmoid"
+    hidden: int = TRAIN["hidden"].default
+    rho: float = TRAIN["rho"].default
+    beta: float = TRAIN["beta"].default
+    lam: float = TRAIN["lam"].default
+    decoder: str = TRAIN["decoder"].default
 
     def __post_init__(self) -> None:
         # Checked by the options' specs, so messages name the parameter ("hidden must be ...").

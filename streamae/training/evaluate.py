@@ -19,19 +19,20 @@ def objective(
     data: str | os.PathLike | np.ndarray,
     theta: np.ndarray | None = None,
     *,
-    hidden: int = 25,
-    rho: float = 0.01,
-    beta: float = 3.0,
-    lam: float = 1e-4,
-    decoder: str = "sigmoid",
-    dtype: str = "float64",
+    hidden: int = TRAIN["hidden"].default,
+    rho: float = TRAIN["rho"].default,
+    beta: float = TRAIN["beta"].default,
+    lam: float = TRAIN["lam"].default,
+    decoder: str = TRAIN["decoder"].default,
+    dtype: str = "float64",  # a check, not a training run: float64 by default
     block_rows: int | None = None,
-    seed: int = 0,
+    seed: int = TRAIN["seed"].default,
 ) -> Evaluation:
     """J, its terms, ∇J (p,) and ρ̂ (s,) at ``theta`` (default: the notes' initialisation).
 
     ``data`` is a patch file path or an (m, n) array.  The same streamed kernels as
-    training compute it.
+    training compute it (the two-pass scheme).  The hyperparameters' defaults and checks
+    are :data:`streamae.options.TRAIN`'s.
     """
     hyper = Hyperparameters(hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder)
     compute_dtype = np.dtype(TRAIN["dtype"].check(dtype)).type
