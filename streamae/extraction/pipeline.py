@@ -100,7 +100,7 @@ def extract(
     chunk_rows, compression, variable, force = o.chunk_rows, o.compression, o.variable, o.force
     if grid is not None and num_patches is not None:
         raise UsageError(
-            "num_patches and stride exclude each other; give one of them.", parameter="num_patches"
+            "num_patches=N and stride=S exclude each other; give one of them.", parameter="num_patches"
         )
     if grid is None:
         num_patches = DEFAULT_NUM_PATCHES if num_patches is None else num_patches
@@ -122,7 +122,7 @@ def extract(
     m = plan.total_rows
     if m < 1:
         raise UsageError(
-            "the grid holds no patches; choose a smaller stride or patch_size.", parameter="stride"
+            "the grid holds no patches; choose a smaller stride or patch size.", parameter="stride"
         )
     channels = COLOR_CHANNELS[color]
     n = patch[0] * patch[1] * channels
@@ -255,6 +255,6 @@ def _check_sizes(entries: Sequence[ImageEntry], patch: tuple[int, int]) -> None:
         if entry.height < patch[0] or entry.width < patch[1]:
             raise UsageError(
                 f"{entry.label}: the image is {entry.height}x{entry.width} pixels (height x width), "
-                f"smaller than the {patch[0]}x{patch[1]} patch; choose a smaller patch_size or leave "
+                f"smaller than the {patch[0]}x{patch[1]} patch; choose a smaller patch size or leave "
                 "the image out."
             )

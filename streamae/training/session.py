@@ -120,7 +120,7 @@ def _open(
 ) -> _Setup:
     """Check the outputs (rank 0), open this rank's share of the data, read the checkpoint."""
     if resume and output is None:
-        raise UsageError("resume=True needs output, the model file to continue from.", parameter="resume")
+        raise UsageError("resume=True needs a model file to continue from (output).", parameter="resume")
     if comm.rank == 0:
         if output is not None:
             if resume and not Path(output).exists():
