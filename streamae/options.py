@@ -287,8 +287,8 @@ QUIET = Option(
 DEBUG = Option("debug", bool, False, "Show the full traceback of any error (for bug reports).", library=False)
 
 
-def _seed(help_text: str) -> Option:
-    return Option("seed", int, 0, help_text, low=0, high=MAX_SEED)
+def _seed(help_text: str, high: int | None = None) -> Option:
+    return Option("seed", int, 0, help_text, low=0, high=high)
 
 
 # --- train -------------------------------------------------------------------------------
@@ -512,7 +512,8 @@ EXTRACT = OptionSet(
             low=0,
             low_open=True,
         ),
-        _seed("Seed of the random patch positions; the same seed gives the same patches."),
+        # At most MAX_SEED: extract stores the seed in the file as a signed 64-bit attribute.
+        _seed("Seed of the random patch positions; the same seed gives the same patches.", high=MAX_SEED),
         Option("chunk_rows", int, None, "Rows per HDF5 chunk.  [default: about 1 MiB of rows]", low=1),
         Option(
             "compression",

@@ -122,7 +122,7 @@ def extract(
     m = plan.total_rows
     if m < 1:
         raise UsageError(
-            "the grid holds no patches; choose a smaller stride or patch size.", parameter="stride"
+            "the grid holds no patches; choose a smaller stride=S or patch_size=HxW.", parameter="stride"
         )
     channels = COLOR_CHANNELS[color]
     n = patch[0] * patch[1] * channels
@@ -255,6 +255,6 @@ def _check_sizes(entries: Sequence[ImageEntry], patch: tuple[int, int]) -> None:
         if entry.height < patch[0] or entry.width < patch[1]:
             raise UsageError(
                 f"{entry.label}: the image is {entry.height}x{entry.width} pixels (height x width), "
-                f"smaller than the {patch[0]}x{patch[1]} patch; choose a smaller patch size or leave "
+                f"smaller than the {patch[0]}x{patch[1]} patch; choose a smaller patch_size=HxW or leave "
                 "the image out."
             )
