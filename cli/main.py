@@ -10,12 +10,11 @@ import click
 
 from streamae._version import __version__
 
-from .common import EXIT_CODES_HELP
-
 
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog=EXIT_CODES_HELP,
+    epilog="Exit codes: 0 success, 1 runtime error, 2 usage error, 3 train stopped by a signal "
+    "(a checkpoint was written), 130 interrupted (Ctrl-C).",
 )
 @click.version_option(__version__, prog_name="streamae")
 def cli() -> None:

@@ -19,10 +19,18 @@ from streamae.encoding import encode
 from streamae.errors import StreamaeError
 from streamae.extraction.pipeline import extract
 from streamae.io.modelfile import Model, load_model
+from streamae.options import EncodeOptions, ExtractOptions, GradcheckOptions, TrainOptions, VisualizeOptions
 from streamae.render import render_features
-from streamae.training.session import gradcheck, objective, train
+from streamae.training.evaluate import objective
+from streamae.training.gradcheck import gradcheck
+from streamae.training.session import train
 
 __all__ = [
+    "EncodeOptions",
+    "ExtractOptions",
+    "GradcheckOptions",
+    "TrainOptions",
+    "VisualizeOptions",
     "Hyperparameters",
     "Model",
     "StreamaeError",

@@ -1,7 +1,7 @@
 """Features for new data: stream every row of a patch file through a trained encoder.
 
-``encode`` reads the patch file block by block (rows per read from the read policy, io/readpolicy.py),
-computes a2 = f(x W1ᵀ + b1) with a row-major kernel of its own,
+``encode`` reads the patch file block by block (rows per read from the read
+policy, io/readpolicy.py), computes a2 = f(x W1ᵀ + b1) with a row-major kernel of its own,
 :func:`~streamae.compute.kernels.hidden_activation` (sigmoid through ``np.exp``; training's
 :func:`~streamae.compute.kernels.hidden_forward` works on a2ᵀ with the vectorised ``exp32``,
 so the two agree to rounding, not bit for bit), and writes each block into an (m, s)
@@ -34,12 +34,11 @@ from streamae.io.hdf5 import FEATURES_FORMAT
 from streamae.io.modelfile import Model, load_model
 from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, default_block_rows, inspect_patch_file, sanitize
 from streamae.io.readpolicy import open_patches
-from streamae.options import DEFAULT_DATASET, dataset_path
+from streamae.options import DEFAULT_DATASET, EncodeOptions, dataset_path
 
 FEATURES_DATASET = "features"
 RECONSTRUCTION_DATASET = "reconstruction"
 MEAN_ACTIVATION_DATASET = "mean_activation"
-DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 @njit(parallel=True, **kernels.JIT_OPTIONS)
@@ -142,27 +141,26 @@ def encode(
     model_path: str | os.PathLike,
     data_path: str | os.PathLike,
     output: str | os.PathLike,
+    options: EncodeOptions | None = None,
     *,
-    reconstruct: bool = False,
-    block_rows: int | None = None,
-    dtype: str = "float32",
-    force: bool = False,
     progress: Callable[[int, int], None] | None = None,
-    dataset: str = DEFAULT_DATASET,
+    **values: object,
 ) -> EncodeResult:
     """Write the hidden activations a2 (m, s) of every row of ``data_path`` to ``output``.
 
-    ``block_rows`` rows are read and encoded at a time (default: one chunk of the
-    input); ``progress(done, total)`` is called after each block.  Everything is checked
+    ``options`` (a frozen :class:`~streamae.options.EncodeOptions`) and/or keyword
+    arguments give ``reconstruct`` (also write a3 as /reconstruction), ``block_rows``
+    (rows read and encoded at a time; default: one chunk of the input), ``dtype`` and
+    ``force``, checked against :data:`streamae.options.ENCODE`.  ``progress(done, total)``
+    is called after each block.  Everything is checked
     before any work: the model, the patch file, that their input sizes agree and that
     ``output`` may be written.  ``dataset`` names the 2-D dataset of ``data_path`` to
     encode (default ``/patches``).
     """
     model_path, data_path = Path(model_path), Path(data_path)
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype must be float32 or float64, got {dtype!r}.")
-    if block_rows is not None and block_rows < 1:
-        raise UsageError(f"--block-rows must be at least 1, got {block_rows}.")
+    o = EncodeOptions.build(options, values)
+    reconstruct, block_rows, dtype, force = o.reconstruct, o.block_rows, o.dtype, o.force
+    dataset = o.dataset
     model = load_model(model_path)
     dataset = dataset_path(dataset)
     layout = inspect_patch_file(data_path, dataset)
@@ -179,7 +177,7 @@ def encode(
             "encode data extracted with the model's patch shape."
         )
     check_output_path(output, force=force, inputs=(model_path, data_path))
-    compute = np.dtype(DTYPES[dtype])
+    compute = np.dtype(dtype)
     m, n, s = layout.n_rows, layout.n_features, model.n_hidden
     # The one read policy (io/readpolicy.py): rows per read, prefetch, chunk cache.
     with open_patches(data_path, dtype=compute, block_rows=block_rows, dataset=dataset) as source:

@@ -21,8 +21,9 @@ from helpers import StopAt, assert_same_run, invoke, start, write_patch_file
 
 from streamae.errors import Interrupted, UsageError
 from streamae.io.modelfile import load_model
+from streamae.options import DEFAULT_CHECKPOINT_EVERY
 from streamae.runtime.signals import StopFlag
-from streamae.training.checkpoint import DEFAULT_CHECKPOINT_EVERY, CheckpointPolicy
+from streamae.training.checkpoint import CheckpointPolicy
 from streamae.training.session import train
 
 # Tolerances of 0 so that every run makes exactly --max-iter iterations.
@@ -60,7 +61,7 @@ def test_a_stopped_run_resumes_exactly(data, tmp_path, dtype, where):
     output = tmp_path / "stopped.h5"
     with pytest.raises(Interrupted, match="stopped by SIGTERM after iteration") as caught:
         train(data, output, dtype=dtype, stop=flag, monitor=monitor, **SETTINGS)
-    assert "--resume" in str(caught.value) and str(output) in str(caught.value)
+    assert "resume=True" in str(caught.value) and str(output) in str(caught.value)
     stopped = load_model(output)
     assert 0 < stopped.iterations < reference.iterations
     assert stopped.info["finished"] == ""
@@ -91,16 +92,18 @@ def test_checkpoints_by_time_and_never(data, tmp_path):
 
 
 def test_checkpoint_policy_refuses_bad_values():
-    with pytest.raises(UsageError, match="--checkpoint-every must be at least 0, got -1"):
+    with pytest.raises(UsageError, match="checkpoint_every must be an integer ≥ 0, got -1") as caught:
         CheckpointPolicy(every=-1)
-    with pytest.raises(UsageError, match="--checkpoint-minutes must be a positive number, got 0"):
+    assert caught.value.parameter == "checkpoint_every"
+    with pytest.raises(UsageError, match="checkpoint_minutes must be a finite number > 0, got 0"):
         CheckpointPolicy(minutes=0.0)
 
 
 def test_the_command_line_default_is_the_library_default():
-    from streamae.cli import train as train_command
+    from streamae.cli.train import train as train_command
 
-    assert train_command.DEFAULT_CHECKPOINT_EVERY == DEFAULT_CHECKPOINT_EVERY
+    (option,) = [param for param in train_command.params if param.name == "checkpoint_every"]
+    assert option.default == CheckpointPolicy().every == DEFAULT_CHECKPOINT_EVERY == 10
 
 
 def test_resuming_a_finished_run_with_a_larger_max_iter_continues_it(data, tmp_path):

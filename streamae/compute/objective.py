@@ -397,6 +397,6 @@ def check_values(
         raise DataError(
             f"{name}: {dataset} holds values in [{summary.minimum:.4g}, {summary.maximum:.4g}], "
             "outside the sigmoid decoder's range [0, 1]; normalise at extraction "
-            "(streamae extract --normalize ufldl or unit) or train with --decoder linear."
+            "(extract with normalize='ufldl' or 'unit') or train with decoder='linear'."
         )
     return summary

@@ -315,12 +315,13 @@ def _pick(path: Path, names: list[str], variable: str | None) -> str:
         if variable not in names:
             raise InputFileError(
                 f"{path}: has no variable '{variable}' (it holds {', '.join(names) or 'none'}); "
-                "pick one with --variable."
+                "pick one with variable='NAME'."
             )
         return variable
     if len(names) != 1:
         raise InputFileError(
-            f"{path}: holds {len(names)} arrays ({', '.join(names) or 'none'}); pick one with --variable."
+            f"{path}: holds {len(names)} arrays ({', '.join(names) or 'none'}); "
+            "pick one with variable='NAME'."
         )
     return names[0]
 

@@ -57,10 +57,10 @@ def check_output_path(
             )
     if path.is_symlink() and not force:
         raise OutputExistsError(
-            f"{path}: the output path is a symbolic link; pass --force to replace the link."
+            f"{path}: the output path is a symbolic link; pass force=True to replace the link."
         )
     if path.exists() and not force:
-        raise OutputExistsError(f"{path} exists; pass --force to replace it.")
+        raise OutputExistsError(f"{path} exists; pass force=True to replace it.")
     return path
 
 

@@ -17,10 +17,11 @@ import h5py
 import numpy as np
 
 from streamae._version import __version__
-from streamae.compute.parameters import DECODERS, Hyperparameters, pack
+from streamae.compute.parameters import Hyperparameters, pack
 from streamae.errors import InputFileError, StorageError, UsageError
 from streamae.io.atomic import atomic_output, hdf5_output
 from streamae.io.hdf5 import MODEL_FORMAT, PATCH_FORMAT, decode_attribute, list_datasets, open_hdf5
+from streamae.options import TRAIN
 
 HISTORY_FIELDS = (
     "cost",
@@ -297,20 +298,25 @@ def _read_hyperparameters(attrs: dict, hidden: int, path: Path) -> Hyperparamete
                 "model file is damaged, train it again."
             )
         values[name] = float(value)
-    decoder = attrs.get("decoder", "sigmoid")
-    if decoder not in DECODERS:
-        raise InputFileError(
-            f"{path}: the attribute decoder is {_brief(repr(decoder))}, not one of "
-            f"{', '.join(DECODERS)}; the model file is damaged, train it again."
-        )
-    try:
-        return Hyperparameters(hidden=hidden, decoder=decoder, **values)
-    except UsageError as error:
-        # The message speaks of options (--rho ...): here they are attributes of the file.
-        raise InputFileError(
-            f"{path}: the model's attributes are out of range ({str(error).rstrip('.')}); the "
-            "model file is damaged, train it again."
-        ) from error
+    values["decoder"] = attrs.get("decoder", "sigmoid")
+    values["hidden"] = hidden
+    for attribute, name in (
+        ("hidden", "hidden"),
+        ("rho", "rho"),
+        ("beta", "beta"),
+        ("lambda", "lam"),
+        ("decoder", "decoder"),
+    ):
+        option = TRAIN[name]
+        try:
+            option.check(values[name])
+        except UsageError:
+            # Said in the file's words: an attribute out of range, not a parameter to change.
+            raise InputFileError(
+                f"{path}: the attribute {attribute} is {_brief(repr(values[name]))}, not "
+                f"{option.describe_range()}; the model file is damaged, train it again."
+            ) from None
+    return Hyperparameters(**values)
 
 
 def _json_or_none(text: object) -> dict | None:

@@ -81,7 +81,7 @@ def validate_patch_dataset(
             held = "it is a model file"
         if isinstance(found, h5py.Group):
             held = f"{name} is a group; " + held
-        hint = remedy if default else "choose one of its datasets with --dataset"
+        hint = remedy if default else "choose one of its datasets with dataset='NAME'"
         raise InputFileError(f"{path}: no {name} dataset ({held}); {hint}.")
     found_dataset = found
     redo = "extract the patches again" if default else "give a dataset of one example per row"
@@ -92,7 +92,8 @@ def validate_patch_dataset(
         )
     if found_dataset.dtype.kind != "f" or found_dataset.dtype.itemsize not in (4, 8):
         advice = (
-            "extract the patches again with a --normalize mode (or convert them to float32)"
+            "extract the patches again with a normalize mode such as normalize='unit' "
+            "(or convert them to float32)"
             if default
             else "convert it to float32 or float64"
         )

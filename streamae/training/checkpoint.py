@@ -10,12 +10,11 @@ Why resuming is exact: an iteration is a deterministic function of the state, th
 rules and J/∇J; J/∇J at a point are bit-for-bit reproducible for the same data, compute
 dtype, block size and number of ranks (the kernels' sums do not depend on the thread
 count).  Nothing else is carried from one iteration to the next.  Resuming with another
-number of ranks or ``--chunk-rows`` continues correctly but only agrees to rounding.
+number of ranks or ``chunk_rows`` continues correctly but only agrees to rounding.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,10 +25,9 @@ from streamae.compute.objective import Evaluation
 from streamae.compute.parameters import Hyperparameters
 from streamae.errors import UsageError
 from streamae.io.modelfile import HISTORY_FIELDS, Model
+from streamae.options import DEFAULT_CHECKPOINT_EVERY, TRAIN
 
-DEFAULT_CHECKPOINT_EVERY = 10
-
-# Reasons a finished run may be continued by --resume with a larger --max-iter; any
+# Reasons a finished run may be continued by resuming with a larger max_iter; any
 # other reason (a convergence test met) means there is nothing left to do.
 _CONTINUABLE_PREFIXES = ("reached ", "no iterations asked")
 
@@ -43,10 +41,8 @@ class CheckpointPolicy:
     minutes: float | None = None
 
     def __post_init__(self) -> None:
-        if self.every < 0:
-            raise UsageError(f"--checkpoint-every must be at least 0, got {self.every}.")
-        if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
-            raise UsageError(f"--checkpoint-minutes must be a positive number, got {self.minutes}.")
+        TRAIN["checkpoint_every"].check(self.every)
+        TRAIN["checkpoint_minutes"].check(self.minutes)
 
     def due_by_count(self, iteration: int) -> bool:
         """True when iteration ``iteration`` ends a checkpoint interval."""
@@ -81,10 +77,6 @@ class ResumePoint:
     chunk_rows: int | None
 
 
-def _flag(name: str) -> str:
-    return {"lam": "--lambda"}.get(name, f"--{name}")
-
-
 def check_compatible(
     model: Model, path: str | Path, *, hyper: Hyperparameters, fingerprint: dict, dtype: str
 ) -> None:
@@ -96,7 +88,7 @@ def check_compatible(
     if model.optimizer is None:
         raise UsageError(
             f"{path}: the model file holds no optimizer state, so it cannot be resumed; "
-            "train without --resume (and --force to replace it)."
+            "train without resume=True (and force=True to replace it)."
         )
     stored = model.data or {}
     for key, label in (
@@ -109,22 +101,22 @@ def check_compatible(
             raise UsageError(
                 f"{path}: cannot resume: it was trained with {label} {_bounded(stored.get(key))}, not "
                 f"{_bounded(fingerprint.get(key))}; resume with the same data or train afresh "
-                "without --resume."
+                "without resume=True."
             )
     old = model.hyper
     for name in ("hidden", "rho", "beta", "lam", "decoder"):
         before, now = getattr(old, name), getattr(hyper, name)
         if before != now:
             raise UsageError(
-                f"{path}: cannot resume: it was trained with {_flag(name)} {_bounded(before)}, "
+                f"{path}: cannot resume: it was trained with {name}={_bounded(before)}, "
                 f"not {_bounded(now)}; "
-                "resume with the same settings or train afresh without --resume."
+                "resume with the same settings or train afresh without resume=True."
             )
     before = model.info.get("dtype")
     if before is not None and before != dtype:
         raise UsageError(
-            f"{path}: cannot resume: it was trained with --dtype {before}, not {dtype}; "
-            "resume with the same settings or train afresh without --resume."
+            f"{path}: cannot resume: it was trained with dtype={before}, not {dtype}; "
+            "resume with the same settings or train afresh without resume=True."
         )
 
 
@@ -144,21 +136,21 @@ def resume_point(model: Model, path: str | Path) -> ResumePoint:
     except (KeyError, TypeError, ValueError) as error:
         raise UsageError(
             f"{path}: the optimizer state in the model file is incomplete ({error}); "
-            "train without --resume (and --force to replace it)."
+            "train without resume=True (and force=True to replace it)."
         ) from error
     if not np.array_equal(state.x, model.theta):
         raise UsageError(
             f"{path}: the optimizer state does not match the weights in the file; "
-            "train without --resume (and --force to replace it)."
+            "train without resume=True (and force=True to replace it)."
         )
     history = {name: [float(v) for v in model.history.get(name, [])] for name in HISTORY_FIELDS}
     if any(len(values) != state.iteration for values in history.values()):
         raise UsageError(
             f"{path}: the history holds a different number of iterations than the optimizer "
-            f"state ({state.iteration}); train without --resume (and --force to replace it)."
+            f"state ({state.iteration}); train without resume=True (and force=True to replace it)."
         )
     if state.finished.startswith(_CONTINUABLE_PREFIXES):
-        state.finished = ""  # the new --max-iter decides
+        state.finished = ""  # the new max_iter decides
     return ResumePoint(
         state=state,
         progress=Progress(current=current, history=history, seconds=float(model.info.get("seconds", 0.0))),

@@ -2,7 +2,7 @@
 
 Every rank runs this loop on identical reduced numbers, so every rank takes the same
 decisions at the same iteration; the few decisions only one rank can make (rank 0's
-clock for ``--checkpoint-minutes``, a signal that reached one rank) are combined by a
+clock for ``checkpoint_minutes``, a signal that reached one rank) are combined by a
 collective first.  Rank 0 alone writes the log and the checkpoints.
 """
 
@@ -252,9 +252,7 @@ class Trainer:
             raise mark_collective(self._interrupted(None)) from None
         if not np.isfinite(f0):
             # J is a reduced number: every rank sees the same, so every rank raises.
-            raise mark_collective(
-                DataError("J is not finite at the starting point; check the data and --rho.")
-            )
+            raise mark_collective(DataError("J is not finite at the starting point; check the data and rho."))
         state = LbfgsState.start(theta0, f0, g0, memory)
         return state, Progress(current=self._evaluations.find(theta0))
 

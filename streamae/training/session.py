@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from streamae.compute.lbfgs import DEFAULT_MEMORY, LbfgsState, StopRules
+from streamae.compute.lbfgs import LbfgsState, StopRules
 from streamae.compute.objective import Evaluation, StreamedObjective, check_values
 from streamae.compute.parameters import Hyperparameters, initialize
-from streamae.compute.schemes import TwoPassObjective, make_objective, parse_memory_budget
+from streamae.compute.schemes import TwoPassObjective, make_objective
 from streamae.errors import DataError, InputFileError, Interrupted, MissingInputError, UsageError
 from streamae.io.atomic import check_output_path
 from streamae.io.hdf5 import open_hdf5
@@ -31,22 +31,21 @@ from streamae.io.patchfile import (
     PatchLayout,
     chunk_aligned_share,
     default_block_rows,
-    inspect_patch_file,
     read_layout,
     validate_patch_dataset,
 )
 from streamae.io.readpolicy import open_patches
-from streamae.options import DEFAULT_DATASET, TRAIN, VALIDATION, dataset_path
+from streamae.options import DEFAULT_DATASET, VALIDATION, TrainOptions, dataset_path
 from streamae.runtime.mpi import (
     Communicator,
     SingleProcess,
     abort_on_local_error,
     agreed_phase,
     mark_collective,
+    one_rank_reports,
 )
 from streamae.runtime.signals import StopFlag, StopRequested, stop_on_signals
 from streamae.training.checkpoint import (
-    DEFAULT_CHECKPOINT_EVERY,
     CheckpointPolicy,
     Progress,
     ResumePoint,
@@ -54,6 +53,7 @@ from streamae.training.checkpoint import (
     resume_point,
 )
 from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
+from streamae.training.threads import apply_threads, resolve_threads
 from streamae.training.validation import (
     HeldOutObjective,
     RowRanges,
@@ -70,58 +70,7 @@ from streamae.training.warmstart import (
     where_to_begin,
 )
 
-__all__ = [
-    "DTYPES",
-    "GRADCHECK_THRESHOLD",
-    "GradientCheck",
-    "TrainingMonitor",
-    "apply_threads",
-    "gradcheck",
-    "objective",
-    "resolve_threads",
-    "train",
-]
-
-DTYPES = {"float32": np.float32, "float64": np.float64}
-
-
-def resolve_threads(threads: int | None, environ: dict | None = None, local_ranks: int = 1) -> int:
-    """Threads to use: the given number, else SLURM_CPUS_PER_TASK, else the CPU affinity.
-
-    Under MPI without SLURM's hint, ``local_ranks`` processes share this node: when the
-    launcher did not bind them (each sees every CPU), each takes its share of the CPUs
-    instead of all of them.
-    """
-    environ = os.environ if environ is None else environ
-    if threads is not None:
-        if threads < 1:
-            raise UsageError(f"--threads must be at least 1, got {threads}.")
-        return threads
-    slurm = environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) > 0:
-        return int(slurm)
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        available = os.cpu_count() or 1
-    if local_ranks > 1 and available >= (os.cpu_count() or 1):
-        return max(1, available // local_ranks)
-    return available
-
-
-def apply_threads(threads: int) -> None:
-    """Give Numba ``threads`` threads and cap BLAS at the same, so they don't oversubscribe."""
-    import numba
-    from threadpoolctl import threadpool_limits
-
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    threadpool_limits(limits=threads, user_api="blas")
-
-
-def _dtype(name: str) -> type:
-    if name not in DTYPES:
-        raise UsageError(f"--dtype must be float32 or float64, got {name!r}.")
-    return DTYPES[name]
+__all__ = ["TrainingMonitor", "train"]
 
 
 def warm_up_kernels(comm: Communicator, n_visible: int, hyper: Hyperparameters, dtype: type) -> None:
@@ -189,12 +138,12 @@ def _open(
 ) -> _Setup:
     """Check the outputs (rank 0), open this rank's share of the data, read the checkpoint."""
     if resume and output is None:
-        raise UsageError("--resume needs the model file to continue from (-o/--output).")
+        raise UsageError("resume=True needs a model file to continue from (output).", parameter="resume")
     if comm.rank == 0:
         if output is not None:
             if resume and not Path(output).exists():
                 raise MissingInputError(
-                    f"{output}: no such model file to resume from; train without --resume first."
+                    f"{output}: no such model file to resume from; train without resume=True first."
                 )
             # Resuming replaces the checkpoint it continues from: that is the point of it.
             check_output_path(output, force=force or resume, inputs=(data,))
@@ -210,7 +159,7 @@ def _open(
         source = stack.enter_context(
             open_patches(
                 data,
-                dtype=DTYPES[dtype],
+                dtype=np.dtype(dtype).type,
                 block_rows=chunk_rows,
                 row_range=share,
                 file_locking=file_locking,
@@ -250,7 +199,7 @@ def _explained_lock_failure(data: Path) -> Iterator[None]:
             raise
         raise InputFileError(
             f"{data}: HDF5 could not lock the file (a file system without locks, such as NFS or "
-            "Lustre, or another program writing it); pass --no-file-locking or set "
+            "Lustre, or another program writing it); pass file_locking=False or set "
             "HDF5_USE_FILE_LOCKING=FALSE if nothing writes it."
         ) from error
 
@@ -258,43 +207,28 @@ def _explained_lock_failure(data: Path) -> Iterator[None]:
 def train(
     data: str | os.PathLike,
     output: str | os.PathLike | None = None,
+    options: TrainOptions | None = None,
     *,
-    hidden: int = 25,
-    rho: float = 0.01,
-    beta: float = 3.0,
-    lam: float = 1e-4,
-    decoder: str = "sigmoid",
-    max_iter: int = 400,
-    dtype: str = "float32",
-    chunk_rows: int | None = None,
-    threads: int | None = None,
-    seed: int = 0,
-    grad_tol: float = 1e-5,
-    progress_tol: float = 1e-9,
-    memory: int = DEFAULT_MEMORY,
-    log: str | os.PathLike | None = None,
-    force: bool = False,
     monitor: TrainingMonitor | None = None,
     comm: Communicator | None = None,
-    resume: bool = False,
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
-    checkpoint_minutes: float | None = None,
-    file_locking: bool | None = None,
     stop_signals: bool = True,
     stop: StopFlag | None = None,
-    scheme: str = "auto",
-    memory_budget: int | str | None = None,
-    dataset: str = DEFAULT_DATASET,
-    validation: str | os.PathLike | None = None,
-    validation_fraction: float | None = None,
-    validate_every: int = 1,
-    early_stop: int | None = None,
-    warm_start: str = "none",
+    **values: object,
 ) -> Model:
     """Train the sparse autoencoder on the patch file ``data``; returns the model.
 
-    Writes the model to ``output`` (atomically) when given, and one JSON object per
-    iteration to ``log``.  Hyperparameters follow the notes' names (``lam`` is λ).
+    Writes the model to ``output`` (atomically) when given.  The options come from
+    ``options`` (a frozen :class:`~streamae.options.TrainOptions`) and/or keyword
+    arguments, checked against :data:`streamae.options.TRAIN`: ``hidden``, ``rho``,
+    ``beta``, ``lam`` (λ), ``max_iter``, ``decoder``, ``dtype``, ``chunk_rows``,
+    ``threads``, ``seed``, ``grad_tol``, ``progress_tol``, ``lbfgs_pairs`` (L-BFGS
+    correction pairs kept), ``resume``, ``checkpoint_every``, ``checkpoint_minutes``,
+    ``scheme``, ``memory_budget`` (bytes, or text such as ``"8G"``), ``file_locking``,
+    ``log`` (one JSON object per iteration), ``force``, ``dataset`` (the 2-D dataset of
+    ``data`` to train on, default ``/patches``), the held-out evaluation's
+    ``validation``/``validation_fraction``/``validate_every``/``early_stop`` and
+    ``warm_start``.  A wrong value raises
+    :class:`~streamae.errors.UsageError` naming the parameter.
 
     Checkpoints: the model file is rewritten every ``checkpoint_every`` iterations (0:
     only at the end) and every ``checkpoint_minutes`` minutes; ``resume=True`` continues
@@ -304,8 +238,9 @@ def train(
     and raises :class:`~streamae.errors.Interrupted`.  ``stop`` is the flag the handlers
     set (pass one to stop a run from another thread).  ``file_locking=False`` opens the
     data without HDF5 file locks (NFS, Lustre).  ``comm`` is the group of processes
-    (default: this one alone); under MPI every rank calls ``train`` alike.  ``dataset``
-    is the 2-D dataset of ``data`` to train on (default ``/patches``; any floating one).
+    (default: this one alone); under MPI every rank calls ``train`` alike, and an error
+    every rank raises is marked ``silent`` on all but rank 0
+    (:func:`streamae.runtime.mpi.is_silent`), so it is reported once.
 
     Held-out evaluation (:mod:`streamae.training.validation`): ``validation`` is a file
     ``FILE[:DATASET]`` of rows never trained on, or ``validation_fraction`` holds a
@@ -315,14 +250,37 @@ def train(
     for K validations and keeps the best parameters (the model then holds no optimizer
     state: it is finished, not resumable).
 
-
     ``warm_start``: ``"none"`` (the notes' run), sample sizes such as ``"20000,200000"``
     or ``"auto"``: L-BFGS first runs on fair samples of the file (whole chunks spread
     over it), each stage starting from the previous one's parameters, and then on the
     full data with ``max_iter`` and the tolerances (see :mod:`streamae.training.warmstart`).
     """
-    monitor = monitor or TrainingMonitor()
+    if "memory" in values:  # the L-BFGS pairs' old name
+        values["lbfgs_pairs"] = values.pop("memory")
     comm = comm or SingleProcess()
+    with one_rank_reports(comm):
+        return _train(data, output, TrainOptions.build(options, values), monitor, comm, stop_signals, stop)
+
+
+def _train(
+    data: str | os.PathLike,
+    output: str | os.PathLike | None,
+    o: TrainOptions,
+    monitor: TrainingMonitor | None,
+    comm: Communicator,
+    stop_signals: bool,
+    stop: StopFlag | None,
+) -> Model:
+    """:func:`train` with its options checked."""
+    hidden, rho, beta, lam, decoder = o.hidden, o.rho, o.beta, o.lam, o.decoder
+    max_iter, dtype, chunk_rows, threads, seed = o.max_iter, o.dtype, o.chunk_rows, o.threads, o.seed
+    grad_tol, progress_tol, memory = o.grad_tol, o.progress_tol, o.lbfgs_pairs
+    log, force, resume, file_locking = o.log, o.force, o.resume, o.file_locking
+    checkpoint_every, checkpoint_minutes = o.checkpoint_every, o.checkpoint_minutes
+    scheme, memory_budget, dataset, warm_start = o.scheme, o.memory_budget, o.dataset, o.warm_start
+    validation, validation_fraction = o.validation, o.validation_fraction
+    validate_every, early_stop = o.validate_every, o.early_stop
+    monitor = monitor or TrainingMonitor()
     stop = stop or StopFlag()
     data = Path(data)
     # A collective (MPI_Comm_split_type): before the agreed phase, which must hold none.
@@ -334,15 +292,9 @@ def train(
     ):
         with agreed_phase(comm):
             hyper = Hyperparameters(hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder)
-            compute_dtype = _dtype(dtype)
+            compute_dtype = np.dtype(dtype).type
             dataset = dataset_path(dataset)
             held_options = _held_out_options(validation, validation_fraction, validate_every, early_stop)
-            if max_iter < 0:
-                raise UsageError(f"--max-iter must be at least 0, got {max_iter}.")
-            if chunk_rows is not None and chunk_rows < 1:
-                raise UsageError(f"--chunk-rows must be at least 1, got {chunk_rows}.")
-            if memory < 1:
-                raise UsageError(f"the L-BFGS memory must be at least 1, got {memory}.")
             policy = CheckpointPolicy(every=checkpoint_every, minutes=checkpoint_minutes)
             rules = StopRules(max_iter=max_iter, grad_tol=grad_tol, progress_tol=progress_tol)
             setup = _open(
@@ -362,7 +314,6 @@ def train(
             held_source, held_name, held_info = _held_out_source(
                 held_options, setup, data, dataset, dtype, chunk_rows, seed, file_locking, comm, stack
             )
-            warm_start = TRAIN["warm_start"].check(warm_start)
             if warm_start != "none" and held_options["validation_fraction"] is not None:
                 # A stage's sample is drawn from every chunk of the file, held-out ones too.
                 raise UsageError(
@@ -401,7 +352,7 @@ def train(
             raise Interrupted(
                 f"stopped by {stop.signal_name} while checking the values; nothing new was written."
             ) from None
-        budget = parse_memory_budget(memory_budget) if isinstance(memory_budget, str) else memory_budget
+        budget = memory_budget
 
         def build_objective(source) -> StreamedObjective:
             built = make_objective(
@@ -478,8 +429,8 @@ def train(
                 append_log=log_begun[0],
                 resume_hint=(
                     f"the checkpoint {output} holds it; continue with "
-                    f"`streamae train {data} -o {output} --resume` and the same options"
-                    + (f" (--dataset {layout.dataset})." if layout.dataset != DEFAULT_DATASET else ".")
+                    "resume=True and the same options"
+                    + (f" (dataset={layout.dataset!r})." if layout.dataset != DEFAULT_DATASET else ".")
                 ),
                 tags={"stage": stage.number, "sample_rows": stage.rows},
                 # Held-out evaluation (and early stopping) belongs to the full-data stage.
@@ -669,7 +620,7 @@ def _held_out_source(options, setup, data, dataset, dtype, chunk_rows, seed, fil
         other = stack.enter_context(
             PatchFile(
                 data,
-                dtype=DTYPES[dtype],
+                dtype=np.dtype(dtype).type,
                 block_rows=setup.block_rows,
                 row_range=share,
                 file_locking=file_locking,
@@ -699,7 +650,7 @@ def _held_out_source(options, setup, data, dataset, dtype, chunk_rows, seed, fil
     source = stack.enter_context(
         PatchFile(
             path,
-            dtype=DTYPES[dtype],
+            dtype=np.dtype(dtype).type,
             block_rows=block_rows,
             row_range=share,
             file_locking=file_locking,
@@ -714,115 +665,3 @@ def _split(theta: np.ndarray, n_visible: int, n_hidden: int) -> dict[str, np.nda
 
     params = unpack(theta, n_visible, n_hidden)
     return {name: getattr(params, name).copy() for name in ("W1", "W2", "b1", "b2")}
-
-
-def objective(
-    data: str | os.PathLike | np.ndarray,
-    theta: np.ndarray | None = None,
-    *,
-    hidden: int = 25,
-    rho: float = 0.01,
-    beta: float = 3.0,
-    lam: float = 1e-4,
-    decoder: str = "sigmoid",
-    dtype: str = "float64",
-    block_rows: int | None = None,
-    seed: int = 0,
-    dataset: str = DEFAULT_DATASET,
-) -> Evaluation:
-    """J, its terms, ∇J (p,) and ρ̂ (s,) at ``theta`` (default: the notes' initialisation).
-
-    ``data`` is a patch file path or an (m, n) array.  The same streamed kernels as
-    training compute it.
-    """
-    hyper = Hyperparameters(hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder)
-    compute_dtype = _dtype(dtype)
-    if isinstance(data, np.ndarray):
-        source = ArrayPatches(np.asarray(data, dtype=compute_dtype), block_rows=block_rows)
-    else:
-        source = open_patches(data, dtype=compute_dtype, block_rows=block_rows, dataset=dataset_path(dataset))
-    with source:
-        n = source.layout.n_features
-        theta = initialize(n, hidden, seed) if theta is None else np.asarray(theta, dtype=np.float64)
-        return TwoPassObjective(source, hyper, n_visible=n, dtype=compute_dtype)(theta)
-
-
-@dataclass(frozen=True)
-class GradientCheck:
-    """The result of a central-difference check: analytic and numeric gradients (p,)."""
-
-    analytic: np.ndarray
-    numeric: np.ndarray
-
-    @property
-    def relative_difference(self) -> float:
-        """‖num − ana‖ / ‖num + ana‖, the notes' measure."""
-        return float(
-            np.linalg.norm(self.numeric - self.analytic) / np.linalg.norm(self.numeric + self.analytic)
-        )
-
-
-GRADCHECK_THRESHOLD = 1e-9
-
-
-def gradcheck(
-    data: str | os.PathLike | None = None,
-    *,
-    rows: int = 20,
-    hidden: int = 5,
-    n_visible: int = 16,
-    rho: float = 0.1,
-    beta: float = 3.0,
-    lam: float = 1e-3,
-    decoder: str = "sigmoid",
-    block_rows: int | None = None,
-    epsilon: float = 1e-4,
-    seed: int = 0,
-    progress: Callable[[int, int], None] | None = None,
-    dataset: str = DEFAULT_DATASET,
-) -> GradientCheck:
-    """Compare the streamed float64 ∇J with central differences of J.
-
-    On the first ``rows`` rows of the patch file ``data``, or on a small random problem
-    (``rows`` × ``n_visible`` values in [0, 1]) when ``data`` is None.  The rows are
-    streamed in several blocks on purpose (``block_rows``, default a third of them).
-    """
-    hyper = Hyperparameters(hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder)
-    if rows < 1:
-        raise UsageError(f"--rows must be at least 1, got {rows}.")
-    block_rows = block_rows or max(1, -(-rows // 3))
-    if block_rows < 1:
-        raise UsageError(f"--block-rows must be at least 1, got {block_rows}.")
-    if data is None:
-        generator = np.random.default_rng(seed)
-        values = generator.uniform(0.05, 0.95, size=(rows, n_visible))
-        source = ArrayPatches(values, block_rows=block_rows)
-    else:
-        dataset = dataset_path(dataset)
-        layout = inspect_patch_file(data, dataset)
-        rows = min(rows, layout.n_rows)
-        source = PatchFile(
-            data, dtype=np.float64, block_rows=block_rows, row_range=(0, rows), dataset=dataset
-        )
-        n_visible = layout.n_features
-    with source:
-        check_values(source, hyper, str(data or "<random>"))
-        objective = TwoPassObjective(source, hyper, n_visible=n_visible, dtype=np.float64)
-        theta = initialize(n_visible, hidden, seed)
-        # Nudge the biases off zero so their gradients are checked at a generic point.
-        theta[2 * n_visible * hidden :] = np.random.default_rng(seed + 1).normal(
-            0.0, 0.1, size=hidden + n_visible
-        )
-        analytic = objective(theta).gradient
-        numeric = np.empty_like(theta)
-        for index in range(theta.shape[0]):
-            original = theta[index]
-            theta[index] = original + epsilon
-            plus = objective(theta).cost
-            theta[index] = original - epsilon
-            minus = objective(theta).cost
-            theta[index] = original
-            numeric[index] = (plus - minus) / (2.0 * epsilon)
-            if progress is not None:
-                progress(index + 1, theta.shape[0])
-    return GradientCheck(analytic=analytic, numeric=numeric)
