@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import click
 
 from streamae.errors import EXIT_RUNTIME, StreamaeError
+from streamae.text import printable
 
 EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime error, 2 usage error, 3 stopped by a signal."
 
@@ -26,7 +27,8 @@ def reported_errors(debug: bool) -> Iterator[None]:
     except StreamaeError as error:
         if debug:
             raise
-        click.echo(f"Error: {error}", err=True)
+        # The last line of defence: no escape sequence from a file reaches the terminal.
+        click.echo(f"Error: {printable(error, None)}", err=True)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         if debug:
@@ -45,7 +47,7 @@ def reported_errors(debug: bool) -> Iterator[None]:
         if debug:
             raise
         click.echo(
-            f"Error: internal error ({type(error).__name__}: {error}); "
+            f"Error: internal error ({type(error).__name__}: {printable(error)}); "
             "rerun with --debug for the traceback and report it.",
             err=True,
         )

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from streamae.errors import DataError, InputFileError, MissingInputError
+from streamae.io.inputs import check_regular_input
 
 # ITU-R BT.601 luma weights, applied in float32 so every source type rounds alike.
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -113,6 +114,7 @@ def expand_sources(sources: Sequence[str | os.PathLike]) -> list[Path]:
                 )
             files.extend(found)
         elif path.exists():
+            check_regular_input(path, "an image file")  # a FIFO would block the reader forever
             if not is_supported(path):
                 raise InputFileError(
                     f"{path}: unsupported file type '{path.suffix or path.name}'; give {SUPPORTED_TEXT}."
@@ -125,7 +127,7 @@ def expand_sources(sources: Sequence[str | os.PathLike]) -> list[Path]:
                 if match.is_dir():
                     found.extend(_supported_below(match))
                 elif is_supported(match):
-                    found.append(match)
+                    found.append(check_regular_input(match, "an image file"))
             if not matches:
                 raise InputFileError(f"{text}: the pattern matches no files; check the pattern.")
             if not found:

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 
 from streamae.errors import InputFileError, MissingInputError
+from streamae.io.inputs import check_regular_input
 
 PATCHES_DATASET = "patches"
 PATCH_FORMAT = "streamae.patches/1"
@@ -29,6 +30,7 @@ def open_hdf5(path: str | os.PathLike, *, file_locking: bool | None = None, **kw
         raise MissingInputError(f"{path}: no such file; check the path.")
     if path.is_dir():
         raise InputFileError(f"{path}: is a directory, not an HDF5 file; give a file.")
+    check_regular_input(path, "an HDF5 file")  # a FIFO would block h5py forever
     if not os.access(path, os.R_OK):
         raise InputFileError(f"{path}: the file is not readable; check its permissions.")
     options = dict(kwargs)

@@ -22,7 +22,7 @@ from streamae.compute.objective import Evaluation, StreamedObjective, check_valu
 from streamae.compute.parameters import Hyperparameters, initialize
 from streamae.compute.schemes import TwoPassObjective, make_objective, parse_memory_budget
 from streamae.errors import DataError, InputFileError, Interrupted, MissingInputError, UsageError
-from streamae.io.atomic import check_output_path
+from streamae.io.atomic import OutputClaim, check_distinct_outputs, check_output_path, claim_output
 from streamae.io.hdf5 import open_hdf5
 from streamae.io.modelfile import Model, load_model, write_model
 from streamae.io.patchfile import (
@@ -97,6 +97,10 @@ def apply_threads(threads: int) -> None:
     import numba
     from threadpoolctl import threadpool_limits
 
+    from streamae.runtime.threads import check_thread_environment
+
+    check_thread_environment()
+
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     threadpool_limits(limits=threads, user_api="blas")
 
@@ -152,6 +156,7 @@ class _Setup:
     source: PatchFile
     block_rows: int
     resumed: ResumePoint | None
+    claim: OutputClaim | None = None
 
 
 def _open(
@@ -171,16 +176,19 @@ def _open(
     """Check the outputs (rank 0), open this rank's share of the data, read the checkpoint."""
     if resume and output is None:
         raise UsageError("--resume needs the model file to continue from (-o/--output).")
+    claim = None
     if comm.rank == 0:
+        check_distinct_outputs({"output": output, "log": log})
         if output is not None:
             if resume and not Path(output).exists():
                 raise MissingInputError(
                     f"{output}: no such model file to resume from; train without --resume first."
                 )
             # Resuming replaces the checkpoint it continues from: that is the point of it.
-            check_output_path(output, force=force or resume, inputs=(data,))
+            claim = claim_output(output, force=force or resume, inputs=(data,))
         if log is not None:
-            check_output_path(log, force=True, inputs=(data,))
+            # The log follows the rules of every output; --resume appends to it.
+            check_output_path(log, force=force or resume, inputs=(data,))
     with _explained_lock_failure(data):
         layout = _layout(data, file_locking)
         block_rows = chunk_rows or default_block_rows(layout)
@@ -195,7 +203,7 @@ def _open(
         previous = load_model(output)
         check_compatible(previous, output, hyper=hyper, fingerprint=layout.fingerprint, dtype=dtype)
         resumed = resume_point(previous, output)
-    return _Setup(layout=layout, source=source, block_rows=block_rows, resumed=resumed)
+    return _Setup(layout=layout, source=source, block_rows=block_rows, resumed=resumed, claim=claim)
 
 
 def _layout(data: Path, file_locking: bool | None) -> PatchLayout:
@@ -344,7 +352,7 @@ def train(
 
         def save(state: LbfgsState, progress: Progress) -> str:
             model = _model(state, progress, objective, layout, info)
-            write_model(output, model, force=True, inputs=(data,))
+            write_model(output, model, force=True, inputs=(data,), claim=setup.claim)
             return str(output)
 
         trainer = Trainer(
@@ -372,7 +380,7 @@ def train(
         with agreed_phase(comm):
             if output is not None and comm.rank == 0:
                 # The opening checks ran already; replacing our own checkpoint is expected.
-                write_model(output, model, force=True, inputs=(data,))
+                write_model(output, model, force=True, inputs=(data,), claim=setup.claim)
     monitor.on_finish(model, model.info.get("finished", ""))
     return model
 
