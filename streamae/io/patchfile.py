@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from streamae.errors import InputFileError, StorageError
+from streamae.errors import DataError, InputFileError, StorageError
 from streamae.io.hdf5 import MODEL_FORMAT, PATCHES_DATASET, decode_attribute, list_datasets, open_hdf5
 
 # Rows per read for an unchunked dataset when the caller does not say: about 4 MiB of
@@ -42,15 +42,87 @@ class PatchLayout:
     chunk_rows: int | None
     patch_shape: tuple[int, ...] | None
     attributes: dict
+    # A hash of a seeded sample of the stored chunks (see content_fingerprint), when computed.
+    content: str | None = None
 
     @property
     def fingerprint(self) -> dict:
-        """The data fingerprint stored with a model: path, shape and dtype."""
-        return {
+        """The data fingerprint stored with a model: path, shape, dtype (and sampled content)."""
+        found = {
             "path": str(self.path.resolve()),
             "shape": [self.n_rows, self.n_features],
             "dtype": str(self.dtype),
         }
+        if self.content is not None:
+            found["content"] = self.content
+        return found
+
+
+# The content fingerprint hashes this many whole chunks (the first, the last and a seeded
+# sample between): a few MiB read even for a file of terabytes.
+FINGERPRINT_CHUNKS = 8
+FINGERPRINT_SEED = 20261130
+FINGERPRINT_SCHEME = "sha256/chunks8"
+# Rows per sampled piece of an unchunked dataset: about this many bytes.
+FINGERPRINT_PIECE_BYTES = 1 << 20
+
+
+def content_fingerprint(dataset: h5py.Dataset) -> str:
+    """A hash of the stored values of a seeded sample of whole chunks of an (m, n) dataset.
+
+    Cheap on huge files (at most FINGERPRINT_CHUNKS chunks are read, one at a time) and
+    deterministic, so a checkpoint can tell whether the file it resumes on holds the same
+    values it was trained on: replaced or rewritten contents change the hash unless every
+    change falls outside the sampled chunks (the value range compared on resume and the
+    file's identity checked at every pass catch more).
+    """
+    import hashlib
+
+    m, n = dataset.shape
+    rows = (
+        dataset.chunks[0]
+        if dataset.chunks is not None
+        else max(1, FINGERPRINT_PIECE_BYTES // max(1, n * dataset.dtype.itemsize))
+    )
+    units = -(-m // rows)
+    picks = {0, units - 1}
+    generator = np.random.default_rng(FINGERPRINT_SEED)
+    picks |= {int(u) for u in generator.choice(units, size=min(units, FINGERPRINT_CHUNKS - 2), replace=False)}
+    digest = hashlib.sha256(f"{m}x{n}:{dataset.dtype.str}".encode())
+    for unit in sorted(picks):
+        first, last = unit * rows, min(m, (unit + 1) * rows)
+        try:
+            piece = dataset[first:last]
+        except (OSError, RuntimeError) as error:
+            raise StorageError(
+                f"{dataset.file.filename}: reading rows {first}-{last - 1} of /patches failed "
+                f"({_first_line(error)}); the file is truncated or damaged: extract it again or "
+                "restore a copy."
+            ) from error
+        digest.update(np.ascontiguousarray(piece).tobytes())
+    return f"{FINGERPRINT_SCHEME}:{digest.hexdigest()[:32]}"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:200]
+
+
+def file_identity(path: Path) -> tuple[int, int, int, int]:
+    """(device, inode, size, mtime in ns) of the file at ``path``: what a pass must find unchanged."""
+    info = os.stat(path)
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def describe_change(before: tuple[int, int, int, int], after: tuple[int, int, int, int] | None) -> str:
+    """In words, how a file's identity changed (for a one-sentence message)."""
+    if after is None:
+        return "it was removed"
+    if before[:2] != after[:2]:
+        return "another file was put in its place"
+    if before[2] != after[2]:
+        return f"its size went from {before[2]:,} to {after[2]:,} bytes"
+    return "it was rewritten (its modification time changed)"
 
 
 def validate_patch_dataset(handle: h5py.File, path: Path) -> h5py.Dataset:
@@ -217,6 +289,7 @@ class PatchFile:
         self.prefetch = bool(prefetch)
         self.io_stats = ReadStats()
         self._handle = open_hdf5(self.path, file_locking=file_locking)
+        self.identity = file_identity(self.path)
         try:
             dataset = validate_patch_dataset(self._handle, self.path)
             self.layout = read_layout(dataset, self.path)
@@ -262,16 +335,34 @@ class PatchFile:
         """Yield ``(first_row, block)`` over the rows, in order.
 
         ``block`` is a (rows, n) view of a buffer reused for a later block: use it before
-        asking for the next one.
+        asking for the next one.  The file must be the one opened, unchanged, at the start
+        and at the end of every pass (:meth:`check_unchanged`).
         """
+        self.check_unchanged()
         if self.prefetch and self.stop - self.start > self.block_rows:
             yield from self._prefetched_blocks()
-            return
-        for first in range(self.start, self.stop, self.block_rows):
-            last = min(first + self.block_rows, self.stop)
-            view = self._buffer[: last - first]
-            self._read(first, last, view)
-            yield first, view
+        else:
+            for first in range(self.start, self.stop, self.block_rows):
+                last = min(first + self.block_rows, self.stop)
+                view = self._buffer[: last - first]
+                self._read(first, last, view)
+                yield first, view
+        self.check_unchanged()
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`DataError` if the file was replaced, truncated or rewritten since it
+        was opened (one ``stat``: cheap enough for every pass boundary)."""
+        try:
+            now = file_identity(self.path)
+        except OSError:
+            now = None
+        if now != self.identity:
+            change = describe_change(self.identity, now)
+            raise DataError(
+                f"{self.path}: the file changed while it was being read ({change}), "
+                "so results from it would be wrong and this run stops, keeping the last checkpoint; "
+                "restore the data, then resume or train again."
+            )
 
     def _read(self, first: int, last: int, out: np.ndarray) -> None:
         """Rows [first, last) of /patches into ``out`` (last − first, n), timed."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from streamae.io.patchfile import (
     PatchFile,
     PatchLayout,
     chunk_aligned_share,
+    content_fingerprint,
     default_block_rows,
     inspect_patch_file,
     read_layout,
@@ -49,6 +50,8 @@ from streamae.training.checkpoint import (
     Progress,
     ResumePoint,
     check_compatible,
+    check_same_values,
+    check_state_reproduced,
     resume_point,
 )
 from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
@@ -209,7 +212,9 @@ def _open(
 def _layout(data: Path, file_locking: bool | None) -> PatchLayout:
     """inspect_patch_file, honouring ``file_locking`` (which it does not take)."""
     with open_hdf5(data, file_locking=file_locking) as handle:
-        return read_layout(validate_patch_dataset(handle, data), data)
+        dataset = validate_patch_dataset(handle, data)
+        # A sampled content hash, stored in checkpoints and compared on resume.
+        return replace(read_layout(dataset, data), content=content_fingerprint(dataset))
 
 
 @contextlib.contextmanager
@@ -321,7 +326,9 @@ def train(
         )
         monitor.on_pass("checking values", setup.source.n_rows)
         try:
-            check_values(counted, hyper, str(data), comm)
+            summary = check_values(counted, hyper, str(data), comm)
+            if resumed is not None:
+                check_same_values(resumed, output, summary)
         except DataError as error:
             raise mark_collective(error) from None  # found on the reduced summary: all ranks
         except StopRequested:  # one process only: under MPI a pass is never abandoned
@@ -349,9 +356,10 @@ def train(
             "threads": threads_used,
             "scheme": objective.scheme,
         }
+        fingerprint = {**layout.fingerprint, "range": [summary.minimum, summary.maximum]}
 
         def save(state: LbfgsState, progress: Progress) -> str:
-            model = _model(state, progress, objective, layout, info)
+            model = _model(state, progress, objective, layout, info, fingerprint)
             write_model(output, model, force=True, inputs=(data,), claim=setup.claim)
             return str(output)
 
@@ -372,11 +380,20 @@ def train(
         )
         if resumed is not None:
             state, progress = resumed.state, resumed.progress
+            try:
+                # J and ∇J are reduced numbers: every rank sees the same and raises alike.
+                check_state_reproduced(state, objective(state.x), output)
+            except UsageError as error:
+                raise mark_collective(error) from None
+            except StopRequested:
+                raise Interrupted(
+                    f"stopped by {stop.signal_name} while checking the checkpoint; nothing new was written."
+                ) from None
             _note_resume(monitor, resumed, comm.size, setup.block_rows, output)
         else:
             state, progress = trainer.start(initialize(layout.n_features, hidden, seed), memory)
         trainer.run(state, progress)
-        model = _model(state, progress, objective, layout, info)
+        model = _model(state, progress, objective, layout, info, fingerprint)
         with agreed_phase(comm):
             if output is not None and comm.rank == 0:
                 # The opening checks ran already; replacing our own checkpoint is expected.
@@ -406,7 +423,12 @@ def _note_resume(
 
 
 def _model(
-    state: LbfgsState, progress: Progress, objective: StreamedObjective, layout: PatchLayout, info: dict
+    state: LbfgsState,
+    progress: Progress,
+    objective: StreamedObjective,
+    layout: PatchLayout,
+    info: dict,
+    fingerprint: dict,
 ) -> Model:
     """The model file's contents at ``state``: weights, history, ρ̂, optimizer state, info."""
     current: Evaluation = progress.current
@@ -414,7 +436,7 @@ def _model(
         **_split(state.x, objective.n_visible, objective.n_hidden),
         hyper=objective.hyper,
         patch_shape=layout.patch_shape,
-        data=layout.fingerprint,
+        data=fingerprint,
         iterations=state.iteration,
         history={name: np.asarray(values) for name, values in progress.history.items()},
         rho_hat=current.rho_hat,
