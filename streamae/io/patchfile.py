@@ -22,6 +22,8 @@ import numpy as np
 
 from streamae.errors import DataError, InputFileError, StorageError
 from streamae.io.hdf5 import MODEL_FORMAT, PATCHES_DATASET, decode_attribute, list_datasets, open_hdf5
+from streamae.io.inputs import check_regular_input
+from streamae.text import printable
 
 # Rows per read for an unchunked dataset when the caller does not say: about 4 MiB of
 # float32 data for 8x8 patches, large enough to amortise the per-read overhead.
@@ -44,6 +46,8 @@ class PatchLayout:
     attributes: dict
     # A hash of a seeded sample of the stored chunks (see content_fingerprint), when computed.
     content: str | None = None
+    # Chunks of /patches never written (they read as the fill value), when counted.
+    unwritten_chunks: int = 0
 
     @property
     def fingerprint(self) -> dict:
@@ -126,16 +130,18 @@ def describe_change(before: tuple[int, int, int, int], after: tuple[int, int, in
 
 
 def validate_patch_dataset(handle: h5py.File, path: Path) -> h5py.Dataset:
-    """Return ``/patches`` of an open file, or raise a one-sentence error saying what is wrong."""
-    try:
-        found = handle.get(PATCHES_DATASET)
-    except (KeyError, OSError) as error:  # e.g. an external link to a missing file
-        raise InputFileError(
-            f"{path}: /patches cannot be opened ({error}); give a patch file written by `streamae extract`."
-        ) from error
+    """Return ``/patches`` of an open file, or raise a one-sentence error saying what is wrong.
+
+    Soft links are followed (a cycle or a dangling link is refused with a sentence), a
+    virtual dataset is read through its sources (each must exist), an external raw file
+    must exist and be a regular file large enough for the data.
+    """
+    found = _follow(handle, path)
     if not isinstance(found, h5py.Dataset):
         present = list_datasets(handle)
-        listing = ", ".join(present[:10]) + (" ..." if len(present) > 10 else "")
+        listing = ", ".join(printable(name, 80) for name in present[:10]) + (
+            " ..." if len(present) > 10 else ""
+        )
         held = f"it holds {listing}" if present else "it holds no datasets"
         if handle.attrs.get("format") == MODEL_FORMAT:
             held = "it is a model file"
@@ -154,7 +160,11 @@ def validate_patch_dataset(handle: h5py.File, path: Path) -> h5py.Dataset:
             "extract the patches again with a --normalize mode (or convert them to float32)."
         )
     m, n = dataset.shape
-    if m >= 1 and n >= 1 and _stores_nothing(dataset):
+    if dataset.is_virtual:
+        _check_virtual_sources(dataset, path)
+    elif dataset.external:
+        _check_external_files(dataset, path)
+    elif m >= 1 and n >= 1 and _stores_nothing(dataset):
         raise InputFileError(
             f"{path}: /patches declares shape {dataset.shape} but holds no stored data (it was "
             "never written); extract the patches again."
@@ -164,6 +174,94 @@ def validate_patch_dataset(handle: h5py.File, path: Path) -> h5py.Dataset:
             f"{path}: /patches has shape {dataset.shape}, which holds no data; extract the patches again."
         )
     return dataset
+
+
+def _follow(handle: h5py.File, path: Path) -> object:
+    """``/patches`` with its links followed by HDF5, or a sentence for a link that cannot be."""
+    try:
+        return handle.get(PATCHES_DATASET)
+    except (KeyError, OSError, RuntimeError, ValueError) as error:
+        try:
+            link = handle.get(PATCHES_DATASET, getlink=True)
+        except (KeyError, OSError, RuntimeError, ValueError):
+            link = None
+        if isinstance(link, h5py.SoftLink):
+            target = printable(link.path, 120)
+            raise InputFileError(
+                f"{path}: /patches is a soft link to {target} that cannot be followed (a cycle of "
+                "links or a link to nothing); give a patch file whose /patches is a dataset."
+            ) from error
+        if isinstance(link, h5py.ExternalLink):
+            target = printable(f"{link.filename}:{link.path}", 160)
+            raise InputFileError(
+                f"{path}: /patches is an external link to {target}, which cannot be opened; "
+                "check that file, or give a patch file whose /patches is a dataset."
+            ) from error
+        raise InputFileError(
+            f"{path}: /patches cannot be opened ({printable(error)}); give a patch file written by "
+            "`streamae extract`."
+        ) from error
+
+
+def _check_virtual_sources(dataset: h5py.Dataset, path: Path) -> None:
+    """Every source of a virtual /patches must exist (else HDF5 reads fill values silently)."""
+    for source in dataset.virtual_sources():
+        name = source.file_name
+        if name == ".":
+            continue  # a dataset of this same file
+        where = Path(name) if Path(name).is_absolute() else path.parent / name
+        shown = printable(name, 120)
+        if not where.exists():
+            raise InputFileError(
+                f"{path}: /patches is a virtual dataset whose source file {shown} is missing (looked "
+                f"in {printable(where.parent, 120)}); put it back or give a patch file that holds its data."
+            )
+        check_regular_input(where, "a source file of a virtual dataset")
+        try:
+            with h5py.File(where, "r") as other:
+                present = isinstance(other.get(source.dset_name), h5py.Dataset)
+        except (OSError, RuntimeError, ValueError):
+            present = False
+        if not present:
+            raise InputFileError(
+                f"{path}: /patches is a virtual dataset whose source {shown} holds no readable "
+                f"dataset {printable(source.dset_name, 80)}; repair the source or give a patch file "
+                "that holds its data."
+            )
+
+
+def _check_external_files(dataset: h5py.Dataset, path: Path) -> None:
+    """The raw files of an external /patches must be regular files holding the declared bytes."""
+    for name, offset, size in dataset.external:
+        text = os.fsdecode(name)
+        where = Path(text)  # HDF5 resolves them from the current folder
+        shown = printable(text, 120)
+        if not where.exists():
+            raise InputFileError(
+                f"{path}: /patches stores its values in the external raw file {shown}, which is "
+                f"missing (looked in {printable(Path.cwd(), 120)}); run from the folder that holds it "
+                "or extract the patches again."
+            )
+        check_regular_input(where, "an external raw data file")
+        if where.stat().st_size < offset + min(size, dataset.size * dataset.dtype.itemsize):
+            raise InputFileError(
+                f"{path}: /patches stores its values in the external raw file {shown}, which holds "
+                f"{where.stat().st_size:,} bytes, fewer than declared; restore that file or extract "
+                "the patches again."
+            )
+
+
+def unwritten_chunks(dataset: h5py.Dataset) -> int:
+    """How many chunks of a chunked dataset were never written (they read as the fill value)."""
+    if dataset.chunks is None or dataset.is_virtual or dataset.external:
+        return 0
+    needed = 1
+    for extent, chunk in zip(dataset.shape, dataset.chunks, strict=True):
+        needed *= -(-extent // chunk)
+    try:
+        return max(0, needed - int(dataset.id.get_num_chunks()))
+    except (AttributeError, OSError, RuntimeError):
+        return 0
 
 
 def _stores_nothing(dataset: h5py.Dataset) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from streamae.io.patchfile import (
     default_block_rows,
     inspect_patch_file,
     read_layout,
+    unwritten_chunks,
     validate_patch_dataset,
 )
 from streamae.runtime.mpi import (
@@ -160,6 +161,7 @@ class _Setup:
     block_rows: int
     resumed: ResumePoint | None
     claim: OutputClaim | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def _open(
@@ -180,6 +182,7 @@ def _open(
     if resume and output is None:
         raise UsageError("--resume needs the model file to continue from (-o/--output).")
     claim = None
+    notes: list[str] = []
     if comm.rank == 0:
         check_distinct_outputs({"output": output, "log": log})
         if output is not None:
@@ -194,6 +197,11 @@ def _open(
             check_output_path(log, force=force or resume, inputs=(data,))
     with _explained_lock_failure(data):
         layout = _layout(data, file_locking)
+        if layout.unwritten_chunks and comm.rank == 0:
+            notes.append(
+                f"warning: {data}: {layout.unwritten_chunks} chunk(s) of /patches were never written "
+                "and read as the fill value; check that the file was written completely"
+            )
         block_rows = chunk_rows or default_block_rows(layout)
         share = chunk_aligned_share(layout.n_rows, block_rows, comm.rank, comm.size)
         source = stack.enter_context(
@@ -206,7 +214,9 @@ def _open(
         previous = load_model(output)
         check_compatible(previous, output, hyper=hyper, fingerprint=layout.fingerprint, dtype=dtype)
         resumed = resume_point(previous, output)
-    return _Setup(layout=layout, source=source, block_rows=block_rows, resumed=resumed, claim=claim)
+    return _Setup(
+        layout=layout, source=source, block_rows=block_rows, resumed=resumed, claim=claim, notes=notes
+    )
 
 
 def _layout(data: Path, file_locking: bool | None) -> PatchLayout:
@@ -214,7 +224,11 @@ def _layout(data: Path, file_locking: bool | None) -> PatchLayout:
     with open_hdf5(data, file_locking=file_locking) as handle:
         dataset = validate_patch_dataset(handle, data)
         # A sampled content hash, stored in checkpoints and compared on resume.
-        return replace(read_layout(dataset, data), content=content_fingerprint(dataset))
+        return replace(
+            read_layout(dataset, data),
+            content=content_fingerprint(dataset),
+            unwritten_chunks=unwritten_chunks(dataset),
+        )
 
 
 @contextlib.contextmanager
@@ -324,6 +338,8 @@ def train(
             f"({layout.dtype}), {hidden} hidden units, {dtype}"
             + (f", {comm.size} MPI ranks" if comm.size > 1 else "")
         )
+        for note in setup.notes:
+            monitor.on_message(note)
         monitor.on_pass("checking values", setup.source.n_rows)
         try:
             summary = check_values(counted, hyper, str(data), comm)
