@@ -32,6 +32,8 @@ def thread_environment_problem(environ: Mapping[str, str] | None = None) -> str 
             continue
         raw = environ[name]
         text = raw.strip()
+        if not text:
+            continue  # set but empty: Numba treats it as unset
         if not text.isdigit() or not text.isascii():
             return (
                 f"the environment variable {name} is {printable(repr(raw), 60)}, not a whole "
