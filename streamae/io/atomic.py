@@ -97,7 +97,7 @@ def _check_kind(path: Path) -> None:
     try:
         mode = os.stat(path).st_mode  # follows a link: what would be written through it
     except OSError:
-        return
+        return  # absent (or unreachable: the checks that follow say why)
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return
     if os.path.realpath(path) == os.devnull:
@@ -124,8 +124,7 @@ def check_output_path(
     """
     path = Path(target)
     parent = path.parent if str(path.parent) else Path(".")
-    if parent.is_dir():
-        _check_name_length(path, parent)
+    _check_name_length(path, parent)  # first: a path too long makes every other check fail
     _check_kind(path)
     if path.is_dir():
         raise UsageError(f"{path}: the output path is a directory; give a file name inside it.")

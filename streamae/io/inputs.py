@@ -49,7 +49,7 @@ def check_regular_input(path: str | os.PathLike, what: str = "a file") -> Path:
         raise MissingInputError(f"{printable(path, None)}: no such file; check the path.") from None
     except OSError as error:
         raise InputFileError(
-            f"{printable(path, None)}: cannot be read ({error.strerror}); check the path and its permissions."
+            f"{printable(path, 300)}: cannot be read ({error.strerror}); check the path and its permissions."
         ) from None
     if stat.S_ISREG(mode):
         return path
