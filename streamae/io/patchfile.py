@@ -22,7 +22,6 @@ import numpy as np
 
 from streamae.errors import DataError, InputFileError, StorageError
 from streamae.io.hdf5 import MODEL_FORMAT, PATCHES_DATASET, decode_attribute, list_datasets, open_hdf5
-from streamae.io.inputs import check_regular_input
 from streamae.text import printable
 
 # Rows per read for an unchunked dataset when the caller does not say: about 4 MiB of
@@ -178,29 +177,35 @@ def validate_patch_dataset(handle: h5py.File, path: Path) -> h5py.Dataset:
 
 def _follow(handle: h5py.File, path: Path) -> object:
     """``/patches`` with its links followed by HDF5, or a sentence for a link that cannot be."""
+    error: Exception | None = None
     try:
-        return handle.get(PATCHES_DATASET)
-    except (KeyError, OSError, RuntimeError, ValueError) as error:
-        try:
-            link = handle.get(PATCHES_DATASET, getlink=True)
-        except (KeyError, OSError, RuntimeError, ValueError):
-            link = None
-        if isinstance(link, h5py.SoftLink):
-            target = printable(link.path, 120)
-            raise InputFileError(
-                f"{path}: /patches is a soft link to {target} that cannot be followed (a cycle of "
-                "links or a link to nothing); give a patch file whose /patches is a dataset."
-            ) from error
-        if isinstance(link, h5py.ExternalLink):
-            target = printable(f"{link.filename}:{link.path}", 160)
-            raise InputFileError(
-                f"{path}: /patches is an external link to {target}, which cannot be opened; "
-                "check that file, or give a patch file whose /patches is a dataset."
-            ) from error
+        found = handle.get(PATCHES_DATASET)
+    except (KeyError, OSError, RuntimeError, ValueError) as failure:
+        found, error = None, failure
+    if found is not None:
+        return found
+    try:
+        link = handle.get(PATCHES_DATASET, getlink=True)
+    except (KeyError, OSError, RuntimeError, ValueError):
+        link = None
+    if link is None and error is None:
+        return None  # no such name: the caller lists what the file holds
+    if isinstance(link, h5py.SoftLink):
+        target = printable(link.path, 120)
         raise InputFileError(
-            f"{path}: /patches cannot be opened ({printable(error)}); give a patch file written by "
-            "`streamae extract`."
+            f"{path}: /patches is a soft link to {target} that cannot be followed (a cycle of "
+            "links or a link to nothing); give a patch file whose /patches is a dataset."
         ) from error
+    if isinstance(link, h5py.ExternalLink):
+        target = printable(f"{link.filename}:{link.path}", 160)
+        raise InputFileError(
+            f"{path}: /patches is an external link to {target}, which cannot be opened; "
+            "check that file, or give a patch file whose /patches is a dataset."
+        ) from error
+    raise InputFileError(
+        f"{path}: /patches cannot be opened ({printable(error)}); give a patch file written by "
+        "`streamae extract`."
+    ) from error
 
 
 def _check_virtual_sources(dataset: h5py.Dataset, path: Path) -> None:
@@ -216,7 +221,11 @@ def _check_virtual_sources(dataset: h5py.Dataset, path: Path) -> None:
                 f"{path}: /patches is a virtual dataset whose source file {shown} is missing (looked "
                 f"in {printable(where.parent, 120)}); put it back or give a patch file that holds its data."
             )
-        check_regular_input(where, "a source file of a virtual dataset")
+        if not where.is_file():
+            raise InputFileError(
+                f"{path}: /patches is a virtual dataset whose source {shown} is not a regular file; "
+                "give a patch file that holds its data."
+            )
         try:
             with h5py.File(where, "r") as other:
                 present = isinstance(other.get(source.dset_name), h5py.Dataset)
@@ -242,7 +251,11 @@ def _check_external_files(dataset: h5py.Dataset, path: Path) -> None:
                 f"missing (looked in {printable(Path.cwd(), 120)}); run from the folder that holds it "
                 "or extract the patches again."
             )
-        check_regular_input(where, "an external raw data file")
+        if not where.is_file():
+            raise InputFileError(
+                f"{path}: /patches stores its values in the external raw file {shown}, which is not "
+                "a regular file (a FIFO, a device or a folder); give a patch file that holds its data."
+            )
         if where.stat().st_size < offset + min(size, dataset.size * dataset.dtype.itemsize):
             raise InputFileError(
                 f"{path}: /patches stores its values in the external raw file {shown}, which holds "
