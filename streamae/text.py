@@ -14,18 +14,18 @@ import unicodedata
 DEFAULT_LIMIT = 200
 
 
-def printable(value: object, limit: int | None = DEFAULT_LIMIT) -> str:
+def printable(value: object, limit: int | None = DEFAULT_LIMIT, *, mark: str | None = None) -> str:
     """``str(value)`` fit to print: control and format characters escaped, cut to ``limit``.
 
     Control characters (C0, C1, DEL), format characters (bidirectional overrides) and
-    unpaired surrogates become ``\\xNN`` / ``\\uNNNN`` escapes; ``limit=None`` keeps
-    the whole text.
+    unpaired surrogates become ``\\xNN`` / ``\\uNNNN`` escapes, or ``mark`` when given
+    (``"?"`` in summaries meant to be read, not copied); ``limit=None`` keeps the whole text.
     """
     text = str(value)
     if not _needs_escaping(text):
         pieces = text
     else:
-        pieces = "".join(_escape(c) if _unsafe(c) else c for c in text)
+        pieces = "".join((mark if mark is not None else _escape(c)) if _unsafe(c) else c for c in text)
     if limit is not None and len(pieces) > limit:
         return pieces[: max(0, limit - 3)] + "..."
     return pieces

@@ -26,6 +26,7 @@ from streamae.compute.objective import Evaluation
 from streamae.compute.parameters import Hyperparameters
 from streamae.errors import DataError, UsageError
 from streamae.io.modelfile import HISTORY_FIELDS, Model
+from streamae.text import printable
 
 DEFAULT_CHECKPOINT_EVERY = 10
 
@@ -291,5 +292,4 @@ def check_same_values(resumed: ResumePoint, path: str | Path, summary: object) -
 
 def _bounded(value: object, limit: int = 200) -> str:
     """A stored value fit to quote in one line: control characters replaced, cut to ``limit``."""
-    text = "".join(c if c.isprintable() else "?" for c in str(value))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return printable(value, limit, mark="?")
