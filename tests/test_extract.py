@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 from test_patches import notes_normalize
 
-import streamae.extraction.images
+import streamae.extraction.readers
 from streamae.cli.main import cli
 from streamae.extraction.pipeline import extract
 
@@ -83,14 +83,14 @@ def test_every_patch_comes_from_inside_its_image(tmp_path, channels, cache_bytes
     stack = coordinate_stack(3, 40, 50, channels)
     np.save(tmp_path / "coords.npy", stack)
     decoded = []
-    original = streamae.extraction.images.read_entries
+    original = streamae.extraction.readers.read_entries
 
     def counting(entries, color):
         for i, raw in original(entries, color):
             decoded.append(entries[i].index)
             yield i, raw
 
-    monkeypatch.setattr(streamae.extraction.images, "read_entries", counting)
+    monkeypatch.setattr(streamae.extraction.readers, "read_entries", counting)
     options = {"cache_bytes": cache_bytes} if cache_bytes else {}
     color = "rgb" if channels else "gray"
     result = extract([tmp_path / "coords.npy"], tmp_path / "p.h5", patch_size=(5, 7), num_patches=6000,
@@ -114,14 +114,14 @@ def test_every_patch_comes_from_inside_its_image(tmp_path, channels, cache_bytes
 
 def test_small_cache_decodes_each_image_once_per_pass(tmp_path, images_dir, monkeypatch):
     decoded = []
-    original = streamae.extraction.images.read_entries
+    original = streamae.extraction.readers.read_entries
 
     def counting(entries, color):
         for i, raw in original(entries, color):
             decoded.append(entries[i].path.name)
             yield i, raw
 
-    monkeypatch.setattr(streamae.extraction.images, "read_entries", counting)
+    monkeypatch.setattr(streamae.extraction.readers, "read_entries", counting)
     extract([images_dir], tmp_path / "small.h5", num_patches=3000, cache_bytes=1 << 20)
     assert sorted(decoded) == sorted(2 * ["astronaut.png", "camera.png", "chelsea.png", "coffee.png"])
     decoded.clear()
@@ -291,9 +291,27 @@ def test_force_replaces_an_existing_output(tmp_path, images_dir):
 
 
 def test_debug_shows_the_traceback(tmp_path):
+    # In a fresh interpreter, as a user sees it: CliRunner would report the SystemExit(2)
+    # of the plain run as an exception too, so it cannot tell the two runs apart.
     (tmp_path / "notes.txt").write_text("hello")
-    result = CliRunner().invoke(cli, ["extract", str(tmp_path / "notes.txt"), "--debug"])
-    assert result.exit_code != 0 and result.exception is not None
+    args = [
+        sys.executable,
+        "-c",
+        CLI_SNIPPET,
+        "extract",
+        str(tmp_path / "notes.txt"),
+        "-o",
+        str(tmp_path / "p.h5"),
+    ]
+    plain = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    debug = subprocess.run([*args, "--debug"], capture_output=True, text=True, timeout=120)
+    print(plain.stderr, debug.stderr)
+    assert plain.returncode == 2
+    assert plain.stderr.startswith("Error: ") and plain.stderr.count("\n") == 1
+    assert "Traceback" not in plain.stderr
+    assert debug.returncode == 1  # an uncaught exception in Python
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert "streamae.errors.InputFileError: " in debug.stderr and "unsupported file type" in debug.stderr
 
 
 def test_plain_progress_lines_and_quiet(tmp_path, images_dir):

@@ -14,14 +14,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from streamae.errors import DataError, InputFileError, MissingInputError
-from streamae.extraction.images import (
-    ImageCache,
-    ImageEntry,
-    expand_sources,
-    group_by_budget,
-    inventory,
-    read_entries,
-)
+from streamae.extraction.cache import ImageCache, group_by_budget
+from streamae.extraction.readers import ImageEntry, inventory, read_entries
+from streamae.extraction.sources import expand_sources
 
 
 def decode_all(entries, color: str = "gray", unit_scale: bool = False) -> list[np.ndarray]:

@@ -23,16 +23,12 @@ import numpy as np
 
 from streamae._version import __version__
 from streamae.errors import UsageError
-from streamae.extraction.images import (
-    COLOR_CHANNELS,
-    ImageCache,
-    ImageEntry,
-    expand_sources,
-    group_by_budget,
-    inventory,
-)
+from streamae.extraction.cache import ImageCache, group_by_budget
+from streamae.extraction.color import COLOR_CHANNELS
 from streamae.extraction.normalize import DEFAULT_ZCA_EPSILON, MODES, Normalizer, Statistics
+from streamae.extraction.readers import ImageEntry, inventory
 from streamae.extraction.sampling import SamplingPlan, cut_patches, plan_sampling
+from streamae.extraction.sources import expand_sources
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
 from streamae.io.hdf5 import PATCH_FORMAT, PATCHES_DATASET
 
