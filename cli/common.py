@@ -39,7 +39,8 @@ def reported_errors(debug: bool) -> Iterator[None]:
         if debug:
             raise
         click.echo(
-            "Error: out of memory; lower --chunk-rows or --memory-budget, or use a larger node.",
+            "Error: out of memory; use a larger node, or lower the memory the command uses (for "
+            "train: --chunk-rows or --memory-budget).",
             err=True,
         )
         sys.exit(EXIT_RUNTIME)
