@@ -97,9 +97,10 @@ def content_fingerprint(dataset: h5py.Dataset) -> str:
         try:
             piece = dataset[first:last]
         except (OSError, RuntimeError) as error:
+            label = "chunk" if dataset.chunks is not None else "block"
             raise StorageError(
-                f"{dataset.file.filename}: reading rows {first}-{last - 1} of /patches failed "
-                f"({_first_line(error)}); the file is truncated or damaged: extract it again or "
+                f"{dataset.file.filename}: reading rows {first}-{last - 1} of /patches ({label} {unit}) "
+                f"failed ({_first_line(error)}); the file is truncated or damaged: extract it again or "
                 "restore a copy."
             ) from error
         digest.update(np.ascontiguousarray(piece).tobytes())
