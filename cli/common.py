@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import click
 
 from streamae.errors import EXIT_RUNTIME, Interrupted, StreamaeError
+from streamae.text import printable
 
 EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted (Ctrl-C)."
 TRAIN_EXIT_CODES_HELP = (
@@ -79,7 +80,8 @@ def reported_errors(debug: bool, option_set=None) -> Iterator[None]:
         # one (streamae.runtime.mpi.one_rank_reports): print what it decided, once.
         if not getattr(error, "silent", False):
             label = "Stopped" if isinstance(error, Interrupted) else "Error"
-            message = in_flags(str(error), option_set, getattr(error, "parameter", None))
+            # The last line of defence: no escape sequence from a file reaches the terminal.
+            message = in_flags(printable(error, None), option_set, getattr(error, "parameter", None))
             click.echo(f"{label}: {message}", err=True)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
@@ -91,7 +93,8 @@ def reported_errors(debug: bool, option_set=None) -> Iterator[None]:
         if debug:
             raise
         click.echo(
-            "Error: out of memory; lower --chunk-rows or --memory-budget, or use a larger node.",
+            "Error: out of memory; use a larger node, or lower the memory the command uses (for "
+            "train: --chunk-rows or --memory-budget).",
             err=True,
         )
         sys.exit(EXIT_RUNTIME)
@@ -99,7 +102,7 @@ def reported_errors(debug: bool, option_set=None) -> Iterator[None]:
         if debug:
             raise
         click.echo(
-            f"Error: internal error ({type(error).__name__}: {error}); "
+            f"Error: internal error ({type(error).__name__}: {printable(error)}); "
             "rerun with --debug for the traceback and report it.",
             err=True,
         )

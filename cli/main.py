@@ -17,7 +17,8 @@ from streamae._version import __version__
     "(a checkpoint was written), 130 interrupted (Ctrl-C).",
 )
 @click.version_option(__version__, prog_name="streamae")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Learn sparse-autoencoder features from image patches far larger than memory.
 
     Typical use: `streamae extract images/ -o patches.h5`, then
@@ -25,6 +26,20 @@ def cli() -> None:
     `streamae visualize model.h5 -o features.png`.  `streamae demo` runs all three on
     photographs that ship with the package.
     """
+    _refuse_bad_thread_settings(ctx)
+
+
+def _refuse_bad_thread_settings(ctx: click.Context) -> None:
+    """Say what is wrong with NUMBA_NUM_THREADS before a command starts Numba (exit 2)."""
+    import sys
+
+    from streamae.errors import EXIT_USAGE
+    from streamae.runtime.threads import thread_problem_found
+
+    problem = thread_problem_found()
+    if problem is not None and not ctx.resilient_parsing and not {"-h", "--help"} & set(sys.argv[1:]):
+        click.echo(f"Error: {problem}", err=True)
+        ctx.exit(EXIT_USAGE)
 
 
 def _register() -> None:

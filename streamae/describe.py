@@ -9,7 +9,6 @@ Any other HDF5 file is described by what it holds.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import h5py
@@ -27,13 +26,13 @@ from streamae.io.hdf5 import (
 from streamae.io.modelfile import load_model
 from streamae.io.patchfile import inspect_patch_file
 from streamae.options import dataset_path
+from streamae.text import printable
 
 MAX_LISTED = 50  # datasets listed for a foreign HDF5 file before "... and N more"
 # Longest string and most entries of a list or dict taken from a file into a description:
 # enough for any real path, JSON setting or source list, short of flooding a terminal.
 MAX_TEXT = 300
 MAX_ITEMS = 100
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _LISTINGS = ("datasets", "other_datasets")
 
 
@@ -76,7 +75,7 @@ def bounded(value: object, *, whole_lists: bool = False) -> object:
     shortens them itself, saying how many are left out).
     """
     if isinstance(value, str):
-        text = _CONTROL.sub("?", value)
+        text = printable(value, None, mark="?")
         return text if len(text) <= MAX_TEXT else f"{text[:MAX_TEXT]}... ({len(text):,} characters)"
     if isinstance(value, dict):
         items = list(value.items())
@@ -239,13 +238,7 @@ def _warm_start_summary(model) -> dict | None:
                 {"stage": number, "rows": int(np.asarray(rows)[mask][0]), "iterations": int(mask.sum())}
             )
     schedule = record.get("schedule") if isinstance(record, dict) else None
-    return {"schedule": _printable(schedule) if schedule is not None else None, "stages": stages}
-
-
-def _printable(value: object, limit: int = 60) -> str:
-    """A string read from a file, fit to print: control characters replaced, cut to ``limit``."""
-    text = "".join(c if c.isprintable() else "?" for c in str(value))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return {"schedule": printable(schedule, 60, mark="?") if schedule is not None else None, "stages": stages}
 
 
 def _describe_features(path: Path) -> dict:

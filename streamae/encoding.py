@@ -32,9 +32,10 @@ from streamae.errors import DataError, UsageError
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
 from streamae.io.hdf5 import FEATURES_FORMAT
 from streamae.io.modelfile import Model, load_model
-from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, default_block_rows, inspect_patch_file, sanitize
+from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, default_block_rows, inspect_patch_file
 from streamae.io.readpolicy import open_patches
 from streamae.options import DEFAULT_DATASET, EncodeOptions, dataset_path
+from streamae.text import printable
 
 FEATURES_DATASET = "features"
 RECONSTRUCTION_DATASET = "reconstruction"
@@ -234,7 +235,7 @@ def check_finite(x: np.ndarray, first: int, path: Path, dataset: str = DEFAULT_D
         return
     bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
     raise DataError(
-        f"{path}: {sanitize(dataset)} row {first + bad} holds NaN or Inf; remove or repair that row "
+        f"{path}: {printable(dataset, 80)} row {first + bad} holds NaN or Inf; remove or repair that row "
         "(or extract the patches again)."
     )
 

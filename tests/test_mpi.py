@@ -34,8 +34,8 @@ from streamae.runtime.mpi import (
     raise_agreed,
     ranks_agree,
 )
+from streamae.runtime.threads import resolve_threads
 from streamae.training.session import train
-from streamae.training.threads import resolve_threads
 
 SMALL = ["--hidden", "5", "--dtype", "float64", "-q", "--force"]
 

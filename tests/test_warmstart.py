@@ -21,7 +21,8 @@ from streamae.errors import Interrupted, UsageError
 from streamae.io.modelfile import load_model
 from streamae.io.patchfile import inspect_patch_file
 from streamae.runtime.signals import StopFlag
-from streamae.training.session import objective, train
+from streamae.training.evaluate import objective
+from streamae.training.session import train
 from streamae.training.warmstart import (
     STAGE_BUDGET_FULL_EVALUATIONS,
     auto_sizes,

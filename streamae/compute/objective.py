@@ -23,8 +23,8 @@ from streamae.compute.lanes import Lanes, SingleThreadedBlas, lane_ranges
 from streamae.compute.parameters import Hyperparameters, parameter_count, unpack
 from streamae.compute.small import use_tiled
 from streamae.errors import DataError
-from streamae.io.patchfile import sanitize
 from streamae.runtime.mpi import Communicator, SingleProcess
+from streamae.text import printable
 
 # Compute-block size: rows whose inputs and intermediates, (2n + 3s) values a row, take
 # about this many bytes, so that they stay in one core's L2 cache (1 MiB on this
@@ -387,7 +387,7 @@ def check_values(
     """
     summary = scan_source(source, comm)
     layout = getattr(source, "layout", None)
-    dataset = sanitize(getattr(layout, "dataset", "/patches"))
+    dataset = printable(getattr(layout, "dataset", "/patches"), 80)
     if summary.first_bad_row is not None:
         raise DataError(
             f"{name}: {dataset} row {summary.first_bad_row} holds NaN or Inf; "

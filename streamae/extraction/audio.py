@@ -37,7 +37,7 @@ from streamae.errors import InputFileError, UsageError
 from streamae.extraction.normalize import DEFAULT_ZCA_EPSILON, MODES, Statistics
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
 from streamae.io.hdf5 import PATCH_FORMAT, PATCHES_DATASET
-from streamae.io.patchfile import sanitize
+from streamae.text import printable
 
 AUDIO_SUFFIXES = (".wav", ".wave")
 AUDIO_NORMALIZATIONS = ("none", "zscore", "ufldl", "zca")
@@ -220,7 +220,7 @@ def extract_audio(
     short = [path for path, s in zip(files, signals, strict=True) if s.shape[0] < patch_size]
     if len(short) == len(files):
         raise UsageError(
-            f"{sanitize(str(short[0]))}: the recording has fewer than {patch_size} samples; choose a "
+            f"{printable(short[0])}: the recording has fewer than {patch_size} samples; choose a "
             "smaller patch_size.",
             parameter="patch_size",
         )

@@ -19,7 +19,7 @@ import numpy as np
 from streamae._version import __version__
 from streamae.compute.parameters import Hyperparameters, pack
 from streamae.errors import InputFileError, StorageError, UsageError
-from streamae.io.atomic import atomic_output, hdf5_output
+from streamae.io.atomic import OutputClaim, atomic_output, hdf5_output
 from streamae.io.hdf5 import MODEL_FORMAT, PATCH_FORMAT, decode_attribute, list_datasets, open_hdf5
 from streamae.options import TRAIN
 
@@ -89,12 +89,14 @@ def write_model(
     *,
     force: bool,
     inputs: tuple[str | os.PathLike, ...] = (),
+    claim: OutputClaim | None = None,
 ) -> Path:
     """Write ``model`` to ``path`` atomically; returns the path.
 
-    ``inputs`` are paths the output must not overwrite (the training data).
+    ``inputs`` are paths the output must not overwrite (the training data); ``claim``
+    is the output as checked at the start of a run (see :class:`OutputClaim`).
     """
-    with atomic_output(path, force=force, inputs=inputs) as temporary:
+    with atomic_output(path, force=force, inputs=inputs, claim=claim) as temporary:
         with hdf5_output(temporary) as handle:
             _write_contents(handle, model)
     return Path(path)

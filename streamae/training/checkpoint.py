@@ -15,6 +15,7 @@ number of ranks or ``chunk_rows`` continues correctly but only agrees to roundin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +24,10 @@ import numpy as np
 from streamae.compute.lbfgs import LbfgsState
 from streamae.compute.objective import Evaluation
 from streamae.compute.parameters import Hyperparameters
-from streamae.errors import UsageError
+from streamae.errors import DataError, UsageError
 from streamae.io.modelfile import HISTORY_FIELDS, Model
 from streamae.options import DEFAULT_CHECKPOINT_EVERY, TRAIN
+from streamae.text import printable
 
 # Reasons a finished run may be continued by resuming with a larger max_iter; any
 # other reason (a convergence test met) means there is nothing left to do.
@@ -75,6 +77,7 @@ class ResumePoint:
     progress: Progress
     ranks: int | None
     chunk_rows: int | None
+    data: dict = field(default_factory=dict)
 
 
 def check_compatible(
@@ -103,6 +106,14 @@ def check_compatible(
                 f"{_bounded(fingerprint.get(key))}; resume with the same data or train afresh "
                 "without resume=True."
             )
+    # Checkpoints written before content fingerprints existed hold none: resumed as before.
+    if "content" in stored and fingerprint.get("content") is not None:
+        if stored["content"] != fingerprint["content"]:
+            raise UsageError(
+                f"{path}: cannot resume: the values in {_bounded(fingerprint.get('path'))} are not the "
+                "ones it was trained on (the file's sampled content differs), though its name and "
+                "shape are the same; resume with the original data or train afresh without resume=True."
+            )
     old = model.hyper
     for name in ("hidden", "rho", "beta", "lam", "decoder"):
         before, now = getattr(old, name), getattr(hyper, name)
@@ -121,7 +132,11 @@ def check_compatible(
 
 
 def resume_point(model: Model, path: str | Path) -> ResumePoint:
-    """The state and progress stored in ``model`` (already checked compatible)."""
+    """The state and progress stored in ``model`` (already checked compatible).
+
+    Every field of the optimizer state is validated first (:func:`validate_optimizer`).
+    """
+    validate_optimizer(model.optimizer or {}, model.theta.shape[0], path)
     try:
         state = LbfgsState.from_arrays(model.optimizer or {})
         info = model.info
@@ -156,10 +171,123 @@ def resume_point(model: Model, path: str | Path) -> ResumePoint:
         progress=Progress(current=current, history=history, seconds=float(model.info.get("seconds", 0.0))),
         ranks=model.info.get("ranks"),
         chunk_rows=model.info.get("chunk_rows"),
+        data=dict(model.data or {}),
     )
+
+
+# The largest L-BFGS memory a checkpoint may declare: far above any useful value (the
+# notes use 100), and small enough that a damaged number cannot ask for terabytes.
+MAX_LBFGS_MEMORY = 10_000
+# Largest bytes the correction pairs of a checkpoint may ask for (two (memory, p) arrays).
+MAX_PAIR_BYTES = 64 << 30
+
+
+def _damaged(path: str | Path, what: str) -> UsageError:
+    return UsageError(
+        f"{path}: the optimizer state in the checkpoint is damaged ({what}); train without "
+        "resume=True (and force=True to replace it)."
+    )
+
+
+def validate_optimizer(arrays: dict, p: int, path: str | Path) -> None:
+    """Refuse a damaged optimizer state before anything is built from it.
+
+    Checks every field a checkpoint stores: x and g (p,) and finite, f finite, the
+    correction pairs (k, p) each with k <= memory, finite and of positive curvature
+    (y·s > 0), memory within [1, MAX_LBFGS_MEMORY] and its buffers of a size that can
+    be allocated, counters non-negative integers.
+    """
+    for key in ("x", "g", "s_pairs", "y_pairs", "f", "memory", "iteration", "evaluations"):
+        if key not in arrays:
+            raise _damaged(path, f"/optimizer/{key} is missing")
+    vectors = {}
+    for key in ("x", "g"):
+        value = np.asarray(arrays[key])
+        if value.dtype.kind not in "fiu" or value.shape != (p,):
+            raise _damaged(path, f"{key} has shape {value.shape} and type {value.dtype}, not ({p},) numbers")
+        if not np.all(np.isfinite(value)):
+            raise _damaged(path, f"{key} holds NaN or infinite values")
+        vectors[key] = value
+    f = _scalar(arrays["f"], path, "f")
+    if not math.isfinite(f):
+        raise _damaged(path, f"f = {f} is not finite")
+    counters = {key: _integer(arrays[key], path, key) for key in ("memory", "iteration", "evaluations")}
+    memory = counters["memory"]
+    if not 1 <= memory <= MAX_LBFGS_MEMORY:
+        raise _damaged(path, f"memory = {memory} is outside 1-{MAX_LBFGS_MEMORY}")
+    if 2 * memory * p * 8 > MAX_PAIR_BYTES:
+        raise _damaged(path, f"memory = {memory} pairs of {p} values would need {2 * memory * p * 8:,} bytes")
+    if counters["iteration"] < 0 or counters["evaluations"] < 0:
+        raise _damaged(path, "a negative iteration or evaluation count")
+    pairs = {}
+    for key in ("s_pairs", "y_pairs"):
+        value = np.asarray(arrays[key])
+        if value.dtype.kind not in "fiu" or value.ndim != 2 or value.shape[1] != p:
+            raise _damaged(path, f"{key} has shape {value.shape}, not (pairs, {p})")
+        if value.shape[0] > memory:
+            raise _damaged(path, f"{key} holds {value.shape[0]} pairs, more than memory = {memory}")
+        if not np.all(np.isfinite(value)):
+            raise _damaged(path, f"{key} holds NaN or infinite values")
+        pairs[key] = value.astype(np.float64)
+    if pairs["s_pairs"].shape != pairs["y_pairs"].shape:
+        raise _damaged(path, "s_pairs and y_pairs hold different numbers of pairs")
+    curvature = np.einsum("ij,ij->i", pairs["s_pairs"], pairs["y_pairs"])
+    if np.any(~(curvature > 0.0)):
+        raise _damaged(path, "a correction pair has no positive curvature (y·s <= 0), e.g. all zeros")
+
+
+def _scalar(value: object, path: str | Path, key: str) -> float:
+    try:
+        array = np.asarray(value)
+        if array.size != 1 or array.dtype.kind not in "fiu":
+            raise TypeError
+        return float(array.reshape(()))
+    except (TypeError, ValueError):
+        raise _damaged(path, f"{key} is not a number") from None
+
+
+def _integer(value: object, path: str | Path, key: str) -> int:
+    number = _scalar(value, path, key)
+    if not math.isfinite(number) or number != int(number):
+        raise _damaged(path, f"{key} = {_bounded(number)} is not a whole number")
+    return int(number)
+
+
+# A fresh evaluation at the checkpoint's point must agree with its stored J and ∇J this
+# closely.  Exactly equal for the same ranks and block size; otherwise sums are added in
+# another order (float32 kernels, float64 sums): far below this.
+REPRODUCED_TOLERANCE = 1e-6
+
+
+def check_state_reproduced(state: LbfgsState, fresh: Evaluation, path: str | Path) -> None:
+    """Refuse a checkpoint whose J and ∇J do not match a fresh evaluation at its point."""
+    scale = max(1.0, abs(fresh.cost))
+    if not abs(fresh.cost - state.f) <= REPRODUCED_TOLERANCE * scale:
+        raise _damaged(path, f"J = {state.f:.10g} stored, {fresh.cost:.10g} evaluated at its point")
+    gradient_scale = max(1.0, float(np.linalg.norm(fresh.gradient)))
+    difference = float(np.linalg.norm(fresh.gradient - state.g))
+    if not difference <= REPRODUCED_TOLERANCE * 100 * gradient_scale:
+        raise _damaged(path, f"its gradient differs from the one evaluated at its point by {difference:.3g}")
+
+
+def check_same_values(resumed: ResumePoint, path: str | Path, summary: object) -> None:
+    """Refuse to resume when the value range of the data differs from the checkpoint's.
+
+    ``summary`` is the value scan of this run (minimum and maximum); checkpoints without
+    a stored range (older files) are resumed as before.
+    """
+    stored = resumed.data.get("range")
+    if not (isinstance(stored, list) and len(stored) == 2):
+        return
+    now = [float(summary.minimum), float(summary.maximum)]
+    if [float(v) for v in stored] != now:
+        raise DataError(
+            f"{path}: cannot resume: the data now holds values in [{now[0]:.6g}, {now[1]:.6g}], "
+            f"the checkpoint was trained on [{float(stored[0]):.6g}, {float(stored[1]):.6g}], so the "
+            "file changed; resume with the original data or train afresh without resume=True."
+        )
 
 
 def _bounded(value: object, limit: int = 200) -> str:
     """A stored value fit to quote in one line: control characters replaced, cut to ``limit``."""
-    text = "".join(c if c.isprintable() else "?" for c in str(value))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return printable(value, limit, mark="?")

@@ -8,7 +8,6 @@ collective first.  Rank 0 alone writes the log and the checkpoints.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import numpy as np
 from streamae.compute.lbfgs import LbfgsState, StepReport, StopRules, lbfgs_iteration
 from streamae.compute.objective import Evaluation, StreamedObjective
 from streamae.errors import DataError, Interrupted, StreamaeError
+from streamae.io.logfile import JsonLinesLog
 from streamae.io.modelfile import HISTORY_FIELDS
 from streamae.runtime.mpi import Communicator, agreed_phase, digest, mark_collective, ranks_agree
 from streamae.runtime.signals import StopFlag, StopRequested
@@ -270,7 +270,7 @@ class Trainer:
             state.finished = "no iterations asked" if asked == 0 else f"reached {asked} iterations"
         log = None
         if self.log is not None and self.comm.rank == 0:
-            log = open(self.log, "a" if self.append_log else "w", encoding="utf-8")  # noqa: SIM115
+            log = JsonLinesLog(self.log, append=self.append_log)
         try:
             while not state.finished:
                 self._evaluations.entries.clear()
@@ -304,8 +304,7 @@ class Trainer:
                     if reason:
                         state.finished = reason
                 if log is not None:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
+                    log.write(record)
                 self.monitor.on_iteration(record)
                 now = time.perf_counter()
                 time_due = self.comm.rank == 0 and self.policy.due_by_time(now - last_checkpoint)

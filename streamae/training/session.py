@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from streamae.compute.objective import Evaluation, StreamedObjective, check_valu
 from streamae.compute.parameters import Hyperparameters, initialize
 from streamae.compute.schemes import TwoPassObjective, make_objective
 from streamae.errors import DataError, InputFileError, Interrupted, MissingInputError, UsageError
-from streamae.io.atomic import check_output_path
+from streamae.io.atomic import OutputClaim, check_distinct_outputs, check_output_path, claim_output
 from streamae.io.hdf5 import open_hdf5
 from streamae.io.modelfile import Model, load_model, write_model
 from streamae.io.patchfile import (
@@ -30,8 +30,10 @@ from streamae.io.patchfile import (
     PatchFile,
     PatchLayout,
     chunk_aligned_share,
+    content_fingerprint,
     default_block_rows,
     read_layout,
+    unwritten_chunks,
     validate_patch_dataset,
 )
 from streamae.io.readpolicy import open_patches
@@ -45,15 +47,18 @@ from streamae.runtime.mpi import (
     one_rank_reports,
 )
 from streamae.runtime.signals import StopFlag, StopRequested, stop_on_signals
+from streamae.runtime.threads import apply_threads, resolve_threads
+from streamae.text import printable
 from streamae.training.checkpoint import (
     CheckpointPolicy,
     Progress,
     ResumePoint,
     check_compatible,
+    check_same_values,
+    check_state_reproduced,
     resume_point,
 )
 from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
-from streamae.training.threads import apply_threads, resolve_threads
 from streamae.training.validation import (
     HeldOutObjective,
     RowRanges,
@@ -119,6 +124,8 @@ class _Setup:
     block_rows: int
     resumed: ResumePoint | None
     stored_warm_start: dict | None = None
+    claim: OutputClaim | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def _open(
@@ -139,18 +146,27 @@ def _open(
     """Check the outputs (rank 0), open this rank's share of the data, read the checkpoint."""
     if resume and output is None:
         raise UsageError("resume=True needs a model file to continue from (output).", parameter="resume")
+    claim = None
+    notes: list[str] = []
     if comm.rank == 0:
+        check_distinct_outputs({"output": output, "log": log})
         if output is not None:
             if resume and not Path(output).exists():
                 raise MissingInputError(
                     f"{output}: no such model file to resume from; train without resume=True first."
                 )
             # Resuming replaces the checkpoint it continues from: that is the point of it.
-            check_output_path(output, force=force or resume, inputs=(data,))
+            claim = claim_output(output, force=force or resume, inputs=(data,))
         if log is not None:
-            check_output_path(log, force=True, inputs=(data,))
+            # The log follows the rules of every output; resuming appends to it.
+            check_output_path(log, force=force or resume, inputs=(data,))
     with _explained_lock_failure(data):
         layout = _layout(data, file_locking, dataset)
+        if layout.unwritten_chunks and comm.rank == 0:
+            notes.append(
+                f"warning: {data}: {layout.unwritten_chunks} chunk(s) of {printable(layout.dataset, 80)} "
+                "were never written and read as the fill value; check that the file was written completely"
+            )
         # Ranks share whole chunks (or whole blocks of the rows asked for); each reads its
         # share by the one read policy (io/readpolicy.py), as the benchmarks do.
         share = chunk_aligned_share(
@@ -180,13 +196,21 @@ def _open(
         block_rows=block_rows,
         resumed=resumed,
         stored_warm_start=stored_warm_start,
+        claim=claim,
+        notes=notes,
     )
 
 
 def _layout(data: Path, file_locking: bool | None, dataset: str = DEFAULT_DATASET) -> PatchLayout:
     """inspect_patch_file, honouring ``file_locking`` (which it does not take)."""
     with open_hdf5(data, file_locking=file_locking) as handle:
-        return read_layout(validate_patch_dataset(handle, data, dataset), data)
+        found = validate_patch_dataset(handle, data, dataset)
+        # A sampled content hash, stored in checkpoints and compared on resume.
+        return replace(
+            read_layout(found, data),
+            content=content_fingerprint(found),
+            unwritten_chunks=unwritten_chunks(found),
+        )
 
 
 @contextlib.contextmanager
@@ -341,9 +365,13 @@ def _train(
             f"({layout.dtype}), {hidden} hidden units, {dtype}"
             + (f", {comm.size} MPI ranks" if comm.size > 1 else "")
         )
+        for note in setup.notes:
+            monitor.on_message(note)
         monitor.on_pass("checking values", setup.source.n_rows)
         try:
-            check_values(counted, hyper, str(data), comm)
+            summary = check_values(counted, hyper, str(data), comm)
+            if resumed is not None:
+                check_same_values(resumed, output, summary)
             if held_source is not None:
                 check_values(held_source, hyper, held_name, comm)
         except DataError as error:
@@ -398,6 +426,7 @@ def _train(
         }
         if held_info is not None:
             info["validation"] = held_info
+        fingerprint = {**layout.fingerprint, "range": [summary.minimum, summary.maximum]}
 
         def info_for(objective_: StreamedObjective, record: dict) -> dict:
             return {**info, "scheme": objective_.scheme, "warm_start": record}
@@ -407,8 +436,8 @@ def _train(
         def saver(objective_: StreamedObjective, record: dict):
             def save(state: LbfgsState, progress: Progress) -> str:
                 timed = {**info_for(objective_, record), "time_split": trainers[-1].time_split.as_info()}
-                model = _model(state, progress, objective_, layout, timed, held_out)
-                write_model(output, model, force=True, inputs=(data,))
+                model = _model(state, progress, objective_, layout, timed, held_out, fingerprint)
+                write_model(output, model, force=True, inputs=(data,), claim=setup.claim)
                 return str(output)
 
             return save if output is not None else None
@@ -482,12 +511,21 @@ def _train(
         trainer = make_trainer(objective, stage_rules(final, first_iteration, rules), final, first_iteration)
         if continuing:
             state, progress = resumed.state, resumed.progress
+            try:
+                # J and ∇J are reduced numbers: every rank sees the same and raises alike.
+                check_state_reproduced(state, objective(state.x), output)
+            except UsageError as error:
+                raise mark_collective(error) from None
+            except StopRequested:
+                raise Interrupted(
+                    f"stopped by {stop.signal_name} while checking the checkpoint; nothing new was written."
+                ) from None
         else:
             state, progress = begin_stage(trainer, x0 if carried is None else carried[0].x, memory, carried)
         trainer.run(state, progress)
         record = plan.record(final.number, first_iteration, bool(state.finished))
         info = {**info_for(objective, record), "time_split": trainer.time_split.as_info()}
-        model = _model(state, progress, objective, layout, info, held_out)
+        model = _model(state, progress, objective, layout, info, held_out, fingerprint)
         monitor.on_message(trainer.time_split.summary())
         if held_out is not None and held_out.stopped_early:
             model = _best_model(model, held_out, objective)
@@ -499,7 +537,7 @@ def _train(
         with agreed_phase(comm):
             if output is not None and comm.rank == 0:
                 # The opening checks ran already; replacing our own checkpoint is expected.
-                write_model(output, model, force=True, inputs=(data,))
+                write_model(output, model, force=True, inputs=(data,), claim=setup.claim)
     monitor.on_finish(model, model.info.get("finished", ""))
     return model
 
@@ -531,6 +569,7 @@ def _model(
     layout: PatchLayout,
     info: dict,
     held_out: Validation | None = None,
+    fingerprint: dict | None = None,
 ) -> Model:
     """The model file's contents at ``state``: weights, history, ρ̂, optimizer state, info."""
     current: Evaluation = progress.current
@@ -538,7 +577,7 @@ def _model(
         **_split(state.x, objective.n_visible, objective.n_hidden),
         hyper=objective.hyper,
         patch_shape=layout.patch_shape,
-        data=layout.fingerprint,
+        data=fingerprint if fingerprint is not None else layout.fingerprint,
         iterations=state.iteration,
         history={name: np.asarray(values) for name, values in progress.history.items()},
         rho_hat=current.rho_hat,
