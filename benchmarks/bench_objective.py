@@ -53,7 +53,7 @@ def streamae_objective(path: Path, n: int, s: int, scheme: str, threads: int):
     from streamae.compute.parameters import Hyperparameters
     from streamae.compute.schemes import make_objective
     from streamae.io.readpolicy import open_patches
-    from streamae.training.session import apply_threads
+    from streamae.runtime.threads import apply_threads
 
     apply_threads(threads)
     source = open_patches(path, dtype=np.float32)

@@ -1,8 +1,8 @@
 """Features for new data: stream every row of a patch file through a trained encoder.
 
-``encode`` reads the patch file block by block (rows per read from the read policy, io/readpolicy.py),
-computes a2 = f(x W1ᵀ + b1), f the model's own hidden activation (sigmoid, or tanh for a
-model trained with it), with a row-major kernel of its own,
+``encode`` reads the patch file block by block (rows per read from the read
+policy, io/readpolicy.py), computes a2 = f(x W1ᵀ + b1), f the model's own hidden
+activation (sigmoid, or tanh for a model trained with it), with a row-major kernel of its own,
 :func:`~streamae.compute.kernels.hidden_activation` (through ``np.exp``/``np.tanh``; training's
 :func:`~streamae.compute.kernels.hidden_forward` works on a2ᵀ with the vectorised ``exp32``,
 so the two agree to rounding, not bit for bit), and writes each block into an (m, s)
@@ -35,11 +35,12 @@ from streamae.io.hdf5 import FEATURES_FORMAT
 from streamae.io.modelfile import Model, load_model
 from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, default_block_rows, inspect_patch_file
 from streamae.io.readpolicy import open_patches
+from streamae.options import DEFAULT_DATASET, EncodeOptions, dataset_path
+from streamae.text import printable
 
 FEATURES_DATASET = "features"
 RECONSTRUCTION_DATASET = "reconstruction"
 MEAN_ACTIVATION_DATASET = "mean_activation"
-DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 @njit(parallel=True, **kernels.JIT_OPTIONS)
@@ -144,37 +145,39 @@ def encode(
     model_path: str | os.PathLike,
     data_path: str | os.PathLike,
     output: str | os.PathLike,
+    options: EncodeOptions | None = None,
     *,
-    reconstruct: bool = False,
-    block_rows: int | None = None,
-    dtype: str = "float32",
-    activation: str | None = None,
-    force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    **values: object,
 ) -> EncodeResult:
     """Write the hidden activations a2 (m, s) of every row of ``data_path`` to ``output``.
 
     The hidden activation is the model's own (its file says sigmoid or tanh); ``activation``,
     when given, must match it (features of a tanh model put through a sigmoid mean nothing).
 
-    ``block_rows`` rows are read and encoded at a time (default: one chunk of the
-    input); ``progress(done, total)`` is called after each block.  Everything is checked
+    ``options`` (a frozen :class:`~streamae.options.EncodeOptions`) and/or keyword
+    arguments give ``reconstruct`` (also write a3 as /reconstruction), ``block_rows``
+    (rows read and encoded at a time; default: one chunk of the input), ``dtype`` and
+    ``force``, checked against :data:`streamae.options.ENCODE`.  ``progress(done, total)``
+    is called after each block.  Everything is checked
     before any work: the model, the patch file, that their input sizes agree and that
-    ``output`` may be written.
+    ``output`` may be written.  ``dataset`` names the 2-D dataset of ``data_path`` to
+    encode (default ``/patches``).
     """
     model_path, data_path = Path(model_path), Path(data_path)
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype must be float32 or float64, got {dtype!r}.")
-    if block_rows is not None and block_rows < 1:
-        raise UsageError(f"--block-rows must be at least 1, got {block_rows}.")
+    o = EncodeOptions.build(options, values)
+    reconstruct, block_rows, dtype, force = o.reconstruct, o.block_rows, o.dtype, o.force
+    dataset = o.dataset
     model = load_model(model_path)
+    activation = o.activation
     if activation is not None and activation != model.hyper.activation:
         raise UsageError(
             f"{model_path} was trained with {model.hyper.activation} hidden units, not {activation}; "
-            f"leave the activation out (the model's is used) or give {model.hyper.activation}.",
+            f"leave the activation out (the model's is used) or give activation='{model.hyper.activation}'.",
             parameter="activation",
         )
-    layout = inspect_patch_file(data_path)
+    dataset = dataset_path(dataset)
+    layout = inspect_patch_file(data_path, dataset)
     if layout.n_features != model.n_visible:
         raise UsageError(
             f"{model_path} takes inputs of {model.n_visible} values but {data_path} holds "
@@ -188,10 +191,10 @@ def encode(
             "encode data extracted with the model's patch shape."
         )
     check_output_path(output, force=force, inputs=(model_path, data_path))
-    compute = np.dtype(DTYPES[dtype])
+    compute = np.dtype(dtype)
     m, n, s = layout.n_rows, layout.n_features, model.n_hidden
     # The one read policy (io/readpolicy.py): rows per read, prefetch, chunk cache.
-    with open_patches(data_path, dtype=compute, block_rows=block_rows) as source:
+    with open_patches(data_path, dtype=compute, block_rows=block_rows, dataset=dataset) as source:
         rows = min(source.block_rows, m)
         # Chunk the outputs along rows like the input, so row blocks map onto the same chunks.
         chunk_rows = min(layout.chunk_rows or default_block_rows(layout), m)
@@ -211,7 +214,7 @@ def encode(
                         RECONSTRUCTION_DATASET, shape=(m, n), dtype=compute, chunks=(chunk_rows, n)
                     )
                 for first, x in source.blocks():
-                    check_finite(x, first, data_path)
+                    check_finite(x, first, data_path, dataset)
                     a2 = encoder.hidden_layer(x)
                     features.write_direct(a2, dest_sel=np.s_[first : first + x.shape[0]])
                     if outputs is not None:
@@ -233,7 +236,7 @@ def encode(
     )
 
 
-def check_finite(x: np.ndarray, first: int, path: Path) -> None:
+def check_finite(x: np.ndarray, first: int, path: Path, dataset: str = DEFAULT_DATASET) -> None:
     """Refuse a block holding NaN or ±Inf, naming the first bad row of the file.
 
     Features of a non-finite row are NaN (or saturated without a trace), so a features
@@ -245,7 +248,7 @@ def check_finite(x: np.ndarray, first: int, path: Path) -> None:
         return
     bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
     raise DataError(
-        f"{path}: /patches row {first + bad} holds NaN or Inf; remove or repair that row "
+        f"{path}: {printable(dataset, 80)} row {first + bad} holds NaN or Inf; remove or repair that row "
         "(or extract the patches again)."
     )
 

@@ -48,7 +48,7 @@ class MissingInputError(InputFileError, FileNotFoundError):
 
 
 class OutputExistsError(UsageError, FileExistsError):
-    """The output exists and ``--force`` was not given (exit code 2)."""
+    """The output exists and ``force`` was not given (exit code 2)."""
 
 
 class DataError(StreamaeError, ValueError):

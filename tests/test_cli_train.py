@@ -123,16 +123,18 @@ def test_values_outside_unit_interval_with_sigmoid(patch_file, rng, tmp_path):
 @pytest.mark.parametrize(
     ("option", "value", "fragment"),
     [
-        ("--hidden", "0", "--hidden must be a whole number of at least 1"),
-        ("--rho", "0", "--rho must lie strictly between 0 and 1"),
-        ("--rho", "1", "--rho must lie strictly between 0 and 1"),
-        ("--rho", "-0.5", "--rho must lie strictly between 0 and 1"),
-        ("--beta", "-1", "--beta must be a finite number >= 0"),
-        ("--lambda", "-1e-4", "--lambda must be a finite number >= 0"),
-        ("--lambda", "nan", "--lambda must be a finite number >= 0"),
-        ("--max-iter", "-1", "--max-iter must be at least 0"),
-        ("--chunk-rows", "0", "--chunk-rows must be at least 1"),
-        ("--threads", "0", "--threads must be at least 1"),
+        ("--hidden", "0", "--hidden must be an integer ≥ 1, got 0."),
+        ("--rho", "0", "--rho must be a finite number > 0 and < 1, got 0.0."),
+        ("--rho", "1", "--rho must be a finite number > 0 and < 1, got 1.0."),
+        ("--rho", "-0.5", "--rho must be a finite number > 0 and < 1, got -0.5."),
+        ("--beta", "-1", "--beta must be a finite number ≥ 0, got -1.0."),
+        ("--lambda", "-1e-4", "--lambda must be a finite number ≥ 0, got -0.0001."),
+        ("--lambda", "nan", "--lambda must be a finite number ≥ 0, got nan."),
+        ("--max-iter", "-1", "--max-iter must be an integer ≥ 0, got -1."),
+        ("--chunk-rows", "0", "--chunk-rows must be an integer ≥ 1, got 0."),
+        ("--threads", "0", "--threads must be an integer ≥ 1, got 0."),
+        ("--memory-budget", "lots", "--memory-budget must be a size such as 8G, 512M or 1000000"),
+        ("--grad-tol", "-1", "--grad-tol must be a finite number ≥ 0, got -1.0."),
     ],
 )
 def test_bad_option_values(good_file, tmp_path, option, value, fragment):

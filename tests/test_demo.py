@@ -6,23 +6,13 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import orientation_coherence
 from PIL import Image
 
 from streamae.cli.main import cli
 from streamae.compute.parameters import initialize, unpack
 from streamae.demo import DEMO_OUTPUTS, shipped_images
 from streamae.io.modelfile import load_model
-
-
-def orientation_coherence(W1: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Per unit, (λ1 − λ2)/(λ1 + λ2) of the gradient structure tensor: 1 for a pure edge."""
-    values = []
-    for weights in W1:
-        gy, gx = np.gradient(weights.reshape(shape))
-        tensor = np.array([[np.sum(gx * gx), np.sum(gx * gy)], [np.sum(gx * gy), np.sum(gy * gy)]])
-        low, high = np.linalg.eigvalsh(tensor)
-        values.append((high - low) / (high + low))
-    return np.array(values)
 
 
 def test_the_photographs_ship_with_their_licence_note():

@@ -166,7 +166,7 @@ def test_check_values_names_the_first_bad_row(rng):
 
 def test_check_values_range_for_sigmoid_decoder(rng):
     X = rng.uniform(-2, 3, size=(100, 8))
-    with pytest.raises(DataError, match=r"outside the sigmoid decoder's range.*--decoder linear"):
+    with pytest.raises(DataError, match=r"outside the sigmoid decoder's range.*decoder='linear'"):
         check_values(ArrayPatches(X), Hyperparameters(), "data.h5")
     summary = check_values(ArrayPatches(X), Hyperparameters(decoder="linear"), "data.h5")
     assert summary.minimum == X.min() and summary.maximum == X.max()

@@ -239,7 +239,7 @@ def _bad_inputs(tmp_path: Path, images_dir: Path) -> dict:
         "unsupported type": ([tmp_path / "notes.txt"], "unsupported file type '.txt'"),
         "npy of wrong rank": ([tmp_path / "flat.npy"], "holds an array of shape (10,) (1 dimensions)"),
         "idx bad magic": ([tmp_path / "bad-idx3-ubyte"], "bad idx magic number 0x00000801"),
-        "zero patches": ([camera, "--num-patches", "0"], "0 is not in the range x>=1"),
+        "zero patches": ([camera, "--num-patches", "0"], "--num-patches must be an integer ≥ 1, got 0."),
         "stride and num-patches": ([camera, "--stride", "4", "--num-patches", "9"], "exclude each other"),
         "existing output": ([camera, "-o", tmp_path / "exists.h5"], "exists.h5 exists; pass --force"),
         "missing file": ([tmp_path / "nope.png"], "no such file, folder or matching pattern"),

@@ -18,14 +18,19 @@ import streamae
 
 # Public name -> (kind, module that defines it).
 DOCUMENTED = {
+    "EncodeOptions": ("class", "streamae.options"),
+    "ExtractOptions": ("class", "streamae.options"),
+    "GradcheckOptions": ("class", "streamae.options"),
+    "TrainOptions": ("class", "streamae.options"),
+    "VisualizeOptions": ("class", "streamae.options"),
     "Hyperparameters": ("class", "streamae.compute.parameters"),
     "Model": ("class", "streamae.io.modelfile"),
     "StreamaeError": ("class", "streamae.errors"),
     "encode": ("function", "streamae.encoding"),
     "extract": ("function", "streamae.extraction.pipeline"),
-    "gradcheck": ("function", "streamae.training.session"),
+    "gradcheck": ("function", "streamae.training.gradcheck"),
     "load_model": ("function", "streamae.io.modelfile"),
-    "objective": ("function", "streamae.training.session"),
+    "objective": ("function", "streamae.training.evaluate"),
     "render_features": ("function", "streamae.render"),
     "run_demo": ("function", "streamae.demo"),
     "train": ("function", "streamae.training.session"),

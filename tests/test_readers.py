@@ -135,7 +135,7 @@ def test_npy_stacks_of_each_rank(tmp_path, rng, shape, count):
 def test_npz_needs_variable_when_it_holds_several(tmp_path, rng):
     a = rng.integers(0, 256, size=(2, 5, 6), dtype=np.uint8)
     np.savez(tmp_path / "s.npz", a=a, b=np.zeros((5, 6)))
-    with pytest.raises(InputFileError, match=r"holds 2 arrays \(a, b\); pick one with --variable"):
+    with pytest.raises(InputFileError, match=r"holds 2 arrays \(a, b\); pick one with variable='NAME'"):
         inventory([tmp_path / "s.npz"])
     entries = inventory([tmp_path / "s.npz"], variable="a")
     assert len(entries) == 2

@@ -195,10 +195,10 @@ def test_asked_for_scheme_is_reported():
 def test_bad_scheme_and_budget_are_refused():
     X = np.full((10, 4), 0.5, dtype=np.float32)
     with pytest.raises(
-        UsageError, match=r"--scheme must be one of auto, two-pass, single-pass, in-core, got 'fast'"
+        UsageError, match=r"scheme must be one of auto, two-pass, single-pass, in-core, got 'fast'"
     ):
         make_objective(ArrayPatches(X), Hyperparameters(hidden=2), n_visible=4, scheme="fast")
-    with pytest.raises(UsageError, match=r"--memory-budget must be at least 0"):
+    with pytest.raises(UsageError, match=r"^memory_budget must be at least 0"):
         make_objective(ArrayPatches(X), Hyperparameters(hidden=2), n_visible=4, memory_budget=-1)
 
 
@@ -218,5 +218,6 @@ def test_parse_memory_budget(text, expected):
 
 @pytest.mark.parametrize("text", ["", "lots", "-1G", "nanG"])
 def test_parse_memory_budget_refuses_nonsense(text):
-    with pytest.raises(UsageError, match="--memory-budget"):
+    with pytest.raises(UsageError, match="^memory_budget must be") as caught:
         parse_memory_budget(text)
+    assert caught.value.parameter == "memory_budget"

@@ -24,6 +24,7 @@ from streamae.compute.parameters import Hyperparameters, parameter_count, unpack
 from streamae.compute.small import use_tiled
 from streamae.errors import DataError
 from streamae.runtime.mpi import Communicator, SingleProcess
+from streamae.text import printable
 
 # Compute-block size: rows whose inputs and intermediates, (2n + 3s) values a row, take
 # about this many bytes, so that they stay in one core's L2 cache (1 MiB on this
@@ -428,15 +429,17 @@ def check_values(
     decoder, values outside [0, 1].  ``name`` is the file named in the message.
     """
     summary = scan_source(source, comm)
+    layout = getattr(source, "layout", None)
+    dataset = printable(getattr(layout, "dataset", "/patches"), 80)
     if summary.first_bad_row is not None:
         raise DataError(
-            f"{name}: /patches row {summary.first_bad_row} holds NaN or Inf; "
+            f"{name}: {dataset} row {summary.first_bad_row} holds NaN or Inf; "
             "remove or repair that row (or extract the patches again)."
         )
     if hyper.decoder == "sigmoid" and (summary.minimum < 0.0 or summary.maximum > 1.0):
         raise DataError(
-            f"{name}: /patches holds values in [{summary.minimum:.4g}, {summary.maximum:.4g}], "
+            f"{name}: {dataset} holds values in [{summary.minimum:.4g}, {summary.maximum:.4g}], "
             "outside the sigmoid decoder's range [0, 1]; normalise at extraction "
-            "(streamae extract --normalize ufldl or unit) or train with --decoder linear."
+            "(extract with normalize='ufldl' or 'unit') or train with decoder='linear'."
         )
     return summary

@@ -30,11 +30,10 @@ from streamae.compute.objective import (
 )
 from streamae.compute.parameters import Hyperparameters, unpack
 from streamae.compute.passes import accumulator_layout, forward_pass
-from streamae.errors import UsageError
 from streamae.io.patchfile import ArrayPatches
+from streamae.options import SCHEMES, TRAIN
 from streamae.runtime.mpi import Communicator, SingleProcess
 
-SCHEMES = ("auto", "two-pass", "single-pass", "in-core")
 # Share of the memory available at start-up that ``auto`` lets in-core use when the
 # caller gives no budget: leaves room for the page cache, other processes and ranks.
 DEFAULT_BUDGET_FRACTION = 0.5
@@ -285,10 +284,8 @@ def make_objective(
     picks BLAS or the register-tiled kernels for the small products (see
     :mod:`streamae.compute.small`; "auto" follows the measured crossover).
     """
-    if scheme not in SCHEMES:
-        raise UsageError(f"--scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}.")
-    if memory_budget is not None and memory_budget < 0:
-        raise UsageError(f"--memory-budget must be at least 0, got {memory_budget}.")
+    scheme = TRAIN["scheme"].check(scheme)
+    memory_budget = TRAIN["memory_budget"].check(memory_budget)
     comm = comm if comm is not None else SingleProcess()
     if scheme == "auto":
         choice = choose_scheme(source, n_visible, hyper.hidden, np.dtype(dtype), memory_budget, comm)
@@ -311,19 +308,7 @@ def make_objective(
 
 def parse_memory_budget(text: str) -> int:
     """Bytes from a size such as ``8G``, ``512M``, ``1.5GiB`` or a plain byte count."""
-    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    value = text.strip().lower().removesuffix("ib").removesuffix("b")
-    unit = value[-1:] if value[-1:] in units and value[-1:] != "" else ""
-    number = value[:-1] if unit else value
-    try:
-        size = float(number) * units[unit]
-    except ValueError:
-        raise UsageError(
-            f"--memory-budget must be a size such as 8G, 512M or 1000000, got {text!r}."
-        ) from None
-    if not np.isfinite(size) or size < 0:
-        raise UsageError(f"--memory-budget must be at least 0, got {text!r}.")
-    return int(size)
+    return TRAIN["memory_budget"].check(text)
 
 
 __all__ = [

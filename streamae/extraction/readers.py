@@ -11,6 +11,7 @@ SciPy, v7.3 through h5py) and MNIST idx files (plain or ``.gz``).
 from __future__ import annotations
 
 import gzip
+import math
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import numpy as np
 
 from streamae.errors import InputFileError
 from streamae.extraction.sources import is_idx_name
+from streamae.text import printable
 
 KIND_PILLOW = "pillow"
 KIND_NPY = "npy"
@@ -258,10 +260,51 @@ def _array_scale(dtype: np.dtype) -> float:
     raise TypeError(dtype)
 
 
+def check_declared_size(
+    where: str, shape: tuple[int, ...], dtype: np.dtype, *, stored: int | None, loads_whole: bool
+) -> None:
+    """Refuse a header whose declared array cannot be real or cannot be held, before allocating.
+
+    ``stored`` is how many bytes the file really holds for the array (None: unknown, e.g.
+    compressed); ``loads_whole`` says the reader loads the whole array into memory, which
+    must then fit the memory available now.  Sizes are Python integers: a product of
+    header fields never overflows.
+    """
+    declared = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+    shown = "x".join(str(int(d)) for d in shape)
+    if stored is not None and declared > stored:
+        raise InputFileError(
+            f"{where}: the header declares a {shown} array ({declared:,} bytes) but the file holds "
+            f"only {stored:,} bytes for it; the file is truncated or its header damaged: download "
+            "or save it again."
+        )
+    if loads_whole:
+        from streamae.compute.schemes import available_memory
+
+        available = available_memory()
+        if declared > available:
+            raise InputFileError(
+                f"{where}: the {shown} array ({declared:,} bytes) is read whole and does not fit the "
+                f"{available:,} bytes of memory available; split it into smaller files or use a larger node."
+            )
+
+
 def _stack_entries(
-    path: Path, kind: str, shape: tuple[int, ...], dtype: np.dtype, variable: str | None, layout: str
+    path: Path,
+    kind: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    variable: str | None,
+    layout: str,
+    *,
+    stored: int | None = None,
+    loads_whole: bool = False,
 ) -> list[ImageEntry]:
-    """Entries for a stack of the given shape; ``layout`` is "numpy" (N,H,W[,C]) or "matlab" (H,W[,C],N)."""
+    """Entries for a stack of the given shape; ``layout`` is "numpy" (N,H,W[,C]) or "matlab" (H,W[,C],N).
+
+    ``stored`` and ``loads_whole`` are checked against the declared size first
+    (:func:`check_declared_size`).
+    """
     expected = (
         "(H, W), (N, H, W) or (N, H, W, C)" if layout == "numpy" else "(H, W), (H, W, N) or (H, W, C, N)"
     )
@@ -292,17 +335,30 @@ def _stack_entries(
             )
     if count < 1 or height < 1 or width < 1:
         raise InputFileError(f"{where}: the stack of shape {tuple(shape)} holds no images.")
+    check_declared_size(where, tuple(shape), np.dtype(dtype), stored=stored, loads_whole=loads_whole)
     return [ImageEntry(path, kind, i, int(height), int(width), scale, variable) for i in range(count)]
 
 
 def _npy_entries(path: Path, variable: str | None) -> list[ImageEntry]:
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            shape, _, dtype = _read_npy_header(handle, version)
+            stored = path.stat().st_size - handle.tell()
     except (OSError, ValueError) as error:
         raise InputFileError(
-            f"{path}: not a readable .npy file ({error}); save the stack with numpy.save."
+            f"{path}: not a readable .npy file ({printable(error)}); save the stack with numpy.save."
         ) from error
-    return _stack_entries(path, KIND_NPY, array.shape, array.dtype, None, "numpy")
+    return _stack_entries(path, KIND_NPY, shape, dtype, None, "numpy", stored=stored)
+
+
+def _read_npy_header(handle, version: tuple[int, int]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of a .npy header (no pickles: object arrays are refused)."""
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(handle)
+    if dtype.hasobject:
+        raise ValueError("it holds Python objects, which are never unpickled")
+    return shape, fortran, dtype
 
 
 def _npy_open(entry: ImageEntry) -> _Stack:
@@ -315,12 +371,13 @@ def _pick(path: Path, names: list[str], variable: str | None) -> str:
         if variable not in names:
             raise InputFileError(
                 f"{path}: has no variable '{variable}' (it holds {', '.join(names) or 'none'}); "
-                "pick one with --variable."
+                "pick one with variable='NAME'."
             )
         return variable
     if len(names) != 1:
         raise InputFileError(
-            f"{path}: holds {len(names)} arrays ({', '.join(names) or 'none'}); pick one with --variable."
+            f"{path}: holds {len(names)} arrays ({', '.join(names) or 'none'}); "
+            "pick one with variable='NAME'."
         )
     return names[0]
 
@@ -330,19 +387,17 @@ def _npz_entries(path: Path, variable: str | None) -> list[ImageEntry]:
         with zipfile.ZipFile(path) as archive:
             names = sorted(n[:-4] for n in archive.namelist() if n.endswith(".npy"))
             name = _pick(path, names, variable)
+            member_size = archive.getinfo(name + ".npy").file_size
             with archive.open(name + ".npy") as member:
                 version = np.lib.format.read_magic(member)
-                read_header = (
-                    np.lib.format.read_array_header_1_0
-                    if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0
-                )
-                shape, _, dtype = read_header(member)
+                shape, _, dtype = _read_npy_header(member, version)
+                stored = member_size - member.tell()
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise InputFileError(
-            f"{path}: not a readable .npz file ({error}); save it with numpy.savez."
+            f"{path}: not a readable .npz file ({printable(error)}); save it with numpy.savez."
         ) from error
-    return _stack_entries(path, KIND_NPZ, shape, dtype, name, "numpy")
+    # The array is decompressed whole into memory when read.
+    return _stack_entries(path, KIND_NPZ, shape, dtype, name, "numpy", stored=stored, loads_whole=True)
 
 
 def _npz_open(entry: ImageEntry) -> _Stack:
@@ -363,10 +418,21 @@ def _mat73_entries(path: Path, variable: str | None) -> list[ImageEntry]:
 
     # MATLAB v7.3 files store arrays column-major: an (H, W, N) array appears to h5py as (N, W, H).
     with h5py.File(path, "r") as handle:
-        names = sorted(k for k, v in handle.items() if isinstance(v, h5py.Dataset) and not k.startswith("#"))
+        names = sorted(name for name in handle if not name.startswith("#") and _is_dataset(handle, name))
         name = _pick(path, names, variable)
         dataset = handle[name]
         return _stack_entries(path, KIND_MAT73, dataset.shape[::-1], dataset.dtype, name, "matlab")
+
+
+def _is_dataset(handle, name: str) -> bool:
+    """True for a dataset; False for a group or a link that cannot be followed (a cycle, a
+    dangling soft link), which holds no array to read."""
+    import h5py
+
+    try:
+        return isinstance(handle.get(name), h5py.Dataset)
+    except (KeyError, OSError, RuntimeError, ValueError):
+        return False
 
 
 def _mat73_open(entry: ImageEntry) -> _Stack:
@@ -392,7 +458,10 @@ def _mat_entries(path: Path, variable: str | None) -> list[ImageEntry]:
         raise InputFileError(
             f"{path}: variable '{name}' is a MATLAB {cls}, not a numeric array; pick another."
         )
-    return _stack_entries(path, KIND_MAT, tuple(shape), np.dtype(_MAT_CLASS_DTYPES[cls]), name, "matlab")
+    # loadmat reads the variable whole; a compressed one may be far larger than the file.
+    return _stack_entries(
+        path, KIND_MAT, tuple(shape), np.dtype(_MAT_CLASS_DTYPES[cls]), name, "matlab", loads_whole=True
+    )
 
 
 def _mat_open(entry: ImageEntry) -> _Stack:
@@ -429,7 +498,12 @@ def _idx_entries(path: Path, variable: str | None) -> list[ImageEntry]:
             dims = _idx_header(path, handle)
     except (OSError, EOFError) as error:
         raise InputFileError(f"{path}: cannot read the idx file ({error}); download it again.") from error
-    return _stack_entries(path, KIND_IDX, dims, np.dtype("u1"), None, "numpy")
+    # A plain file holds its pixels after the header; a gzipped one is read whole into memory.
+    compressed = path.name.lower().endswith(".gz")
+    stored = None if compressed else path.stat().st_size - 4 - 4 * len(dims)
+    return _stack_entries(
+        path, KIND_IDX, dims, np.dtype("u1"), None, "numpy", stored=stored, loads_whole=True
+    )
 
 
 def _idx_open(entry: ImageEntry) -> _Stack:
@@ -441,7 +515,7 @@ def _idx_open(entry: ImageEntry) -> _Stack:
             data = handle.read()
     except (OSError, EOFError) as error:
         raise InputFileError(f"{path}: cannot read the idx file ({error}); download it again.") from error
-    needed = int(np.prod(dims))
+    needed = math.prod(dims)
     if len(data) < needed:
         raise InputFileError(
             f"{path}: the idx file holds {len(data)} bytes of pixels, {needed} expected for {dims}; "

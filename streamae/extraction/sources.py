@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streamae.errors import InputFileError, MissingInputError
+from streamae.io.inputs import check_regular_input
 
 # Files a directory or a glob contributes; other files there (notes, licences) are skipped.
 PILLOW_SUFFIXES = frozenset(
@@ -63,6 +64,7 @@ def expand_sources(sources: Sequence[str | os.PathLike]) -> list[Path]:
                 )
             files.extend(found)
         elif path.exists():
+            check_regular_input(path, "an image file")  # a FIFO would block the reader forever
             if not is_supported(path):
                 raise InputFileError(
                     f"{path}: unsupported file type '{path.suffix or path.name}'; give {SUPPORTED_TEXT}."
@@ -75,7 +77,7 @@ def expand_sources(sources: Sequence[str | os.PathLike]) -> list[Path]:
                 if match.is_dir():
                     found.extend(_supported_below(match))
                 elif is_supported(match):
-                    found.append(match)
+                    found.append(check_regular_input(match, "an image file"))
             if not matches:
                 raise InputFileError(f"{text}: the pattern matches no files; check the pattern.")
             if not found:

@@ -18,10 +18,11 @@ import h5py
 import numpy as np
 
 from streamae._version import __version__
-from streamae.compute.parameters import ACTIVATIONS, DECODERS, Hyperparameters, pack
+from streamae.compute.parameters import Hyperparameters, pack
 from streamae.errors import InputFileError, StorageError, UsageError
-from streamae.io.atomic import atomic_output, hdf5_output
+from streamae.io.atomic import OutputClaim, atomic_output, hdf5_output
 from streamae.io.hdf5 import MODEL_FORMAT, PATCH_FORMAT, decode_attribute, list_datasets, open_hdf5
+from streamae.options import TRAIN
 
 HISTORY_FIELDS = (
     "cost",
@@ -31,8 +32,15 @@ HISTORY_FIELDS = (
     "grad_norm",
     "seconds",
     "evaluations",
+    "stage",
+    "sample_rows",
 )
+# Added with the warm start: files written before lack them, and read as one stage on
+# all the rows (what their runs were).
+STAGE_FIELDS = ("stage", "sample_rows")
 WEIGHT_DATASETS = ("W1", "b1", "W2", "b2")
+# /validation/<name>: one entry per held-out evaluation (the iteration it followed first).
+VALIDATION_FIELDS = ("iteration", "cost", "reconstruction", "weight_decay", "sparsity", "rho_hat_mean")
 
 
 @dataclass
@@ -41,8 +49,9 @@ class Model:
 
     W1 (s, n), W2 (n, s), b1 (s,), b2 (n,) float64; ``history`` maps each of
     ``HISTORY_FIELDS`` to a (iterations,) array; ``rho_hat`` (s,) the mean hidden
-    activation at the final parameters (in (−1, 1) for tanh units); ``optimizer`` the L-BFGS state arrays and
-    scalars (see :mod:`streamae.compute.lbfgs`), or None.
+    activation at the final parameters (in (−1, 1) for tanh units); ``optimizer`` the L-BFGS
+    state arrays and scalars (see :mod:`streamae.compute.lbfgs`), or None.  ``validation``
+    maps each of ``VALIDATION_FIELDS`` to one entry per held-out evaluation (empty without one).
     """
 
     W1: np.ndarray
@@ -57,6 +66,7 @@ class Model:
     rho_hat: np.ndarray | None = None
     optimizer: dict | None = None
     info: dict = field(default_factory=dict)
+    validation: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_visible(self) -> int:
@@ -85,12 +95,14 @@ def write_model(
     *,
     force: bool,
     inputs: tuple[str | os.PathLike, ...] = (),
+    claim: OutputClaim | None = None,
 ) -> Path:
     """Write ``model`` to ``path`` atomically; returns the path.
 
-    ``inputs`` are paths the output must not overwrite (the training data).
+    ``inputs`` are paths the output must not overwrite (the training data); ``claim``
+    is the output as checked at the start of a run (see :class:`OutputClaim`).
     """
-    with atomic_output(path, force=force, inputs=inputs) as temporary:
+    with atomic_output(path, force=force, inputs=inputs, claim=claim) as temporary:
         with hdf5_output(temporary) as handle:
             _write_contents(handle, model)
     return Path(path)
@@ -113,6 +125,10 @@ def _write_contents(handle: h5py.File, model: Model) -> None:
     for name in HISTORY_FIELDS:
         values = model.history.get(name, np.zeros(0))
         history.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+    if model.validation:
+        group = handle.create_group("validation")
+        for name in VALIDATION_FIELDS:
+            group.create_dataset(name, data=np.asarray(model.validation.get(name, []), dtype=np.float64))
     if model.rho_hat is not None:
         handle.create_dataset("rho_hat", data=np.asarray(model.rho_hat, dtype=np.float64))
     if model.optimizer is not None:
@@ -161,6 +177,12 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
         for name in HISTORY_FIELDS:
             if isinstance(_get(handle["history"], name), h5py.Dataset):
                 history[name] = _numbers(handle["history"][name], path, shape=(None,))
+    validation = {}
+    if isinstance(_get(handle, "validation"), h5py.Group):
+        for name in VALIDATION_FIELDS:
+            if isinstance(_get(handle["validation"], name), h5py.Dataset):
+                validation[name] = _numbers(handle["validation"][name], path, shape=(None,))
+    _fill_stage_fields(history, attrs)
     rho_hat = None
     if isinstance(_get(handle, "rho_hat"), h5py.Dataset):
         rho_hat = _numbers(handle["rho_hat"], path, shape=(weights["W1"].shape[0],))
@@ -187,7 +209,19 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
         rho_hat=rho_hat,
         optimizer=optimizer,
         info=_json_or_none(attrs.get("info")) or {},
+        validation=validation,
     )
+
+
+def _fill_stage_fields(history: dict[str, np.ndarray], attrs: dict) -> None:
+    """Give a file written before the warm start its one stage on all the rows."""
+    if "cost" not in history or all(name in history for name in STAGE_FIELDS):
+        return
+    iterations = history["cost"].shape[0]
+    shape = (_json_or_none(attrs.get("data")) or {}).get("shape")
+    rows = shape[0] if isinstance(shape, list) and shape and _is_int(shape[0]) else 0
+    history.setdefault("stage", np.ones(iterations))
+    history.setdefault("sample_rows", np.full(iterations, float(rows)))
 
 
 def _get(group: h5py.Group, name: str) -> object:
@@ -272,27 +306,28 @@ def _read_hyperparameters(attrs: dict, hidden: int, path: Path) -> Hyperparamete
                 "model file is damaged, train it again."
             )
         values[name] = float(value)
-    decoder = attrs.get("decoder", "sigmoid")
-    if decoder not in DECODERS:
-        raise InputFileError(
-            f"{path}: the attribute decoder is {_brief(repr(decoder))}, not one of "
-            f"{', '.join(DECODERS)}; the model file is damaged, train it again."
-        )
+    values["decoder"] = attrs.get("decoder", "sigmoid")
     # Files written before tanh existed have no activation attribute: they are sigmoid.
-    activation = attrs.get("activation", "sigmoid")
-    if activation not in ACTIVATIONS:
-        raise InputFileError(
-            f"{path}: the attribute activation is {_brief(repr(activation))}, not one of "
-            f"{', '.join(ACTIVATIONS)}; the model file is damaged, train it again."
-        )
-    try:
-        return Hyperparameters(hidden=hidden, decoder=decoder, activation=activation, **values)
-    except UsageError as error:
-        # The message speaks of options (--rho ...): here they are attributes of the file.
-        raise InputFileError(
-            f"{path}: the model's attributes are out of range ({str(error).rstrip('.')}); the "
-            "model file is damaged, train it again."
-        ) from error
+    values["activation"] = attrs.get("activation", "sigmoid")
+    values["hidden"] = hidden
+    for attribute, name in (
+        ("hidden", "hidden"),
+        ("rho", "rho"),
+        ("beta", "beta"),
+        ("lambda", "lam"),
+        ("decoder", "decoder"),
+        ("activation", "activation"),
+    ):
+        option = TRAIN[name]
+        try:
+            option.check(values[name])
+        except UsageError:
+            # Said in the file's words: an attribute out of range, not a parameter to change.
+            raise InputFileError(
+                f"{path}: the attribute {attribute} is {_brief(repr(values[name]))}, not "
+                f"{option.describe_range()}; the model file is damaged, train it again."
+            ) from None
+    return Hyperparameters(**values)
 
 
 def _json_or_none(text: object) -> dict | None:

@@ -69,8 +69,9 @@ class ReadPolicy:
         dtype: np.dtype | type = np.float32,
         row_range: tuple[int, int] | None = None,
         file_locking: bool | None = None,
+        dataset: str = "/" + PATCHES_DATASET,
     ) -> PatchFile:
-        """A :class:`PatchFile` reading ``path`` by this policy."""
+        """A :class:`PatchFile` reading ``dataset`` of ``path`` by this policy."""
         return PatchFile(
             path,
             dtype=dtype,
@@ -79,6 +80,7 @@ class ReadPolicy:
             file_locking=file_locking,
             prefetch=self.prefetch,
             chunk_cache_bytes=self.chunk_cache_bytes,
+            dataset=dataset,
         )
 
 
@@ -101,11 +103,12 @@ def streaming_block_rows(layout: PatchLayout, target_bytes: int = STREAMING_READ
     return unit * max(1, target_bytes // max(1, unit * row_bytes))
 
 
-def storage_of(path: str | os.PathLike, file_locking: bool | None = None) -> tuple[bool, int]:
-    """(filtered, chunk bytes) of a patch file's ``/patches``; chunk bytes 0 when contiguous."""
+def storage_of(
+    path: str | os.PathLike, file_locking: bool | None = None, dataset: str = "/" + PATCHES_DATASET
+) -> tuple[bool, int]:
+    """(filtered, chunk bytes) of a patch file's ``dataset``; chunk bytes 0 when contiguous."""
     with open_hdf5(Path(path), file_locking=file_locking) as handle:
-        dataset = handle[PATCHES_DATASET]
-        return _storage(dataset)
+        return _storage(handle[dataset])
 
 
 def _storage(dataset: h5py.Dataset) -> tuple[bool, int]:
@@ -163,10 +166,13 @@ def open_patches(
     row_range: tuple[int, int] | None = None,
     file_locking: bool | None = None,
     prefetch: bool | None = None,
+    dataset: str = "/" + PATCHES_DATASET,
 ) -> PatchFile:
-    """Open ``path`` for streaming by :func:`read_policy`; the policy is ``.policy``."""
-    layout = inspect_patch_file(path) if file_locking is None else _layout(path, file_locking)
-    filtered, chunk_bytes = storage_of(path, file_locking)
+    """Open ``dataset`` of ``path`` for streaming by :func:`read_policy`; the policy is ``.policy``."""
+    layout = (
+        inspect_patch_file(path, dataset) if file_locking is None else _layout(path, file_locking, dataset)
+    )
+    filtered, chunk_bytes = storage_of(path, file_locking, layout.dataset)
     share = None if row_range is None else row_range[1] - row_range[0]
     policy = read_policy(
         layout,
@@ -176,13 +182,15 @@ def open_patches(
         share_rows=share,
         prefetch=prefetch,
     )
-    source = policy.open(path, dtype=dtype, row_range=row_range, file_locking=file_locking)
+    source = policy.open(
+        path, dtype=dtype, row_range=row_range, file_locking=file_locking, dataset=layout.dataset
+    )
     source.policy = policy
     return source
 
 
-def _layout(path: str | os.PathLike, file_locking: bool | None) -> PatchLayout:
+def _layout(path: str | os.PathLike, file_locking: bool | None, dataset: str) -> PatchLayout:
     from streamae.io.patchfile import read_layout, validate_patch_dataset
 
     with open_hdf5(Path(path), file_locking=file_locking) as handle:
-        return read_layout(validate_patch_dataset(handle, Path(path)), Path(path))
+        return read_layout(validate_patch_dataset(handle, Path(path), dataset), Path(path))

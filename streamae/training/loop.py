@@ -2,13 +2,12 @@
 
 Every rank runs this loop on identical reduced numbers, so every rank takes the same
 decisions at the same iteration; the few decisions only one rank can make (rank 0's
-clock for ``--checkpoint-minutes``, a signal that reached one rank) are combined by a
+clock for ``checkpoint_minutes``, a signal that reached one rank) are combined by a
 collective first.  Rank 0 alone writes the log and the checkpoints.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import numpy as np
 from streamae.compute.lbfgs import LbfgsState, StepReport, StopRules, lbfgs_iteration
 from streamae.compute.objective import Evaluation, StreamedObjective
 from streamae.errors import DataError, Interrupted, StreamaeError
+from streamae.io.logfile import JsonLinesLog
 from streamae.io.modelfile import HISTORY_FIELDS
 from streamae.runtime.mpi import Communicator, agreed_phase, digest, mark_collective, ranks_agree
 from streamae.runtime.signals import StopFlag, StopRequested
@@ -81,6 +81,7 @@ class CountedBlocks:
         self._abandon = abandon
         self.dtype = source.dtype
         self.block_rows = source.block_rows
+        self.layout = source.layout  # messages name the file's dataset
 
     @property
     def n_rows(self) -> int:
@@ -189,7 +190,8 @@ class Trainer:
     progress; only rank 0 calls it (None: nothing is written, e.g. no output file).
     ``log`` is the JSON-lines file of iteration records, written by rank 0 and appended
     to when ``append_log`` (a resumed run).  ``resume_hint`` ends the message of the
-    :class:`Interrupted` raised when a stop signal arrives.
+    :class:`Interrupted` raised when a stop signal arrives.  ``tags`` are added to every
+    record (the warm-start stage and its sample size; default: stage 1, all the rows).
     """
 
     def __init__(
@@ -205,6 +207,8 @@ class Trainer:
         log: str | os.PathLike | None,
         append_log: bool = False,
         resume_hint: str = "",
+        after_iteration: Callable[[int, np.ndarray, dict], str | None] | None = None,
+        tags: dict | None = None,
     ) -> None:
         self.objective = objective
         self.rules = rules
@@ -216,6 +220,10 @@ class Trainer:
         self.log = log
         self.append_log = append_log
         self.resume_hint = resume_hint
+        # Called after every iteration with (iteration, x, record) on every rank (held-out
+        # evaluation): it may add entries to the record and return a reason to stop.
+        self.after_iteration = after_iteration
+        self.tags = tags if tags is not None else {"stage": 1, "sample_rows": getattr(objective, "n_rows", 0)}
         self._evaluations = _Evaluations([])
         # Waiting for data vs computing: over the whole run, and over the current iteration.
         self.time_split = TimeSplit()
@@ -244,9 +252,7 @@ class Trainer:
             raise mark_collective(self._interrupted(None)) from None
         if not np.isfinite(f0):
             # J is a reduced number: every rank sees the same, so every rank raises.
-            raise mark_collective(
-                DataError("J is not finite at the starting point; check the data and --rho.")
-            )
+            raise mark_collective(DataError("J is not finite at the starting point; check the data and rho."))
         state = LbfgsState.start(theta0, f0, g0, memory)
         return state, Progress(current=self._evaluations.find(theta0))
 
@@ -264,7 +270,7 @@ class Trainer:
             state.finished = "no iterations asked" if asked == 0 else f"reached {asked} iterations"
         log = None
         if self.log is not None and self.comm.rank == 0:
-            log = open(self.log, "a" if self.append_log else "w", encoding="utf-8")  # noqa: SIM115
+            log = JsonLinesLog(self.log, append=self.append_log)
         try:
             while not state.finished:
                 self._evaluations.entries.clear()
@@ -290,11 +296,15 @@ class Trainer:
                     report,
                     self._iteration_split,
                 )
+                record.update(self.tags)
                 for name in HISTORY_FIELDS:
                     progress.history[name].append(float(record[name]))
+                if self.after_iteration is not None:
+                    reason = self.after_iteration(state.iteration, state.x, record)
+                    if reason:
+                        state.finished = reason
                 if log is not None:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
+                    log.write(record)
                 self.monitor.on_iteration(record)
                 now = time.perf_counter()
                 time_due = self.comm.rank == 0 and self.policy.due_by_time(now - last_checkpoint)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import write_patch_file
+from PIL import Image
 
 from .faultkit import FIGURES, OutputGuard, write_model
 
@@ -44,6 +45,13 @@ def good_patches(tmp_path: Path) -> Path:
 def good_model(tmp_path: Path) -> Path:
     """A valid model file for 8x8 gray patches with 9 hidden units."""
     return write_model(tmp_path / "model.h5", n=64, s=9, patch_shape=(8, 8, 1))
+
+
+@pytest.fixture
+def inputs(tmp_path: Path, good_patches: Path, good_model: Path) -> dict[str, Path]:
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (32, 32), dtype=np.uint8)).save(image)
+    return {"patches": good_patches, "model": good_model, "image": image}
 
 
 @pytest.fixture

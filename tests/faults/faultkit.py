@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +83,21 @@ FIGURES = Figures()
 
 
 # --------------------------------------------------------------------------- the CLI
+
+
+# command -> (builder of its argv for an output path, the inputs it reads)
+Builder = Callable[[dict[str, Path], Path], list[object]]
+WRITERS: dict[str, tuple[Builder, tuple[str, ...]]] = {
+    "extract": (lambda i, o: ["extract", i["image"], "-o", o, "--num-patches", "10", "-q"], ("image",)),
+    "train": (lambda i, o: ["train", i["patches"], "-o", o, "--max-iter", "1", "--hidden", "2", "-q"],
+              ("patches",)),
+    "train --log": (lambda i, o: ["train", i["patches"], "-o", o.parent / "m-log.h5", "--log", o,
+                                  "--max-iter", "1", "--hidden", "2", "-q"], ("patches",)),
+    "encode": (lambda i, o: ["encode", i["model"], i["patches"], "-o", o, "-q"], ("model", "patches")),
+    "visualize": (lambda i, o: ["visualize", i["model"], "-o", o], ("model",)),
+    "visualize --curves": (lambda i, o: ["visualize", i["model"], "--curves", o], ("model",)),
+    "visualize --activations": (lambda i, o: ["visualize", i["model"], "--activations", o], ("model",)),
+}  # fmt: skip
 
 
 def assert_clean_case(
@@ -209,3 +224,21 @@ def run_streamae(args: Sequence[object], ranks: int | None = None, timeout: floa
         timeout=timeout,
         env=subprocess_environment(**extra),
     )
+
+
+def assert_clean_subprocess_failure(
+    completed: subprocess.CompletedProcess,
+    command: str,
+    codes: int | Sequence[int],
+    names: Sequence[str | Path] = (),
+    fragments: Sequence[str] = (),
+) -> str:
+    """:func:`assert_clean_case` for a run of :func:`run_streamae` (a subprocess)."""
+    codes = (codes,) if isinstance(codes, int) else tuple(codes)
+    names = [name.name if isinstance(name, Path) else str(name) for name in names]
+    problems = failure_problems(
+        completed.stdout, completed.stderr, completed.returncode, codes, names, fragments
+    )
+    FIGURES.record_case(command, not problems)
+    assert not problems, f"{problems}\nstderr: {completed.stderr}"
+    return error_line(completed.stderr)[len("Error: ") :]

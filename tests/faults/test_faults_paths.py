@@ -14,37 +14,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from helpers import invoke
-from PIL import Image
 
-from .faultkit import assert_clean_case, assert_no_temporaries
-
-
-@pytest.fixture
-def inputs(tmp_path: Path, good_patches: Path, good_model: Path) -> dict[str, Path]:
-    image = tmp_path / "photo.png"
-    Image.fromarray(np.random.default_rng(4).integers(0, 256, (32, 32), dtype=np.uint8)).save(image)
-    return {"patches": good_patches, "model": good_model, "image": image}
-
-
-# command -> (builder of its argv for an output path, the inputs it reads)
-Builder = Callable[[dict[str, Path], Path], list[object]]
-WRITERS: dict[str, tuple[Builder, tuple[str, ...]]] = {
-    "extract": (lambda i, o: ["extract", i["image"], "-o", o, "--num-patches", "10", "-q"], ("image",)),
-    "train": (lambda i, o: ["train", i["patches"], "-o", o, "--max-iter", "1", "--hidden", "2", "-q"],
-              ("patches",)),
-    "train --log": (lambda i, o: ["train", i["patches"], "-o", o.parent / "m-log.h5", "--log", o,
-                                  "--max-iter", "1", "--hidden", "2", "-q"], ("patches",)),
-    "encode": (lambda i, o: ["encode", i["model"], i["patches"], "-o", o, "-q"], ("model", "patches")),
-    "visualize": (lambda i, o: ["visualize", i["model"], "-o", o], ("model",)),
-    "visualize --curves": (lambda i, o: ["visualize", i["model"], "--curves", o], ("model",)),
-    "visualize --activations": (lambda i, o: ["visualize", i["model"], "--activations", o], ("model",)),
-}  # fmt: skip
+from .faultkit import WRITERS, assert_clean_case, assert_no_temporaries
 
 
 def _command(name: str) -> str:
