@@ -32,6 +32,7 @@ from streamae.compute.parameters import Hyperparameters, unpack
 from streamae.compute.passes import accumulator_layout, forward_pass
 from streamae.io.patchfile import ArrayPatches
 from streamae.options import SCHEMES, TRAIN
+from streamae.runtime.memory import available_memory
 from streamae.runtime.mpi import Communicator, SingleProcess
 
 # Share of the memory available at start-up that ``auto`` lets in-core use when the
@@ -193,18 +194,6 @@ class SchemeChoice:
 
     name: str
     reason: str
-
-
-def available_memory() -> int:
-    """Bytes of physical memory available now (MemAvailable), or total memory if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def default_memory_budget(environ: dict | None = None) -> int:

@@ -279,7 +279,7 @@ def check_declared_size(
             "or save it again."
         )
     if loads_whole:
-        from streamae.compute.schemes import available_memory
+        from streamae.runtime.memory import available_memory
 
         available = available_memory()
         if declared > available:

@@ -37,6 +37,7 @@ import numpy as np
 
 from streamae.io.hdf5 import PATCHES_DATASET, open_hdf5
 from streamae.io.patchfile import PatchFile, PatchLayout, default_block_rows, inspect_patch_file
+from streamae.runtime.memory import available_memory
 
 # Rows per read for streaming: whole chunks adding up to about this many bytes (see the
 # module doc; measured for n=64: 4096-row blocks 218 ms per evaluation of 400k rows,
@@ -82,18 +83,6 @@ class ReadPolicy:
             chunk_cache_bytes=self.chunk_cache_bytes,
             dataset=dataset,
         )
-
-
-def available_memory() -> int:
-    """Bytes of memory available now (MemAvailable), or the physical memory if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def streaming_block_rows(layout: PatchLayout, target_bytes: int = STREAMING_READ_BYTES) -> int:
