@@ -138,6 +138,10 @@ class LaneBuffers:
         self.block_dW1 = np.empty((2 * s, n), dtype=dtype)
         self.block_dW2 = np.empty((n, s), dtype=dtype)
         self.acc = np.zeros(passes.accumulator_layout(n, s)[-1], dtype=np.float64)
+        # The tiled path's (compute/small.py): the block transposed, and two rows of scratch.
+        self.transposed = np.empty(n * rows, dtype=dtype)
+        self.row_buffer = np.empty(2 * rows, dtype=dtype)
+        self.row_sink = np.zeros(rows, dtype=np.float64)
         self.sum_a2 = np.zeros(s, dtype=np.float64)
         self.discard = np.zeros(s, dtype=np.float64)
         self.column = np.zeros(n, dtype=dtype)
@@ -268,7 +272,15 @@ class StreamedObjective:
     def _pass1_visit(self, lane: int, x: np.ndarray) -> None:
         b = self.buffers[lane]
         passes.forward_pass(
-            x, self.W1, self.b1, self.compute_rows, b.hidden, b.sum_a2, self.no_cache, self.tiled
+            x,
+            self.W1,
+            self.b1,
+            self.compute_rows,
+            b.hidden,
+            b.sum_a2,
+            self.no_cache,
+            self.tiled,
+            b.transposed,
         )
 
     def _gradient_visit(self, lane: int, x: np.ndarray, single: bool, cache: np.ndarray) -> None:
@@ -294,6 +306,9 @@ class StreamedObjective:
             b.block_dW2,
             b.discard,
             b.column,
+            b.transposed,
+            b.row_buffer,
+            b.row_sink,
             b.acc,
         )
 

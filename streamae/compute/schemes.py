@@ -118,7 +118,15 @@ class InCoreObjective(StreamedObjective):
     def _cached_pass1(self, lane: int, x: np.ndarray) -> None:
         b = self.buffers[lane]
         forward_pass(
-            x, self.W1, self.b1, self.compute_rows, b.hidden, b.sum_a2, self.caches[lane], self.tiled
+            x,
+            self.W1,
+            self.b1,
+            self.compute_rows,
+            b.hidden,
+            b.sum_a2,
+            self.caches[lane],
+            self.tiled,
+            b.transposed,
         )
 
     def mean_activation(self, theta: np.ndarray) -> np.ndarray:

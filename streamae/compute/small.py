@@ -1,27 +1,32 @@
-"""Register-tiled Numba products for small layers, and the measured choice against BLAS.
+"""Products of one compute block vectorised along its rows, for small layers; the choice against BLAS.
 
-Two of a block's five products reduce over the short visible dimension n and write a
-hidden-layer array ``(s, rows)``: the forward ``a2ᵀ = W1 · xᵀ`` and the back-propagated
-error ``eᵀ = W2ᵀ · δ3ᵀ``.  Both are ``out = B · Aᵀ`` with A (rows, n) and B (s, n) contiguous
-along n, which :func:`tiled_abt` computes as 4 x 4 tiles of dot products: sixteen
-accumulators that stay in registers while the loop over n streams four rows of A and four
-of B (LLVM vectorises that loop; eight loads feed sixteen FMAs).
+Layout.  The tiled path keeps a block in the hidden kernels' transposed layout end to
+end: the block x (rows, n) is transposed once into xᵀ (n, rows), and every product is one
+of two forms whose vectors run along the block's rows:
+
+- :func:`rows_product`, ``out (p, rows) = B (p, k) · Aᵀ (k, rows)``: a weight broadcast times
+  a vector of rows, FMA'd into the output; four outputs and four k at a time, so each
+  loaded vector feeds sixteen FMAs and no output ends in a horizontal sum (what sank the
+  earlier 4 x 4 dot-product tiles: 16 horizontal sums per 8 FMAs per accumulator).  It
+  runs the forward product a2ᵀ = W1·xᵀ, the decoder z3ᵀ = b2 + W2·a2ᵀ (bias folded in)
+  and the back-propagated error eᵀ = W2ᵀ·δ3ᵀ.
+- :func:`row_dots`, ``out (p, q) = A (p, rows) · B (q, rows)ᵀ``: the weight gradients
+  Σ δ3 a2ᵀ and Σ [e; g] xᵀ, dot products several hundred rows long (one horizontal sum
+  each, cheap at that length).
+
+The elementwise kernels of :mod:`streamae.compute.kernels` run unchanged between them (the
+output kernel is elementwise, so it runs on the transposed z3ᵀ and xᵀ; see
+:mod:`streamae.compute.passes`).  Nothing here knows the activation.
 
 Whether that beats OpenBLAS is measured, not assumed: :data:`MEASURED` holds one run of
-``python benchmarks/bench_kernels.py`` (one core, 512-row blocks, best of 15 x 50 calls,
-float32, the host busy: load average ~6), and :func:`use_tiled` follows it.  On this
-machine OpenBLAS won at every shape measured, so BLAS stays the default everywhere; the
-tiled path exists, is tested on both sides of the choice, and is re-measured by the
-benchmark (``--products tiled`` forces it).  What limits it: the sixteen horizontal sums
-at the end of every tile, ~6 instructions each against the 8 FMAs per accumulator that
-n = 64 gives with 8-lane vectors (LLVM emits 256-bit vectors here).
+``python benchmarks/bench_kernels.py`` and :func:`use_tiled` follows it.
 """
 
 from __future__ import annotations
 
 from numba import njit
 
-from streamae.compute.kernels import KERNEL_OPTIONS
+from streamae.compute.kernels import KERNEL_OPTIONS, STRICT_OPTIONS
 
 PRODUCTS = ("auto", "blas", "tiled")
 
@@ -69,56 +74,104 @@ def use_tiled(n_visible: int, n_hidden: int, products: str = "auto") -> bool:
     return n_visible * n_hidden <= TILED_MAX_NS
 
 
-@njit(**KERNEL_OPTIONS)
-def tiled_abt(A, B, out):
-    """out (s, rows) <- B (s, k) · A (rows, k)ᵀ, in 4 x 4 register tiles.
+# Product-only kernels: no activation here (the elementwise kernels own those).
+# rows_product keeps Numba's strict float order per output, only contracting a·b + c into
+# one FMA ("contract"): each output is still summed over k in one fixed order, so the
+# result is a fixed function of the inputs (bitwise repeatable), and an FMA rounds once
+# where a multiply and an add round twice, so it is never less accurate than the float64
+# twin's tolerance (1e-12) allows.
+PRODUCT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"contract"}}
 
-    A and B are C-contiguous along k; out is written whole (no accumulation).  Any rows,
-    s and k (the edges run as single dot products).  Each output is one dot product over
-    k in a fixed order, so the result is a fixed function of the inputs.
+
+@njit(**PRODUCT_OPTIONS)
+def rows_product(B, AT, bias, out):
+    """out (p, rows) <- bias[:, None] + B (p, k) · AT (k, rows), vectorised along rows.
+
+    AT is the other factor stored transposed, one contiguous row per k; bias is (p,) or
+    (0,) for none.  Four output rows are updated together, four k at a time, so each
+    vector of AT loaded feeds sixteen FMAs (broadcast weight times a vector of rows) and
+    no output needs a horizontal sum.  Any p, k and rows (edges run one row or one k at
+    a time).  Each output is summed over k in increasing order.
     """
-    rows, k_len = A.shape
-    s = B.shape[0]
-    zero = A.dtype.type(0.0)
-    row_end = rows - rows % 4
-    hidden_end = s - s % 4
-    for i in range(0, row_end, 4):
-        a0, a1, a2, a3 = A[i], A[i + 1], A[i + 2], A[i + 3]
-        for j in range(0, hidden_end, 4):
-            b0, b1, b2, b3 = B[j], B[j + 1], B[j + 2], B[j + 3]
-            c00 = c01 = c02 = c03 = zero
-            c10 = c11 = c12 = c13 = zero
-            c20 = c21 = c22 = c23 = zero
-            c30 = c31 = c32 = c33 = zero
+    p, k_len = B.shape
+    rows = AT.shape[1]
+    with_bias = bias.shape[0] == p
+    zero = out.dtype.type(0.0)
+    j = 0
+    while j < p:
+        wide = j + 4 <= p
+        for q in range(4 if wide else 1):
+            start = bias[j + q] if with_bias else zero
+            target = out[j + q]
+            for r in range(rows):
+                target[r] = start
+        if wide:
+            o0, o1, o2, o3 = out[j], out[j + 1], out[j + 2], out[j + 3]
+            k = 0
+            while k + 4 <= k_len:
+                x0, x1, x2, x3 = AT[k], AT[k + 1], AT[k + 2], AT[k + 3]
+                w00, w01, w02, w03 = B[j, k], B[j, k + 1], B[j, k + 2], B[j, k + 3]
+                w10, w11, w12, w13 = B[j + 1, k], B[j + 1, k + 1], B[j + 1, k + 2], B[j + 1, k + 3]
+                w20, w21, w22, w23 = B[j + 2, k], B[j + 2, k + 1], B[j + 2, k + 2], B[j + 2, k + 3]
+                w30, w31, w32, w33 = B[j + 3, k], B[j + 3, k + 1], B[j + 3, k + 2], B[j + 3, k + 3]
+                for r in range(rows):
+                    a0, a1, a2, a3 = x0[r], x1[r], x2[r], x3[r]
+                    o0[r] = o0[r] + w00 * a0 + w01 * a1 + w02 * a2 + w03 * a3
+                    o1[r] = o1[r] + w10 * a0 + w11 * a1 + w12 * a2 + w13 * a3
+                    o2[r] = o2[r] + w20 * a0 + w21 * a1 + w22 * a2 + w23 * a3
+                    o3[r] = o3[r] + w30 * a0 + w31 * a1 + w32 * a2 + w33 * a3
+                k += 4
+            while k < k_len:
+                x0 = AT[k]
+                w0, w1, w2, w3 = B[j, k], B[j + 1, k], B[j + 2, k], B[j + 3, k]
+                for r in range(rows):
+                    a0 = x0[r]
+                    o0[r] = o0[r] + w0 * a0
+                    o1[r] = o1[r] + w1 * a0
+                    o2[r] = o2[r] + w2 * a0
+                    o3[r] = o3[r] + w3 * a0
+                k += 1
+            j += 4
+        else:
+            o0 = out[j]
             for k in range(k_len):
-                x0, x1, x2, x3 = a0[k], a1[k], a2[k], a3[k]
-                w0, w1, w2, w3 = b0[k], b1[k], b2[k], b3[k]
-                c00 += x0 * w0
-                c01 += x0 * w1
-                c02 += x0 * w2
-                c03 += x0 * w3
-                c10 += x1 * w0
-                c11 += x1 * w1
-                c12 += x1 * w2
-                c13 += x1 * w3
-                c20 += x2 * w0
-                c21 += x2 * w1
-                c22 += x2 * w2
-                c23 += x2 * w3
-                c30 += x3 * w0
-                c31 += x3 * w1
-                c32 += x3 * w2
-                c33 += x3 * w3
-            out[j, i], out[j + 1, i], out[j + 2, i], out[j + 3, i] = c00, c01, c02, c03
-            out[j, i + 1], out[j + 1, i + 1], out[j + 2, i + 1], out[j + 3, i + 1] = c10, c11, c12, c13
-            out[j, i + 2], out[j + 1, i + 2], out[j + 2, i + 2], out[j + 3, i + 2] = c20, c21, c22, c23
-            out[j, i + 3], out[j + 1, i + 3], out[j + 2, i + 3], out[j + 3, i + 3] = c30, c31, c32, c33
-        for j in range(hidden_end, s):
-            for r in range(4):
-                out[j, i + r] = _dot(A[i + r], B[j])
-    for i in range(row_end, rows):
-        for j in range(s):
-            out[j, i] = _dot(A[i], B[j])
+                x0 = AT[k]
+                w0 = B[j, k]
+                for r in range(rows):
+                    o0[r] = o0[r] + w0 * x0[r]
+            j += 1
+
+
+@njit(**KERNEL_OPTIONS)
+def row_dots(A, B, out):
+    """out (p, q) <- A (p, rows) · B (q, rows)ᵀ: dot products along the long rows.
+
+    The weight gradients of a block (Σ over its rows) in the transposed layout: each
+    output is one dot product over the rows, vectorised with ``reassoc`` (one horizontal
+    sum per output, per several hundred rows), two outputs of A by two of B per sweep so
+    each loaded vector feeds two FMAs.  The summation order is fixed by the compiled
+    loop, so the result is bitwise repeatable.
+    """
+    p, rows = A.shape
+    q = B.shape[0]
+    zero = out.dtype.type(0.0)
+    for i in range(0, p - p % 2, 2):
+        a0, a1 = A[i], A[i + 1]
+        for j in range(0, q - q % 2, 2):
+            b0, b1 = B[j], B[j + 1]
+            c00 = c01 = c10 = c11 = zero
+            for r in range(rows):
+                c00 += a0[r] * b0[r]
+                c01 += a0[r] * b1[r]
+                c10 += a1[r] * b0[r]
+                c11 += a1[r] * b1[r]
+            out[i, j], out[i, j + 1], out[i + 1, j], out[i + 1, j + 1] = c00, c01, c10, c11
+        if q % 2:
+            out[i, q - 1] = _dot(a0, B[q - 1])
+            out[i + 1, q - 1] = _dot(a1, B[q - 1])
+    if p % 2:
+        for j in range(q):
+            out[p - 1, j] = _dot(A[p - 1], B[j])
 
 
 @njit(**KERNEL_OPTIONS)
@@ -128,3 +181,31 @@ def _dot(a, b):
     for k in range(a.shape[0]):
         total += a[k] * b[k]
     return total
+
+
+@njit(**KERNEL_OPTIONS)
+def add_row_sums(block, total):
+    """total (p,) float64 += the row sums of block (p, rows), each summed in float64."""
+    for i in range(block.shape[0]):
+        row = block[i]
+        t = 0.0
+        for r in range(row.shape[0]):
+            t += row[r]
+        total[i] += t
+
+
+# Rows of a transpose tile: 16 rows of x are read (n values each, contiguous) while 16
+# consecutive entries of each of xᵀ's rows are written, so both sides touch few lines.
+TRANSPOSE_ROWS = 16
+
+
+@njit(**STRICT_OPTIONS)
+def transpose_into(x, xt):
+    """xt (n, rows) <- x (rows, n)ᵀ, in tiles of TRANSPOSE_ROWS rows."""
+    rows, n = x.shape
+    for first in range(0, rows, TRANSPOSE_ROWS):
+        last = min(rows, first + TRANSPOSE_ROWS)
+        for k in range(n):
+            target = xt[k]
+            for r in range(first, last):
+                target[r] = x[r, k]
