@@ -47,19 +47,20 @@ def accumulator_layout(n, s):
 
 
 @njit(**STRICT_OPTIONS)
-def forward_pass(x, W1, b1, block_rows, hidden_buffer, sum_a2, cache, tiled, transposed):
+def forward_pass(x, W1, b1, block_rows, hidden_buffer, sum_a2, cache):
     """Pass 1: Σ a2 over the rows x (rows, n) into sum_a2 (s,) float64.
 
     hidden_buffer: (>= s·block_rows,) scratch.  cache: (s·rows,) to keep every block's
     a2 (transposed, block after block) for the in-core scheme, or (0,) to keep nothing.
-    tiled: the forward product by :func:`streamae.compute.small.rows_product` on the
-    block transposed into ``transposed`` (>= n·block_rows,), not BLAS.
+    The product is OpenBLAS's for every layer size: the row-vectorised one needs the
+    block transposed first, and with that transpose it lost at every shape measured
+    (benchmarks/bench_kernels.py, "same + transpose"); the gradient pass's tiled path
+    transposes x anyway, for the output layer.
     """
-    rows, n = x.shape
+    rows = x.shape[0]
     s = W1.shape[0]
     keep = cache.shape[0] > 0
     no_slope = np.empty((0, 1), dtype=x.dtype)
-    no_bias = np.empty(0, dtype=x.dtype)
     for first in range(0, rows, block_rows):
         count = min(block_rows, rows - first)
         xb = x[first : first + count]
@@ -67,12 +68,7 @@ def forward_pass(x, W1, b1, block_rows, hidden_buffer, sum_a2, cache, tiled, tra
             a2t = cache[s * first : s * (first + count)].reshape(s, count)
         else:
             a2t = hidden_buffer[: s * count].reshape(s, count)
-        if tiled:
-            xt = transposed[: n * count].reshape(n, count)
-            transpose_into(xb, xt)
-            rows_product(W1, xt, no_bias, a2t)
-        else:
-            np.dot(W1, xb.T, a2t)
+        np.dot(W1, xb.T, a2t)
         hidden_forward(a2t, b1, no_slope, sum_a2, sum_a2)
 
 

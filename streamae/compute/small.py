@@ -63,7 +63,7 @@ TILED_MAX_NS = crossover(MEASURED)
 
 
 def use_tiled(n_visible: int, n_hidden: int, products: str = "auto") -> bool:
-    """Whether the register-tiled kernels run the n-reducing products of this layer size.
+    """Whether the row-vectorised block (the passes' tiled path) runs this layer size.
 
     ``products``: "auto" (the measured crossover, :data:`TILED_MAX_NS`), "blas" or "tiled".
     """
