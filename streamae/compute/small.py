@@ -5,21 +5,36 @@ end: the block x (rows, n) is transposed once into xᵀ (n, rows), and every pro
 of two forms whose vectors run along the block's rows:
 
 - :func:`rows_product`, ``out (p, rows) = B (p, k) · Aᵀ (k, rows)``: a weight broadcast times
-  a vector of rows, FMA'd into the output; four outputs and four k at a time, so each
-  loaded vector feeds sixteen FMAs and no output ends in a horizontal sum (what sank the
+  a vector of rows, FMA'd into the output; four outputs and four k at a time, so four
+  loaded vectors feed sixteen FMAs and no output ends in a horizontal sum (what sank the
   earlier 4 x 4 dot-product tiles: 16 horizontal sums per 8 FMAs per accumulator).  It
-  runs the forward product a2ᵀ = W1·xᵀ, the decoder z3ᵀ = b2 + W2·a2ᵀ (bias folded in)
-  and the back-propagated error eᵀ = W2ᵀ·δ3ᵀ.
-- :func:`row_dots`, ``out (p, q) = A (p, rows) · B (q, rows)ᵀ``: the weight gradients
-  Σ δ3 a2ᵀ and Σ [e; g] xᵀ, dot products several hundred rows long (one horizontal sum
-  each, cheap at that length).
+  runs the gradient pass's forward product a2ᵀ = W1·xᵀ, the decoder z3ᵀ = b2 + W2·a2ᵀ
+  (bias folded in) and the back-propagated error eᵀ = W2ᵀ·δ3ᵀ.
+- :func:`row_dots`, ``out (p, q) = A (p, rows) · B (q, rows)ᵀ``: the weight gradient
+  Σ δ3 a2ᵀ, dot products several hundred rows long (one horizontal sum each, cheap at
+  that length).  Σ [e; g] xᵀ stays with OpenBLAS (x is at hand row-major, an ordinary
+  GEMM there, and OpenBLAS ran it faster), and so does pass 1's forward product (it
+  would need the transpose for itself alone).
 
 The elementwise kernels of :mod:`streamae.compute.kernels` run unchanged between them (the
 output kernel is elementwise, so it runs on the transposed z3ᵀ and xᵀ; see
 :mod:`streamae.compute.passes`).  Nothing here knows the activation.
 
 Whether that beats OpenBLAS is measured, not assumed: :data:`MEASURED` holds one run of
-``python benchmarks/bench_kernels.py`` and :func:`use_tiled` follows it.
+``python benchmarks/bench_kernels.py`` (2026-11-30, one core, 640-row blocks, float32,
+medians in rotation; load average 2.4 while the shapes ran, 12 during the last one) and
+:func:`use_tiled` follows it.  Product by product the row-vectorised kernels are level
+with OpenBLAS for case (a) (n = 64, s = 25: W1·xᵀ 66 against 73 GFLOP/s, W2ᵀ·δ3ᵀ 75
+against 71, Σ δ3 a2ᵀ 76 against 60; an earlier run 60/57, 60/61, 69/49) and ahead for
+the smallest layers (16 x 25: 46/39, 48/40), but behind from n·s ~ 4000 on (OpenBLAS's
+512-bit kernels reach 100-135 there).  What the whole block loses is the transpose of x
+(15 us a 640 x 64 block, a fifth of the products' time): the tiled block ran case (a)
+at 0.93x BLAS (0.89x in the earlier run) and won only at 16 x 25 (1.09x, 1.36x), so
+``auto`` takes it only up to n·s = 400.  Two limits found on the way: Numba's LLVM
+tunes this CPU for 256-bit vectors (a per-function ``"prefer-vector-width"="512"``
+made rows_product use zmm and ~10% faster, not adopted: it needs an llvmlite attribute
+hack), and the loop vectoriser keeps each output's four FMAs a dependent chain (the
+4 x 4 tile was the fastest of those tried, see :func:`_four_rows`).
 """
 
 from __future__ import annotations
@@ -30,22 +45,24 @@ from streamae.compute.kernels import KERNEL_OPTIONS, STRICT_OPTIONS
 
 PRODUCTS = ("auto", "blas", "tiled")
 
-# bench_kernels.py, 2026-11-30 (busy host): GFLOP/s of out = B·Aᵀ, A (512, n), B (s, n),
-# one core, as (n, s): (tiled, OpenBLAS).
+# bench_kernels.py, 2026-11-30 (load average 2.4, the last shape 12): GFLOP/s (10·rows·n·s)
+# of one single-pass gradient pass over 8 blocks of 640 rows, one core, float32, as
+# (n, s): (tiled, OpenBLAS).  The whole block, not one product: that is what the choice
+# switches.
 MEASURED = {
-    (64, 25): (53.5, 72.6),
-    (64, 64): (49.5, 108.1),
-    (64, 100): (32.6, 120.5),
-    (128, 50): (41.0, 103.1),
-    (192, 400): (38.4, 82.3),
-    (784, 196): (38.1, 77.0),
-    (32, 16): (37.6, 59.2),
-    (16, 25): (14.6, 43.5),
+    (16, 25): (26.0, 23.8),
+    (32, 16): (34.8, 39.1),
+    (64, 25): (41.4, 44.5),
+    (64, 64): (52.0, 65.1),
+    (64, 100): (49.5, 65.3),
+    (128, 50): (43.6, 57.6),
+    (192, 400): (56.1, 80.3),
+    (784, 196): (47.0, 88.1),
 }
 
 
 def crossover(measured: dict) -> int:
-    """The largest n·s up to which the tiled kernel beat BLAS at every measured shape.
+    """The largest n·s up to which the tiled block beat BLAS at every measured shape.
 
     Shapes are taken in order of n·s and the walk stops at the first BLAS win, so one
     noisy sample among large layers cannot switch small ones over (0: tiled nowhere).
