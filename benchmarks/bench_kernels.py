@@ -1,13 +1,21 @@
-"""Re-measure the BLAS / register-tiled crossover of streamae.compute.small.
+"""Re-measure the BLAS / row-vectorised crossover of streamae.compute.small.
 
-Run:  python benchmarks/bench_kernels.py [--rows 512] [--rounds 15] [--shapes 64x25,784x196,...]
+Run:  python benchmarks/bench_kernels.py [--rows 640] [--rounds 21] [--shapes 64x25,784x196,...]
 
-For each layer shape (n x s) it times out = B·Aᵀ, A (rows, n), B (s, n), on one core:
-OpenBLAS (np.dot inside Numba, as the passes call it) and ``small.tiled_abt``, taken in
-rotation, best of ``rounds`` x 50 calls.  Then one single-pass evaluation of case (a)
-(10^5 x 64 -> 25 in memory, the lanes at --threads) with each choice.  It prints the
-``MEASURED`` table to paste into streamae/compute/small.py and the crossover it implies.
-About 30 s.
+One core (Numba and OpenBLAS at one thread), float32, every contender taken in rotation,
+medians of ``rounds`` x ``calls`` calls, the load average recorded before and after.  For
+each layer shape (n x s):
+
+- the products of one compute block of ``rows`` rows, row-vectorised (compute/small.py)
+  against OpenBLAS called as the BLAS path calls it: the forward product W1·xᵀ (with and
+  without the transpose of x it needs), the error W2ᵀ·δ3ᵀ and the weight gradient Σ δ3 a2ᵀ;
+- one single-pass gradient pass over 8 compute blocks, ``products="tiled"`` against
+  ``"blas"`` (the whole block: products, transposes, the same elementwise kernels), in
+  GFLOP/s of 10·rows·n·s.  This is what ``MEASURED`` holds and the crossover follows.
+
+Then one full evaluation of case (a) (--eval-rows x 64 -> 25 in memory, one core) by
+single-pass and in-core through make_objective with each product choice.  It prints the
+``MEASURED`` table to paste into streamae/compute/small.py.  About 2 minutes.
 """
 
 from __future__ import annotations
@@ -22,66 +30,100 @@ from common import machine, save_json, table
 SHAPES = "16x25,32x16,64x25,64x64,64x100,128x50,192x400,784x196"
 
 
+def _rotate(contenders: dict, rounds: int, calls: int) -> dict:
+    """Median seconds per call of each ``name -> fn(calls)``, in rotation."""
+    times = {name: [] for name in contenders}
+    names = list(contenders)
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            started = time.perf_counter()
+            contenders[name](calls)
+            times[name].append((time.perf_counter() - started) / calls)
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=512, help="rows of a compute block")
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rows", type=int, default=640, help="rows of a compute block")
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--shapes", default=SHAPES, help="comma-separated n x s")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--eval-rows", type=int, default=1_000_000)
+    parser.add_argument("--eval-rounds", type=int, default=7)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    from numba import njit
+    import numba
     from threadpoolctl import threadpool_limits
 
-    from streamae.compute import small
-    from streamae.compute.lanes import SingleThreadedBlas  # noqa: F401 - loads SciPy's BLAS
-
-    @njit(nogil=True)
-    def blas_times(A, B, out, times):
-        for _ in range(times):
-            np.dot(B, A.T, out)
-
-    @njit(nogil=True)
-    def tiled_times(A, B, out, times):
-        for _ in range(times):
-            small.tiled_abt(A, B, out)
-
-    load = os.getloadavg()
-    rng = np.random.default_rng(0)
-    measured, rows = {}, []
+    numba.set_num_threads(1)
+    load_before = os.getloadavg()
+    measured, product_rows, block_rows = {}, [], []
     with threadpool_limits(1, user_api="blas"):
         for shape in args.shapes.split(","):
             n, s = (int(v) for v in shape.split("x"))
-            A = rng.random((args.rows, n), dtype=np.float32)
-            B = rng.random((s, n), dtype=np.float32)
-            out = np.empty((s, args.rows), dtype=np.float32)
-            best = {"tiled": np.inf, "blas": np.inf}
-            kernels = {"tiled": tiled_times, "blas": blas_times}
-            for kernel in kernels.values():
-                kernel(A, B, out, 1)
-            for round_ in range(args.rounds):
-                for name in ("tiled", "blas") if round_ % 2 == 0 else ("blas", "tiled"):
-                    started = time.perf_counter()
-                    kernels[name](A, B, out, 50)
-                    best[name] = min(best[name], (time.perf_counter() - started) / 50)
+            products = _products(n, s, args.rows, args.rounds, args.calls)
             flops = 2.0 * args.rows * n * s
-            rates = (flops / best["tiled"] / 1e9, flops / best["blas"] / 1e9)
-            measured[(n, s)] = rates
-            rows.append([f"{n}x{s}", f"{rates[0]:.1f}", f"{rates[1]:.1f}", f"{rates[0] / rates[1]:.2f}"])
+            rate = {name: flops / seconds / 1e9 for name, seconds in products.items()}
+            product_rows.append(
+                [f"{n}x{s}"]
+                + [
+                    f"{rate[a]:.1f} / {rate[b]:.1f}"
+                    for a, b in (
+                        ("forward", "forward BLAS"),
+                        ("transpose+forward", "forward BLAS"),
+                        ("error", "error BLAS"),
+                        ("dW2", "dW2 BLAS"),
+                    )
+                ]
+                + [f"{products['transpose'] * 1e6:.1f}"]
+            )
+            block = _block(n, s, args.rows, args.rounds)
+            block_rate = {k: 10.0 * 8 * args.rows * n * s / v / 1e9 for k, v in block.items()}
+            measured[(n, s)] = (block_rate["tiled"], block_rate["blas"])
+            block_rows.append(
+                [
+                    f"{n}x{s}",
+                    f"{block_rate['tiled']:.1f}",
+                    f"{block_rate['blas']:.1f}",
+                    f"{block_rate['tiled'] / block_rate['blas']:.2f}",
+                ]
+            )
+            print(f"{n}x{s} done, load {os.getloadavg()[0]:.2f}", flush=True)
+    from streamae.compute import small
+
     crossover = small.crossover(measured)
-    evaluation = _evaluation(args.threads)
-    text = table(rows, ["n x s", "tiled GFLOP/s", "OpenBLAS GFLOP/s", "tiled / BLAS"])
-    print(
-        f"load average {load[0]:.2f} (before), {os.getloadavg()[0]:.2f} (after); "
-        f"{args.rows}-row blocks, one core"
+    load_mid = os.getloadavg()
+    evaluation = _evaluation(args.eval_rows, args.eval_rounds)
+    load_after = os.getloadavg()
+    products_text = table(
+        product_rows,
+        [
+            "n x s",
+            "W1·xᵀ row-vec / BLAS",
+            "same + transpose / BLAS",
+            "W2ᵀ·δ3ᵀ row-vec / BLAS",
+            "Σ δ3 a2ᵀ row_dots / BLAS",
+            "transpose x (us)",
+        ],
     )
-    print(text)
+    block_text = table(block_rows, ["n x s", "tiled GFLOP/s", "BLAS GFLOP/s", "tiled / BLAS"])
+    eval_rows = [
+        [scheme, products, f"{seconds * 1e3:.1f}", f"{10.0 * args.eval_rows * 64 * 25 / seconds / 1e9:.1f}"]
+        for (scheme, products), seconds in evaluation.items()
+    ]
+    eval_text = table(eval_rows, ["scheme", "products", "ms / evaluation (median)", "GFLOP/s"])
+    print(
+        f"load average (1 min) {load_before[0]:.2f} before, {load_mid[0]:.2f} after the shapes, "
+        f"{load_after[0]:.2f} after the evaluations; {args.rows}-row blocks, one core, float32"
+    )
+    print("\nProducts of one block, GFLOP/s (2·rows·n·s each), row-vectorised / OpenBLAS:")
+    print(products_text)
+    print("\nOne single-pass gradient pass over 8 blocks (10·rows·n·s):")
+    print(block_text)
     print(f"crossover: tiled where n*s <= {crossover} (0: nowhere; small.crossover's rule)")
-    print(
-        "case (a) single-pass evaluation of 10^5 rows in memory: "
-        + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in evaluation.items())
-    )
+    print(f"\nCase (a), {args.eval_rows} x 64 -> 25 in memory, one core, one evaluation:")
+    print(eval_text)
     print("MEASURED = {")
     for (n, s), (t, b) in measured.items():
         print(f"    ({n}, {s}): ({t:.1f}, {b:.1f}),")
@@ -89,46 +131,144 @@ def main() -> None:
     result = {
         "machine": machine(),
         "args": vars(args),
+        "load_average": [load_before, load_mid, load_after],
         "measured": {f"{n}x{s}": v for (n, s), v in measured.items()},
         "crossover_ns": crossover,
-        "evaluation_seconds": evaluation,
-        "table": text,
+        "evaluation_seconds": {f"{k[0]} {k[1]}": v for k, v in evaluation.items()},
+        "tables": [products_text, block_text, eval_text],
     }
     print(f"JSON: {save_json(result, args.json, 'kernels')}")
 
 
-def _evaluation(threads: int, rounds: int = 7) -> dict:
-    """Median seconds of one single-pass evaluation of case (a) with each product choice."""
-    import numba
+def _products(n: int, s: int, rows: int, rounds: int, calls: int) -> dict:
+    """Median seconds of each product of one block, row-vectorised and by OpenBLAS."""
+    from numba import njit
 
+    from streamae.compute import small
+    from streamae.compute.lanes import SingleThreadedBlas  # noqa: F401 - loads SciPy's BLAS
+
+    @njit(nogil=True)
+    def blas_abt(B, A, out, times):  # out = B · Aᵀ, as the BLAS path calls it
+        for _ in range(times):
+            np.dot(B, A.T, out)
+
+    @njit(nogil=True)
+    def blas_atb(A, B, out, times):  # out = Aᵀ · Bᵀ (dW2 = δ3ᵀ a2 from z3 (rows, n), a2ᵀ (s, rows))
+        for _ in range(times):
+            np.dot(A.T, B.T, out)
+
+    @njit(nogil=True)
+    def rows_times(B, AT, bias, out, times):
+        for _ in range(times):
+            small.rows_product(B, AT, bias, out)
+
+    @njit(nogil=True)
+    def transpose_rows_times(B, A, AT, bias, out, times):
+        for _ in range(times):
+            small.transpose_into(A, AT)
+            small.rows_product(B, AT, bias, out)
+
+    @njit(nogil=True)
+    def transpose_times(A, AT, times):
+        for _ in range(times):
+            small.transpose_into(A, AT)
+
+    @njit(nogil=True)
+    def dots_times(A, B, out, times):
+        for _ in range(times):
+            small.row_dots(A, B, out)
+
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    x = rng.random((rows, n), dtype=f32)
+    xt = np.ascontiguousarray(x.T)
+    W1 = rng.random((s, n), dtype=f32)
+    W2 = rng.random((n, s), dtype=f32)
+    W2T = np.ascontiguousarray(W2.T)
+    z3 = rng.random((rows, n), dtype=f32)
+    z3t = np.ascontiguousarray(z3.T)
+    a2t = rng.random((s, rows), dtype=f32)
+    hidden = np.empty((s, rows), dtype=f32)
+    small_out = np.empty((n, s), dtype=f32)
+    scratch = np.empty((n, rows), dtype=f32)
+    none = np.empty(0, dtype=f32)
+    contenders = {
+        "forward": lambda c: rows_times(W1, xt, none, hidden, c),
+        "transpose+forward": lambda c: transpose_rows_times(W1, x, scratch, none, hidden, c),
+        "forward BLAS": lambda c: blas_abt(W1, x, hidden, c),
+        "error": lambda c: rows_times(W2T, z3t, none, hidden, c),
+        "error BLAS": lambda c: blas_abt(W2T, z3, hidden, c),
+        "dW2": lambda c: dots_times(z3t, a2t, small_out, c),
+        "dW2 BLAS": lambda c: blas_atb(z3, a2t, small_out, c),
+        "transpose": lambda c: transpose_times(x, scratch, c),
+    }
+    for run in contenders.values():
+        run(1)
+    return _rotate(contenders, rounds, calls)
+
+
+def _block(n: int, s: int, rows: int, rounds: int) -> dict:
+    """Median seconds of one single-pass gradient pass over 8 compute blocks, each choice."""
     from streamae.compute.parameters import Hyperparameters, initialize
     from streamae.compute.schemes import make_objective
     from streamae.io.patchfile import ArrayPatches
 
-    numba.set_num_threads(threads)
-    X = np.random.default_rng(1).uniform(0.1, 0.9, size=(100_000, 64)).astype(np.float32)
+    X = np.random.default_rng(1).uniform(0.1, 0.9, size=(8 * rows, n)).astype(np.float32)
+    theta = initialize(n, s, 0)
+    objectives = {}
+    for products in ("tiled", "blas"):
+        objective = make_objective(
+            ArrayPatches(X),
+            Hyperparameters(hidden=s),
+            n_visible=n,
+            scheme="single-pass",
+            compute_rows=rows,
+            threads=1,
+            products=products,
+        )
+        objective._load_parameters(theta)
+        objectives[products] = objective
+
+    def run(objective, calls: int) -> None:
+        for _ in range(calls):
+            objective._gradient_visit(0, X, True, objective.no_cache)
+
+    contenders = {name: (lambda c, o=o: run(o, c)) for name, o in objectives.items()}
+    for contender in contenders.values():
+        contender(1)
+    result = _rotate(contenders, rounds, 10)
+    for objective in objectives.values():
+        objective.close()
+    return result
+
+
+def _evaluation(rows: int, rounds: int) -> dict:
+    """Median seconds of one evaluation of case (a), single-pass and in-core, each choice."""
+    from streamae.compute.parameters import Hyperparameters, initialize
+    from streamae.compute.schemes import make_objective
+    from streamae.io.patchfile import ArrayPatches
+
+    X = np.random.default_rng(1).uniform(0.1, 0.9, size=(rows, 64)).astype(np.float32)
     theta = initialize(64, 25, 0)
     objectives = {
-        products: make_objective(
+        (scheme, products): make_objective(
             ArrayPatches(X, block_rows=32768),
             Hyperparameters(),
             n_visible=64,
-            scheme="single-pass",
+            scheme=scheme,
             products=products,
+            threads=1,
         )
+        for scheme in ("single-pass", "in-core")
         for products in ("blas", "tiled")
     }
-    times = {products: [] for products in objectives}
-    for objective in objectives.values():
-        objective(theta)
-    for round_ in range(rounds):
-        for products in ("blas", "tiled") if round_ % 2 == 0 else ("tiled", "blas"):
-            started = time.perf_counter()
-            objectives[products](theta)
-            times[products].append(time.perf_counter() - started)
+    contenders = {key: (lambda c, o=o: [o(theta) for _ in range(c)]) for key, o in objectives.items()}
+    for contender in contenders.values():
+        contender(1)
+    result = _rotate(contenders, rounds, 1)
     for objective in objectives.values():
         objective.close()
-    return {products: float(np.median(values)) for products, values in times.items()}
+    return result
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The register-tiled products (compute/small.py) and the BLAS/tiled choice, on both sides.
+"""The row-vectorised products (compute/small.py) and the BLAS/tiled choice, on both sides.
 
 Every path is compared with the dense NumPy twin (tests/naive.py) in float64, checked by
 central differences, and run twice to be bitwise repeatable.
@@ -22,28 +22,73 @@ def relative(a, b) -> float:
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(b))
 
 
-@pytest.mark.parametrize("rows", [1, 3, 4, 5, 17, 515])
-@pytest.mark.parametrize("k", [1, 7, 64, 65])
-@pytest.mark.parametrize("s", [1, 3, 4, 25, 26])
-def test_tiled_abt_is_b_times_a_transposed(rng, rows, k, s):
-    A = rng.normal(size=(rows, k))
-    B = rng.normal(size=(s, k))
-    out = np.full((s, rows), np.nan)
-    small.tiled_abt(A, B, out)
-    expected = B @ A.T
-    assert np.max(np.abs(out - expected)) <= 1e-12 * max(1.0, np.max(np.abs(expected))) * k
-    again = np.empty_like(out)
-    small.tiled_abt(A, B, again)
+SIZES = [1, 3, 4, 5, 7, 17, 33, 513]
+
+
+def assert_close_and_repeatable(kernel, args, out, expected, terms):
+    """out equals the float64 reference to 1e-12 (relative to its scale), twice bitwise."""
+    kernel(*args, out)
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    assert np.max(np.abs(out - expected)) <= 1e-12 * scale * max(1, terms)
+    again = np.full_like(out, np.nan)
+    kernel(*args, again)
     assert np.array_equal(out, again)  # bitwise repeatable
 
 
-def test_tiled_abt_in_float32_is_within_float32_rounding(rng):
-    A = rng.uniform(size=(300, 64)).astype(np.float32)
+@pytest.mark.parametrize("rows", SIZES)
+@pytest.mark.parametrize("k", [1, 7, 64, 65])
+@pytest.mark.parametrize("p", [1, 3, 4, 25, 26])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_rows_product_is_bias_plus_b_times_a_transposed(rng, rows, k, p, with_bias):
+    AT = rng.normal(size=(k, rows))
+    B = rng.normal(size=(p, k))
+    bias = rng.normal(size=p) if with_bias else np.empty(0)
+    expected = B @ AT + (bias[:, None] if with_bias else 0.0)
+    out = np.full((p, rows), np.nan)
+    assert_close_and_repeatable(small.rows_product, (B, AT, bias), out, expected, k)
+
+
+def test_rows_product_writes_into_strided_row_views(rng):
+    # The passes hand it reshaped slices of flat buffers; rows of out are contiguous.
+    AT = rng.normal(size=(9, 40))
+    B = rng.normal(size=(6, 9))
+    flat = np.full(6 * 33 + 5, np.nan)
+    out = flat[: 6 * 33].reshape(6, 33)
+    small.rows_product(B, AT[:, :33].copy(), np.empty(0), out)
+    assert np.allclose(out, B @ AT[:, :33], rtol=0, atol=1e-12)
+    assert np.isnan(flat[6 * 33 :]).all()  # nothing written past the block
+
+
+@pytest.mark.parametrize("rows", SIZES)
+@pytest.mark.parametrize(("p", "q"), [(1, 1), (3, 5), (4, 4), (25, 64), (50, 65), (65, 27)])
+def test_row_dots_is_a_times_b_transposed(rng, rows, p, q):
+    A = rng.normal(size=(p, rows))
+    B = rng.normal(size=(q, rows))
+    out = np.full((p, q), np.nan)
+    assert_close_and_repeatable(small.row_dots, (A, B), out, A @ B.T, rows)
+
+
+@pytest.mark.parametrize("rows", SIZES)
+@pytest.mark.parametrize("n", [1, 7, 16, 64, 65])
+def test_transpose_into_and_row_sums(rng, rows, n):
+    x = rng.normal(size=(rows, n))
+    xt = np.full((n, rows), np.nan)
+    small.transpose_into(x, xt)
+    assert np.array_equal(xt, x.T)
+    total = np.ones(n)
+    small.add_row_sums(xt, total)
+    assert np.allclose(total, 1.0 + x.sum(axis=0), rtol=1e-12, atol=1e-12)
+
+
+def test_kernels_in_float32_are_within_float32_rounding(rng):
+    AT = rng.uniform(size=(64, 300)).astype(np.float32)
     B = rng.normal(size=(25, 64)).astype(np.float32)
     out = np.empty((25, 300), dtype=np.float32)
-    small.tiled_abt(A, B, out)
-    expected = B.astype(np.float64) @ A.astype(np.float64).T
-    assert relative(out, expected) < 1e-6
+    small.rows_product(B, AT, np.empty(0, np.float32), out)
+    assert relative(out, B.astype(np.float64) @ AT.astype(np.float64)) < 1e-6
+    dots = np.empty((25, 64), dtype=np.float32)
+    small.row_dots(out, AT, dots)
+    assert relative(dots, out.astype(np.float64) @ AT.astype(np.float64).T) < 1e-6
 
 
 def test_the_choice_follows_the_measured_crossover(monkeypatch):
@@ -60,22 +105,28 @@ def test_the_choice_follows_the_measured_crossover(monkeypatch):
         small.use_tiled(8, 3, "fast")
 
 
-def problem(rng, n, s, rows, decoder):
+def problem(rng, n, s, rows, decoder, activation="sigmoid"):
     X = rng.uniform(0.05, 0.95, size=(rows, n))
-    hyper = Hyperparameters(hidden=s, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder)
+    hyper = Hyperparameters(hidden=s, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder, activation=activation)
     theta = initialize(n, s, seed=3)
     theta[2 * n * s :] = rng.normal(0.0, 0.3, size=s + n)
     return X, hyper, theta
 
 
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
 @pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
-@pytest.mark.parametrize(("n", "s", "compute_rows"), [(13, 7, 37), (64, 25, 100), (66, 27, 513)])
+@pytest.mark.parametrize(
+    ("n", "s", "compute_rows"),
+    [(13, 7, 1), (13, 7, 37), (64, 25, 100), (66, 27, 513), (17, 9, 7), (33, 30, 33)],
+)
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_both_sides_of_the_crossover_equal_the_dense_twin(
-    rng, monkeypatch, scheme, n, s, compute_rows, decoder
+    rng, monkeypatch, scheme, n, s, compute_rows, decoder, activation
 ):
-    X, hyper, theta = problem(rng, n, s, 1100, decoder)
-    J, grad, _ = dense_objective(theta, X, hidden=s, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder)
+    X, hyper, theta = problem(rng, n, s, 1100, decoder, activation)
+    J, grad, _ = dense_objective(
+        theta, X, hidden=s, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder, activation=activation
+    )
     # "auto" on either side of a crossover placed at this layer's n·s.
     for threshold, expect_tiled in ((n * s, True), (n * s - 1, False)):
         monkeypatch.setattr(small, "TILED_MAX_NS", threshold)
@@ -97,10 +148,11 @@ def test_both_sides_of_the_crossover_equal_the_dense_twin(
         assert first.cost == second.cost and np.array_equal(first.gradient, second.gradient)
 
 
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_tiled_gradient_matches_central_differences(rng, scheme):
+def test_tiled_gradient_matches_central_differences(rng, scheme, activation):
     n, s = 9, 5
-    X, hyper, theta = problem(rng, n, s, 43, "sigmoid")
+    X, hyper, theta = problem(rng, n, s, 43, "sigmoid", activation)
     objective = make_objective(
         ArrayPatches(X, block_rows=13), hyper, n_visible=n, dtype=np.float64, scheme=scheme, products="tiled"
     )

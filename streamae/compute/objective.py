@@ -161,7 +161,10 @@ class LaneBuffers:
     [δ2ᵀ; f′(z2)ᵀ] and z3/δ3; block_dW1 (2s, n) and block_dW2 (n, s) a block's weight
     gradients; acc the lane's float64 totals (:func:`streamae.compute.passes.accumulator_layout`);
     sum_a2 (s,) pass 1's total; discard (s,) a sink for sums a pass does not need;
-    column (n,) the output kernel's partial column sums.
+    column (n,) the output kernel's partial column sums.  The tiled path
+    (:mod:`streamae.compute.small`) also uses transposed (n·rows,) for xᵀ, row_buffer
+    (2·rows,) for the output kernel's zero bias and partial sums along the rows, and
+    row_sink (rows,) float64 for the sums it does not need.
     """
 
     def __init__(self, rows: int, n_visible: int, n_hidden: int, dtype: np.dtype) -> None:
@@ -172,6 +175,10 @@ class LaneBuffers:
         self.block_dW1 = np.empty((2 * s, n), dtype=dtype)
         self.block_dW2 = np.empty((n, s), dtype=dtype)
         self.acc = np.zeros(passes.accumulator_layout(n, s)[-1], dtype=np.float64)
+        # The tiled path's (compute/small.py): the block transposed, and two rows of scratch.
+        self.transposed = np.empty(n * rows, dtype=dtype)
+        self.row_buffer = np.empty(2 * rows, dtype=dtype)
+        self.row_sink = np.zeros(rows, dtype=np.float64)
         self.sum_a2 = np.zeros(s, dtype=np.float64)
         self.discard = np.zeros(s, dtype=np.float64)
         self.column = np.zeros(n, dtype=dtype)
@@ -225,7 +232,7 @@ class StreamedObjective:
         self.W1 = np.empty((s, n), dtype=self.dtype)
         self.W2 = np.empty((n, s), dtype=self.dtype)
         self.W2T = np.empty((s, n), dtype=self.dtype)
-        # BLAS or the register-tiled kernels for the products over n, by the measured
+        # BLAS or the row-vectorised block (compute/small.py), by the measured
         # crossover (compute/small.py) unless the caller forces one.
         self.tiled = use_tiled(n, s, products)
         self.b1 = np.empty(s, dtype=self.dtype)
@@ -311,7 +318,6 @@ class StreamedObjective:
             b.hidden,
             b.sum_a2,
             self.no_cache,
-            self.tiled,
         )
 
     def _gradient_visit(self, lane: int, x: np.ndarray, single: bool, cache: np.ndarray) -> None:
@@ -338,6 +344,9 @@ class StreamedObjective:
             b.block_dW2,
             b.discard,
             b.column,
+            b.transposed,
+            b.row_buffer,
+            b.row_sink,
             b.acc,
         )
 

@@ -24,7 +24,7 @@ from streamae.compute.kernels import (
     output_backward,
     slope_of,
 )
-from streamae.compute.small import tiled_abt
+from streamae.compute.small import add_row_sums, row_dots, rows_product, transpose_into
 
 
 @njit(**STRICT_OPTIONS)
@@ -47,13 +47,16 @@ def accumulator_layout(n, s):
 
 
 @njit(**STRICT_OPTIONS)
-def forward_pass(x, W1, b1, activation, block_rows, hidden_buffer, sum_a2, cache, tiled):
+def forward_pass(x, W1, b1, activation, block_rows, hidden_buffer, sum_a2, cache):
     """Pass 1: Σ a2 over the rows x (rows, n) into sum_a2 (s,) float64.
 
     activation: the hidden nonlinearity's flag (``kernels.SIGMOID`` or ``kernels.TANH``).
     hidden_buffer: (>= s·block_rows,) scratch.  cache: (s·rows,) to keep every block's
     a2 (transposed, block after block) for the in-core scheme, or (0,) to keep nothing.
-    tiled: the forward product by :func:`streamae.compute.small.tiled_abt`, not BLAS.
+    The product is OpenBLAS's for every layer size: the row-vectorised one needs the
+    block transposed first, and with that transpose it lost at every shape measured
+    (benchmarks/bench_kernels.py, "same + transpose"); the gradient pass's tiled path
+    transposes x anyway, for the output layer.
     """
     rows = x.shape[0]
     s = W1.shape[0]
@@ -66,10 +69,7 @@ def forward_pass(x, W1, b1, activation, block_rows, hidden_buffer, sum_a2, cache
             a2t = cache[s * first : s * (first + count)].reshape(s, count)
         else:
             a2t = hidden_buffer[: s * count].reshape(s, count)
-        if tiled:
-            tiled_abt(xb, W1, a2t)
-        else:
-            np.dot(W1, xb.T, a2t)
+        np.dot(W1, xb.T, a2t)
         hidden_forward(a2t, b1, activation, no_slope, sum_a2, sum_a2)
 
 
@@ -95,6 +95,9 @@ def gradient_pass(
     block_dW2,
     discard,
     column,
+    transposed,
+    row_buffer,
+    row_sink,
     acc,
 ):
     """The gradient pass over rows x (rows, n): J's reconstruction term and ∇J's sums.
@@ -104,14 +107,15 @@ def gradient_pass(
     f′(z2) with the known ``sparsity`` (s,) (β·s, or (β/2)·s(q̂) for tanh: see
     :func:`streamae.compute.objective.sparsity_delta`).  Single-pass (``single`` true,
     ``sparsity`` zeros): e = W2ᵀδ3 ⊙ f′(z2) and the extras Σ g xᵀ, Σ g, Σ a2 are
-    accumulated so the sparsity term can be added
-    after the pass.  ``W2T`` (s, n) is W2ᵀ made contiguous and ``tiled`` runs the two
-    products that reduce over n (forward, back-propagated error) by
-    :func:`streamae.compute.small.tiled_abt` instead of BLAS.  ``cache`` (s·rows,) holds
-    pass 1's activations (in-core) or is (0,).
+    accumulated so the sparsity term can be added after the pass.  ``W2T`` (s, n) is W2ᵀ
+    made contiguous.  ``tiled`` runs each block by :func:`_tiled_block` (every product
+    vectorised along the rows, see :mod:`streamae.compute.small`) instead of BLAS.
+    ``cache`` (s·rows,) holds pass 1's activations (in-core) or is (0,).
     Scratch: hidden_buffer (>= s·block_rows,), eg_buffer (>= 2·s·block_rows,),
     output_buffer (>= block_rows·n,), block_dW1 (2s, n), block_dW2 (n, s), discard (s,)
-    float64, column (n,).  acc: float64 totals laid out by :func:`accumulator_layout`.
+    float64, column (n,); for the tiled path transposed (>= n·block_rows,), row_buffer
+    (>= 2·block_rows,) in x's dtype and row_sink (>= block_rows,) float64.
+    acc: float64 totals laid out by :func:`accumulator_layout`.
     """
     rows, n = x.shape
     s = W1.shape[0]
@@ -122,6 +126,33 @@ def gradient_pass(
         count = min(block_rows, rows - first)
         xb = x[first : first + count]
         eg = eg_buffer[: 2 * s * count].reshape(2 * s, count)
+        if tiled:
+            block_cache = cache[s * first : s * (first + count)] if cache.shape[0] > 0 else cache
+            _tiled_block(
+                xb,
+                W1,
+                W2,
+                W2T,
+                b1,
+                b2,
+                activation,
+                linear,
+                sparsity,
+                single,
+                block_cache,
+                hidden_buffer,
+                eg,
+                output_buffer,
+                block_dW1,
+                block_dW2,
+                transposed,
+                row_buffer,
+                row_sink,
+                sum_a2,
+                sum_g,
+                acc,
+            )
+            continue
         e2t = eg[:s]
         slope = eg[s:]
         if cache.shape[0] > 0:
@@ -129,20 +160,14 @@ def gradient_pass(
             slope_of(a2t, activation, slope)
         else:
             a2t = hidden_buffer[: s * count].reshape(s, count)
-            if tiled:
-                tiled_abt(xb, W1, a2t)
-            else:
-                np.dot(W1, xb.T, a2t)
+            np.dot(W1, xb.T, a2t)
             hidden_forward(a2t, b1, activation, slope, sum_a2, sum_g)
         z3 = output_buffer[: count * n].reshape(count, n)
         np.dot(a2t.T, W2.T, z3)
         acc[0] += output_backward(z3, b2, xb, linear, acc[db2 : db2 + n], column)
         np.dot(z3.T, a2t.T, block_dW2)
         add_into(acc[dW2 : dW2 + n * s], block_dW2)
-        if tiled:
-            tiled_abt(z3, W2T, e2t)
-        else:
-            np.dot(W2.T, z3.T, e2t)
+        np.dot(W2.T, z3.T, e2t)
         hidden_backward(e2t, slope, sparsity, acc[db1 : db1 + s])
         if single:
             # [e; g] (2s, count) @ x: Σ e xᵀ and Σ g xᵀ in one product.
@@ -152,3 +177,74 @@ def gradient_pass(
         else:
             np.dot(e2t, xb, block_dW1[:s])
             add_into(acc[dW1 : dW1 + s * n], block_dW1[:s])
+
+
+@njit(**STRICT_OPTIONS)
+def _tiled_block(
+    xb,
+    W1,
+    W2,
+    W2T,
+    b1,
+    b2,
+    activation,
+    linear,
+    sparsity,
+    single,
+    cache,
+    hidden_buffer,
+    eg,
+    output_buffer,
+    block_dW1,
+    block_dW2,
+    transposed,
+    row_buffer,
+    row_sink,
+    sum_a2,
+    sum_g,
+    acc,
+):
+    """One block of :func:`gradient_pass` with every array along the rows (the tiled path).
+
+    xb (count, n) is transposed once into xᵀ; the decoder runs as z3ᵀ = b2 + W2·a2ᵀ (n, count)
+    and the output kernel, elementwise, runs on z3ᵀ and xᵀ as if they were (rows, n) arrays
+    with a zero bias: its column sums then fall along the block's rows, into the sink,
+    and Σ δ3 is taken as z3ᵀ's row sums instead.  cache: this block's (s·count,) cached
+    activations, or (0,).  eg (2s, count): [e; g] as in the BLAS path.
+    """
+    count, n = xb.shape
+    s = W1.shape[0]
+    dW1, dW2, db1, db2, gx, _, _, _ = accumulator_layout(n, s)
+    no_bias = np.empty(0, dtype=xb.dtype)
+    e2t = eg[:s]
+    slope = eg[s:]
+    xt = transposed[: n * count].reshape(n, count)
+    transpose_into(xb, xt)
+    if cache.shape[0] > 0:
+        a2t = cache.reshape(s, count)
+        slope_of(a2t, activation, slope)
+    else:
+        a2t = hidden_buffer[: s * count].reshape(s, count)
+        rows_product(W1, xt, no_bias, a2t)
+        hidden_forward(a2t, b1, activation, slope, sum_a2, sum_g)
+    z3t = output_buffer[: n * count].reshape(n, count)
+    rows_product(W2, a2t, b2, z3t)
+    zeros = row_buffer[:count]
+    zeros[:] = 0.0
+    sink = row_sink[:count]
+    acc[0] += output_backward(z3t, zeros, xt, linear, sink, row_buffer[count : 2 * count])
+    add_row_sums(z3t, acc[db2 : db2 + n])
+    row_dots(z3t, a2t, block_dW2)
+    add_into(acc[dW2 : dW2 + n * s], block_dW2)
+    rows_product(W2T, z3t, no_bias, e2t)
+    hidden_backward(e2t, slope, sparsity, acc[db1 : db1 + s])
+    # Σ [e; g] xᵀ stays with BLAS: x is at hand row-major, which makes it an ordinary GEMM
+    # (K = rows), and OpenBLAS ran it faster than row_dots (42 against 51 us for 640 rows,
+    # n = 64, s = 25, benchmarks/bench_kernels.py's part table).
+    if single:
+        np.dot(eg, xb, block_dW1)
+        add_into(acc[dW1 : dW1 + s * n], block_dW1[:s])
+        add_into(acc[gx : gx + s * n], block_dW1[s:])
+    else:
+        np.dot(e2t, xb, block_dW1[:s])
+        add_into(acc[dW1 : dW1 + s * n], block_dW1[:s])

@@ -128,7 +128,6 @@ class InCoreObjective(StreamedObjective):
             b.hidden,
             b.sum_a2,
             self.caches[lane],
-            self.tiled,
         )
 
     def mean_activation(self, theta: np.ndarray) -> np.ndarray:
@@ -270,7 +269,7 @@ def make_objective(
     ``n_rows``, ``n_visible``, ``n_hidden``, ``hyper``, ``evaluations``, ``timing``, and
     ``scheme`` / ``reason`` saying which scheme runs and why.  ``memory_budget`` (bytes)
     bounds what in-core may hold (default: :func:`default_memory_budget`).  ``products``
-    picks BLAS or the register-tiled kernels for the small products (see
+    picks BLAS or the row-vectorised block for small layers (see
     :mod:`streamae.compute.small`; "auto" follows the measured crossover).
     """
     scheme = TRAIN["scheme"].check(scheme)
