@@ -8,8 +8,18 @@ import sys
 from collections.abc import Iterator
 
 import click
+from click.core import ParameterSource
 
-from .common import debug_option, force_option, quiet_option, reported_errors, stderr_is_terminal
+from streamae.options import TRAIN_MORE
+
+from .common import (
+    debug_option,
+    force_option,
+    quiet_option,
+    reported_errors,
+    spec_options,
+    stderr_is_terminal,
+)
 
 # Kept in sync with streamae.training.checkpoint.DEFAULT_CHECKPOINT_EVERY (a test checks): importing
 # it here would load NumPy and h5py for --help.
@@ -199,8 +209,10 @@ def format_record(record: dict) -> str:
     "--resume",
     is_flag=True,
     help="Continue from the model file at --output (a checkpoint), exactly where it stopped; "
-    "refused if the data or the hyperparameters differ.",
+    "every setting not given here is the checkpoint's; refused if the data or the "
+    "hyperparameters differ.",
 )
+@spec_options(TRAIN_MORE, "keep_state")
 @click.option(
     "--checkpoint-every",
     type=click.IntRange(min=0),
@@ -262,6 +274,7 @@ def train(
     grad_tol,
     progress_tol,
     resume,
+    keep_state,
     checkpoint_every,
     checkpoint_minutes,
     scheme,
@@ -286,6 +299,25 @@ def train(
     with reported_errors(debug):
         from streamae.runtime.mpi import world
 
+        # On --resume a setting not typed comes from the checkpoint: pass None for it.
+        context = click.get_current_context()
+        settings = {
+            name: (None if context.get_parameter_source(name) is ParameterSource.DEFAULT else value)
+            for name, value in {
+                "hidden": hidden,
+                "rho": rho,
+                "beta": beta,
+                "lam": lam,
+                "decoder": decoder,
+                "max_iter": max_iter,
+                "dtype": dtype,
+                "chunk_rows": chunk_rows,
+                "seed": seed,
+                "grad_tol": grad_tol,
+                "progress_tol": progress_tol,
+                "scheme": scheme,
+            }.items()
+        }
         comm = world()
         monitor = ConsoleMonitor(quiet=quiet, enabled=comm.rank == 0)
         monitor.on_start(0, 0, max_iter)
@@ -294,18 +326,9 @@ def train(
                 _train(
                     data,
                     output,
-                    hidden=hidden,
-                    rho=rho,
-                    beta=beta,
-                    lam=lam,
-                    decoder=decoder,
-                    max_iter=max_iter,
-                    dtype=dtype,
-                    chunk_rows=chunk_rows,
+                    **settings,
                     threads=threads,
-                    seed=seed,
-                    grad_tol=grad_tol,
-                    progress_tol=progress_tol,
+                    keep_state=keep_state,
                     log=log,
                     force=force,
                     monitor=monitor,
@@ -314,7 +337,6 @@ def train(
                     checkpoint_every=checkpoint_every,
                     checkpoint_minutes=checkpoint_minutes,
                     file_locking=False if no_file_locking else None,
-                    scheme=scheme,
                     memory_budget=memory_budget,
                 )
         finally:

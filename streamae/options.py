@@ -206,3 +206,17 @@ TRAIN = OptionSet(
         # file_locking, log) are declared here the same way.
     ),
 )
+
+# Train options added with issue 14 (the lead merges them into TRAIN).
+TRAIN_MORE = OptionSet(
+    "train",
+    (
+        Option(
+            "keep_state",
+            bool,
+            False,
+            "Keep the L-BFGS state in the finished model, so that --resume can continue it "
+            "later (checkpoints always hold it; a finished model without it is much smaller).",
+        ),
+    ),
+)

@@ -98,7 +98,7 @@ def stop_and_resume(data, tmp_path, reference, target, ranks, send, expected_mes
     marker = uuid.uuid4().hex
     process = start(args, ranks, STREAMAE_TEST_JOB=marker)
     try:
-        wait_for_lines(log, target, process)
+        wait_for_lines(log, target + 1, process)  # the run header, then one line per iteration
         send(process, marker)
         _, err = process.communicate(timeout=120)
     finally:
@@ -121,7 +121,9 @@ def stop_and_resume(data, tmp_path, reference, target, ranks, send, expected_mes
     assert resumed.info["evaluations"] == reference.info["evaluations"]
     assert relative_difference(resumed.theta, reference.theta) < 1e-10
     np.testing.assert_allclose(resumed.history["cost"], reference.history["cost"], rtol=1e-10)
-    iterations = [json.loads(line)["iteration"] for line in log.read_text().splitlines()]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r.get("event") for r in records if "iteration" not in r] == ["start", "start"]  # two runs
+    iterations = [r["iteration"] for r in records if "iteration" in r]
     assert iterations == list(range(1, reference.iterations + 1))  # no gap, no repeat
     return k
 

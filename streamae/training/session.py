@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamae.compute.lbfgs import DEFAULT_MEMORY, LbfgsState, StopRules
+from streamae.compute.lbfgs import LbfgsState, StopRules
 from streamae.compute.objective import Evaluation, StreamedObjective, check_values
 from streamae.compute.parameters import Hyperparameters, initialize
 from streamae.compute.schemes import TwoPassObjective, make_objective, parse_memory_budget
@@ -52,6 +52,9 @@ from streamae.training.checkpoint import (
     resume_point,
 )
 from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
+from streamae.training.resume import resolve_settings, stored_settings
+from streamae.training.runlog import format_header, run_header
+from streamae.training.warnings import data_warnings, resume_warnings
 
 __all__ = [
     "DTYPES",
@@ -223,19 +226,19 @@ def train(
     data: str | os.PathLike,
     output: str | os.PathLike | None = None,
     *,
-    hidden: int = 25,
-    rho: float = 0.01,
-    beta: float = 3.0,
-    lam: float = 1e-4,
-    decoder: str = "sigmoid",
-    max_iter: int = 400,
-    dtype: str = "float32",
+    hidden: int | None = None,
+    rho: float | None = None,
+    beta: float | None = None,
+    lam: float | None = None,
+    decoder: str | None = None,
+    max_iter: int | None = None,
+    dtype: str | None = None,
     chunk_rows: int | None = None,
     threads: int | None = None,
-    seed: int = 0,
-    grad_tol: float = 1e-5,
-    progress_tol: float = 1e-9,
-    memory: int = DEFAULT_MEMORY,
+    seed: int | None = None,
+    grad_tol: float | None = None,
+    progress_tol: float | None = None,
+    memory: int | None = None,
     log: str | os.PathLike | None = None,
     force: bool = False,
     monitor: TrainingMonitor | None = None,
@@ -246,13 +249,23 @@ def train(
     file_locking: bool | None = None,
     stop_signals: bool = True,
     stop: StopFlag | None = None,
-    scheme: str = "auto",
+    scheme: str | None = None,
     memory_budget: int | str | None = None,
+    keep_state: bool = False,
+    command: str | None = None,
 ) -> Model:
     """Train the sparse autoencoder on the patch file ``data``; returns the model.
 
     Writes the model to ``output`` (atomically) when given, and one JSON object per
     iteration to ``log``.  Hyperparameters follow the notes' names (``lam`` is λ).
+
+    A setting left at None takes its default (hidden 25, rho 0.01, beta 3, lam 1e-4,
+    sigmoid decoder, max_iter 400, float32, seed 0, grad_tol 1e-5, progress_tol 1e-9,
+    scheme auto) or, with ``resume``, the value the checkpoint was trained with
+    (:mod:`streamae.training.resume`).  The finished model holds the weights, the history
+    and what describes them; the L-BFGS state is written in checkpoints only and dropped
+    at the end unless ``keep_state`` (a finished model without it cannot be resumed).
+    ``command`` is the command line the run header records (default: this process's).
 
     Checkpoints: the model file is rewritten every ``checkpoint_every`` iterations (0:
     only at the end) and every ``checkpoint_minutes`` minutes; ``resume=True`` continues
@@ -276,7 +289,39 @@ def train(
         contextlib.ExitStack() as stack,
     ):
         with agreed_phase(comm):
-            hyper = Hyperparameters(hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder)
+            given = {
+                "hidden": hidden,
+                "rho": rho,
+                "beta": beta,
+                "lam": lam,
+                "decoder": decoder,
+                "dtype": dtype,
+                "max_iter": max_iter,
+                "seed": seed,
+                "grad_tol": grad_tol,
+                "progress_tol": progress_tol,
+                "scheme": scheme,
+                "chunk_rows": chunk_rows,
+                "memory": memory,
+            }
+            stored = None
+            if resume and output is not None and Path(output).is_file():
+                stored = stored_settings(output)
+            settings = resolve_settings(given, stored, output)
+            hidden, dtype, max_iter, seed = (settings[k] for k in ("hidden", "dtype", "max_iter", "seed"))
+            grad_tol, progress_tol, scheme = (
+                settings["grad_tol"],
+                settings["progress_tol"],
+                settings["scheme"],
+            )
+            chunk_rows, memory = settings["chunk_rows"], settings["memory"]
+            hyper = Hyperparameters(
+                hidden=hidden,
+                rho=settings["rho"],
+                beta=settings["beta"],
+                lam=settings["lam"],
+                decoder=settings["decoder"],
+            )
             compute_dtype = _dtype(dtype)
             if max_iter < 0:
                 raise UsageError(f"--max-iter must be at least 0, got {max_iter}.")
@@ -303,6 +348,27 @@ def train(
             apply_threads(threads_used)
         layout = setup.layout
         resumed = comm.broadcast(setup.resumed) if comm.size > 1 else setup.resumed
+        effective = dict(settings.values, chunk_rows=setup.block_rows)
+        effective.update(
+            output=None if output is None else os.fspath(output),
+            log=None if log is None else os.fspath(log),
+            resume=resume,
+            keep_state=keep_state,
+            checkpoint_every=checkpoint_every,
+            checkpoint_minutes=checkpoint_minutes,
+            memory_budget=memory_budget,
+            file_locking=file_locking,
+        )
+        header = run_header(
+            settings=effective,
+            data=layout.fingerprint,
+            threads=threads_used,
+            ranks=comm.size,
+            command=command,
+        )
+        monitor.on_message(format_header(header))
+        for note in settings.notes:
+            monitor.on_message(f"resume: {note}")
         warm_up_kernels(comm, layout.n_features, hyper, compute_dtype)
 
         counted = CountedBlocks(setup.source, monitor, stop, abandon=comm.size == 1)
@@ -311,9 +377,9 @@ def train(
             f"({layout.dtype}), {hidden} hidden units, {dtype}"
             + (f", {comm.size} MPI ranks" if comm.size > 1 else "")
         )
-        monitor.on_pass("checking values", setup.source.n_rows)
+        counted.label = "checking values"
         try:
-            check_values(counted, hyper, str(data), comm)
+            summary = check_values(counted, hyper, str(data), comm)
         except DataError as error:
             raise mark_collective(error) from None  # found on the reduced summary: all ranks
         except StopRequested:  # one process only: under MPI a pass is never abandoned
@@ -331,7 +397,16 @@ def train(
             memory_budget=budget,
         )
         _close_when_done(stack, objective)
-        monitor.on_message(f"scheme {objective.scheme}: {objective.reason}")
+        counted.label = "J and gradient"
+        warnings = data_warnings(hyper, layout.n_features, summary.minimum, summary.maximum)
+        if resumed is not None:
+            warnings += resume_warnings(max_iter, resumed.state.iteration)
+        for text in warnings:
+            monitor.on_message(f"warning: {text}")
+        if objective.reason == "asked for":
+            monitor.on_message(f"scheme: {objective.scheme}, as asked")
+        else:
+            monitor.on_message(f"scheme: {objective.scheme}, since {objective.reason}")
 
         info = {
             "dtype": dtype,
@@ -340,10 +415,14 @@ def train(
             "chunk_rows": setup.block_rows,
             "threads": threads_used,
             "scheme": objective.scheme,
+            "max_iter": max_iter,
+            "grad_tol": grad_tol,
+            "progress_tol": progress_tol,
+            "memory": memory,
         }
 
         def save(state: LbfgsState, progress: Progress) -> str:
-            model = _model(state, progress, objective, layout, info)
+            model = _model(state, progress, objective, layout, info, keep_state=True)
             write_model(output, model, force=True, inputs=(data,))
             return str(output)
 
@@ -359,8 +438,11 @@ def train(
             append_log=resumed is not None,
             resume_hint=(
                 f"the checkpoint {output} holds it; continue with "
-                f"`streamae train {data} -o {output} --resume` and the same options."
+                f"`{resume_command(data, output)}` (the settings come from the checkpoint)."
+                if output is not None
+                else ""
             ),
+            header=header,
         )
         if resumed is not None:
             state, progress = resumed.state, resumed.progress
@@ -368,13 +450,20 @@ def train(
         else:
             state, progress = trainer.start(initialize(layout.n_features, hidden, seed), memory)
         trainer.run(state, progress)
-        model = _model(state, progress, objective, layout, info)
+        model = _model(state, progress, objective, layout, info, keep_state=keep_state)
         with agreed_phase(comm):
             if output is not None and comm.rank == 0:
                 # The opening checks ran already; replacing our own checkpoint is expected.
                 write_model(output, model, force=True, inputs=(data,))
     monitor.on_finish(model, model.info.get("finished", ""))
     return model
+
+
+def resume_command(data: str | os.PathLike, output: str | os.PathLike) -> str:
+    """The shell command that continues a run from its checkpoint, quoted to work as printed."""
+    import shlex
+
+    return shlex.join(["streamae", "train", os.fspath(data), "-o", os.fspath(output), "--resume"])
 
 
 def _note_resume(
@@ -398,9 +487,16 @@ def _note_resume(
 
 
 def _model(
-    state: LbfgsState, progress: Progress, objective: StreamedObjective, layout: PatchLayout, info: dict
+    state: LbfgsState,
+    progress: Progress,
+    objective: StreamedObjective,
+    layout: PatchLayout,
+    info: dict,
+    *,
+    keep_state: bool,
 ) -> Model:
-    """The model file's contents at ``state``: weights, history, ρ̂, optimizer state, info."""
+    """The model file's contents at ``state``: weights, history, ρ̂, info, and the optimizer
+    state when ``keep_state`` (checkpoints always; a finished model only when asked)."""
     current: Evaluation = progress.current
     model = Model(
         **_split(state.x, objective.n_visible, objective.n_hidden),
@@ -410,7 +506,7 @@ def _model(
         iterations=state.iteration,
         history={name: np.asarray(values) for name, values in progress.history.items()},
         rho_hat=current.rho_hat,
-        optimizer=state.to_arrays(),
+        optimizer=state.to_arrays() if keep_state else None,
         info={
             **info,
             "finished": state.finished,
