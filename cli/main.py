@@ -46,6 +46,10 @@ def _register() -> None:
 
     cli.add_command(extract.extract)
 
+    from . import export
+
+    cli.add_command(export.export)
+
 
 _register()
 

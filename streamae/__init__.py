@@ -17,6 +17,7 @@ from streamae.compute.parameters import Hyperparameters
 from streamae.demo import run_demo
 from streamae.encoding import encode
 from streamae.errors import StreamaeError
+from streamae.export import export_weights
 from streamae.extraction.pipeline import extract
 from streamae.io.modelfile import Model, load_model
 from streamae.render import render_features
@@ -28,6 +29,7 @@ __all__ = [
     "StreamaeError",
     "__version__",
     "encode",
+    "export_weights",
     "extract",
     "gradcheck",
     "load_model",

@@ -123,10 +123,11 @@ class EncodeResult:
     reconstruction: float | None
 
 
-def model_fingerprint(path: Path, model: Model) -> dict:
-    """The model attributes a features file records: path, sizes, decoder, iterations."""
+def model_fingerprint(path: Path | None, model: Model) -> dict:
+    """The model attributes a features file records: path (None for a model in memory), sizes,
+    decoder, iterations."""
     return {
-        "path": str(path.resolve()),
+        "path": None if path is None else str(path.resolve()),
         "hidden": model.n_hidden,
         "inputs": model.n_visible,
         "decoder": model.hyper.decoder,
@@ -135,43 +136,63 @@ def model_fingerprint(path: Path, model: Model) -> dict:
 
 
 def encode(
-    model_path: str | os.PathLike,
-    data_path: str | os.PathLike,
-    output: str | os.PathLike,
+    model: Model | str | os.PathLike,
+    data: np.ndarray | str | os.PathLike,
+    output: str | os.PathLike | None = None,
     *,
     reconstruct: bool = False,
     block_rows: int | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
-) -> EncodeResult:
-    """Write the hidden activations a2 (m, s) of every row of ``data_path`` to ``output``.
+) -> EncodeResult | np.ndarray:
+    """The hidden activations a2 of every row of ``data`` through ``model``.
 
-    ``block_rows`` rows are read and encoded at a time (default: one chunk of the
-    input); ``progress(done, total)`` is called after each block.  Everything is checked
-    before any work: the model, the patch file, that their input sizes agree and that
-    ``output`` may be written.
+    ``model`` is a :class:`Model` or a model file.  ``data`` is an (m, n) array, whose
+    a2 (m, s) is returned (computed block by block, see :meth:`Model.encode`; dtype
+    default: the array's), or a patch file, whose a2 is written to the features file
+    ``output`` (dtype default float32) and an :class:`EncodeResult` returned.
+
+    For a patch file, ``block_rows`` rows are read and encoded at a time (default: one
+    chunk of the input); ``progress(done, total)`` is called after each block.
+    Everything is checked before any work: the model, the patch file, that their input
+    sizes agree and that ``output`` may be written.
     """
-    model_path, data_path = Path(model_path), Path(data_path)
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype must be float32 or float64, got {dtype!r}.")
+    if dtype is not None and dtype not in DTYPES:
+        raise UsageError(f"dtype must be float32 or float64, got {dtype!r}.", parameter="dtype")
     if block_rows is not None and block_rows < 1:
-        raise UsageError(f"--block-rows must be at least 1, got {block_rows}.")
-    model = load_model(model_path)
+        raise UsageError(f"block_rows must be at least 1, got {block_rows}.", parameter="block_rows")
+    model_path = None if isinstance(model, Model) else Path(model)
+    if not isinstance(data, str | os.PathLike):
+        if output is not None:
+            raise UsageError(
+                "output is written only for a patch file; for an array the features are returned.",
+                parameter="output",
+            )
+        loaded = model if model_path is None else load_model(model_path)
+        method = loaded.reconstruct if reconstruct else loaded.encode
+        return method(np.asarray(data), block_rows=block_rows, dtype=dtype)
+    if output is None:
+        raise UsageError(f"{data}: give the features file to write (output).", parameter="output")
+    dtype = dtype or "float32"
+    data_path = Path(data)
+    model = model if model_path is None else load_model(model_path)
+    model_name = "the model" if model_path is None else str(model_path)
     layout = inspect_patch_file(data_path)
     if layout.n_features != model.n_visible:
         raise UsageError(
-            f"{model_path} takes inputs of {model.n_visible} values but {data_path} holds "
+            f"{model_name} takes inputs of {model.n_visible} values but {data_path} holds "
             f"patches of {layout.n_features}; encode data extracted with the model's patch "
             "shape."
         )
     if model.patch_shape and layout.patch_shape and _as_3d(model.patch_shape) != _as_3d(layout.patch_shape):
         raise UsageError(
-            f"{model_path} was trained on {'x'.join(map(str, model.patch_shape))} patches but "
+            f"{model_name} was trained on {'x'.join(map(str, model.patch_shape))} patches but "
             f"{data_path} holds {'x'.join(map(str, layout.patch_shape))} patches of the same size; "
             "encode data extracted with the model's patch shape."
         )
-    check_output_path(output, force=force, inputs=(model_path, data_path))
+    inputs = (data_path,) if model_path is None else (model_path, data_path)
+    check_output_path(output, force=force, inputs=inputs)
     compute = np.dtype(DTYPES[dtype])
     m, n, s = layout.n_rows, layout.n_features, model.n_hidden
     rows = min(int(block_rows or default_block_rows(layout)), m)
@@ -180,7 +201,7 @@ def encode(
     chunk_bytes = chunk_rows * max(n, s) * compute.itemsize
     with PatchFile(data_path, dtype=compute, block_rows=rows) as source:
         encoder = Encoder(model, rows, compute)
-        with atomic_output(output, force=force, inputs=(model_path, data_path)) as temporary:
+        with atomic_output(output, force=force, inputs=inputs) as temporary:
             # A chunk cache holding two output chunks, so writes of blocks that straddle
             # chunks do not flush half-filled chunks.
             cache = max(MIN_CHUNK_CACHE_BYTES, 2 * chunk_bytes * (2 if reconstruct else 1))

@@ -220,3 +220,22 @@ TRAIN_MORE = OptionSet(
         ),
     ),
 )
+
+# --- export ------------------------------------------------------------------------------
+
+EXPORT_FORMATS = ("npz", "mat", "npy-dir")
+
+EXPORT = OptionSet(
+    "export",
+    (
+        Option(
+            "format",
+            str,
+            None,
+            "npz, mat (with theta in the MATLAB starter code's order) or npy-dir (a folder of "
+            ".npy files); default: from the output's name (.npz, .mat, else a folder).",
+            choices=EXPORT_FORMATS,
+            nullable=True,
+        ),
+    ),
+)

@@ -206,7 +206,9 @@ def test_resume_with_other_hyperparameters_is_refused(data, tmp_path, change, fr
 def test_resume_on_another_data_file_is_refused(data, tmp_path):
     other = write_patch_file(tmp_path / "other.h5", np.full((3000, 16), 0.5, dtype=np.float32))
     output = tmp_path / "m.h5"
-    assert invoke("train", data, "-o", output, "--hidden", "5", "--max-iter", "2", "--keep-state").exit_code == 0
+    assert (
+        invoke("train", data, "-o", output, "--hidden", "5", "--max-iter", "2", "--keep-state").exit_code == 0
+    )
     result = invoke("train", other, "-o", output, "--hidden", "5", "--resume", "-q")
     assert result.exit_code == 2
     assert (

@@ -25,6 +25,7 @@ from streamae.errors import DataError, InputFileError, Interrupted, MissingInput
 from streamae.io.atomic import check_output_path
 from streamae.io.hdf5 import open_hdf5
 from streamae.io.modelfile import Model, load_model, write_model
+from streamae.io.normalization import read_normalization
 from streamae.io.patchfile import (
     ArrayPatches,
     PatchFile,
@@ -408,6 +409,8 @@ def train(
         else:
             monitor.on_message(f"scheme: {objective.scheme}, since {objective.reason}")
 
+        # The model remembers its data's normalisation, for pictures and new data.
+        normalization = read_normalization(data)
         info = {
             "dtype": dtype,
             "seed": seed,
@@ -422,7 +425,7 @@ def train(
         }
 
         def save(state: LbfgsState, progress: Progress) -> str:
-            model = _model(state, progress, objective, layout, info, keep_state=True)
+            model = _model(state, progress, objective, layout, info, normalization, keep_state=True)
             write_model(output, model, force=True, inputs=(data,))
             return str(output)
 
@@ -450,7 +453,7 @@ def train(
         else:
             state, progress = trainer.start(initialize(layout.n_features, hidden, seed), memory)
         trainer.run(state, progress)
-        model = _model(state, progress, objective, layout, info, keep_state=keep_state)
+        model = _model(state, progress, objective, layout, info, normalization, keep_state=keep_state)
         with agreed_phase(comm):
             if output is not None and comm.rank == 0:
                 # The opening checks ran already; replacing our own checkpoint is expected.
@@ -492,6 +495,7 @@ def _model(
     objective: StreamedObjective,
     layout: PatchLayout,
     info: dict,
+    normalization: tuple[dict | None, dict[str, np.ndarray]],
     *,
     keep_state: bool,
 ) -> Model:
@@ -507,6 +511,8 @@ def _model(
         history={name: np.asarray(values) for name, values in progress.history.items()},
         rho_hat=current.rho_hat,
         optimizer=state.to_arrays() if keep_state else None,
+        normalization=normalization[0],
+        normalization_arrays=normalization[1],
         info={
             **info,
             "finished": state.finished,
