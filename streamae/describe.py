@@ -181,6 +181,7 @@ def _describe_model(path: Path) -> dict:
         },
         "data": model.data or None,
         "resumable": model.optimizer is not None,
+        "normalization": model.normalization,
         "info": model.info,
     }
 
@@ -309,7 +310,13 @@ def format_description(info: dict) -> str:
             f"target {hyper['rho']:g})",
         )
         add("trained on", _data_text(info["data"]))
-        add("resumable", "yes (optimizer state stored)" if info["resumable"] else "no")
+        if info["resumable"]:
+            add("resumable", "yes (optimizer state stored; continue with --resume)")
+        elif info.get("finished"):
+            add("resumable", "no (a finished model without the optimizer state; train afresh to continue)")
+        else:
+            add("resumable", "no (no optimizer state stored)")
+        add("normalization", _mode_text(info.get("normalization")))
     elif kind == "features":
         for name, entry in info["datasets"].items():
             add(name, f"{_shape(entry['shape'])} {entry['dtype']}, {_storage_text(entry)}")
