@@ -7,12 +7,15 @@ import time
 
 import click
 
+from streamae.options import EXTRACT_MORE
+
 from .common import (
     EXIT_CODES_HELP,
     debug_option,
     force_option,
     quiet_option,
     reported_errors,
+    spec_options,
     stderr_is_terminal,
 )
 
@@ -90,7 +93,7 @@ class ExtractProgress:
 
 
 @click.command(epilog=EXIT_CODES_HELP)
-@click.argument("sources", nargs=-1, required=True)
+@click.argument("sources", nargs=-1, required=False)
 @click.option(
     "--output",
     "-o",
@@ -169,6 +172,7 @@ class ExtractProgress:
     default=None,
     help="Array to read from .mat and .npz files (needed when they hold more than one).",
 )
+@spec_options(EXTRACT_MORE, "normalize_like", "skip_bad", "vectors")
 @force_option
 @quiet_option
 @debug_option
@@ -185,6 +189,9 @@ def extract(
     chunk_rows,
     compression,
     variable,
+    normalize_like,
+    skip_bad,
+    vectors,
     force,
     quiet,
     debug,
@@ -198,9 +205,30 @@ def extract(
     normalisation, pass 2 writes the patches.
     """
     with reported_errors(debug):
+        from streamae.errors import UsageError
         from streamae.extraction.pipeline import extract as run_extract
 
+        if vectors is not None:
+            if sources:
+                raise UsageError("--vectors takes no SOURCES; give either images or --vectors FILE.")
+            from streamae.extraction.vectors import extract_vectors
+
+            done = extract_vectors(vectors, output, chunk_rows=chunk_rows, force=force)
+            click.echo(
+                f"wrote {done['rows']:,} vectors of {done['features']} values (as they are) to "
+                f"{done['path']} in {done['seconds']:.1f} s",
+                err=True,
+            )
+            return
+        if not sources:
+            raise UsageError("give the images to cut patches from (SOURCES), or --vectors FILE.")
         progress = ExtractProgress(quiet=quiet)
+        warned = []
+
+        def warn(text: str) -> None:
+            warned.append(text)
+            click.echo(f"warning: {text}", err=True)
+
         try:
             result = run_extract(
                 list(sources),
@@ -217,6 +245,9 @@ def extract(
                 variable=variable,
                 force=force,
                 progress=progress,
+                normalize_like=normalize_like,
+                skip_bad=skip_bad,
+                warn=warn,
             )
         finally:
             progress.close()
@@ -225,6 +256,7 @@ def extract(
         click.echo(
             f"wrote {result.rows:,} patches of {h}x{w}x{c} ({result.normalization['mode']}) from "
             f"{result.images:,} images to {result.path} in {result.seconds:.1f} s "
-            f"({result.rows / seconds:,.0f} patches/s)",
+            f"({result.rows / seconds:,.0f} patches/s)"
+            + (f"; skipped {len(result.skipped)} unreadable files" if result.skipped else ""),
             err=True,
         )

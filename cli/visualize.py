@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
-from .common import debug_option, force_option, quiet_option, reported_errors
+from streamae.options import VISUALIZE_MORE
+
+from .common import debug_option, force_option, quiet_option, reported_errors, spec_options
 
 
 @click.command(
@@ -64,6 +66,7 @@ from .common import debug_option, force_option, quiet_option, reported_errors
     default=None,
     help="Also write a PNG histogram of the final mean activations rho_hat, target rho marked.",
 )
+@spec_options(VISUALIZE_MORE, "space", "reconstructions", "pairs", "seed")
 @force_option
 @quiet_option
 @debug_option
@@ -76,6 +79,10 @@ def visualize(
     patch_shape: str | None,
     curves: Path | None,
     activations: Path | None,
+    space: str | None,
+    reconstructions: str | None,
+    pairs: int,
+    seed: int,
     force: bool,
     quiet: bool,
     debug: bool,
@@ -105,7 +112,26 @@ def visualize(
             check_output_path(path, force=force, inputs=(model,))
         loaded = load_model(model)
         written = []
-        if output is not None:
+        if output is not None and reconstructions is not None:
+            from streamae.reconstruction_grid import render_reconstructions
+
+            pictured = render_reconstructions(
+                loaded,
+                reconstructions,
+                output,
+                pairs=pairs,
+                seed=seed,
+                cols=cols,
+                scale=scale,
+                patch_shape=shape,
+                name=str(model),
+                force=force,
+                inputs=(model,),
+            )
+            written.append(
+                f"{output}: {pictured.rows.size} patches of {reconstructions} beside their reconstructions"
+            )
+        elif output is not None:
             grid = render_features(
                 loaded,
                 output,
@@ -116,6 +142,7 @@ def visualize(
                 name=str(model),
                 force=force,
                 inputs=(model,),
+                space=space,
             )
             height, width = grid.image.shape[:2]
             rows, columns = grid.grid

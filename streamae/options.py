@@ -239,3 +239,59 @@ EXPORT = OptionSet(
         ),
     ),
 )
+
+# Visualize options added with issue 14 (the lead merges them into the visualize set).
+VISUALIZE_MORE = OptionSet(
+    "visualize",
+    (
+        Option(
+            "space",
+            str,
+            None,
+            "Draw the features in the input's space (W1·ZCAWhite for ZCA-whitened training "
+            "data, as the notes do) or in the whitened space the model sees.  [default: input]",
+            choices=("input", "whitened"),
+            nullable=True,
+        ),
+        Option(
+            "reconstructions",
+            "path",
+            None,
+            "Patch file: -o then draws some of its patches beside their reconstructions "
+            "(un-normalised for display where the normalisation allows it) instead of the features.",
+            nullable=True,
+        ),
+        Option("pairs", int, 16, "Patches drawn with --reconstructions.", low=1),
+        Option("seed", int, 0, "Seed choosing the patches of --reconstructions.", low=0, high=MAX_SEED),
+    ),
+)
+
+# Extract options added with issue 14 (the lead merges them into the extract set).
+EXTRACT_MORE = OptionSet(
+    "extract",
+    (
+        Option(
+            "normalize_like",
+            "path",
+            None,
+            "Apply the normalisation stored in this earlier patch file (ufldl sigma, z-score "
+            "statistics, ZCA mean and matrix) instead of fitting a new one.",
+            nullable=True,
+        ),
+        Option(
+            "skip_bad",
+            bool,
+            False,
+            "Skip a source that cannot be read, with one warning per file, instead of failing; "
+            "skipped files are counted in the summary and listed in the file.",
+        ),
+        Option(
+            "vectors",
+            "path",
+            None,
+            "FILE.npy or FILE.h5:DATASET holding an (m, n) array: write its rows as they are "
+            "(patch shape (n,), no normalisation) instead of cutting patches from images.",
+            nullable=True,
+        ),
+    ),
+)

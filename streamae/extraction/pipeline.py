@@ -65,6 +65,7 @@ class ExtractResult:
     images: int
     normalization: dict
     seconds: float
+    skipped: tuple[str, ...] = ()
 
     def __fspath__(self) -> str:
         return os.fspath(self.path)
@@ -92,6 +93,9 @@ def extract(
     force: bool = False,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     progress: Progress | None = None,
+    normalize_like: str | os.PathLike | None = None,
+    skip_bad: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> ExtractResult:
     """Cut patches from ``sources`` and write them, normalised, to the patch file ``output``.
 
@@ -100,8 +104,18 @@ def extract(
     patch of a grid) is used.  The file holds ``/patches`` (m, h·w·c) float32, each row a
     patch flattened in C order of (h, w, c), chunked (chunk_rows, h·w·c).  Raises
     :class:`~streamae.errors.StreamaeError` subclasses for bad inputs and options.
+
+    ``sources`` is a list of paths, folders and glob patterns, or one of them (a single
+    str or path is one source, never a sequence of characters).  ``normalize_like`` is an
+    earlier patch file whose stored normalisation (ufldl σ, z-score statistics, ZCA mean
+    and matrix) is applied instead of fitting a new one (``normalize`` is then ignored).
+    ``skip_bad``: a source that cannot be read is skipped with one warning
+    (``warn(text)``, default :func:`warnings.warn`) instead of ending the run; the
+    skipped files are listed in the file's ``skipped_sources`` attribute and the result.
     """
     started = time.perf_counter()
+    if isinstance(sources, str | os.PathLike):
+        sources = [sources]
     patch = _pair(patch_size, "patch size")
     grid = _pair(stride, "stride") if stride is not None else None
     if grid is not None and num_patches is not None:
@@ -119,10 +133,15 @@ def extract(
         raise UsageError(f"--seed is {seed}; give a whole number from 0 to {MAX_SEED}.")
     if chunk_rows is not None and chunk_rows < 1:
         raise UsageError(f"--chunk-rows is {chunk_rows}; give at least 1.")
-    check_output_path(output, force=force, inputs=_existing(sources))
+    like = [normalize_like] if normalize_like is not None else []
+    check_output_path(output, force=force, inputs=[*_existing(sources), *like])
 
     files = expand_sources(sources)
-    entries = inventory(files, variable=variable)
+    skipped: list[dict] = []
+    if skip_bad:
+        entries = _readable_entries(files, variable, color, skipped, warn)
+    else:
+        entries = inventory(files, variable=variable)
     _check_sizes(entries, patch)
     groups = group_by_budget(entries, color, cache_bytes)
     plan = plan_sampling(
@@ -139,19 +158,26 @@ def extract(
         raise UsageError("the grid holds no patches; choose a smaller --stride or --patch-size.")
     channels = COLOR_CHANNELS[color]
     n = patch[0] * patch[1] * channels
+    stored = None
+    if normalize_like is not None:
+        stored = stored_normalizer(normalize_like, (patch[0], patch[1], channels))
+        normalize = stored.mode
     chunk = min(int(chunk_rows), m) if chunk_rows else default_chunk_rows(n, m)
     block_rows = max(chunk, BLOCK_BYTES // (4 * n) // chunk * chunk)
     block_rows = min(block_rows, -(-m // chunk) * chunk)
 
     cache = ImageCache(entries, color, groups, unit_scale=normalize != "none")
     buffer = np.empty((block_rows, n), dtype=np.float32)
-    statistics = Statistics(normalize, n, block_rows)
-    if statistics.needed:
-        for _, block in _cut_blocks(plan, cache, buffer, progress, "statistics"):
-            statistics.add(block)
-    normalizer = statistics.finish(epsilon=zca_epsilon)
+    if stored is not None:
+        normalizer = stored  # no statistics pass: the earlier file's normalisation applies
+    else:
+        statistics = Statistics(normalize, n, block_rows)
+        if statistics.needed:
+            for _, block in _cut_blocks(plan, cache, buffer, progress, "statistics"):
+                statistics.add(block)
+        normalizer = statistics.finish(epsilon=zca_epsilon)
 
-    with atomic_output(output, force=force, inputs=files) as temporary:
+    with atomic_output(output, force=force, inputs=[*files, *like]) as temporary:
         _write(
             temporary,
             plan,
@@ -170,6 +196,7 @@ def extract(
                 ),
                 "color": color,
                 "images": len(entries),
+                "skipped_sources": json.dumps(skipped),
             },
             progress=progress,
         )
@@ -180,7 +207,89 @@ def extract(
         images=len(entries),
         normalization=normalizer.describe(),
         seconds=time.perf_counter() - started,
+        skipped=tuple(entry["path"] for entry in skipped),
     )
+
+
+def _readable_entries(
+    files: Sequence[Path],
+    variable: str | None,
+    color: str,
+    skipped: list[dict],
+    warn: Callable[[str], None] | None,
+) -> list[ImageEntry]:
+    """The entries of the files that can be read, each image decoded once to be sure.
+
+    A file that fails (its header or its pixels) is left out with one warning and
+    appended to ``skipped`` as ``{"path", "reason"}``; decoding now means a bad file
+    cannot end the run half-way through a pass.
+    """
+    import warnings
+
+    from streamae.errors import InputFileError
+    from streamae.extraction.images import KIND_PILLOW, read_entries
+
+    entries: list[ImageEntry] = []
+    for path in files:
+        try:
+            found = inventory([path], variable=variable)
+            for _ in read_entries([e for e in found if e.kind == KIND_PILLOW], color):
+                pass
+        except InputFileError as error:
+            skipped.append({"path": os.fspath(path), "reason": str(error)})
+            text = f"skipped {error}"
+            if warn is not None:
+                warn(text)
+            else:
+                warnings.warn(text, stacklevel=3)
+            continue
+        entries.extend(found)
+    if not entries:
+        raise InputFileError(
+            f"none of the {len(files)} source files could be read ({skipped[0]['path']} was the "
+            "first); check the files."
+        )
+    return entries
+
+
+def stored_normalizer(path: str | os.PathLike, patch_shape: tuple[int, int, int]) -> Normalizer:
+    """The normalizer recorded in the patch file ``path``, for patches of ``patch_shape``.
+
+    Raises :class:`UsageError` naming the file when it records none, or records one for
+    patches of another shape.
+    """
+    from streamae.io.normalization import read_normalization
+    from streamae.io.patchfile import inspect_patch_file
+
+    layout = inspect_patch_file(path)
+    shown = "x".join(map(str, patch_shape))
+    if layout.patch_shape is not None and tuple(layout.patch_shape) != tuple(patch_shape):
+        raise UsageError(
+            f"{path}: its patches are {'x'.join(map(str, layout.patch_shape))}, not {shown}; "
+            "extract with the same patch size and colour as the file whose normalisation you reuse.",
+            parameter="normalize_like",
+        )
+    if layout.n_features != math.prod(patch_shape):
+        raise UsageError(
+            f"{path}: its patches hold {layout.n_features} values, not {math.prod(patch_shape)} "
+            f"({shown}); extract with the same patch size and colour as that file.",
+            parameter="normalize_like",
+        )
+    description, arrays = read_normalization(path)
+    if description is None:
+        raise UsageError(
+            f"{path}: the file records no normalization to reuse; give a patch file written by "
+            "`streamae extract`.",
+            parameter="normalize_like",
+        )
+    try:
+        return Normalizer.from_stored(description, arrays)
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(
+            f"{path}: its normalization attribute is incomplete ({type(error).__name__}: "
+            f"{str(error)[:60]}); extract that file again.",
+            parameter="normalize_like",
+        ) from error
 
 
 def _write(
