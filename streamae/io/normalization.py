@@ -21,13 +21,16 @@ from streamae.io.hdf5 import decode_attribute, open_hdf5
 ARRAYS = {"zscore": ("zscore/mean", "zscore/std"), "zca": ("zca/mean", "zca/matrix")}
 
 
-def read_normalization(path: str | os.PathLike) -> tuple[dict | None, dict[str, np.ndarray]]:
+def read_normalization(
+    path: str | os.PathLike, *, file_locking: bool | None = None
+) -> tuple[dict | None, dict[str, np.ndarray]]:
     """(description, arrays by dataset name) of the patch file ``path``; (None, {}) when unrecorded.
 
     Raises :class:`InputFileError` when the description names arrays the file lacks.
+    ``file_locking=False`` opens the file without HDF5 locks (NFS, Lustre).
     """
     path = Path(path)
-    with open_hdf5(path) as handle:
+    with open_hdf5(path, file_locking=file_locking) as handle:
         text = decode_attribute(handle.attrs.get("normalization"))
         try:
             description = json.loads(text) if isinstance(text, str) else None

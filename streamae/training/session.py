@@ -410,7 +410,7 @@ def train(
             monitor.on_message(f"scheme: {objective.scheme}, since {objective.reason}")
 
         # The model remembers its data's normalisation, for pictures and new data.
-        normalization = read_normalization(data)
+        normalization = read_normalization(data, file_locking=file_locking)
         info = {
             "dtype": dtype,
             "seed": seed,
