@@ -1,18 +1,27 @@
-"""One full J + ∇J evaluation: streamae's schemes against NumPy, PyTorch and the sgemm rate.
+"""The path `streamae train` takes, timed: one evaluation, seconds per iteration, baselines.
 
 Run:  python benchmarks/bench_objective.py [--cases a,b,c] [--rounds 5] [--threads 2]
+      (quick: --size 0.05 --rounds 2 --no-compile; ~10 min for the full run on a quiet host)
 
-For each case it writes a patch file (page cache warm), builds every implementation, checks
-that they agree, then times them in rotation, one call each per round with one large
-sgemm, so that the host's drift hits all of them alike; it prints medians and ratios as
-a Markdown table and writes everything to benchmarks/results/objective-<time>.json.
-Compile time is measured apart, in fresh processes (cold and warm Numba cache).
+For each case it writes a patch file (page cache warm) and then, in rotation, one round at
+a time: the large-sgemm rate; one evaluation of every streamae scheme through the very
+objective `train` builds (the file opened by the read policy, ``make_objective`` with
+train's arguments); and every baseline in a fresh process, NumPy float32 and PyTorch
+float32 (hand-written backward and autograd), each as-is and in the allocator's steady
+state (MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736: freed memory is kept, no page
+faults on re-allocated temporaries).  Ratios use the faster state of each baseline.  Then
+it runs `streamae train` itself for 2 and for 12 L-BFGS iterations per scheme: seconds per
+iteration = (t12 − t2) / 10, set beside the benchmark's evaluation time × evaluations per
+iteration.  It prints the issue's table and the load average, and writes every sample to
+benchmarks/results/objective-<time>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,132 +30,224 @@ from pathlib import Path
 
 import numpy as np
 from common import machine, read_through, save_json, sgemm_rate, table, write_patches
-from reference import TorchObjective, numpy_objective, torch_available
+from reference import torch_available
 
+HERE = Path(__file__).resolve().parent
 CASES = {
     "a": {"m": 1_000_000, "n": 64, "s": 25, "what": "8x8 patches (the notes)"},
     "b": {"m": 60_000, "n": 784, "s": 196, "what": "MNIST 28x28"},
     "c": {"m": 200_000, "n": 192, "s": 400, "what": "8x8 RGB, overcomplete"},
 }
 SCHEMES = ("two-pass", "single-pass", "in-core")
+STEADY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+BASELINES = {
+    "NumPy float32": "numpy",
+    "PyTorch hand-written": "torch-hand",
+    "PyTorch autograd": "torch-autograd",
+}
+TRAIN_ITERATIONS = (2, 12)
 
 
-def streamae_impl(path: Path, n: int, s: int, scheme: str, threads: int, prefetch: bool):
-    """A streamae objective over the patch file; (callable, objective, file, setup seconds)."""
+def streamae_objective(path: Path, n: int, s: int, scheme: str, threads: int):
+    """The objective `train` builds for this file and scheme (train's own calls)."""
     from streamae.compute.parameters import Hyperparameters
     from streamae.compute.schemes import make_objective
-    from streamae.io.patchfile import PatchFile, inspect_patch_file, streaming_block_rows
+    from streamae.io.readpolicy import open_patches
+    from streamae.runtime.threads import apply_threads
 
-    rows = streaming_block_rows(inspect_patch_file(path))
-    source = PatchFile(path, dtype=np.float32, block_rows=rows, prefetch=prefetch)
+    apply_threads(threads)
+    source = open_patches(path, dtype=np.float32)
+    objective = make_objective(source, Hyperparameters(hidden=s), n_visible=n, scheme=scheme)
+    return objective, source
+
+
+def baseline(path: Path, s: int, impl: str, threads: int, steady: bool, calls: int = 1) -> dict:
+    """Time ``calls`` calls of a baseline in a fresh process (after one warm-up call)."""
+    env = dict(os.environ, **STEADY) if steady else {k: v for k, v in os.environ.items() if k not in STEADY}
+    out = subprocess.run(
+        [sys.executable, str(HERE / "baseline_worker.py"), str(path), str(s), impl, str(threads), str(calls)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=HERE,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def streamae_command() -> str:
+    """The installed `streamae` console script of this interpreter's environment."""
+    beside = Path(sys.executable).parent / "streamae"
+    return str(beside) if beside.exists() else (shutil.which("streamae") or "streamae")
+
+
+def train_run(path: Path, scheme: str, iterations: int, threads: int, workdir: Path) -> dict:
+    """`streamae train` for ``iterations`` iterations: wall seconds, evaluations, time split."""
+    from streamae.io.modelfile import load_model
+
+    out = workdir / f"model-{scheme}-{iterations}.h5"
+    command = [
+        streamae_command(),
+        "train",
+        str(path),
+        "-o",
+        str(out),
+        "--max-iter",
+        str(iterations),
+        "--scheme",
+        scheme,
+        "--threads",
+        str(threads),
+        "--grad-tol",
+        "0",
+        "--progress-tol",
+        "0",
+        "--force",
+        "--quiet",
+    ]
     started = time.perf_counter()
-    objective = make_objective(source, Hyperparameters(hidden=s), n_visible=n, scheme=scheme, threads=threads)
-    setup = time.perf_counter() - started
-
-    def call(theta):
-        evaluation = objective(theta)
-        return evaluation.cost, evaluation.gradient
-
-    return call, objective, source, setup
-
-
-def relative(a, b) -> float:
-    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(b))
+    subprocess.run(command, check=True, capture_output=True)
+    seconds = time.perf_counter() - started
+    model = load_model(out)
+    out.unlink()
+    return {
+        # The training loop's own time (the model's info): the command minus start-up,
+        # the values check and the first evaluation, which the 12 - 2 difference cancels
+        # anyway, with less of the noise of starting a process.
+        "seconds": float(model.info.get("seconds", seconds)),
+        "wall_seconds": seconds,
+        "iterations": model.iterations,
+        "evaluations": model.info.get("evaluations"),
+        "time_split": model.info.get("time_split"),
+    }
 
 
 def run_case(name: str, spec: dict, args, workdir: Path, sgemm_samples: list[float]) -> dict:
-    import numba
-    from threadpoolctl import threadpool_limits
-
     from streamae.compute.parameters import initialize
-    from streamae.compute.schemes import choose_scheme
-    from streamae.io.patchfile import PatchFile
 
     m = int(spec["m"] * args.size)
     n, s = spec["n"], spec["s"]
     path = write_patches(workdir / f"case-{name}.h5", m, n)
     cat_seconds = min(read_through(path) for _ in range(2))  # warms the page cache too
-    file_bytes = path.stat().st_size
     theta = initialize(n, s, seed=0)
-    numba.set_num_threads(args.threads)
 
-    impls, objectives, sources, setup = {}, {}, [], {}
+    objectives, sources = {}, []
     for scheme in SCHEMES:
-        call, objective, source, seconds = streamae_impl(path, n, s, scheme, args.threads, args.prefetch)
-        impls[f"streamae {scheme}"], objectives[scheme], setup[scheme] = call, objective, seconds
+        objective, source = streamae_objective(path, n, s, scheme, args.threads)
+        objectives[scheme] = objective
         sources.append(source)
-    with PatchFile(path) as probe:
-        from streamae.runtime.mpi import SingleProcess
+    calls = {f"streamae {scheme}": objectives[scheme] for scheme in SCHEMES}
+    baselines = {}
+    if not args.no_baselines:
+        for label, impl in BASELINES.items():
+            if impl.startswith("torch") and (args.no_torch or not torch_available()):
+                continue
+            for steady in (False, True):
+                baselines[f"{label} ({'steady' if steady else 'as-is'})"] = (impl, steady)
 
-        choice = choose_scheme(probe, n, s, np.dtype(np.float32), None, SingleProcess())
-    with PatchFile(path) as probe:
-        X = np.empty((m, n), dtype=np.float32)
-        for first, block in probe.blocks():
-            X[first : first + block.shape[0]] = block
-
-    def with_blas(fn):
-        def call(theta):
-            with threadpool_limits(args.threads, user_api="blas"):
-                return fn(theta)
-
-        return call
-
-    impls["NumPy float32"] = with_blas(lambda theta: numpy_objective(theta, X, s))
-    if torch_available() and not args.no_torch:
-        import torch
-
-        torch.set_num_threads(args.threads)
-        impls["PyTorch autograd"] = TorchObjective(X, s, autograd=True)
-        impls["PyTorch hand-written"] = TorchObjective(X, s, autograd=False)
-
-    # Correctness first: every implementation against streamae two-pass (float32 all).
-    reference = impls["streamae two-pass"](theta)
+    # Agreement first: every implementation's J against streamae two-pass (float32 all).
+    reference = objectives["two-pass"](theta)
     agreement = {}
-    for label, fn in impls.items():
-        J, grad = fn(theta)  # also the warm-up call (compiles, touches buffers)
-        agreement[label] = {
-            "J": abs(J - reference[0]) / abs(reference[0]),
-            "grad": relative(grad, reference[1]),
-        }
+    for label, objective in calls.items():
+        evaluation = objective(theta)  # also the warm-up call (compiles, touches buffers)
+        agreement[label] = abs(evaluation.cost - reference.cost) / abs(reference.cost)
 
-    times = {label: [] for label in impls}
-    details = {scheme: [] for scheme in SCHEMES}
-    labels = list(impls)
+    labels = list(calls) + list(baselines)
+    times = {label: [] for label in labels}
+    waits = {label: [] for label in calls}
     for round_ in range(args.rounds):
-        with threadpool_limits(args.threads, user_api="blas"):
-            sgemm_samples.append(sgemm_rate())
-        order = labels[round_ % len(labels) :] + labels[: round_ % len(labels)]
-        for label in order:
-            started = time.perf_counter()
-            impls[label](theta)
-            times[label].append(time.perf_counter() - started)
-            if label.startswith("streamae "):
-                timing = objectives[label.split(" ", 1)[1]].timing
-                details[label.split(" ", 1)[1]].append(
-                    {
-                        "waiting": timing.waiting,
-                        "read_seconds": timing.read_seconds,
-                        "read_bytes": timing.read_bytes,
-                    }
-                )
+        sgemm_samples.append(sgemm_rate())
+        for label in labels[round_ % len(labels) :] + labels[: round_ % len(labels)]:
+            if label in calls:
+                started = time.perf_counter()
+                calls[label](theta)
+                times[label].append(time.perf_counter() - started)
+                waits[label].append(calls[label].timing.waiting)
+            else:
+                impl, steady = baselines[label]
+                report = baseline(path, s, impl, args.threads, steady)
+                times[label].extend(report["seconds"])
+                agreement.setdefault(label, abs(report["cost"] - reference.cost) / abs(reference.cost))
+        print(f"  round {round_ + 1}/{args.rounds}", file=sys.stderr, flush=True)
     for source in sources:
         source.close()
     for objective in objectives.values():
         objective.close()
+
+    train = {scheme: {} for scheme in SCHEMES}
+    if not args.no_train:
+        for iterations in TRAIN_ITERATIONS:  # schemes in rotation within each length
+            for scheme in SCHEMES:
+                train[scheme][iterations] = train_run(path, scheme, iterations, args.threads, workdir)
+            print(f"  train {iterations} iterations done", file=sys.stderr, flush=True)
     path.unlink()
     return {
         "m": m,
         "n": n,
         "s": s,
         "what": spec["what"],
-        "file_bytes": file_bytes,
         "cat_seconds": cat_seconds,
-        "auto": {"scheme": choice.name, "reason": choice.reason},
-        "setup_seconds": setup,
-        "agreement": agreement,
+        "agreement_J": agreement,
         "times": times,
-        "streamae_io": details,
+        "waiting": waits,
+        "train": train,
     }
+
+
+def train_agreement(case: dict, scheme: str) -> tuple[float, float, float] | None:
+    """(train s/iter, bench evaluation × evaluations/iter, their ratio) or None."""
+    runs = case["train"].get(scheme) or {}
+    short, long = (runs.get(k) for k in TRAIN_ITERATIONS)
+    if not short or not long:
+        return None
+    span = long["iterations"] - short["iterations"]
+    if span <= 0:
+        return None
+    per_iteration = (long["seconds"] - short["seconds"]) / span
+    evaluations = (long["evaluations"] - short["evaluations"]) / span
+    predicted = float(np.median(case["times"][f"streamae {scheme}"])) * evaluations
+    return per_iteration, predicted, per_iteration / predicted
+
+
+def summarize(cases: dict, sgemm: float) -> str:
+    header = [
+        "case",
+        "implementation",
+        "median s",
+        "% sgemm",
+        "x PyTorch hand (faster state)",
+        "x NumPy (faster state)",
+        "train s/iter",
+        "bench eval x evals/iter",
+        "train / bench",
+    ]
+    rows = []
+    for name, case in cases.items():
+        flops = 10.0 * case["m"] * case["n"] * case["s"]
+        med = {label: float(np.median(v)) for label, v in case["times"].items() if v}
+
+        def fastest(prefix: str, med: dict = med) -> float | None:
+            found = [t for label, t in med.items() if label.startswith(prefix)]
+            return min(found) if found else None
+
+        torch_hand, numpy_best = fastest("PyTorch hand-written"), fastest("NumPy float32")
+        for label, t in med.items():
+            scheme = label.split(" ", 1)[1] if label.startswith("streamae ") else None
+            agree = train_agreement(case, scheme) if scheme else None
+            rows.append(
+                [
+                    f"({name}) {case['m']:,}x{case['n']}->{case['s']}",
+                    label,
+                    f"{t:.4f}",
+                    f"{100 * flops / t / 1e9 / sgemm:.0f}%",
+                    f"{torch_hand / t:.2f}" if torch_hand else "-",
+                    f"{numpy_best / t:.2f}" if numpy_best else "-",
+                    f"{agree[0]:.3f}" if agree else "-",
+                    f"{agree[1]:.3f}" if agree else "-",
+                    f"{agree[2]:.2f}" if agree else "-",
+                ]
+            )
+    return table(rows, header)
 
 
 COMPILE_SNIPPET = """
@@ -182,66 +283,22 @@ def compile_times() -> dict:
     return results
 
 
-def summarize(cases: dict, sgemm: float, default_label: dict) -> str:
-    header = [
-        "case",
-        "implementation",
-        "median s",
-        "examples/s",
-        "GFLOP/s",
-        "% sgemm",
-        "x NumPy",
-        "x PyTorch hand",
-        "x PyTorch autograd",
-    ]
-    rows = []
-    for name, case in cases.items():
-        flops = 10.0 * case["m"] * case["n"] * case["s"]
-        med = {label: float(np.median(v)) for label, v in case["times"].items()}
-        for label, t in med.items():
-            mark = " (auto)" if label == default_label[name] else ""
-
-            def ratio(other: str, t: float = t, med: dict = med) -> str:
-                return f"{med[other] / t:.2f}" if other in med else "-"
-
-            rows.append(
-                [
-                    f"({name}) m={case['m']:,} n={case['n']} s={case['s']}",
-                    label + mark,
-                    f"{t:.4f}",
-                    f"{case['m'] / t:,.0f}",
-                    f"{flops / t / 1e9:.1f}",
-                    f"{100 * flops / t / 1e9 / sgemm:.0f}%",
-                    ratio("NumPy float32"),
-                    ratio("PyTorch hand-written"),
-                    ratio("PyTorch autograd"),
-                ]
-            )
-    return table(rows, header)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="a,b,c", help="comma-separated cases among a, b, c")
     parser.add_argument("--rounds", type=int, default=5, help="timed calls per implementation")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--size", type=float, default=1.0, help="fraction of each case's m (quick runs)")
-    parser.add_argument(
-        "--prefetch", action="store_true", help="read with the reader thread (helps when the cache is cold)"
-    )
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--no-baselines", action="store_true", help="time streamae only")
+    parser.add_argument("--no-train", action="store_true", help="skip the `streamae train` runs")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
     parser.add_argument("--workdir", default=None, help="where the temporary patch files go")
     parser.add_argument("--json", default=None, help="output path (default benchmarks/results/...)")
     args = parser.parse_args()
 
-    result = {
-        "machine": machine(),
-        "threads": args.threads,
-        "rounds": args.rounds,
-        "prefetch": args.prefetch,
-        "cases": {},
-    }
+    load_start = os.getloadavg()
+    result = {"machine": machine(), "threads": args.threads, "rounds": args.rounds, "cases": {}}
     sgemm_samples: list[float] = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
         for name in args.cases.split(","):
@@ -249,15 +306,15 @@ def main() -> None:
             result["cases"][name] = run_case(name, CASES[name], args, Path(workdir), sgemm_samples)
     sgemm = float(np.median(sgemm_samples))
     result["sgemm_gflops"] = {"median": sgemm, "samples": sgemm_samples}
+    result["load_average"] = {"start": load_start, "end": os.getloadavg()}
     if not args.no_compile:
         result["compile"] = compile_times()
-    default_label = {name: f"streamae {case['auto']['scheme']}" for name, case in result["cases"].items()}
-    text = summarize(result["cases"], sgemm, default_label)
+    text = summarize(result["cases"], sgemm)
     result["table"] = text
     path = save_json(result, args.json, "objective")
     print(
-        f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
-        f"load average at start {result['machine']['load_average'][0]:.2f}"
+        f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; load average "
+        f"{load_start[0]:.2f} at start, {result['load_average']['end'][0]:.2f} at the end"
     )
     print(
         f"sgemm (4096^2 float32, {args.threads} threads): median {sgemm:.1f} GFLOP/s "
@@ -265,21 +322,17 @@ def main() -> None:
     )
     print(text)
     for name, case in result["cases"].items():
-        print(f"({name}) auto picks {case['auto']['scheme']}: {case['auto']['reason']}")
-        worst = max(a["grad"] for a in case["agreement"].values())
-        print(f"({name}) largest relative gradient difference to streamae two-pass: {worst:.1e}")
-        for scheme, io in case["streamae_io"].items():
-            if io and sum(d["read_bytes"] for d in io) > 0:
-                read = np.median([d["read_bytes"] / max(d["read_seconds"], 1e-12) for d in io]) / 1e9
-                wait = np.median([d["waiting"] for d in io])
-                total = np.median(case["times"][f"streamae {scheme}"])
-                rows_per_eval = case["m"] * (2 if scheme == "two-pass" else 1)
-                print(
-                    f"({name}) {scheme}: reading alone {read:.2f} GB/s, compute "
-                    f"{rows_per_eval / max(total - wait, 1e-12):,.0f} rows/s, "
-                    f"waited for data {wait * 1e3:.1f} ms of {total * 1e3:.1f} ms; "
-                    f"cat: {case['file_bytes'] / case['cat_seconds'] / 1e9:.2f} GB/s"
-                )
+        med = {label: float(np.median(v)) for label, v in case["times"].items() if v}
+        two, single = med.get("streamae two-pass"), med.get("streamae single-pass")
+        if two and single:
+            print(f"({name}) two-pass / single-pass: {two / single:.2f}")
+        worst = max(case["agreement_J"].values())
+        print(f"({name}) largest relative J difference to streamae two-pass: {worst:.1e}")
+        for label, waits in case["waiting"].items():
+            print(
+                f"({name}) {label}: waited for data {np.median(waits) * 1e3:.1f} ms "
+                f"of {med[label] * 1e3:.1f} ms"
+            )
     if "compile" in result:
         for state, values in result["compile"].items():
             print(

@@ -1,32 +1,88 @@
 """What every streamae command shares: error handling, common options, progress display.
 
 Library errors (:class:`streamae.errors.StreamaeError`) become one plain line on stderr
-and the error's exit code (2 usage, 1 runtime, 3 interrupted); anything unexpected
+and the error's exit code (2 usage, 1 runtime, 3 stopped by a signal while training;
+Ctrl-C elsewhere exits 130), with parameter names said as flags; anything unexpected
 becomes one line asking for ``--debug``, which shows the full traceback instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Callable, Iterator
 
 import click
 
-from streamae.errors import EXIT_RUNTIME, StreamaeError
+from streamae.errors import EXIT_RUNTIME, Interrupted, StreamaeError
+from streamae.text import printable
 
-EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime error, 2 usage error, 3 stopped by a signal."
+EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted (Ctrl-C)."
+TRAIN_EXIT_CODES_HELP = (
+    "Exit codes: 0 success, 1 runtime error, 2 usage error, 3 stopped by a signal while training "
+    "(SIGTERM, SIGINT or SIGUSR1; a checkpoint was written, continue with --resume), "
+    "130 interrupted (Ctrl-C) before training started."
+)
+
+
+# A parameter setting as the library writes it in a message: ``force=True``, ``decoder='linear'``.
+_SETTING = re.compile(
+    r"""\b([a-z][a-z0-9_]*)=(True|False|None|'[^']*'|"[^"]*"|[A-Za-z0-9_.+-]*[A-Za-z0-9_])"""
+)
+
+
+def in_flags(message: str, option_set=None, parameter: str | None = None) -> str:
+    """``message`` with the library's parameter names said as the command line's flags.
+
+    The library names parameters ("hidden must be ...", "pass force=True"); the command
+    line prints "--hidden must be ...", "pass --force".  ``option_set`` (the command's
+    options) wins over the other commands' when a name means different flags.
+    """
+    from streamae.options import COMMANDS
+
+    sets = ([option_set] if option_set is not None else []) + list(COMMANDS.values())
+    options = {}
+    for each in sets:
+        for option in each:
+            if option.cli:
+                options.setdefault(option.name, option)
+
+    if parameter in options and message.startswith(parameter + " "):
+        message = options[parameter].cli_flag + message[len(parameter) :]
+
+    def flag(match: re.Match) -> str:
+        option = options.get(match.group(1))
+        if option is None:
+            return match.group(0)
+        value = match.group(2)
+        if option.kind is bool:
+            if value == ("False" if option.inverted else "True"):
+                return option.cli_flag
+            return match.group(0)
+        return f"{option.cli_flag} {value.strip(chr(39) + chr(34))}"
+
+    return _SETTING.sub(flag, message)
 
 
 @contextlib.contextmanager
-def reported_errors(debug: bool) -> Iterator[None]:
-    """Turn expected failures into one line on stderr and the documented exit code."""
+def reported_errors(debug: bool, option_set=None) -> Iterator[None]:
+    """Turn expected failures into one line on stderr and the documented exit code.
+
+    Parameter names in the message are printed as the flags of ``option_set``'s command.
+    """
     try:
         yield
     except StreamaeError as error:
         if debug:
             raise
-        click.echo(f"Error: {error}", err=True)
+        # Under MPI the library marks an error every rank raised "silent" on all ranks but
+        # one (streamae.runtime.mpi.one_rank_reports): print what it decided, once.
+        if not getattr(error, "silent", False):
+            label = "Stopped" if isinstance(error, Interrupted) else "Error"
+            # The last line of defence: no escape sequence from a file reaches the terminal.
+            message = in_flags(printable(error, None), option_set, getattr(error, "parameter", None))
+            click.echo(f"{label}: {message}", err=True)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         if debug:
@@ -37,7 +93,8 @@ def reported_errors(debug: bool) -> Iterator[None]:
         if debug:
             raise
         click.echo(
-            "Error: out of memory; lower --chunk-rows or --memory-budget, or use a larger node.",
+            "Error: out of memory; use a larger node, or lower the memory the command uses (for "
+            "train: --chunk-rows or --memory-budget).",
             err=True,
         )
         sys.exit(EXIT_RUNTIME)
@@ -45,30 +102,11 @@ def reported_errors(debug: bool) -> Iterator[None]:
         if debug:
             raise
         click.echo(
-            f"Error: internal error ({type(error).__name__}: {error}); "
+            f"Error: internal error ({type(error).__name__}: {printable(error)}); "
             "rerun with --debug for the traceback and report it.",
             err=True,
         )
         sys.exit(EXIT_RUNTIME)
-
-
-def debug_option(function: Callable) -> Callable:
-    """--debug: show tracebacks instead of one-line messages."""
-    return click.option(
-        "--debug", is_flag=True, help="Show the full traceback of any error (for bug reports)."
-    )(function)
-
-
-def quiet_option(function: Callable) -> Callable:
-    """--quiet: no progress bars or per-step lines."""
-    return click.option(
-        "--quiet", "-q", is_flag=True, help="Print nothing but errors and the final summary."
-    )(function)
-
-
-def force_option(function: Callable) -> Callable:
-    """--force: replace an existing output."""
-    return click.option("--force", "-f", is_flag=True, help="Replace the output file if it exists.")(function)
 
 
 def stderr_is_terminal() -> bool:
@@ -80,23 +118,33 @@ def stderr_is_terminal() -> bool:
 
 
 def _click_type(option):
-    """The click type that parses ``option``'s values from text."""
+    """The click type that parses ``option``'s values from text.
+
+    Only the syntax of numbers is checked here; ranges, and values the option parses
+    itself (sizes such as ``12x8``, memory such as ``8G``), are checked by the library,
+    whose one-sentence message names the parameter (said as the flag by
+    :func:`reported_errors`).
+    """
     if option.choices is not None:
         return click.Choice(list(option.choices))
+    if option.parse is not None:
+        return click.STRING
     if option.kind is int:
-        if option.low is not None or option.high is not None:
-            return click.IntRange(
-                min=None if option.low is None else int(option.low),
-                max=None if option.high is None else int(option.high),
-                min_open=option.low_open,
-                max_open=option.high_open,
-            )
-        return int
+        return click.INT
     if option.kind is float:
-        return float  # the library checks finiteness and bounds, naming the parameter
+        return click.FLOAT
     if option.kind == "path":
         return click.Path(path_type=str)
-    return str
+    return click.STRING
+
+
+def _inverted(default):
+    """Callback of a flag that sets its option to False (``--no-file-locking``)."""
+
+    def convert(ctx, param, value):
+        return False if value else default
+
+    return convert
 
 
 def spec_options(option_set, *names: str) -> Callable:
@@ -110,16 +158,24 @@ def spec_options(option_set, *names: str) -> Callable:
     def decorate(function: Callable) -> Callable:
         for option in reversed(chosen):
             declarations = [option.cli_flag] + ([option.short] if option.short else [])
-            if option.kind is bool:
-                function = click.option(*declarations, option.name, is_flag=True, help=option.help)(function)
-                continue
             help_text = option.help + (f" [{option.unit}]" if option.unit else "")
+            if option.kind is bool:
+                extra = {"callback": _inverted(option.default)} if option.inverted else {}
+                function = click.option(*declarations, option.name, is_flag=True, help=help_text, **extra)(
+                    function
+                )
+                continue
+            show_default = option.show_default
+            if show_default is None:
+                show_default = option.default is not None
             function = click.option(
                 *declarations,
                 option.name,
                 type=_click_type(option),
                 default=option.default,
-                show_default=option.default is not None,
+                show_default=show_default,
+                metavar=option.metavar,
+                required=option.required,
                 help=help_text,
             )(function)
         return function

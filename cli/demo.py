@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import click
 
-from .common import debug_option, force_option, quiet_option, reported_errors
+from streamae.options import DEMO
+
+from .common import reported_errors, spec_options
 
 
-@click.command()
-@click.option(
-    "--output-dir",
-    "-o",
-    type=click.Path(file_okay=False, path_type=str),
-    default="streamae-demo",
-    show_default=True,
-    help="Folder for patches.h5, model.h5, features.png and curves.png.",
+@click.command(
+    epilog="Exit codes: 0 success, 1 runtime error, 2 usage error, 3 stopped by a signal while "
+    "training (SIGTERM, SIGINT or SIGUSR1; model.h5 holds a checkpoint), 130 interrupted (Ctrl-C) "
+    "in the other steps."
 )
-@click.option("--num-patches", type=int, default=10_000, show_default=True, help="Patches to extract.")
-@click.option("--max-iter", type=int, default=400, show_default=True, help="L-BFGS iterations.")
-@quiet_option
-@force_option
-@debug_option
+@spec_options(DEMO)
 def demo(output_dir, num_patches, max_iter, quiet, force, debug) -> None:
     """Extract 8x8 patches from the shipped photographs, train, and draw the features.
 
@@ -28,7 +22,7 @@ def demo(output_dir, num_patches, max_iter, quiet, force, debug) -> None:
     25 hidden units, rho 0.01, lambda 1e-4, beta 3, 400 iterations of L-BFGS.  Open
     features.png afterwards: the units look like oriented edges.
     """
-    with reported_errors(debug):
+    with reported_errors(debug, DEMO):
         from streamae.demo import run_demo
 
         from .extract import ExtractProgress

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-from .common import debug_option, force_option, quiet_option, reported_errors, stderr_is_terminal
+from streamae.options import ENCODE
+
+from .common import EXIT_CODES_HELP, reported_errors, spec_options, stderr_is_terminal
 
 # Without a terminal, one progress line at most this often (a log file, a batch job).
 PLAIN_PROGRESS_SECONDS = 10.0
@@ -44,76 +46,31 @@ class _Progress:
 
 @click.command(
     short_help="Hidden activations of a model for every row of a patch file.",
-    epilog="Exit codes: 0 success, 1 runtime error, 2 usage error, 3 stopped by a signal.",
+    epilog=EXIT_CODES_HELP,
 )
 @click.argument("model", type=click.Path(dir_okay=True, path_type=Path))
 @click.argument("data", type=click.Path(dir_okay=True, path_type=Path))
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="HDF5 file to write: /features (rows, hidden), chunked like the input.",
-)
-@click.option(
-    "--reconstruct",
-    is_flag=True,
-    help="Also write the decoder's output a3 as /reconstruction (rows, inputs).",
-)
-@click.option(
-    "--block-rows",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Rows read and encoded at a time; memory grows with it, never with the file.  "
-    "[default: one HDF5 chunk of the input]",
-)
-@click.option(
-    "--dtype",
-    type=click.Choice(["float32", "float64"]),
-    default="float32",
-    show_default=True,
-    help="Type the encoder computes in and the outputs are stored as.",
-)
-@force_option
-@quiet_option
-@debug_option
-def encode(
-    model: Path,
-    data: Path,
-    output: Path,
-    reconstruct: bool,
-    block_rows: int | None,
-    dtype: str,
-    force: bool,
-    quiet: bool,
-    debug: bool,
-) -> None:
+@spec_options(ENCODE)
+def encode(model: Path, data: Path, output: str | None, quiet: bool, debug: bool, **options) -> None:
     """Write the hidden activations of MODEL for every patch in DATA (a patch file).
 
-    Streams DATA block by block through the encoder a2 = sigmoid(x W1^T + b1) with the
-    kernels used in training; memory does not depend on the number of rows.
+    Streams DATA block by block through the encoder a2 = f(x W1^T + b1), f the model's
+    hidden activation (sigmoid or tanh): one matrix product, then the activation
+    elementwise, which agrees with training's fused kernels to rounding; memory does not
+    depend on the number of rows.
 
     Example: `streamae encode model.h5 patches.h5 -o features.h5`.
     """
-    with reported_errors(debug):
+    with reported_errors(debug, ENCODE):
         from streamae.encoding import encode as encode_file
 
         progress = _Progress(quiet, f"encoding {data.name}")
         try:
-            result = encode_file(
-                model,
-                data,
-                output,
-                reconstruct=reconstruct,
-                block_rows=block_rows,
-                dtype=dtype,
-                force=force,
-                progress=progress,
-            )
+            result = encode_file(model, data, output, progress=progress, **options)
         finally:
             progress.close()
         summary = (
-            f"Wrote {output}: {result.n_rows:,} rows x {result.n_hidden} features ({dtype}), "
+            f"Wrote {output}: {result.n_rows:,} rows x {result.n_hidden} features ({options['dtype']}), "
             f"mean activation {float(result.mean_activation.mean()):.4g}"
         )
         if result.reconstruction is not None:

@@ -7,27 +7,30 @@ from pathlib import Path
 
 import click
 
-from .common import debug_option, reported_errors
+from streamae.options import INFO
+
+from .common import EXIT_CODES_HELP, reported_errors, spec_options
 
 
 @click.command(
     short_help="Summarise a patch, model, features or other HDF5 file.",
-    epilog="Exit codes: 0 success, 1 runtime error, 2 usage error.",
+    epilog=EXIT_CODES_HELP,
 )
 @click.argument("file", type=click.Path(dir_okay=True, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-@debug_option
-def info(file: Path, as_json: bool, debug: bool) -> None:
+@spec_options(INFO)
+def info(file: Path, as_json: bool, dataset: str, debug: bool) -> None:
     """Summarise FILE: a patch file, a model file, a features file or any other HDF5 file.
 
     Patch files: shape, dtype, chunking, compression, patch shape, normalisation, seed and
     sources.  Model files: hyperparameters, iterations, the final J and its terms, the mean
-    activation and the data trained on.  Nothing but metadata is read.
+    activation and the data trained on.  Of patch and features files only the metadata is
+    read, never the rows; a model file is loaded whole (its weights are checked).
+    --dataset other than /patches describes that dataset of any HDF5 file as training data.
     """
-    with reported_errors(debug):
+    with reported_errors(debug, INFO):
         from streamae.describe import describe, format_description
 
-        description = describe(file)
+        description = describe(file, dataset=None if dataset == INFO["dataset"].default else dataset)
         if as_json:
             click.echo(json.dumps(description, indent=2, sort_keys=False))
         else:

@@ -10,15 +10,15 @@ import click
 
 from streamae._version import __version__
 
-from .common import EXIT_CODES_HELP
-
 
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog=EXIT_CODES_HELP,
+    epilog="Exit codes: 0 success, 1 runtime error, 2 usage error, 3 train stopped by a signal "
+    "(a checkpoint was written), 130 interrupted (Ctrl-C).",
 )
 @click.version_option(__version__, prog_name="streamae")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Learn sparse-autoencoder features from image patches far larger than memory.
 
     Typical use: `streamae extract images/ -o patches.h5`, then
@@ -26,6 +26,20 @@ def cli() -> None:
     `streamae visualize model.h5 -o features.png`.  `streamae demo` runs all three on
     photographs that ship with the package.
     """
+    _refuse_bad_thread_settings(ctx)
+
+
+def _refuse_bad_thread_settings(ctx: click.Context) -> None:
+    """Say what is wrong with NUMBA_NUM_THREADS before a command starts Numba (exit 2)."""
+    import sys
+
+    from streamae.errors import EXIT_USAGE
+    from streamae.runtime.threads import thread_problem_found
+
+    problem = thread_problem_found()
+    if problem is not None and not ctx.resilient_parsing and not {"-h", "--help"} & set(sys.argv[1:]):
+        click.echo(f"Error: {problem}", err=True)
+        ctx.exit(EXIT_USAGE)
 
 
 def _register() -> None:

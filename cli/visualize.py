@@ -6,98 +6,39 @@ from pathlib import Path
 
 import click
 
-from streamae.options import VISUALIZE_MORE
+from streamae.options import VISUALIZE
 
-from .common import debug_option, force_option, quiet_option, reported_errors, spec_options
+from .common import EXIT_CODES_HELP, reported_errors, spec_options
 
 
 @click.command(
     short_help="Draw a model's features as a PNG tile grid; training plots.",
-    epilog="Exit codes: 0 success, 1 runtime error, 2 usage error.",
+    epilog=EXIT_CODES_HELP,
 )
 @click.argument("model", type=click.Path(dir_okay=True, path_type=Path))
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(path_type=Path),
-    help="PNG of the features: one tile per hidden unit, the input that activates it most.",
-)
-@click.option(
-    "--cols",
-    type=click.IntRange(min=1),
-    metavar="N",
-    default=None,
-    help="Tiles per row of the grid.  [default: ceil(sqrt(hidden units)), a near-square grid]",
-)
-@click.option(
-    "--scale",
-    type=click.IntRange(1, 64),
-    metavar="K",
-    default=4,
-    show_default=True,
-    help="Enlarge the features PNG by repeating each pixel K times in each direction.",
-)
-@click.option(
-    "--sort",
-    type=click.Choice(["none", "activation", "norm"]),
-    default="none",
-    show_default=True,
-    help="Order of the tiles: as stored, by mean activation rho_hat (largest first), "
-    "or by the norm of the unit's weights (largest first).",
-)
-@click.option(
-    "--patch-shape",
-    metavar="HxW[xC]",
-    default=None,
-    help="Shape to draw each unit's weights in, such as 8x8 or 8x8x3.  [default: the shape "
-    "stored in the model; without one, a square gray patch when the input size is a perfect "
-    "square, otherwise an error]",
-)
-@click.option(
-    "--curves",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write a PNG of J and its three terms against the iteration (log axis), "
-    "with the gradient norm below.",
-)
-@click.option(
-    "--activations",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write a PNG histogram of the final mean activations rho_hat, target rho marked.",
-)
-@spec_options(VISUALIZE_MORE, "space", "reconstructions", "pairs", "seed")
-@force_option
-@quiet_option
-@debug_option
-def visualize(
-    model: Path,
-    output: Path | None,
-    cols: int | None,
-    scale: int,
-    sort: str,
-    patch_shape: str | None,
-    curves: Path | None,
-    activations: Path | None,
-    space: str | None,
-    reconstructions: str | None,
-    pairs: int,
-    seed: int,
-    force: bool,
-    quiet: bool,
-    debug: bool,
-) -> None:
+@spec_options(VISUALIZE)
+def visualize(model: Path, quiet: bool, debug: bool, **values) -> None:
     """Draw a trained MODEL's features as a PNG tile grid, and optionally its training plots.
 
     Hidden unit i is drawn as W1[i] / ||W1[i]||, reshaped to the patch shape, each tile
-    stretched so that 0 is mid-gray; colour patches are drawn in colour.
+    stretched so that 0 is mid-gray; colour patches are drawn in colour.  A model of 1-D
+    windows (audio: patch shape 1 x samples x channels) is drawn as one small line plot per
+    unit instead, with --spectra its magnitude spectrum below.
     Example: `streamae visualize model.h5 -o features.png --curves curves.png`.
     """
-    with reported_errors(debug):
+    with reported_errors(debug, VISUALIZE):
         from streamae.errors import UsageError
         from streamae.io.atomic import check_output_path
         from streamae.io.modelfile import load_model
-        from streamae.render import parse_patch_shape, plot_activations, plot_curves, render_features
+        from streamae.options import VisualizeOptions
+        from streamae.render import plot_activations, plot_curves, render_features
+
+        options = VisualizeOptions(**values)
+        force = options.force
+        output, curves, activations = (
+            None if path is None else Path(path)
+            for path in (options.output, options.curves, options.activations)
+        )
 
         outputs = [path for path in (output, curves, activations) if path is not None]
         if not outputs:
@@ -106,43 +47,58 @@ def visualize(
             )
         if len({path.resolve() for path in outputs}) != len(outputs):
             raise UsageError("-o, --curves and --activations name the same file; give each its own path.")
-        shape = parse_patch_shape(patch_shape) if patch_shape is not None else None
         # Refuse unwritable outputs before reading anything, and never write over the model.
         for path in outputs:
             check_output_path(path, force=force, inputs=(model,))
         loaded = load_model(model)
         written = []
-        if output is not None and reconstructions is not None:
+        # Audio windows are stored as 1 x samples x channels patches: a 1-D model.
+        shape_of = loaded.patch_shape
+        one_dimensional = shape_of is not None and len(shape_of) == 3 and shape_of[0] == 1
+        signals = options.spectra or (one_dimensional and options.patch_shape is None)
+        if output is not None and options.reconstructions is not None:
             from streamae.reconstruction_grid import render_reconstructions
 
             pictured = render_reconstructions(
                 loaded,
-                reconstructions,
+                options.reconstructions,
                 output,
-                pairs=pairs,
-                seed=seed,
-                cols=cols,
-                scale=scale,
-                patch_shape=shape,
+                pairs=options.pairs,
+                seed=options.seed,
+                cols=options.cols,
+                scale=options.scale,
+                patch_shape=options.patch_shape,
                 name=str(model),
                 force=force,
                 inputs=(model,),
             )
             written.append(
-                f"{output}: {pictured.rows.size} patches of {reconstructions} beside their reconstructions"
+                f"{output}: {pictured.rows.size} patches of {options.reconstructions} "
+                "beside their reconstructions"
+            )
+        elif output is not None and signals:
+            from streamae.render_signals import render_signal_features
+
+            picture = render_signal_features(
+                loaded.W1, output, spectra=options.spectra, force=force, inputs=(model,)
+            )
+            written.append(
+                f"{output}: {loaded.n_hidden} units of {loaded.n_visible} samples as line plots"
+                + (" with spectra" if options.spectra else "")
+                + f", {picture.shape[1]} x {picture.shape[0]} pixels"
             )
         elif output is not None:
             grid = render_features(
                 loaded,
                 output,
-                cols=cols,
-                scale=scale,
-                sort=sort,
-                patch_shape=shape,
+                cols=options.cols,
+                scale=options.scale,
+                sort=options.sort,
+                patch_shape=options.patch_shape,
                 name=str(model),
                 force=force,
                 inputs=(model,),
-                space=space,
+                space=options.space,
             )
             height, width = grid.image.shape[:2]
             rows, columns = grid.grid

@@ -12,18 +12,39 @@ function (``streamae.encoding`` holds ``encode``, ``streamae.training.session`` 
 ``train``), so importing a submodule can never replace one of these names; a test checks it.
 """
 
-from streamae._version import __version__
-from streamae.compute.parameters import Hyperparameters
-from streamae.demo import run_demo
-from streamae.encoding import encode
-from streamae.errors import StreamaeError
-from streamae.export import export_weights
-from streamae.extraction.pipeline import extract
-from streamae.io.modelfile import Model, load_model
-from streamae.render import render_features
-from streamae.training.session import gradcheck, objective, train
+# Before anything imports Numba: a bad NUMBA_NUM_THREADS must not reach it (see runtime/threads).
+from streamae.runtime.threads import set_aside_bad_thread_settings
+
+set_aside_bad_thread_settings()
+
+from streamae._version import __version__  # noqa: E402
+from streamae.compute.parameters import Hyperparameters  # noqa: E402
+from streamae.demo import run_demo  # noqa: E402
+from streamae.encoding import encode  # noqa: E402
+from streamae.errors import StreamaeError  # noqa: E402
+from streamae.export import export_weights  # noqa: E402
+from streamae.extraction.pipeline import extract  # noqa: E402
+from streamae.io.modelfile import Model, load_model  # noqa: E402
+from streamae.options import (  # noqa: E402
+    EncodeOptions,
+    ExportOptions,
+    ExtractOptions,
+    GradcheckOptions,
+    TrainOptions,
+    VisualizeOptions,
+)
+from streamae.render import render_features  # noqa: E402
+from streamae.training.evaluate import objective  # noqa: E402
+from streamae.training.gradcheck import gradcheck  # noqa: E402
+from streamae.training.session import train  # noqa: E402
 
 __all__ = [
+    "EncodeOptions",
+    "ExportOptions",
+    "ExtractOptions",
+    "GradcheckOptions",
+    "TrainOptions",
+    "VisualizeOptions",
     "Hyperparameters",
     "Model",
     "StreamaeError",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from streamae.errors import UsageError
 from streamae.io.atomic import check_output_path
+from streamae.options import DEMO
 
 DEMO_OUTPUTS = ("patches.h5", "model.h5", "features.png", "curves.png")
 
@@ -37,10 +38,10 @@ class DemoResult:
 
 
 def run_demo(
-    directory: str | os.PathLike = "streamae-demo",
+    directory: str | os.PathLike = DEMO["output_dir"].default,
     *,
-    num_patches: int = 10_000,
-    max_iter: int = 400,
+    num_patches: int = DEMO["num_patches"].default,
+    max_iter: int = DEMO["max_iter"].default,
     force: bool = False,
     train_monitor=None,
     extract_progress=None,
@@ -50,9 +51,11 @@ def run_demo(
     from streamae.render import plot_curves, render_features
     from streamae.training.session import train
 
+    # Checked before anything is made; messages name the parameter (the CLI says the flag).
+    DEMO.validate({"output_dir": directory, "num_patches": num_patches, "max_iter": max_iter, "force": force})
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise UsageError(f"{directory}: exists and is not a directory; choose another --output-dir.")
+        raise UsageError(f"{directory}: exists and is not a directory; choose another output_dir='DIR'.")
     directory.mkdir(parents=True, exist_ok=True)
     paths = {name: directory / name for name in DEMO_OUTPUTS}
     for path in paths.values():  # refuse before any work, not after the extract

@@ -9,7 +9,6 @@ Any other HDF5 file is described by what it holds.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import h5py
@@ -26,24 +25,30 @@ from streamae.io.hdf5 import (
 )
 from streamae.io.modelfile import load_model
 from streamae.io.patchfile import inspect_patch_file
+from streamae.options import dataset_path
+from streamae.text import printable
 
 MAX_LISTED = 50  # datasets listed for a foreign HDF5 file before "... and N more"
 # Longest string and most entries of a list or dict taken from a file into a description:
 # enough for any real path, JSON setting or source list, short of flooding a terminal.
 MAX_TEXT = 300
 MAX_ITEMS = 100
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _LISTINGS = ("datasets", "other_datasets")
 
 
-def describe(path: str | os.PathLike) -> dict:
+def describe(path: str | os.PathLike, dataset: str | None = None) -> dict:
     """What the HDF5 file at ``path`` holds, as a JSON-ready dict with a ``kind`` key.
 
     ``kind`` is ``"patches"``, ``"model"``, ``"features"`` or ``"hdf5"`` (anything
     else).  Raises :class:`~streamae.errors.InputFileError` for a missing, unreadable or
-    non-HDF5 file, and for a damaged patch or model file.
+    non-HDF5 file, and for a damaged patch or model file.  ``dataset`` describes that
+    2-D dataset of any HDF5 file as training data (``kind`` ``"patches"``), checked as
+    ``train`` checks it.
     """
     path = Path(path)
+    if dataset is not None:
+        base = {"path": str(path), "size_bytes": path.stat().st_size if path.exists() else None}
+        return bounded(base | _describe_patches(path, dataset_path(dataset)))
     with open_hdf5(path) as handle:
         fmt = decode_attribute(handle.attrs.get("format"))
         is_patches = fmt == PATCH_FORMAT or (fmt is None and PATCHES_DATASET in handle)
@@ -70,7 +75,7 @@ def bounded(value: object, *, whole_lists: bool = False) -> object:
     shortens them itself, saying how many are left out).
     """
     if isinstance(value, str):
-        text = _CONTROL.sub("?", value)
+        text = printable(value, None, mark="?")
         return text if len(text) <= MAX_TEXT else f"{text[:MAX_TEXT]}... ({len(text):,} characters)"
     if isinstance(value, dict):
         items = list(value.items())
@@ -118,18 +123,19 @@ def _storage(dataset: h5py.Dataset) -> dict:
     }
 
 
-def _describe_patches(path: Path) -> dict:
-    layout = inspect_patch_file(path)  # validates /patches, with one-sentence errors
+def _describe_patches(path: Path, dataset: str = "/" + PATCHES_DATASET) -> dict:
+    layout = inspect_patch_file(path, dataset)  # validates the dataset, with one-sentence errors
     attrs = layout.attributes
     with open_hdf5(path) as handle:
-        storage = _storage(handle[PATCHES_DATASET])
+        storage = _storage(handle[layout.dataset])
         # Arrays beside the patches: the normalisation's parameters (/zca/*, /zscore/*).
-        others = [entry for entry in _dataset_listing(handle) if entry["name"] != "/" + PATCHES_DATASET]
+        others = [entry for entry in _dataset_listing(handle) if entry["name"] != layout.dataset]
         normalization = json_attribute(handle.attrs.get("normalization"))
         sources = json_attribute(handle.attrs.get("sources"))
         sampling = json_attribute(handle.attrs.get("sampling"))
     return {
         "kind": "patches",
+        "dataset": layout.dataset,
         "format": attrs.get("format"),
         "shape": [layout.n_rows, layout.n_features],
         "dtype": str(layout.dtype),
@@ -149,6 +155,21 @@ def _describe_patches(path: Path) -> dict:
 def _last(history: dict, key: str) -> float | None:
     values = history.get(key)
     return float(values[-1]) if values is not None and len(values) else None
+
+
+def _time_split(entry: object) -> dict | None:
+    """Per-evaluation waiting/computing seconds from a model's info (None in older files)."""
+    if not isinstance(entry, dict):
+        return None
+    values = [entry.get(key) for key in ("evaluations", "waiting_seconds", "computing_seconds")]
+    if not all(isinstance(value, int | float) and value >= 0 for value in values) or values[0] < 1:
+        return None
+    count, waiting, computing = values
+    return {
+        "evaluations": int(count),
+        "waiting_seconds": waiting / count,
+        "computing_seconds": computing / count,
+    }
 
 
 def _describe_model(path: Path) -> dict:
@@ -172,6 +193,7 @@ def _describe_model(path: Path) -> dict:
         "final": final | {"grad_norm": _last(history, "grad_norm")},
         "seconds": _last(history, "seconds"),
         "finished": model.info.get("finished"),
+        "evaluation_time": _time_split(model.info.get("time_split")),
         "rho_hat": None
         if rho_hat is None
         else {
@@ -182,8 +204,42 @@ def _describe_model(path: Path) -> dict:
         "data": model.data or None,
         "resumable": model.optimizer is not None,
         "normalization": model.normalization,
+        "validation": _held_out_summary(model.validation),
+        "warm_start": _warm_start_summary(model),
         "info": model.info,
     }
+
+
+def _held_out_summary(validation: dict) -> dict | None:
+    """The held-out evaluations of a model: how many, the last and the best (or None)."""
+    costs = validation.get("cost")
+    if costs is None or len(costs) == 0:
+        return None
+    best = int(np.argmin(costs))
+    return {
+        "evaluations": len(costs),
+        "last": {key: float(values[-1]) for key, values in validation.items()},
+        "best_cost": float(costs[best]),
+        "best_iteration": int(validation["iteration"][best]) if "iteration" in validation else None,
+    }
+
+
+def _warm_start_summary(model) -> dict | None:
+    """The schedule as recorded and, per stage in the history, its rows and iterations."""
+    record = model.info.get("warm_start")
+    stage = model.history.get("stage")
+    rows = model.history.get("sample_rows")
+    if not isinstance(record, dict) and stage is None:
+        return None
+    stages = []
+    if stage is not None and rows is not None and len(stage) == len(rows):
+        for number in dict.fromkeys(int(v) for v in stage):  # in order of appearance
+            mask = np.asarray(stage) == number
+            stages.append(
+                {"stage": number, "rows": int(np.asarray(rows)[mask][0]), "iterations": int(mask.sum())}
+            )
+    schedule = record.get("schedule") if isinstance(record, dict) else None
+    return {"schedule": printable(schedule, 60, mark="?") if schedule is not None else None, "stages": stages}
 
 
 def _describe_features(path: Path) -> dict:
@@ -253,10 +309,12 @@ def _data_text(data: dict | None) -> str:
 def format_description(info: dict) -> str:
     """The text ``streamae info`` prints for a :func:`describe` dict (several lines)."""
     kind = info["kind"]
+    chosen = info.get("dataset", "/" + PATCHES_DATASET) if kind == "patches" else "/" + PATCHES_DATASET
     lines = [
         f"{info['path']}: "
+        + (f"{chosen}, a dataset of training examples" if chosen != "/" + PATCHES_DATASET else "")
         + {
-            "patches": "streamae patch file",
+            "patches": "streamae patch file" if chosen == "/" + PATCHES_DATASET else "",
             "model": "streamae model file",
             "features": "streamae features file (written by `streamae encode`)",
             "hdf5": "HDF5 file, not a streamae file",
@@ -268,7 +326,9 @@ def format_description(info: dict) -> str:
 
     if kind == "patches":
         m, n = info["shape"]
-        add("patches", f"{m:,} rows of {n} values, {info['dtype']}")
+        name = info.get("dataset", "/" + PATCHES_DATASET)
+        label = "patches" if name == "/" + PATCHES_DATASET else name
+        add(label, f"{m:,} rows of {n} values, {info['dtype']}")
         add("storage", _storage_text(info))
         add("patch shape", _shape(info["patch_shape"]))
         add("normalization", _mode_text(info["normalization"]))
@@ -286,7 +346,9 @@ def format_description(info: dict) -> str:
             add("also holds", f"{entry['name']} {_shape(entry['shape'])} {entry['dtype']}")
     elif kind == "model":
         hyper = info["hyperparameters"]
-        add("layers", f"{info['inputs']} inputs -> {info['hidden']} hidden ({hyper['decoder']} decoder)")
+        tanh = hyper.get("activation", "sigmoid") == "tanh"
+        units = f"{info['hidden']} tanh hidden" if tanh else f"{info['hidden']} hidden"
+        add("layers", f"{info['inputs']} inputs -> {units} ({hyper['decoder']} decoder)")
         add("patch shape", _shape(info["patch_shape"]))
         add(
             "hyperparameters",
@@ -307,9 +369,26 @@ def format_description(info: dict) -> str:
             "not recorded"
             if rho_hat is None
             else f"{rho_hat['mean']:.4g} (min {rho_hat['min']:.4g}, max {rho_hat['max']:.4g}, "
-            f"target {hyper['rho']:g})",
+            # tanh: rho targets the mean of (a2 + 1)/2, so the mean of a2 aims at 2·rho − 1.
+            + (f"target {2 * hyper['rho'] - 1:g} = 2 rho - 1)" if tanh else f"target {hyper['rho']:g})"),
         )
+        split = info.get("evaluation_time")
+        if split is not None:
+            total = split["waiting_seconds"] + split["computing_seconds"]
+            share = split["waiting_seconds"] / total if total > 0 else 0.0
+            add(
+                "per evaluation",
+                f"{split['computing_seconds']:.3g} s computing, {split['waiting_seconds']:.3g} s "
+                f"waiting for data ({share:.0%}; {split['evaluations']:,} evaluations)",
+            )
         add("trained on", _data_text(info["data"]))
+        warm = info.get("warm_start")
+        if warm is not None and (len(warm["stages"]) > 1 or warm["schedule"] not in (None, "none")):
+            parts = [
+                f"stage {entry['stage']}: {entry['rows']:,} rows, {entry['iterations']:,} iterations"
+                for entry in warm["stages"]
+            ]
+            add("warm start", f"{warm['schedule'] or 'schedule not recorded'}; " + "; ".join(parts))
         if info["resumable"]:
             add("resumable", "yes (optimizer state stored; continue with --resume)")
         elif info.get("finished"):
@@ -317,6 +396,17 @@ def format_description(info: dict) -> str:
         else:
             add("resumable", "no (no optimizer state stored)")
         add("normalization", _mode_text(info.get("normalization")))
+        held = info.get("validation")
+        if held:
+            last = held["last"]
+            add(
+                "held-out J",
+                f"{_number(last.get('cost'))} at iteration {_number(int(last.get('iteration', 0)))} "
+                f"(reconstruction {_number(last.get('reconstruction'))}, sparsity "
+                f"{_number(last.get('sparsity'))}, mean rho_hat {_number(last.get('rho_hat_mean'))}); "
+                f"best {_number(held['best_cost'])} at iteration {_number(held['best_iteration'])}, "
+                f"{held['evaluations']} evaluations",
+            )
     elif kind == "features":
         for name, entry in info["datasets"].items():
             add(name, f"{_shape(entry['shape'])} {entry['dtype']}, {_storage_text(entry)}")

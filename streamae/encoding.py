@@ -1,9 +1,12 @@
 """Features for new data: stream every row of a patch file through a trained encoder.
 
-``encode`` reads the patch file block by block (one HDF5 chunk per read by default),
-computes a2 = f(x W1ᵀ + b1) with the same matrix product and the same
-:func:`~streamae.compute.kernels.hidden_activation` kernel as training, and writes each block
-into an (m, s) dataset chunked like the input.  Every buffer is allocated once for the
+``encode`` reads the patch file block by block (rows per read from the read
+policy, io/readpolicy.py), computes a2 = f(x W1ᵀ + b1), f the model's own hidden
+activation (sigmoid, or tanh for a model trained with it), with a row-major kernel of its own,
+:func:`~streamae.compute.kernels.hidden_activation` (through ``np.exp``/``np.tanh``; training's
+:func:`~streamae.compute.kernels.hidden_forward` works on a2ᵀ with the vectorised ``exp32``,
+so the two agree to rounding, not bit for bit), and writes each block into an (m, s)
+dataset chunked like the input.  Every buffer is allocated once for the
 block size, so memory does not depend on m.  With ``reconstruct`` the decoder's output
 a3 (m, n) is written as well.
 
@@ -30,12 +33,14 @@ from streamae.errors import DataError, UsageError
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
 from streamae.io.hdf5 import FEATURES_FORMAT
 from streamae.io.modelfile import Model, load_model
-from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, PatchFile, default_block_rows, inspect_patch_file
+from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, default_block_rows, inspect_patch_file
+from streamae.io.readpolicy import open_patches
+from streamae.options import DEFAULT_DATASET, EncodeOptions, dataset_path
+from streamae.text import printable
 
 FEATURES_DATASET = "features"
 RECONSTRUCTION_DATASET = "reconstruction"
 MEAN_ACTIVATION_DATASET = "mean_activation"
-DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 @njit(parallel=True, **kernels.JIT_OPTIONS)
@@ -45,7 +50,7 @@ def output_activation(z3, b2, x, linear, partial):
     z3: (rows, n) ``a2 @ W2.T`` (without bias), overwritten with a3 = f(z3 + b2), or
     z3 + b2 when ``linear``.  b2: (n,).  x: (rows, n) the input block.
     partial: (>= segments, >= 1) float64 scratch.  Summed per fixed segment and then in
-    segment order, like the training kernels, so the result does not depend on threads.
+    segment order, so the result does not depend on the number of threads.
     """
     rows, n = z3.shape
     n_segments = kernels.segment_count(rows)
@@ -81,6 +86,7 @@ class Encoder:
             raise ValueError(f"compute dtype must be float32 or float64, got {self.dtype}")
         s, n = model.n_hidden, model.n_visible
         self.linear = model.hyper.decoder == "linear"
+        self.activation = kernels.activation_code(model.hyper.activation)
         self.W1 = np.ascontiguousarray(model.W1, dtype=self.dtype)
         self.W2 = np.ascontiguousarray(model.W2, dtype=self.dtype)
         self.b1 = np.ascontiguousarray(model.b1, dtype=self.dtype)
@@ -97,7 +103,7 @@ class Encoder:
         """a2 (rows, s) of a block x (rows, n), as a view of the reused ``hidden`` buffer."""
         a2 = self.hidden[: x.shape[0]]
         np.matmul(x, self.W1.T, out=a2)
-        kernels.hidden_activation(a2, self.b1, self.partial, self.sum_a2)
+        kernels.hidden_activation(a2, self.b1, self.activation, self.partial, self.sum_a2)
         self.n_encoded += x.shape[0]
         return a2
 
@@ -125,12 +131,13 @@ class EncodeResult:
 
 def model_fingerprint(path: Path | None, model: Model) -> dict:
     """The model attributes a features file records: path (None for a model in memory), sizes,
-    decoder, iterations."""
+    decoder, activation, iterations."""
     return {
         "path": None if path is None else str(path.resolve()),
         "hidden": model.n_hidden,
         "inputs": model.n_visible,
         "decoder": model.hyper.decoder,
+        "activation": model.hyper.activation,
         "iterations": model.iterations,
     }
 
@@ -139,46 +146,56 @@ def encode(
     model: Model | str | os.PathLike,
     data: np.ndarray | str | os.PathLike,
     output: str | os.PathLike | None = None,
+    options: EncodeOptions | None = None,
     *,
-    reconstruct: bool = False,
-    block_rows: int | None = None,
-    dtype: str | None = None,
-    force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    **values: object,
 ) -> EncodeResult | np.ndarray:
     """The hidden activations a2 of every row of ``data`` through ``model``.
 
     ``model`` is a :class:`Model` or a model file.  ``data`` is an (m, n) array, whose
     a2 (m, s) is returned (computed block by block, see :meth:`Model.encode`; dtype
-    default: the array's), or a patch file, whose a2 is written to the features file
-    ``output`` (dtype default float32) and an :class:`EncodeResult` returned.
+    default: the array's), or a patch file, whose a2 (m, s) is written to the features
+    file ``output`` and an :class:`EncodeResult` returned.
 
-    For a patch file, ``block_rows`` rows are read and encoded at a time (default: one
-    chunk of the input); ``progress(done, total)`` is called after each block.
-    Everything is checked before any work: the model, the patch file, that their input
-    sizes agree and that ``output`` may be written.
+    The hidden activation is the model's own (its file says sigmoid or tanh); ``activation``,
+    when given, must match it (features of a tanh model put through a sigmoid mean nothing).
+
+    ``options`` (a frozen :class:`~streamae.options.EncodeOptions`) and/or keyword
+    arguments give ``reconstruct`` (also write a3 as /reconstruction, or return a3 for an
+    array), ``block_rows`` (rows read and encoded at a time; default: one chunk of the
+    input), ``dtype`` and ``force``, checked against :data:`streamae.options.ENCODE`.
+    ``progress(done, total)`` is called after each block.  Everything is checked
+    before any work: the model, the patch file, that their input sizes agree and that
+    ``output`` may be written.  ``dataset`` names the 2-D dataset of the patch file to
+    encode (default ``/patches``).
     """
-    if dtype is not None and dtype not in DTYPES:
-        raise UsageError(f"dtype must be float32 or float64, got {dtype!r}.", parameter="dtype")
-    if block_rows is not None and block_rows < 1:
-        raise UsageError(f"block_rows must be at least 1, got {block_rows}.", parameter="block_rows")
+    o = EncodeOptions.build(options, values)
+    reconstruct, block_rows, dtype, force = o.reconstruct, o.block_rows, o.dtype, o.force
     model_path = None if isinstance(model, Model) else Path(model)
+    model = model if model_path is None else load_model(model_path)
+    model_name = "the model" if model_path is None else str(model_path)
+    activation = o.activation
+    if activation is not None and activation != model.hyper.activation:
+        raise UsageError(
+            f"{model_name} was trained with {model.hyper.activation} hidden units, not {activation}; "
+            f"leave the activation out (the model's is used) or give activation='{model.hyper.activation}'.",
+            parameter="activation",
+        )
     if not isinstance(data, str | os.PathLike):
         if output is not None:
             raise UsageError(
                 "output is written only for a patch file; for an array the features are returned.",
                 parameter="output",
             )
-        loaded = model if model_path is None else load_model(model_path)
-        method = loaded.reconstruct if reconstruct else loaded.encode
-        return method(np.asarray(data), block_rows=block_rows, dtype=dtype)
+        array_dtype = values.get("dtype") if options is None else dtype
+        method = model.reconstruct if reconstruct else model.encode
+        return method(np.asarray(data), block_rows=block_rows, dtype=array_dtype)
     if output is None:
         raise UsageError(f"{data}: give the features file to write (output).", parameter="output")
-    dtype = dtype or "float32"
     data_path = Path(data)
-    model = model if model_path is None else load_model(model_path)
-    model_name = "the model" if model_path is None else str(model_path)
-    layout = inspect_patch_file(data_path)
+    dataset = dataset_path(o.dataset)
+    layout = inspect_patch_file(data_path, dataset)
     if layout.n_features != model.n_visible:
         raise UsageError(
             f"{model_name} takes inputs of {model.n_visible} values but {data_path} holds "
@@ -193,13 +210,14 @@ def encode(
         )
     inputs = (data_path,) if model_path is None else (model_path, data_path)
     check_output_path(output, force=force, inputs=inputs)
-    compute = np.dtype(DTYPES[dtype])
+    compute = np.dtype(dtype)
     m, n, s = layout.n_rows, layout.n_features, model.n_hidden
-    rows = min(int(block_rows or default_block_rows(layout)), m)
-    # Chunk the outputs along rows like the input, so row blocks map onto the same chunks.
-    chunk_rows = min(layout.chunk_rows or rows, m)
-    chunk_bytes = chunk_rows * max(n, s) * compute.itemsize
-    with PatchFile(data_path, dtype=compute, block_rows=rows) as source:
+    # The one read policy (io/readpolicy.py): rows per read, prefetch, chunk cache.
+    with open_patches(data_path, dtype=compute, block_rows=block_rows, dataset=dataset) as source:
+        rows = min(source.block_rows, m)
+        # Chunk the outputs along rows like the input, so row blocks map onto the same chunks.
+        chunk_rows = min(layout.chunk_rows or default_block_rows(layout), m)
+        chunk_bytes = chunk_rows * max(n, s) * compute.itemsize
         encoder = Encoder(model, rows, compute)
         with atomic_output(output, force=force, inputs=inputs) as temporary:
             # A chunk cache holding two output chunks, so writes of blocks that straddle
@@ -215,7 +233,7 @@ def encode(
                         RECONSTRUCTION_DATASET, shape=(m, n), dtype=compute, chunks=(chunk_rows, n)
                     )
                 for first, x in source.blocks():
-                    check_finite(x, first, data_path)
+                    check_finite(x, first, data_path, dataset)
                     a2 = encoder.hidden_layer(x)
                     features.write_direct(a2, dest_sel=np.s_[first : first + x.shape[0]])
                     if outputs is not None:
@@ -237,7 +255,7 @@ def encode(
     )
 
 
-def check_finite(x: np.ndarray, first: int, path: Path) -> None:
+def check_finite(x: np.ndarray, first: int, path: Path, dataset: str = DEFAULT_DATASET) -> None:
     """Refuse a block holding NaN or ±Inf, naming the first bad row of the file.
 
     Features of a non-finite row are NaN (or saturated without a trace), so a features
@@ -249,7 +267,7 @@ def check_finite(x: np.ndarray, first: int, path: Path) -> None:
         return
     bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
     raise DataError(
-        f"{path}: /patches row {first + bad} holds NaN or Inf; remove or repair that row "
+        f"{path}: {printable(dataset, 80)} row {first + bad} holds NaN or Inf; remove or repair that row "
         "(or extract the patches again)."
     )
 

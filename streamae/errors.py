@@ -4,7 +4,9 @@ Every expected failure (a missing file, a wrong dataset, non-finite values, a ba
 option) is one of these, carrying one plain sentence that names the file, what was
 found and what to do.  The command line prints the sentence and exits with
 ``exit_code``: 2 for usage errors (the command was given something it does not take),
-1 for runtime errors (something went wrong while working).  Each class also inherits
+1 for runtime errors (something went wrong while working), 3 for :class:`Interrupted`
+(only training stops on a signal with a checkpoint; elsewhere Ctrl-C is a plain
+``KeyboardInterrupt``, which the command line reports with exit code 130).  Each class also inherits
 the matching built-in, so library callers can catch ``FileNotFoundError`` or
 ``ValueError`` as usual.
 """
@@ -46,7 +48,7 @@ class MissingInputError(InputFileError, FileNotFoundError):
 
 
 class OutputExistsError(UsageError, FileExistsError):
-    """The output exists and ``--force`` was not given (exit code 2)."""
+    """The output exists and ``force`` was not given (exit code 2)."""
 
 
 class DataError(StreamaeError, ValueError):

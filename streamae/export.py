@@ -21,8 +21,9 @@ import numpy as np
 from streamae.errors import OutputExistsError, UsageError
 from streamae.io.atomic import atomic_output, check_output_path, storage_error
 from streamae.io.modelfile import Model, load_model
+from streamae.options import EXPORT_FORMATS, ExportOptions
 
-FORMATS = ("npz", "mat", "npy-dir")
+FORMATS = EXPORT_FORMATS
 
 
 def matlab_theta(model: Model) -> np.ndarray:
@@ -68,16 +69,18 @@ def format_of(output: str | os.PathLike, fmt: str | None) -> str:
 def export_weights(
     model: Model | str | os.PathLike,
     output: str | os.PathLike,
-    *,
-    format: str | None = None,  # noqa: A002 - the parameter's natural name
-    force: bool = False,
+    options: ExportOptions | None = None,
+    **values: object,
 ) -> Path:
     """Write ``model`` (a :class:`Model` or a model file) to ``output``; returns the path.
 
     ``format`` is ``npz``, ``mat`` or ``npy-dir`` (a folder of ``<name>.npy`` plus
     ``hyperparameters.json``); default: from the name.  Written atomically; an existing
-    output is replaced only with ``force``.
+    output is replaced only with ``force``.  Options as keywords or an
+    :class:`~streamae.options.ExportOptions` (see :data:`streamae.options.EXPORT`).
     """
+    o = ExportOptions.build(options, values)
+    format, force = o.format, o.force  # noqa: A001 - the parameter's natural name
     inputs = () if isinstance(model, Model) else (model,)
     loaded = model if isinstance(model, Model) else load_model(model)
     fmt = format_of(output, format)
@@ -112,7 +115,7 @@ def _write_folder(output: Path, arrays: dict[str, np.ndarray], *, force: bool) -
     if output.exists() and not output.is_dir():
         check_output_path(output, force=force)  # a file: the usual rules (and --force) apply
     elif output.exists() and not force:
-        raise OutputExistsError(f"{output} exists; pass --force to replace it.")
+        raise OutputExistsError(f"{output} exists; pass force=True to replace it.")
     parent = output.parent if str(output.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(

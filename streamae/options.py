@@ -13,7 +13,10 @@ stays cheap to build from it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import numbers
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from streamae.errors import UsageError
@@ -21,6 +24,11 @@ from streamae.errors import UsageError
 # The largest seed any command takes: NumPy's generators take any non-negative integer,
 # but the seed is stored as an HDF5 int64 attribute.
 MAX_SEED = 2**63 - 1
+
+
+def _number(value: float) -> str:
+    """A bound as typed: ``1``, ``0.5``, ``9223372036854775807`` (not ``9.22337e+18``)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,13 @@ class Option:
     bound numbers (``low_open``/``high_open``: the bound itself is excluded);
     ``choices`` lists the allowed strings.  ``nullable``: ``None`` is allowed and means
     what ``help`` says.  ``unit`` names the unit of a number (``"bytes"``, ``"minutes"``)
-    for help texts and messages.  ``cli=False`` keeps an option library-only.
+    for help texts and messages.  ``cli=False`` keeps an option library-only;
+    ``library=False`` a command-line-only one (``--quiet``, ``--debug``).  ``parse``
+    turns text or a loose value into the option's value (``"12x8"`` → ``(12, 8)``),
+    raising ValueError with the reason.  ``inverted``: a flag that sets the option to
+    False (``--no-file-locking`` → ``file_locking=False``; not given → the default).
+    ``show_default`` overrides whether ``--help`` shows the default; ``metavar`` names the
+    value in ``--help``; ``required``: the command line insists on it.
     """
 
     name: str
@@ -50,6 +64,12 @@ class Option:
     nullable: bool = False
     unit: str | None = None
     cli: bool = True
+    library: bool = True
+    metavar: str | None = None
+    parse: Callable[[object], object] | None = None
+    show_default: bool | None = None
+    inverted: bool = False
+    required: bool = False
 
     @property
     def cli_flag(self) -> str:
@@ -60,14 +80,14 @@ class Option:
         """The allowed values in words: "an integer ≥ 1", "one of sigmoid, linear"."""
         if self.choices is not None:
             return "one of " + ", ".join(self.choices)
-        noun = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}.get(
+        noun = {int: "an integer", float: "a finite number", str: "a string", bool: "True or False"}.get(
             self.kind, "a path"
         )
         bounds = []
         if self.low is not None:
-            bounds.append(f"{'>' if self.low_open else '≥'} {self.low:g}")
+            bounds.append(f"{'>' if self.low_open else '≥'} {_number(self.low)}")
         if self.high is not None:
-            bounds.append(f"{'<' if self.high_open else '≤'} {self.high:g}")
+            bounds.append(f"{'<' if self.high_open else '≤'} {_number(self.high)}")
         return noun + (" " + " and ".join(bounds) if bounds else "")
 
     def check(self, value: object) -> object:
@@ -76,16 +96,30 @@ class Option:
             if self.nullable or self.default is None:
                 return None
             raise UsageError(f"{self.name} must be {self.describe_range()}, got None.", parameter=self.name)
+        if self.parse is not None:
+            try:
+                return self.parse(value)
+            except (TypeError, ValueError) as error:
+                raise UsageError(f"{self.name} {error}", parameter=self.name) from None
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise UsageError(f"{self.name} must be True or False, got {value!r}.", parameter=self.name)
             return value
+        if self.kind == "path":
+            if not isinstance(value, str | os.PathLike):
+                raise self._bad(value)
+            return value
         if self.kind is int:
-            if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)
+                or int(value) != value
+            ):
                 raise self._bad(value)
             value = int(value)
         elif self.kind is float:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise self._bad(value)
             value = float(value)
         elif self.kind is str and not isinstance(value, str):
@@ -125,9 +159,13 @@ class OptionSet:
     def __iter__(self):
         return iter(self.options)
 
+    def library_options(self) -> tuple[Option, ...]:
+        """The options the library function takes (not ``--quiet``, ``--debug``)."""
+        return tuple(option for option in self.options if option.library)
+
     def defaults(self) -> dict[str, object]:
-        """Every option's default, by parameter name."""
-        return {option.name: option.default for option in self.options}
+        """Every library option's default, by parameter name."""
+        return {option.name: option.default for option in self.library_options()}
 
     def validate(self, values: Mapping[str, object]) -> dict[str, object]:
         """``values`` (parameter name → value) checked and completed with the defaults.
@@ -135,14 +173,18 @@ class OptionSet:
         Raises :class:`UsageError` naming the parameter for an unknown name or a value
         outside the option's type, range or choices.
         """
-        unknown = sorted(set(values) - set(self._by_name))
+        known = {option.name for option in self.library_options()}
+        unknown = sorted(set(values) - known)
         if unknown:
             raise UsageError(
                 f"{self.command} takes no parameter {unknown[0]!r}; "
-                f"its parameters are {', '.join(self._by_name)}.",
+                f"its parameters are {', '.join(o.name for o in self.library_options())}.",
                 parameter=unknown[0],
             )
         checked = self.defaults()
+        for name, value in checked.items():
+            if self._by_name[name].parse is not None and value is not None:
+                checked[name] = self._by_name[name].parse(value)  # "8" → (8, 8)
         for name, value in values.items():
             checked[name] = self._by_name[name].check(value)
         return checked
@@ -163,29 +205,218 @@ def flags_in(sets: Iterable[OptionSet]) -> dict[str, str]:
     return mapping
 
 
-# --- train -------------------------------------------------------------------------------
+# --- values written as text --------------------------------------------------------------
+
+
+def _shown(value: object) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_size(value: object) -> tuple[int, int]:
+    """``8``, ``"8"``, ``"12x8"`` or ``(12, 8)`` as a (height, width) pair of positive ints."""
+    if isinstance(value, tuple | list):
+        numbers = tuple(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        numbers = (value,)
+    else:
+        try:
+            numbers = tuple(int(part) for part in str(value).lower().replace("×", "x").split("x"))
+        except ValueError:
+            numbers = ()
+    if (
+        len(numbers) not in (1, 2)
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers)
+        or min(numbers) < 1
+    ):
+        raise ValueError(f"must be one positive integer (8) or HEIGHTxWIDTH (12x8), got {_shown(value)}.")
+    return numbers * 2 if len(numbers) == 1 else numbers
+
+
+def parse_patch_shape(value: object) -> tuple[int, int, int]:
+    """``HxW`` or ``HxWxC`` (``,`` also separates; or a tuple) as (h, w, c); c defaults to 1."""
+    if isinstance(value, tuple | list):
+        parts = [str(part) for part in value]
+    else:
+        parts = [part for part in re.split(r"[x,X×]", str(value).strip()) if part]
+    if len(parts) not in (2, 3) or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise ValueError(
+            f"must be HxW or HxWxC with positive whole numbers (such as 8x8 or 8x8x3), got {_shown(value)}."
+        )
+    values = [int(part) for part in parts]
+    return (values[0], values[1], values[2] if len(values) == 3 else 1)
+
+
+def parse_bytes(value: object) -> int:
+    """Bytes from ``8G``, ``512M``, ``1.5GiB``, a plain byte count or an int (binary units)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = float(value)
+    else:
+        units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+        text = str(value).strip().lower().removesuffix("ib").removesuffix("b")
+        unit = text[-1:] if text[-1:] in units and text[-1:] != "" else ""
+        number = text[:-1] if unit else text
+        try:
+            size = float(number) * units[unit]
+        except ValueError:
+            raise ValueError(f"must be a size such as 8G, 512M or 1000000, got {_shown(value)}.") from None
+    if not math.isfinite(size) or size < 0:
+        raise ValueError(f"must be at least 0, got {_shown(value)}.")
+    return int(size)
+
+
+# --- shared by several commands ----------------------------------------------------------
 
 DECODERS = ("sigmoid", "linear")
 DTYPES = ("float32", "float64")
 SCHEMES = ("auto", "two-pass", "single-pass", "in-core")
+COLORS = ("gray", "rgb")
+NORMALIZATIONS = ("ufldl", "zscore", "zca", "unit", "none")
+COMPRESSIONS = ("none", "gzip", "lzf")
+SORT_ORDERS = ("none", "activation", "norm")
+# The largest --scale: a 64x enlargement of a 28x28 grid of 400 units is already ~36000 px wide.
+MAX_SCALE = 64
 DEFAULT_CHECKPOINT_EVERY = 10
+# L-BFGS correction pairs kept (the notes' minFunc keeps 100).
+DEFAULT_LBFGS_PAIRS = 100
+
+FORCE = Option("force", bool, False, "Replace the output file if it exists.", short="-f")
+QUIET = Option(
+    "quiet", bool, False, "Print nothing but errors and the final summary.", short="-q", library=False
+)
+DEBUG = Option("debug", bool, False, "Show the full traceback of any error (for bug reports).", library=False)
+
+
+def _seed(help_text: str, high: int | None = None) -> Option:
+    return Option("seed", int, 0, help_text, low=0, high=high)
+
+
+# --- datasets, activations, held-out evaluation, audio (issue 15) --------------------------
+# Each concern is its own small set, so commands pick what they take with
+# ``spec_options(SET, "name")`` and the library validates with the same declarations.
+
+DEFAULT_DATASET = "/patches"
+ACTIVATIONS = ("sigmoid", "tanh")
+CHANNEL_MODES = ("mix", "keep")
+
+DATA = OptionSet(
+    "data",
+    (
+        Option(
+            "dataset",
+            str,
+            DEFAULT_DATASET,
+            "The 2-D dataset of the HDF5 file to read, one example per row (a path such as "
+            "/embeddings or /group/X).",
+        ),
+    ),
+)
+
+ACTIVATION = Option(
+    "activation",
+    str,
+    "sigmoid",
+    "Hidden units: sigmoid (inactive near 0) or tanh (inactive near -1; rho applies to "
+    "the mean of (a2 + 1)/2).",
+    choices=ACTIVATIONS,
+)
+
+VALIDATION = OptionSet(
+    "validation",
+    (
+        Option(
+            "validation",
+            str,
+            None,
+            "Held-out data FILE[:DATASET] evaluated during training (not trained on).",
+            nullable=True,
+        ),
+        Option(
+            "validation_fraction",
+            float,
+            None,
+            "Hold this fraction of the training file's chunks out of training (a seeded choice of "
+            "whole chunks) and evaluate on them.",
+            low=0,
+            high=1,
+            low_open=True,
+            high_open=True,
+            nullable=True,
+        ),
+        Option("validate_every", int, 1, "Evaluate the held-out data every this many iterations.", low=1),
+        Option(
+            "early_stop",
+            int,
+            None,
+            "Stop when the held-out objective has not improved for this many validations, keeping "
+            "the best parameters.",
+            low=1,
+            nullable=True,
+        ),
+    ),
+)
+
+AUDIO = OptionSet(
+    "audio",
+    (
+        Option(
+            "channels",
+            str,
+            "mix",
+            "Audio with several channels: mix them to mono, or keep them (each window holds "
+            "every channel, interleaved per sample).",
+            choices=CHANNEL_MODES,
+        ),
+    ),
+)
+
+VISUALIZE_SIGNALS = OptionSet(
+    "visualize",
+    (
+        Option(
+            "spectra",
+            bool,
+            False,
+            "For a model of 1-D signals, add each unit's magnitude spectrum below its waveform.",
+        ),
+    ),
+)
+
+
+def dataset_path(name: str) -> str:
+    """``name`` as an absolute HDF5 path (``embeddings`` → ``/embeddings``)."""
+    checked = DATA["dataset"].check(name)
+    if not checked or checked.strip("/") == "":
+        raise UsageError(f"dataset must name a dataset such as /patches, got {name!r}.", parameter="dataset")
+    return "/" + checked.strip("/")
+
+
+# --- train -------------------------------------------------------------------------------
 
 TRAIN = OptionSet(
     "train",
     (
+        Option(
+            "output",
+            "path",
+            "model.h5",
+            "Model file to write (HDF5); also the checkpoint --resume continues from.",
+            short="-o",
+            library=False,  # the library's second positional argument (None: write nothing)
+        ),
         Option("hidden", int, 25, "Hidden units s2.", low=1),
         Option(
             "rho",
             float,
             0.01,
-            "Target mean activation ρ, in (0, 1).",
+            "Target mean activation (0, 1).",
             low=0,
             high=1,
             low_open=True,
             high_open=True,
         ),
-        Option("beta", float, 3.0, "Weight β of the sparsity penalty.", low=0),
-        Option("lam", float, 1e-4, "Weight decay λ.", flag="--lambda", low=0),
+        Option("beta", float, 3.0, "Weight of the sparsity penalty.", low=0),
+        Option("lam", float, 1e-4, "Weight decay.", flag="--lambda", low=0),
         Option("max_iter", int, 400, "L-BFGS iterations at most.", low=0),
         Option(
             "decoder",
@@ -194,6 +425,7 @@ TRAIN = OptionSet(
             "Output layer: sigmoid (data in [0, 1]) or linear (any real data).",
             choices=DECODERS,
         ),
+        ACTIVATION,
         Option(
             "dtype",
             str,
@@ -201,16 +433,100 @@ TRAIN = OptionSet(
             "Compute type of the kernels; sums and the optimizer are always float64.",
             choices=DTYPES,
         ),
-        # ... the remaining train options (chunk_rows, threads, seed, grad_tol, progress_tol,
-        # lbfgs_pairs, resume, checkpoint_every, checkpoint_minutes, scheme, memory_budget,
-        # file_locking, log) are declared here the same way.
-    ),
-)
-
-# Train options added with issue 14 (the lead merges them into TRAIN).
-TRAIN_MORE = OptionSet(
-    "train",
-    (
+        Option(
+            "chunk_rows",
+            int,
+            None,
+            "Rows per read (default: whole HDF5 chunks, about 8 MiB of rows).",
+            low=1,
+        ),
+        Option(
+            "threads",
+            int,
+            None,
+            "Compute threads per process, Numba and BLAS alike (default: SLURM_CPUS_PER_TASK, "
+            "else the CPU affinity shared among the MPI ranks of the node).",
+            low=1,
+        ),
+        _seed("Seed of the initial weights."),
+        Option("grad_tol", float, 1e-5, "Stop when max |gradient| is below this.", low=0),
+        Option("progress_tol", float, 1e-9, "Stop when J changes by less than this.", low=0),
+        Option(
+            "lbfgs_pairs",
+            int,
+            DEFAULT_LBFGS_PAIRS,
+            "L-BFGS correction pairs kept (its memory, in pairs of parameter vectors).",
+            low=1,
+            cli=False,
+        ),
+        Option(
+            "resume",
+            bool,
+            False,
+            "Continue from the model file at --output (a checkpoint), exactly where it stopped; "
+            "refused if the data or the hyperparameters differ.",
+        ),
+        Option(
+            "checkpoint_every",
+            int,
+            DEFAULT_CHECKPOINT_EVERY,
+            "Rewrite the model file (atomically, with the optimizer state) every this many "
+            "iterations; 0: only at the end.",
+            low=0,
+        ),
+        Option(
+            "checkpoint_minutes",
+            float,
+            None,
+            "Also rewrite it whenever this many minutes have passed since the last one.",
+            low=0,
+            low_open=True,
+            unit="minutes",
+        ),
+        Option(
+            "scheme",
+            str,
+            "auto",
+            "How an evaluation reads the data: in-core reads it once into memory (if it fits "
+            "--memory-budget), single-pass once per evaluation, two-pass twice (the notes' scheme); "
+            "auto: in-core if it fits, else single-pass.  All give the same J and gradient.",
+            choices=SCHEMES,
+        ),
+        Option(
+            "memory_budget",
+            "bytes",
+            None,
+            "Memory the in-core scheme may use per process, e.g. 8G or 512M "
+            "(default: half the available memory, shared by the ranks on a node).",
+            parse=parse_bytes,
+        ),
+        Option(
+            "file_locking",
+            bool,
+            None,
+            "Open the data without HDF5 file locks (NFS, Lustre; same as HDF5_USE_FILE_LOCKING=FALSE).",
+            flag="--no-file-locking",
+            inverted=True,
+            nullable=True,
+        ),
+        Option(
+            "log",
+            "path",
+            None,
+            "Write one JSON object per iteration to this file (JSON lines; appended on --resume).",
+        ),
+        *DATA.options,
+        *VALIDATION.options,
+        Option(
+            "warm_start",
+            str,
+            "none",
+            "Coarse-to-fine warm start: none (the notes' run), sample sizes such as "
+            "20000,200000, or auto (5 rows per parameter, x10 per stage, below a tenth of "
+            "the data; none when the data is too small to gain).  Each stage runs L-BFGS on "
+            "whole chunks spread over the file and hands its weights to the next; the last "
+            "stage is the full data with --max-iter and the tolerances.",
+        ),
         Option(
             "keep_state",
             bool,
@@ -218,58 +534,122 @@ TRAIN_MORE = OptionSet(
             "Keep the L-BFGS state in the finished model, so that --resume can continue it "
             "later (checkpoints always hold it; a finished model without it is much smaller).",
         ),
+        QUIET,
+        FORCE,
+        DEBUG,
     ),
 )
 
-# --- export ------------------------------------------------------------------------------
+# --- gradcheck ---------------------------------------------------------------------------
 
-EXPORT_FORMATS = ("npz", "mat", "npy-dir")
+GRADCHECK_THRESHOLD = 1e-9
 
-EXPORT = OptionSet(
-    "export",
+GRADCHECK = OptionSet(
+    "gradcheck",
     (
         Option(
-            "format",
-            str,
-            None,
-            "npz, mat (with theta in the MATLAB starter code's order) or npy-dir (a folder of "
-            ".npy files); default: from the output's name (.npz, .mat, else a folder).",
-            choices=EXPORT_FORMATS,
-            nullable=True,
-        ),
-    ),
-)
-
-# Visualize options added with issue 14 (the lead merges them into the visualize set).
-VISUALIZE_MORE = OptionSet(
-    "visualize",
-    (
-        Option(
-            "space",
-            str,
-            None,
-            "Draw the features in the input's space (W1·ZCAWhite for ZCA-whitened training "
-            "data, as the notes do) or in the whitened space the model sees.  [default: input]",
-            choices=("input", "whitened"),
-            nullable=True,
-        ),
-        Option(
-            "reconstructions",
+            "data",
             "path",
             None,
-            "Patch file: -o then draws some of its patches beside their reconstructions "
-            "(un-normalised for display where the normalisation allows it) instead of the features.",
-            nullable=True,
+            "Check on the first --rows rows of this patch file (default: a small random problem).",
+            library=False,  # the library's first argument
         ),
-        Option("pairs", int, 16, "Patches drawn with --reconstructions.", low=1),
-        Option("seed", int, 0, "Seed choosing the patches of --reconstructions.", low=0, high=MAX_SEED),
+        Option("rows", int, 20, "Rows to use.", low=1),
+        Option("hidden", int, 5, "Hidden units.", low=1),
+        Option("n_visible", int, 16, "Inputs of the random problem.", flag="--visible", low=1),
+        Option("decoder", str, "sigmoid", "Output layer.", choices=DECODERS),
+        ACTIVATION,
+        Option("block_rows", int, None, "Rows per streamed block (default: a third of --rows).", low=1),
+        Option("epsilon", float, 1e-4, "Central-difference step.", low=0, low_open=True),
+        _seed("Seed of the point and the random data."),
+        Option(
+            "rho",
+            float,
+            0.1,
+            "Target mean activation.",
+            low=0,
+            high=1,
+            low_open=True,
+            high_open=True,
+            cli=False,
+        ),
+        Option("beta", float, 3.0, "Weight of the sparsity penalty.", low=0, cli=False),
+        Option("lam", float, 1e-3, "Weight decay.", low=0, cli=False),
+        *DATA.options,
+        QUIET,
+        DEBUG,
     ),
 )
 
-# Extract options added with issue 14 (the lead merges them into the extract set).
-EXTRACT_MORE = OptionSet(
+# --- extract -----------------------------------------------------------------------------
+
+DEFAULT_NUM_PATCHES = 10_000
+DEFAULT_ZCA_EPSILON = 0.1
+
+EXTRACT = OptionSet(
     "extract",
     (
+        Option("output", "path", "patches.h5", "Patch file to write (HDF5).", short="-o", library=False),
+        Option(
+            "patch_size",
+            "size",
+            "8",
+            "Patch size: N for NxN, or HEIGHTxWIDTH such as 12x8.",
+            parse=parse_size,
+            metavar="SIZE",
+        ),
+        Option(
+            "num_patches",
+            int,
+            None,
+            "Random patches to cut: an image chosen uniformly, then a position uniformly "
+            f"(the notes' sampleIMAGES).  [default: {DEFAULT_NUM_PATCHES} unless --stride is given]",
+            low=1,
+        ),
+        Option(
+            "stride",
+            "size",
+            None,
+            "Instead of random patches, every patch on a grid with this step (S or SYxSX); "
+            "e.g. whole MNIST digits with --patch-size 28 --stride 28.",
+            parse=parse_size,
+            metavar="SIZE",
+        ),
+        Option(
+            "color", str, "gray", "gray (ITU-R BT.601 luma) or rgb (3 channels per pixel).", choices=COLORS
+        ),
+        Option(
+            "normalize",
+            str,
+            "ufldl",
+            "ufldl: per-patch mean removed, clipped at 3 sigma, mapped to [0.1, 0.9] (the notes); "
+            "zscore: per-pixel mean and std; zca: ZCA whitening; unit: pixel/255; none: raw values.",
+            choices=NORMALIZATIONS,
+        ),
+        Option(
+            "zca_epsilon",
+            float,
+            DEFAULT_ZCA_EPSILON,
+            "Regulariser of ZCA whitening, for pixel values in [0, 1].",
+            low=0,
+            low_open=True,
+        ),
+        # At most MAX_SEED: extract stores the seed in the file as a signed 64-bit attribute.
+        _seed("Seed of the random patch positions; the same seed gives the same patches.", high=MAX_SEED),
+        Option("chunk_rows", int, None, "Rows per HDF5 chunk.  [default: about 1 MiB of rows]", low=1),
+        Option(
+            "compression",
+            str,
+            "none",
+            "HDF5 compression of /patches; gzip reads slower than training consumes data.",
+            choices=COMPRESSIONS,
+        ),
+        Option(
+            "variable",
+            str,
+            None,
+            "Array to read from .mat and .npz files (needed when they hold more than one).",
+        ),
         Option(
             "normalize_like",
             "path",
@@ -293,5 +673,301 @@ EXTRACT_MORE = OptionSet(
             "(patch shape (n,), no normalisation) instead of cutting patches from images.",
             nullable=True,
         ),
+        *AUDIO.options,
+        FORCE,
+        QUIET,
+        DEBUG,
     ),
 )
+
+# --- encode ------------------------------------------------------------------------------
+
+ENCODE = OptionSet(
+    "encode",
+    (
+        Option(
+            "output",
+            "path",
+            None,
+            "HDF5 file to write: /features (rows, hidden), chunked like the input.",
+            short="-o",
+            library=False,
+            required=True,
+        ),
+        Option(
+            "reconstruct",
+            bool,
+            False,
+            "Also write the decoder's output a3 as /reconstruction (rows, inputs).",
+        ),
+        Option(
+            "block_rows",
+            int,
+            None,
+            "Rows read and encoded at a time; memory grows with it, never with the file.  "
+            "[default: whole HDF5 chunks, about 8 MiB of rows]",
+            low=1,
+        ),
+        Option(
+            "dtype",
+            str,
+            "float32",
+            "Type the encoder computes in and the outputs are stored as.",
+            choices=DTYPES,
+        ),
+        *DATA.options,
+        Option(
+            "activation",
+            str,
+            None,
+            "Hidden units of the model (sigmoid or tanh); refused if the model file says otherwise "
+            "[default: the model's].",
+            choices=ACTIVATIONS,
+            nullable=True,
+        ),
+        FORCE,
+        QUIET,
+        DEBUG,
+    ),
+)
+
+# --- visualize ---------------------------------------------------------------------------
+
+VISUALIZE = OptionSet(
+    "visualize",
+    (
+        Option(
+            "output",
+            "path",
+            None,
+            "PNG of the features: one tile per hidden unit, the input that activates it most.",
+            short="-o",
+        ),
+        Option(
+            "cols",
+            int,
+            None,
+            "Tiles per row of the grid.  [default: ceil(sqrt(hidden units)), a near-square grid]",
+            low=1,
+            metavar="N",
+        ),
+        Option(
+            "scale",
+            int,
+            4,
+            "Enlarge the features PNG by repeating each pixel K times in each direction.",
+            low=1,
+            high=MAX_SCALE,
+            metavar="K",
+        ),
+        Option(
+            "sort",
+            str,
+            "none",
+            "Order of the tiles: as stored, by mean activation rho_hat (largest first), "
+            "or by the norm of the unit's weights (largest first).",
+            choices=SORT_ORDERS,
+        ),
+        Option(
+            "patch_shape",
+            "shape",
+            None,
+            "Shape to draw each unit's weights in, such as 8x8 or 8x8x3.  [default: the shape "
+            "stored in the model; without one, a square gray patch when the input size is a perfect "
+            "square, otherwise an error]",
+            parse=parse_patch_shape,
+            metavar="HxW[xC]",
+        ),
+        Option(
+            "curves",
+            "path",
+            None,
+            "Also write a PNG of J and its three terms against the iteration (log axis), "
+            "with the gradient norm below.",
+        ),
+        Option(
+            "activations",
+            "path",
+            None,
+            "Also write a PNG histogram of the final mean activations rho_hat, target rho marked.",
+        ),
+        Option(
+            "space",
+            str,
+            None,
+            "Draw the features in the input's space (W1·ZCAWhite for ZCA-whitened training "
+            "data, as the notes do) or in the whitened space the model sees.  [default: input]",
+            choices=("input", "whitened"),
+            nullable=True,
+        ),
+        Option(
+            "reconstructions",
+            "path",
+            None,
+            "Patch file: -o then draws some of its patches beside their reconstructions "
+            "(un-normalised for display where the normalisation allows it) instead of the features.",
+            nullable=True,
+        ),
+        Option("pairs", int, 16, "Patches drawn with --reconstructions.", low=1),
+        Option("seed", int, 0, "Seed choosing the patches of --reconstructions.", low=0, high=MAX_SEED),
+        *VISUALIZE_SIGNALS.options,
+        FORCE,
+        QUIET,
+        DEBUG,
+    ),
+)
+
+# --- info --------------------------------------------------------------------------------
+
+INFO = OptionSet(
+    "info",
+    (
+        Option("as_json", bool, False, "Print the summary as one JSON object.", flag="--json", library=False),
+        *DATA.options,
+        DEBUG,
+    ),
+)
+
+# --- demo --------------------------------------------------------------------------------
+
+DEMO = OptionSet(
+    "demo",
+    (
+        Option(
+            "output_dir",
+            "path",
+            "streamae-demo",
+            "Folder for patches.h5, model.h5, features.png and curves.png.",
+            short="-o",
+        ),
+        Option("num_patches", int, DEFAULT_NUM_PATCHES, "Patches to extract.", low=1),
+        Option("max_iter", int, 400, "L-BFGS iterations.", low=0),
+        QUIET,
+        FORCE,
+        DEBUG,
+    ),
+)
+
+# --- export ------------------------------------------------------------------------------
+
+EXPORT_FORMATS = ("npz", "mat", "npy-dir")
+
+EXPORT = OptionSet(
+    "export",
+    (
+        Option(
+            "output",
+            "path",
+            None,
+            "weights.npz, weights.mat or a folder name (npy-dir).",
+            short="-o",
+            library=False,  # the library's second positional argument
+            required=True,
+        ),
+        Option(
+            "format",
+            str,
+            None,
+            "npz, mat (with theta in the MATLAB starter code's order) or npy-dir (a folder of "
+            ".npy files); default: from the output's name (.npz, .mat, else a folder).",
+            choices=EXPORT_FORMATS,
+            nullable=True,
+        ),
+        FORCE,
+        QUIET,
+        DEBUG,
+    ),
+)
+
+COMMANDS = {s.command: s for s in (TRAIN, GRADCHECK, EXTRACT, ENCODE, VISUALIZE, INFO, DEMO, EXPORT)}
+
+
+# --- frozen option values for the library ------------------------------------------------
+
+
+class Options:
+    """The checked values of one command's library options, frozen.
+
+    ``TrainOptions(hidden=50)`` checks every value against :data:`TRAIN` (a
+    :class:`UsageError` naming the parameter if one is wrong) and fills in the defaults;
+    read them as attributes (``options.hidden``); :meth:`replace` makes a changed copy.
+    """
+
+    spec: OptionSet
+
+    def __init__(self, **values: object) -> None:
+        object.__setattr__(self, "_values", self.spec.validate(values))
+
+    def __getattr__(self, name: str) -> object:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no option {name!r}") from None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen; use .replace({name}=...)")
+
+    def replace(self, **changes: object) -> Options:
+        """A copy with ``changes`` applied (and checked)."""
+        return type(self)(**{**self._values, **changes})
+
+    def as_dict(self) -> dict[str, object]:
+        """Parameter name → value."""
+        return dict(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._values == self._values
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(sorted(self._values.items(), key=lambda item: item[0]))))
+
+    def __repr__(self) -> str:
+        changed = ", ".join(f"{k}={v!r}" for k, v in self._values.items() if v != self.spec[k].default)
+        return f"{type(self).__name__}({changed})"
+
+    @classmethod
+    def build(cls, options: Options | None, values: Mapping[str, object]) -> Options:
+        """``options`` (default: all defaults) with the keyword ``values`` applied."""
+        if options is None:
+            return cls(**values)
+        if not isinstance(options, cls):
+            raise UsageError(
+                f"options must be a {cls.__name__}, got {type(options).__name__}.", parameter="options"
+            )
+        return options.replace(**values) if values else options
+
+
+class TrainOptions(Options):
+    """The options of :func:`streamae.train`."""
+
+    spec = TRAIN
+
+
+class GradcheckOptions(Options):
+    """The options of :func:`streamae.gradcheck`."""
+
+    spec = GRADCHECK
+
+
+class ExtractOptions(Options):
+    """The options of :func:`streamae.extract`."""
+
+    spec = EXTRACT
+
+
+class EncodeOptions(Options):
+    """The options of :func:`streamae.encode`."""
+
+    spec = ENCODE
+
+
+class VisualizeOptions(Options):
+    """The options of the ``visualize`` command's drawing (:func:`streamae.render_features`)."""
+
+    spec = VISUALIZE
+
+
+class ExportOptions(Options):
+    """The options of :func:`streamae.export_weights`."""
+
+    spec = EXPORT

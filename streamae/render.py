@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from streamae.errors import InputFileError, UsageError
 from streamae.io.atomic import atomic_output
 from streamae.io.modelfile import Model
+from streamae.options import VISUALIZE
 
 # Gray levels of the tile grid.  A tile maps [-peak, peak] onto [1, 255] with 0 at 128,
 # exactly symmetric; the border is 0, darker than any tile pixel, so it never blends
@@ -36,9 +36,7 @@ HALF_RANGE = 127
 BORDER_VALUE = 0
 BORDER_PIXELS = 1
 
-SORT_ORDERS = ("none", "activation", "norm")
 SPACES = ("input", "whitened")
-MAX_SCALE = 64
 
 # Every plot is this size, in pixels, so callers (and tests) know what they get.
 PLOT_INCHES = (8.0, 6.0)
@@ -51,14 +49,7 @@ PLOT_PIXELS = (int(PLOT_INCHES[0] * PLOT_DPI), int(PLOT_INCHES[1] * PLOT_DPI))
 
 def parse_patch_shape(text: str) -> tuple[int, int, int]:
     """Parse ``HxW`` or ``HxWxC`` (``,`` also separates) into (h, w, c); c defaults to 1."""
-    parts = [part for part in re.split(r"[x,X×]", text.strip()) if part]
-    if len(parts) not in (2, 3) or not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise UsageError(
-            f"--patch-shape must be HxW or HxWxC with positive whole numbers (such as 8x8 or "
-            f"8x8x3), got {text!r}."
-        )
-    values = [int(part) for part in parts]
-    return (values[0], values[1], values[2] if len(values) == 3 else 1)
+    return VISUALIZE["patch_shape"].check(text)
 
 
 def resolve_patch_shape(
@@ -69,7 +60,7 @@ def resolve_patch_shape(
 ) -> tuple[int, int, int]:
     """The (h, w, c) shape to draw a row of W1 (n,) in, with c 1 (gray) or 3 (RGB).
 
-    ``override`` (from ``--patch-shape``) wins over ``stored`` (the model's attribute);
+    ``override`` (the ``patch_shape`` parameter) wins over ``stored`` (the model's attribute);
     with neither, a perfect-square n is drawn as a square gray patch, anything else is
     refused.  ``name`` is the model file named in the messages.
     """
@@ -77,7 +68,7 @@ def resolve_patch_shape(
         shape = tuple(override) + (1,) * (3 - len(override))
         if math.prod(shape) != n_visible:
             raise UsageError(
-                f"{name}: --patch-shape {'x'.join(map(str, override))} holds {math.prod(shape)} "
+                f"{name}: patch_shape={'x'.join(map(str, override))} holds {math.prod(shape)} "
                 f"values but the model's rows hold {n_visible}; give a shape whose product is "
                 f"{n_visible}."
             )
@@ -88,13 +79,13 @@ def resolve_patch_shape(
         if side * side != n_visible:
             raise UsageError(
                 f"{name}: the model stores no patch shape and its {n_visible} inputs are not a "
-                "square; pass --patch-shape HxW or HxWxC."
+                "square; pass patch_shape=HxW or HxWxC."
             )
         shape = (side, side, 1)
     if len(shape) != 3 or shape[2] not in (1, 3):
         raise UsageError(
             f"{name}: patch shape {'x'.join(map(str, shape))} has {shape[-1]} channels; only gray "
-            "(1) and RGB (3) patches can be drawn; pass --patch-shape to choose another view."
+            "(1) and RGB (3) patches can be drawn; pass patch_shape=HxWxC to choose another view."
         )
     return (int(shape[0]), int(shape[1]), int(shape[2]))
 
@@ -107,8 +98,7 @@ def grid_shape(n_tiles: int, cols: int | None = None) -> tuple[int, int]:
         cols = math.isqrt(n_tiles)
         if cols * cols < n_tiles:
             cols += 1
-    if cols < 1:
-        raise UsageError(f"--cols must be at least 1, got {cols}.")
+    VISUALIZE["cols"].check(cols)
     return (-(-n_tiles // cols), cols)
 
 
@@ -161,15 +151,14 @@ def unit_order(model: Model, sort: str, name: str = "the model") -> np.ndarray:
     ρ̂ⱼ, from the model's /rho_hat) first; ``norm`` the largest ‖W1[i]‖ first.  Ties keep
     the file's order.
     """
-    if sort not in SORT_ORDERS:
-        raise UsageError(f"--sort must be one of {', '.join(SORT_ORDERS)}, got {sort!r}.")
+    VISUALIZE["sort"].check(sort)
     if sort == "none":
         return np.arange(model.n_hidden)
     if sort == "activation":
         if model.rho_hat is None:
             raise InputFileError(
-                f"{name}: the model file has no /rho_hat to sort by activation; use --sort norm "
-                "or --sort none."
+                f"{name}: the model file has no /rho_hat to sort by activation; use sort='norm' "
+                "or sort='none'."
             )
         key = np.asarray(model.rho_hat, dtype=np.float64)
     else:
@@ -186,8 +175,7 @@ def tile_grid(
     :func:`image_size` gives; tile k sits at grid cell (k // cols, k % cols), cells
     without a tile hold the border value.  Each tile is contrast-stretched on its own.
     """
-    if scale < 1 or scale > MAX_SCALE:
-        raise UsageError(f"--scale must be between 1 and {MAX_SCALE}, got {scale}.")
+    VISUALIZE["scale"].check(scale)
     k, h, w, c = tiles.shape
     grid = grid_shape(k, cols)
     height, width = image_size((h, w), grid)
@@ -328,6 +316,9 @@ class CurvesPlot:
     iteration: np.ndarray
     series: dict[str, np.ndarray]
     size: tuple[int, int]
+    # Warm start: (first iteration, stage number, sample rows) of every stage; empty
+    # for a model trained in one stage (or written before stages were recorded).
+    stages: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -359,7 +350,24 @@ def training_curves(model: Model, name: str = "the model") -> CurvesPlot:
             f"{name}: the model's history is empty (0 iterations); train it for at least one "
             "iteration to plot curves."
         )
-    return CurvesPlot(iteration=np.arange(1, len(series["cost"]) + 1), series=series, size=PLOT_PIXELS)
+    return CurvesPlot(
+        iteration=np.arange(1, len(series["cost"]) + 1),
+        series=series,
+        size=PLOT_PIXELS,
+        stages=_stage_starts(model, len(series["cost"])),
+    )
+
+
+def _stage_starts(model: Model, length: int) -> tuple[tuple[int, int, int], ...]:
+    """(first iteration, stage, rows) where each warm-start stage begins; () for one stage."""
+    stage = np.asarray(model.history.get("stage", []), dtype=np.float64)
+    rows = np.asarray(model.history.get("sample_rows", []), dtype=np.float64)
+    if stage.shape != (length,) or rows.shape != (length,) or length == 0:
+        return ()
+    begins = np.flatnonzero(np.r_[True, stage[1:] != stage[:-1]])
+    if begins.size < 2:
+        return ()
+    return tuple((int(i) + 1, int(stage[i]), int(rows[i])) for i in begins)
 
 
 def _positive(values: np.ndarray) -> np.ndarray:
@@ -405,6 +413,30 @@ def plot_curves(
             continue
         width = 2.0 if key == "cost" else 1.2
         top.plot(curves.iteration, _positive(values), label=label, linewidth=width, marker=marker)
+    held = model.validation or {}
+    if len(held.get("iteration", ())) and np.any(np.asarray(held.get("cost", [])) > 0.0):
+        # Held-out J at the iterations it was evaluated (0: the starting point).
+        top.plot(
+            np.asarray(held["iteration"]),
+            _positive(np.asarray(held["cost"], dtype=np.float64)),
+            label="held-out J",
+            color="black",
+            linestyle="--",
+            marker="x" if len(held["iteration"]) < 30 else None,
+        )
+    for first, number, rows in curves.stages:
+        # Each stage's J is on its own sample: mark where the data changes.
+        for axis in (top, bottom):
+            axis.axvline(first - 0.5, color="grey", linestyle="--", linewidth=0.8)
+        top.annotate(
+            f"stage {number}\n{rows:,} rows",
+            xy=(first - 0.5, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -3),
+            textcoords="offset points",
+            va="top",
+            fontsize="x-small",
+        )
     top.set_yscale("log")
     top.set_ylabel("objective term (log scale)")
     top.legend(loc="best", fontsize="small")

@@ -1,16 +1,15 @@
-"""Fixtures shared by the test modules: shipped data, patch-file and model-file factories."""
+"""Fixtures shared by the test modules: shipped data, patch-file and model-file factories.
+
+Plain functions the fixtures build on live in ``helpers.py``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-IMAGES_DIR = REPO / "streamae" / "data" / "images"
-MNIST_IMAGES = Path(__file__).resolve().parent / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
+from helpers import IMAGES_DIR, MNIST_IMAGES, write_patch_file
 
 
 @pytest.fixture
@@ -29,24 +28,6 @@ def mnist_images() -> Path:
 def rng() -> np.random.Generator:
     """A seeded generator; each test gets its own, nothing is seeded globally."""
     return np.random.default_rng(12345)
-
-
-def write_patch_file(
-    path: Path,
-    data: np.ndarray,
-    *,
-    chunk_rows: int | None = 256,
-    patch_shape: tuple[int, ...] | None = None,
-    dataset: str = "patches",
-) -> Path:
-    """Write ``data`` (m, n) as a minimal patch file (``/patches`` and its attributes)."""
-    with h5py.File(path, "w") as handle:
-        chunks = (min(chunk_rows, data.shape[0]), data.shape[1]) if chunk_rows else None
-        handle.create_dataset(dataset, data=data, chunks=chunks)
-        handle.attrs["format"] = "streamae.patches/1"
-        if patch_shape is not None:
-            handle.attrs["patch_shape"] = np.asarray(patch_shape, dtype=np.int64)
-    return path
 
 
 @pytest.fixture
@@ -76,6 +57,7 @@ def write_model_file(
     rho: float = 0.01,
     beta: float = 3.0,
     decoder: str = "sigmoid",
+    activation: str = "sigmoid",
     history: dict | None = None,
     rho_hat: np.ndarray | None = None,
 ) -> Path:
@@ -89,7 +71,7 @@ def write_model_file(
         W2=np.zeros((n, s)) if W2 is None else W2,
         b1=np.zeros(s) if b1 is None else b1,
         b2=np.zeros(n) if b2 is None else b2,
-        hyper=Hyperparameters(hidden=s, rho=rho, beta=beta, decoder=decoder),
+        hyper=Hyperparameters(hidden=s, rho=rho, beta=beta, decoder=decoder, activation=activation),
         patch_shape=patch_shape,
         iterations=len(history["cost"]) if history else 0,
         history=history or {},

@@ -19,25 +19,42 @@ def split_theta(theta: np.ndarray, n: int, s: int):
     return W1, W2, b1, b2
 
 
-def dense_objective(theta, X, *, hidden, rho=0.01, beta=3.0, lam=1e-4, decoder="sigmoid"):
+def hidden_layer(X: np.ndarray, W1: np.ndarray, b1: np.ndarray, activation: str = "sigmoid") -> np.ndarray:
+    """a2 (m, s) = f(X W1ᵀ + b1) with f the sigmoid or np.tanh, all rows at once, float64."""
+    z2 = np.asarray(X, dtype=np.float64) @ W1.T + b1
+    return np.tanh(z2) if activation == "tanh" else sigmoid(z2)
+
+
+def dense_objective(
+    theta, X, *, hidden, rho=0.01, beta=3.0, lam=1e-4, decoder="sigmoid", activation="sigmoid"
+):
     """The notes' sparseAutoencoderCost on all of X (m, n) at once, in float64.
 
-    Returns (J, grad (p,), terms dict).
+    tanh hidden units, written out separately from the sigmoid ones: q = (a2 + 1)/2,
+    q̂ = mean q, penalty β Σ KL(ρ‖q̂); ∂J/∂a2 gains β·(−ρ/q̂ + (1−ρ)/(1−q̂))·(1/2)/m, and
+    f′ = 1 − a2².  Returns (J, grad (p,), terms dict).
     """
     X = np.asarray(X, dtype=np.float64)
     m, n = X.shape
     W1, W2, b1, b2 = split_theta(np.asarray(theta, dtype=np.float64), n, hidden)
-    a2 = sigmoid(X @ W1.T + b1)
+    a2 = hidden_layer(X, W1, b1, activation)
     z3 = a2 @ W2.T + b2
     a3 = z3 if decoder == "linear" else sigmoid(z3)
-    rho_hat = a2.mean(axis=0)
     reconstruction = 0.5 * np.sum((a3 - X) ** 2) / m
     weight_decay = 0.5 * lam * (np.sum(W1**2) + np.sum(W2**2))
-    kl = rho * np.log(rho / rho_hat) + (1 - rho) * np.log((1 - rho) / (1 - rho_hat))
-    sparsity = beta * np.sum(kl)
     delta3 = (a3 - X) if decoder == "linear" else (a3 - X) * a3 * (1 - a3)
-    sparsity_term = beta * (-rho / rho_hat + (1 - rho) / (1 - rho_hat))
-    delta2 = (delta3 @ W2 + sparsity_term) * a2 * (1 - a2)
+    if activation == "tanh":
+        q_hat = ((a2 + 1) / 2).mean(axis=0)
+        kl = rho * np.log(rho / q_hat) + (1 - rho) * np.log((1 - rho) / (1 - q_hat))
+        sparsity_term = 0.5 * beta * (-rho / q_hat + (1 - rho) / (1 - q_hat))
+        slope = 1 - a2**2
+    else:
+        rho_hat = a2.mean(axis=0)
+        kl = rho * np.log(rho / rho_hat) + (1 - rho) * np.log((1 - rho) / (1 - rho_hat))
+        sparsity_term = beta * (-rho / rho_hat + (1 - rho) / (1 - rho_hat))
+        slope = a2 * (1 - a2)
+    sparsity = beta * np.sum(kl)
+    delta2 = (delta3 @ W2 + sparsity_term) * slope
     grad = np.concatenate(
         [
             (delta2.T @ X / m + lam * W1).ravel(),
@@ -50,11 +67,13 @@ def dense_objective(theta, X, *, hidden, rho=0.01, beta=3.0, lam=1e-4, decoder="
     return reconstruction + weight_decay + sparsity, grad, terms
 
 
-def ufldl_normalize(patches: np.ndarray) -> np.ndarray:
-    """The notes' normalizeData: per-patch mean out, clip at ±3σ (global), map to [0.1, 0.9]."""
-    centered = patches - patches.mean(axis=1, keepdims=True)
-    limit = 3.0 * centered.std()
-    return (np.clip(centered, -limit, limit) / limit + 1.0) * 0.4 + 0.1
+def notes_normalize(patches: np.ndarray) -> np.ndarray:
+    """The notes' normalizeData on (m, n) rows: per-patch mean, 3·std of all values, clip, map."""
+    x = patches.astype(np.float64)
+    x = x - x.mean(axis=1, keepdims=True)
+    pstd = 3 * x.std(ddof=1)  # MATLAB's std(patches(:))
+    x = np.clip(x, -pstd, pstd) / pstd
+    return (x + 1) * 0.4 + 0.1
 
 
 def sample_gray_patches(images, count: int, size: int, seed: int) -> np.ndarray:

@@ -89,7 +89,7 @@ def test_save_round_trips_and_repr_is_short(planted, tmp_path):
     path = planted.save(tmp_path / "m.h5")
     again = load_model(path)
     assert np.array_equal(again.theta, planted.theta) and again.hyper == planted.hyper
-    with pytest.raises(streamae.StreamaeError, match="exists; pass --force"):
+    with pytest.raises(streamae.StreamaeError, match="exists; pass force=True"):
         planted.save(path)
     text = repr(again)
     assert text == "Model(64 inputs -> 25 hidden, sigmoid decoder, 0 iterations)"

@@ -17,16 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from cluster_helpers import relative_difference, start
-from conftest import write_patch_file
+from helpers import StopAt, assert_same_run, invoke, start, write_patch_file
 
-from streamae.cli.main import cli
 from streamae.errors import Interrupted, UsageError
-from streamae.io.modelfile import HISTORY_FIELDS, load_model
+from streamae.io.modelfile import load_model
+from streamae.options import DEFAULT_CHECKPOINT_EVERY
 from streamae.runtime.signals import StopFlag
-from streamae.training.checkpoint import DEFAULT_CHECKPOINT_EVERY, CheckpointPolicy
-from streamae.training.session import TrainingMonitor, train
+from streamae.training.checkpoint import CheckpointPolicy
+from streamae.training.session import train
 
 # Tolerances of 0 so that every run makes exactly --max-iter iterations.
 # Two-pass: the stops below land on a given block of a pass, which in-core reads only once.
@@ -37,6 +35,7 @@ SETTINGS = {
     "progress_tol": 0.0,
     "stop_signals": False,
     "scheme": "two-pass",
+    "chunk_rows": 500,  # one chunk per read, so the stops below land on a known block
 }
 
 
@@ -47,64 +46,33 @@ def data(tmp_path: Path) -> Path:
     return write_patch_file(tmp_path / "data.h5", values, chunk_rows=500)
 
 
-class StopAt(TrainingMonitor):
-    """Requests a stop after iteration ``iteration``, or at block ``block`` of the run."""
-
-    def __init__(self, flag: StopFlag, *, iteration: int | None = None, block: int | None = None):
-        self.flag, self.iteration, self.block = flag, iteration, block
-        self.blocks = 0
-        self.checkpoints: list[int] = []
-
-    def on_block(self, rows: int) -> None:
-        self.blocks += 1
-        if self.blocks == self.block:
-            self.flag.request("SIGTERM")
-
-    def on_iteration(self, record: dict) -> None:
-        if record["iteration"] == self.iteration:
-            self.flag.request("SIGTERM")
-
-    def on_checkpoint(self, iteration: int, path: str) -> None:
-        saved = load_model(path)
-        assert saved.iterations == iteration and saved.info["finished"] == ""
-        self.checkpoints.append(iteration)
-
-
-def assert_same_run(resumed, reference, *, exact: bool = True) -> None:
-    assert resumed.iterations == reference.iterations
-    assert resumed.info["evaluations"] == reference.info["evaluations"]
-    assert resumed.info["finished"] == reference.info["finished"]
-    assert relative_difference(resumed.theta, reference.theta) < 1e-10
-    for name in HISTORY_FIELDS:
-        if name != "seconds":
-            np.testing.assert_allclose(resumed.history[name], reference.history[name], rtol=1e-10)
-    if exact:  # same data, dtype, blocks and ranks: bit for bit
-        assert np.array_equal(resumed.theta, reference.theta)
-        assert np.array_equal(resumed.history["cost"], reference.history["cost"])
-
-
 @pytest.mark.parametrize(
-    ("dtype", "where"),
+    ("dtype", "where", "activation"),
     [
-        ("float64", {"iteration": 7}),
-        ("float64", {"block": 101}),  # mid-pass: the evaluation is abandoned
-        ("float32", {"block": 77}),
+        ("float64", {"iteration": 7}, "sigmoid"),
+        ("float64", {"block": 101}, "sigmoid"),  # mid-pass: the evaluation is abandoned
+        ("float32", {"block": 77}, "sigmoid"),
+        ("float64", {"iteration": 7}, "tanh"),
+        ("float64", {"block": 101}, "tanh"),
+        ("float32", {"block": 77}, "tanh"),
     ],
 )
-def test_a_stopped_run_resumes_exactly(data, tmp_path, dtype, where):
-    reference = train(data, tmp_path / "reference.h5", dtype=dtype, **SETTINGS)
+def test_a_stopped_run_resumes_exactly(data, tmp_path, dtype, where, activation):
+    settings = {**SETTINGS, "activation": activation}
+    reference = train(data, tmp_path / "reference.h5", dtype=dtype, **settings)
+    assert reference.activation == activation
     flag = StopFlag()
     monitor = StopAt(flag, **where)
     output = tmp_path / "stopped.h5"
     with pytest.raises(Interrupted, match="stopped by SIGTERM after iteration") as caught:
-        train(data, output, dtype=dtype, stop=flag, monitor=monitor, **SETTINGS)
-    assert "--resume" in str(caught.value) and str(output) in str(caught.value)
+        train(data, output, dtype=dtype, stop=flag, monitor=monitor, **settings)
+    assert "resume=True" in str(caught.value) and str(output) in str(caught.value)
     stopped = load_model(output)
     assert 0 < stopped.iterations < reference.iterations
     assert stopped.info["finished"] == ""
     if "iteration" in where:
         assert stopped.iterations == where["iteration"]
-    resumed = train(data, output, dtype=dtype, resume=True, **SETTINGS)
+    resumed = train(data, output, dtype=dtype, resume=True, **settings)
     assert_same_run(resumed, reference)
     assert_same_run(load_model(output), reference)
 
@@ -129,16 +97,18 @@ def test_checkpoints_by_time_and_never(data, tmp_path):
 
 
 def test_checkpoint_policy_refuses_bad_values():
-    with pytest.raises(UsageError, match="--checkpoint-every must be at least 0, got -1"):
+    with pytest.raises(UsageError, match="checkpoint_every must be an integer ≥ 0, got -1") as caught:
         CheckpointPolicy(every=-1)
-    with pytest.raises(UsageError, match="--checkpoint-minutes must be a positive number, got 0"):
+    assert caught.value.parameter == "checkpoint_every"
+    with pytest.raises(UsageError, match="checkpoint_minutes must be a finite number > 0, got 0"):
         CheckpointPolicy(minutes=0.0)
 
 
 def test_the_command_line_default_is_the_library_default():
-    from streamae.cli import train as train_command
+    from streamae.cli.train import train as train_command
 
-    assert train_command.DEFAULT_CHECKPOINT_EVERY == DEFAULT_CHECKPOINT_EVERY
+    (option,) = [param for param in train_command.params if param.name == "checkpoint_every"]
+    assert option.default == CheckpointPolicy().every == DEFAULT_CHECKPOINT_EVERY == 10
 
 
 def test_resuming_a_finished_run_with_a_larger_max_iter_continues_it(data, tmp_path):
@@ -176,19 +146,15 @@ def test_a_stop_before_the_first_iteration_writes_nothing(data, tmp_path, block,
     assert not (tmp_path / "m.h5").exists()
 
 
-def invoke(*args: str):
-    result = CliRunner().invoke(cli, [str(arg) for arg in args])
-    return result
-
-
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        (["--hidden", "6"], "it was trained with hidden 5, not 6"),
-        (["--rho", "0.05"], "it was trained with rho 0.01, not 0.05"),
-        (["--lambda", "0.001"], "it was trained with lam 0.0001, not 0.001"),
-        (["--decoder", "linear"], "it was trained with decoder sigmoid, not linear"),
-        (["--dtype", "float32"], "it was trained with dtype float64, not float32"),
+        (["--hidden", "6"], "it was trained with --hidden 5, not 6"),
+        (["--rho", "0.05"], "it was trained with --rho 0.01, not 0.05"),
+        (["--lambda", "0.001"], "it was trained with --lambda 0.0001, not 0.001"),
+        (["--decoder", "linear"], "it was trained with --decoder sigmoid, not linear"),
+        (["--activation", "tanh"], "it was trained with --activation sigmoid, not tanh"),
+        (["--dtype", "float32"], "it was trained with --dtype float64, not float32"),
     ],
 )
 def test_resume_with_other_hyperparameters_is_refused(data, tmp_path, change, fragment):

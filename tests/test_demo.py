@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import orientation_coherence
 from PIL import Image
 
 from streamae.cli.main import cli
 from streamae.compute.parameters import initialize, unpack
-from streamae.demo import shipped_images
+from streamae.demo import DEMO_OUTPUTS, shipped_images
 from streamae.io.modelfile import load_model
-
-
-def orientation_coherence(W1: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Per unit, (λ1 − λ2)/(λ1 + λ2) of the gradient structure tensor: 1 for a pure edge."""
-    values = []
-    for weights in W1:
-        gy, gx = np.gradient(weights.reshape(shape))
-        tensor = np.array([[np.sum(gx * gx), np.sum(gx * gy)], [np.sum(gx * gy), np.sum(gy * gy)]])
-        low, high = np.linalg.eigvalsh(tensor)
-        values.append((high - low) / (high + low))
-    return np.array(values)
 
 
 def test_the_photographs_ship_with_their_licence_note():
@@ -35,9 +26,13 @@ def test_demo_learns_oriented_edges(tmp_path):
     out = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["demo", "-o", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
-    for name in ("patches.h5", "model.h5", "features.png", "curves.png"):
-        assert (out / name).is_file()
-        assert str(out / name) in result.stdout or name == "patches.h5" or name in result.stdout
+    for name in DEMO_OUTPUTS:
+        assert (out / name).is_file(), name
+        assert str(out / name) in result.stdout, f"the summary does not name {out / name}"
+    with h5py.File(out / "patches.h5", "r") as handle:
+        assert handle["patches"].shape == (10_000, 64)
+    with Image.open(out / "curves.png") as image:
+        assert image.size[0] > 0 and image.size[1] > 0
     model = load_model(out / "model.h5")
     assert model.iterations == 400 and model.patch_shape == (8, 8, 1)
     assert abs(model.rho_hat.mean() - 0.01) < 0.005

@@ -10,9 +10,9 @@ import textwrap
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import assert_clean_failure, invoke, write_large_patch_file
+from naive import hidden_layer
 
-from streamae.cli.encode import encode as encode_command
 from streamae.describe import FEATURES_FORMAT as INSPECT_FEATURES_FORMAT
 from streamae.encoding import FEATURES_FORMAT, encode
 
@@ -24,12 +24,6 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 def dense_a2(X: np.ndarray, W1: np.ndarray, b1: np.ndarray) -> np.ndarray:
     """The slow twin: a2 = sigmoid(X W1ᵀ + b1) for all rows at once, in float64."""
     return sigmoid(X.astype(np.float64) @ W1.T + b1)
-
-
-def run(args: list) -> object:
-    result = CliRunner().invoke(encode_command, [str(arg) for arg in args])
-    print(result.output)
-    return result
 
 
 @pytest.fixture
@@ -65,6 +59,46 @@ def test_features_equal_dense_numpy_for_any_block_size(tmp_path, planted, block_
         assert "reconstruction" not in handle
     np.testing.assert_allclose(result.mean_activation, expected.mean(axis=0), rtol=0, atol=1e-6)
     assert result.reconstruction is None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
+@pytest.mark.parametrize("block_rows", [None, 7, 300])
+def test_tanh_model_encodes_like_the_dense_twin(
+    tmp_path, rng, model_file, patch_file, dtype, decoder, block_rows
+):
+    s, n = 9, 16
+    W1, W2 = rng.normal(size=(s, n)), rng.normal(size=(n, s))
+    b1, b2 = rng.normal(size=s), rng.normal(size=n)
+    model = model_file(W1, W2=W2, b1=b1, b2=b2, decoder=decoder, activation="tanh")
+    X = rng.uniform(size=(700, n))
+    data = patch_file(X, chunk_rows=100)
+    output = tmp_path / "features.h5"
+    result = encode(model, data, output, reconstruct=True, dtype=dtype, block_rows=block_rows)
+    # The twin reads the rows as the encoder does: rounded to the compute dtype.
+    rows = X.astype(dtype)
+    a2 = hidden_layer(rows, W1, b1, "tanh")
+    z3 = a2 @ W2.T + b2
+    a3 = z3 if decoder == "linear" else sigmoid(z3)
+    tolerance = 1e-12 if dtype == "float64" else 1e-5
+    with h5py.File(output, "r") as handle:
+        np.testing.assert_allclose(handle["features"][()], a2, rtol=0, atol=tolerance)
+        assert handle["features"][()].min() < -0.5  # tanh units, not sigmoid ones
+        np.testing.assert_allclose(handle["reconstruction"][()], a3, rtol=0, atol=100 * tolerance)
+        assert json.loads(handle.attrs["model"])["activation"] == "tanh"
+    np.testing.assert_allclose(result.mean_activation, a2.mean(axis=0), rtol=0, atol=tolerance)
+    assert result.reconstruction == pytest.approx(0.5 * np.sum((a3 - rows) ** 2) / 700, rel=1e-4)
+
+
+def test_encode_refuses_an_activation_other_than_the_models(tmp_path, rng, model_file, patch_file):
+    model = model_file(rng.normal(size=(4, 16)), activation="tanh")
+    data = patch_file(rng.uniform(size=(50, 16)))
+    output = tmp_path / "features.h5"
+    result = invoke("encode", model, data, "-o", output, "--activation", "sigmoid")
+    assert result.exit_code == 2, result.output
+    assert f"Error: {model} was trained with tanh hidden units, not sigmoid;" in result.stderr
+    assert not output.exists()
+    assert invoke("encode", model, data, "-o", output, "--activation", "tanh", "-q").exit_code == 0
 
 
 @pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
@@ -125,7 +159,7 @@ def test_progress_reports_every_block_up_to_all_rows(tmp_path, planted):
 def test_command_writes_features_and_says_so(tmp_path, planted):
     model, data, X, weights = planted
     output = tmp_path / "features.h5"
-    result = run([model, data, "-o", output, "--reconstruct", "--quiet"])
+    result = invoke("encode", model, data, "-o", output, "--reconstruct", "--quiet")
     assert result.exit_code == 0
     assert result.output.startswith(f"Wrote {output}: 1,000 rows x 25 features")
     assert "reconstruction error" in result.output
@@ -139,19 +173,11 @@ def test_command_writes_features_and_says_so(tmp_path, planted):
 # --------------------------------------------------------------------------- bad input
 
 
-def assert_one_sentence_error(result, code: int, *fragments: str) -> None:
-    assert result.exit_code == code
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
 def test_model_and_data_of_different_sizes_names_both(tmp_path, rng, model_file, patch_file):
     model = model_file(rng.normal(size=(5, 49)))
     data = patch_file(rng.uniform(size=(100, 64)).astype(np.float32))
     output = tmp_path / "f.h5"
-    assert_one_sentence_error(run([model, data, "-o", output]), 2, str(model), str(data), "49", "64")
+    assert_clean_failure(invoke("encode", model, data, "-o", output), 2, str(model), str(data), "49", "64")
     assert not output.exists()
 
 
@@ -159,34 +185,36 @@ def test_model_with_missing_dataset(tmp_path, planted):
     model, data, _, _ = planted
     with h5py.File(model, "a") as handle:
         del handle["b1"]
-    assert_one_sentence_error(run([model, data, "-o", tmp_path / "f.h5"]), 2, str(model), "/b1")
+    assert_clean_failure(invoke("encode", model, data, "-o", tmp_path / "f.h5"), 2, str(model), "/b1")
 
 
 def test_arguments_swapped(tmp_path, planted):
     model, data, _, _ = planted
-    assert_one_sentence_error(run([data, model, "-o", tmp_path / "f.h5"]), 2, str(data), "not a model file")
+    assert_clean_failure(
+        invoke("encode", data, model, "-o", tmp_path / "f.h5"), 2, str(data), "not a model file"
+    )
 
 
 def test_existing_output_needs_force(tmp_path, planted):
     model, data, _, _ = planted
     output = tmp_path / "f.h5"
     output.write_bytes(b"keep me")
-    assert_one_sentence_error(run([model, data, "-o", output]), 2, str(output), "--force")
+    assert_clean_failure(invoke("encode", model, data, "-o", output), 2, str(output), "--force")
     assert output.read_bytes() == b"keep me"
-    assert run([model, data, "-o", output, "--force", "-q"]).exit_code == 0
+    assert invoke("encode", model, data, "-o", output, "--force", "-q").exit_code == 0
     with h5py.File(output, "r") as handle:
         assert handle["features"].shape == (1000, 25)
 
 
 def test_directory_as_output(tmp_path, planted):
     model, data, _, _ = planted
-    assert_one_sentence_error(run([model, data, "-o", tmp_path]), 2, str(tmp_path), "directory")
+    assert_clean_failure(invoke("encode", model, data, "-o", tmp_path), 2, str(tmp_path), "directory")
 
 
 def test_output_onto_an_input_is_refused(tmp_path, planted):
     model, data, _, _ = planted
     before = data.read_bytes()
-    assert_one_sentence_error(run([model, data, "-o", data, "--force"]), 2, "overwrite the input")
+    assert_clean_failure(invoke("encode", model, data, "-o", data, "--force"), 2, "overwrite the input")
     assert data.read_bytes() == before
 
 
@@ -202,26 +230,13 @@ MEMORY_SCRIPT = textwrap.dedent(
 )
 
 
-def write_large_patch_file(path, rows: int, rng: np.random.Generator, chunk_rows: int = 1024) -> None:
-    """A float32 (rows, 64) patch file written block by block (this process stays small)."""
-    with h5py.File(path, "w") as handle:
-        handle.attrs["format"] = "streamae.patches/1"
-        dataset = handle.create_dataset(
-            "patches", shape=(rows, 64), dtype=np.float32, chunks=(chunk_rows, 64)
-        )
-        block = rng.uniform(size=(16 * chunk_rows, 64)).astype(np.float32)
-        for first in range(0, rows, block.shape[0]):
-            last = min(rows, first + block.shape[0])
-            dataset[first:last] = block[: last - first]
-
-
 @pytest.mark.slow
 def test_peak_memory_does_not_grow_with_rows(tmp_path, rng, model_file):
     model = model_file(rng.normal(size=(25, 64)))
     peaks = {}
     for rows in (20_000, 400_000):  # 5 MB and 102 MB of input, a3 doubles the output
         data = tmp_path / f"patches{rows}.h5"
-        write_large_patch_file(data, rows, rng)
+        write_large_patch_file(data, rows)
         completed = subprocess.run(
             [sys.executable, "-c", MEMORY_SCRIPT, str(model), str(data), str(tmp_path / f"f{rows}.h5")],
             capture_output=True,
@@ -240,14 +255,14 @@ def test_progress_lines_without_a_terminal_and_none_when_quiet(tmp_path, planted
 
     monkeypatch.setattr(command_module, "PLAIN_PROGRESS_SECONDS", 0.0)
     model, data, _, _ = planted
-    result = run([model, data, "-o", tmp_path / "a.h5", "--block-rows", "400"])
+    result = invoke("encode", model, data, "-o", tmp_path / "a.h5", "--block-rows", "400")
     assert result.exit_code == 0
     # Plain lines (CliRunner's stderr is not a terminal), none for the last block.
     assert result.stderr.splitlines() == [
         "encoding patches.h5: 400 of 1,000 rows (40%)",
         "encoding patches.h5: 800 of 1,000 rows (80%)",
     ]
-    quiet = run([model, data, "-o", tmp_path / "b.h5", "--block-rows", "400", "--quiet"])
+    quiet = invoke("encode", model, data, "-o", tmp_path / "b.h5", "--block-rows", "400", "--quiet")
     assert quiet.exit_code == 0 and quiet.stderr == ""
     assert quiet.stdout.startswith("Wrote ")
 
@@ -255,8 +270,8 @@ def test_progress_lines_without_a_terminal_and_none_when_quiet(tmp_path, planted
 def test_model_and_data_of_different_patch_shapes(tmp_path, rng, model_file, patch_file):
     model = model_file(rng.normal(size=(5, 64)), patch_shape=(8, 8, 1))
     data = patch_file(rng.uniform(size=(10, 64)).astype(np.float32), patch_shape=(4, 16, 1))
-    result = run([model, data, "-o", tmp_path / "f.h5"])
-    assert_one_sentence_error(result, 2, str(model), "8x8x1", str(data), "4x16x1")
+    result = invoke("encode", model, data, "-o", tmp_path / "f.h5")
+    assert_clean_failure(result, 2, str(model), "8x8x1", str(data), "4x16x1")
 
 
 @pytest.mark.parametrize("decoder", ["sigmoid", "linear"])

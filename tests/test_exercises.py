@@ -8,10 +8,12 @@ import shlex
 import h5py
 import numpy as np
 from click.testing import CliRunner
-from conftest import MNIST_IMAGES, REPO
+from helpers import MNIST_IMAGES, TESTS
 
 from streamae.cli.main import cli
 from streamae.io.modelfile import load_model
+
+REPO = TESTS.parent
 
 MNIST_LABELS = MNIST_IMAGES.with_name("t10k-labels-idx1-ubyte.gz")
 

@@ -50,7 +50,7 @@ def test_hidden_forward_matches_numpy(rng, dtype, with_slope):
     a = z.copy()
     slope = np.empty_like(z) if with_slope else np.empty((0, 301), dtype=dtype)
     sum_a2, sum_slope = np.ones(7), np.ones(7)
-    kernels.hidden_forward(a, b1, slope, sum_a2, sum_slope)
+    kernels.hidden_forward(a, b1, kernels.SIGMOID, slope, sum_a2, sum_slope)
     # The argument is rounded to the compute dtype, as the kernel adds in it.
     expected = sigmoid64((z + b1[:, None]).astype(dtype))
     tolerance = 3e-7 if dtype == np.float32 else 1e-15
@@ -63,6 +63,66 @@ def test_hidden_forward_matches_numpy(rng, dtype, with_slope):
         )
     else:
         assert np.all(sum_slope == 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_slope", [True, False])
+def test_hidden_forward_tanh_matches_numpy(rng, dtype, with_slope):
+    # Wide arguments: saturation at both ends (the float32 form's clamp) and values near 0.
+    z = np.concatenate([rng.normal(0.0, 4.0, size=(7, 290)), np.full((7, 11), 60.0)], axis=1)
+    z[:, -5:] = -60.0
+    z[:, :4] = [1e-6, -1e-6, 0.0, 1e-3]
+    z = z.astype(dtype)
+    b1 = np.zeros(7, dtype=dtype)
+    b1[1:] = rng.normal(0.0, 1.0, size=6)
+    a = z.copy()
+    slope = np.empty_like(z) if with_slope else np.empty((0, 301), dtype=dtype)
+    sum_a2, sum_slope = np.ones(7), np.ones(7)
+    kernels.hidden_forward(a, b1, kernels.TANH, slope, sum_a2, sum_slope)
+    expected = np.tanh((z + b1[:, None]).astype(dtype).astype(np.float64))
+    # float64: libm's tanh; float32: 2·sigmoid(2z) − 1, exact to a few ulp of 1 (absolute).
+    tolerance = 3e-7 if dtype == np.float32 else 1e-15
+    np.testing.assert_allclose(a, expected, rtol=tolerance, atol=tolerance)
+    assert np.all(np.abs(a) <= 1.0)
+    np.testing.assert_allclose(sum_a2, 1.0 + expected.sum(axis=1), rtol=tolerance, atol=301 * tolerance)
+    if with_slope:
+        # 1 − a² of the stored a, to rounding (the kernel may fuse it into one FMA).
+        eps = np.finfo(dtype).eps
+        np.testing.assert_allclose(slope, 1 - a.astype(np.float64) ** 2, rtol=0, atol=2 * eps)
+        np.testing.assert_allclose(
+            sum_slope, 1.0 + (1 - expected**2).sum(axis=1), rtol=tolerance * 4, atol=301 * tolerance
+        )
+    else:
+        assert np.all(sum_slope == 1.0)
+
+
+@pytest.mark.parametrize("activation", [kernels.SIGMOID, kernels.TANH])
+def test_slope_of_cached_activations_equals_hidden_forwards(rng, activation):
+    z = rng.normal(0.0, 2.0, size=(5, 97))
+    b1 = rng.normal(0.0, 1.0, size=5)
+    a, slope = z.copy(), np.empty_like(z)
+    kernels.hidden_forward(a, b1, activation, slope, np.zeros(5), np.zeros(5))
+    again = np.empty_like(z)
+    kernels.slope_of(a, activation, again)
+    # Equal to rounding: the fused kernel may contract a product and a subtraction into an FMA.
+    np.testing.assert_allclose(again, slope, rtol=0, atol=2 * np.finfo(np.float64).eps)
+    assert np.all(again > 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_hidden_activation_row_major_matches_numpy(rng, dtype, activation):
+    z = rng.normal(0.0, 3.0, size=(300, 9)).astype(dtype)
+    b1 = rng.normal(0.0, 1.0, size=9).astype(dtype)
+    a = z.copy()
+    partial = np.empty((kernels.segment_count(300), 9))
+    sum_a2 = np.zeros(9)
+    kernels.hidden_activation(a, b1, kernels.activation_code(activation), partial, sum_a2)
+    argument = (z + b1).astype(dtype).astype(np.float64)
+    expected = np.tanh(argument) if activation == "tanh" else sigmoid64(argument)
+    tolerance = 3e-7 if dtype == np.float32 else 1e-15
+    np.testing.assert_allclose(a, expected, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(sum_a2, expected.sum(axis=0), rtol=1e-6 if dtype == np.float32 else 1e-13)
 
 
 @pytest.mark.parametrize("linear", [False, True])

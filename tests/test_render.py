@@ -10,23 +10,15 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import assert_clean_failure, invoke
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from streamae.cli.visualize import visualize
 from streamae.io.modelfile import HISTORY_FIELDS, load_model
 from streamae.render import activation_histogram, plot_activations, plot_curves, tile_grid
 
 BORDER = 0
-
-
-def run(args: list[str]):
-    """Invoke `streamae visualize` as a user types it; print the output when a test fails."""
-    result = CliRunner().invoke(visualize, [str(arg) for arg in args])
-    print(result.output)
-    return result
 
 
 def read_pixels(path) -> np.ndarray:
@@ -79,7 +71,7 @@ def test_gray_png_size_pixels_and_border(tmp_path, model_file, rng, s, h, w, col
     model = model_file(W1, patch_shape=(h, w))
     output = tmp_path / "features.png"
     args = [model, "-o", output, "--scale", scale] + (["--cols", cols] if cols else [])
-    assert run(args).exit_code == 0
+    assert invoke("visualize", *args).exit_code == 0
 
     grid_cols = cols or int(np.ceil(np.sqrt(s)))
     with Image.open(output) as png:
@@ -97,7 +89,7 @@ def test_rgb_model_gives_rgb_image(tmp_path, model_file, rng):
     s, shape = 6, (5, 4, 3)
     W1 = rng.normal(size=(s, 60))
     output = tmp_path / "features.png"
-    assert run([model_file(W1, patch_shape=shape), "-o", output, "--scale", 2]).exit_code == 0
+    assert invoke("visualize", model_file(W1, patch_shape=shape), "-o", output, "--scale", 2).exit_code == 0
     with Image.open(output) as png:
         assert png.mode == "RGB"
         assert png.size == expected_size(s, 5, 4, 3, 2)
@@ -131,7 +123,7 @@ def test_planted_edges_and_dot_land_in_expected_tiles(tmp_path, model_file, sort
     # norms: horizontal 0.5*8 = 4, vertical 2*8 = 16, dot 3; rho_hat puts vertical first.
     model = model_file(planted_rows(), patch_shape=(8, 8, 1), rho_hat=np.array([0.01, 0.3, 0.1]))
     output = tmp_path / "planted.png"
-    assert run([model, "-o", output, "--scale", 1, "--sort", sort]).exit_code == 0
+    assert invoke("visualize", model, "-o", output, "--scale", 1, "--sort", sort).exit_code == 0
     image = read_pixels(output)
     assert image.shape == (1 + 2 * 9, 1 + 2 * 9)  # 3 tiles: 2 columns, 2 rows
     top_half, bottom_half = np.full((4, 8), 255), np.full((4, 8), 1)
@@ -149,7 +141,7 @@ def test_planted_edges_and_dot_land_in_expected_tiles(tmp_path, model_file, sort
 def test_square_fallback_without_stored_patch_shape(tmp_path, model_file, rng):
     W1 = rng.normal(size=(4, 49))
     output = tmp_path / "features.png"
-    assert run([model_file(W1), "-o", output, "--scale", 1]).exit_code == 0
+    assert invoke("visualize", model_file(W1), "-o", output, "--scale", 1).exit_code == 0
     image = read_pixels(output)
     assert image.shape == (1 + 2 * 8, 1 + 2 * 8)
     assert np.array_equal(tile_at(image, 3, 2, 7, 7, 1), expected_tile(W1[3], (7, 7, 1))[..., 0])
@@ -159,12 +151,8 @@ def test_patch_shape_option_overrides_and_zero_row_is_mid_gray(tmp_path, model_f
     W1 = rng.normal(size=(2, 12))
     W1[1] = 0.0
     output = tmp_path / "features.png"
-    assert (
-        run(
-            [model_file(W1, patch_shape=(3, 4)), "-o", output, "--patch-shape", "2x6", "--scale", 1]
-        ).exit_code
-        == 0
-    )
+    model = model_file(W1, patch_shape=(3, 4))
+    assert invoke("visualize", model, "-o", output, "--patch-shape", "2x6", "--scale", 1).exit_code == 0
     image = read_pixels(output)
     assert image.shape == (1 + 2 + 1, 1 + 2 * 7)
     assert np.array_equal(tile_at(image, 0, 2, 2, 6, 1), expected_tile(W1[0], (2, 6, 1))[..., 0])
@@ -209,7 +197,7 @@ def test_curves_and_activation_plots_are_pngs_of_the_expected_size(tmp_path, mod
     rho_hat = rng.uniform(0.0, 0.2, 30)
     path = model_file(rng.normal(size=(30, 16)), history=history(12, rng), rho_hat=rho_hat, rho=0.05)
     curves, activations = tmp_path / "curves.png", tmp_path / "act.png"
-    result = run([path, "--curves", curves, "--activations", activations])
+    result = invoke("visualize", path, "--curves", curves, "--activations", activations)
     assert result.exit_code == 0
     assert "curves.png" in result.output and "act.png" in result.output
     for output in (curves, activations):
@@ -236,19 +224,10 @@ def test_curves_and_activation_plots_are_pngs_of_the_expected_size(tmp_path, mod
 # --------------------------------------------------------------------------- bad input
 
 
-def assert_one_sentence_error(result, code: int, *fragments: str) -> None:
-    assert result.exit_code == code
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
 def test_patch_file_given_to_visualize(tmp_path, patch_file, unit_patches):
     data = patch_file(unit_patches, patch_shape=(8, 8, 1))
-    result = run([data, "-o", tmp_path / "f.png"])
-    assert_one_sentence_error(result, 2, str(data), "patch file, not a model file")
+    result = invoke("visualize", data, "-o", tmp_path / "f.png")
+    assert_clean_failure(result, 2, str(data), "patch file, not a model file")
     assert not (tmp_path / "f.png").exists()
 
 
@@ -256,8 +235,8 @@ def test_model_with_missing_dataset(tmp_path, model_file, rng):
     path = model_file(rng.normal(size=(4, 16)))
     with h5py.File(path, "a") as handle:
         del handle["W2"]
-    result = run([path, "-o", tmp_path / "f.png"])
-    assert_one_sentence_error(result, 2, str(path), "/W2")
+    result = invoke("visualize", path, "-o", tmp_path / "f.png")
+    assert_clean_failure(result, 2, str(path), "/W2")
     assert not (tmp_path / "f.png").exists()
 
 
@@ -265,9 +244,9 @@ def test_existing_output_needs_force(tmp_path, model_file, rng):
     path = model_file(rng.normal(size=(4, 16)))
     output = tmp_path / "f.png"
     output.write_bytes(b"keep me")
-    assert_one_sentence_error(run([path, "-o", output]), 2, str(output), "--force")
+    assert_clean_failure(invoke("visualize", path, "-o", output), 2, str(output), "--force")
     assert output.read_bytes() == b"keep me"
-    assert run([path, "-o", output, "--force"]).exit_code == 0
+    assert invoke("visualize", path, "-o", output, "--force").exit_code == 0
     with Image.open(output) as png:
         assert png.format == "PNG"
     assert [p.name for p in tmp_path.iterdir() if "streamae-tmp" in p.name] == []
@@ -276,14 +255,14 @@ def test_existing_output_needs_force(tmp_path, model_file, rng):
 def test_existing_plot_output_is_refused_before_anything_is_written(tmp_path, model_file, rng):
     path = model_file(rng.normal(size=(4, 16)), history=history(3, rng), rho_hat=np.full(4, 0.1))
     (tmp_path / "act.png").write_bytes(b"old")
-    result = run([path, "-o", tmp_path / "f.png", "--activations", tmp_path / "act.png"])
-    assert_one_sentence_error(result, 2, "act.png", "--force")
+    result = invoke("visualize", path, "-o", tmp_path / "f.png", "--activations", tmp_path / "act.png")
+    assert_clean_failure(result, 2, "act.png", "--force")
     assert not (tmp_path / "f.png").exists()
 
 
 def test_directory_as_output(tmp_path, model_file, rng):
     path = model_file(rng.normal(size=(4, 16)))
-    assert_one_sentence_error(run([path, "-o", tmp_path]), 2, str(tmp_path), "directory")
+    assert_clean_failure(invoke("visualize", path, "-o", tmp_path), 2, str(tmp_path), "directory")
 
 
 @pytest.mark.parametrize(
@@ -299,15 +278,19 @@ def test_directory_as_output(tmp_path, model_file, rng):
 def test_bad_options_are_usage_errors(tmp_path, model_file, rng, options, fragments):
     path = model_file(rng.normal(size=(4, 20)))  # 20 inputs: no stored shape, not a square
     out = ["-o", tmp_path / "f.png"] if options else []
-    assert_one_sentence_error(run([path, *out, *options]), 2, *fragments)
+    assert_clean_failure(invoke("visualize", path, *out, *options), 2, *fragments)
 
 
 def test_non_square_model_without_patch_shape(tmp_path, model_file, rng):
     path = model_file(rng.normal(size=(4, 20)))
-    assert_one_sentence_error(run([path, "-o", tmp_path / "f.png"]), 2, str(path), "--patch-shape")
+    assert_clean_failure(invoke("visualize", path, "-o", tmp_path / "f.png"), 2, str(path), "--patch-shape")
 
 
 def test_plots_of_a_model_without_history(tmp_path, model_file, rng):
     path = model_file(rng.normal(size=(4, 16)))
-    assert_one_sentence_error(run([path, "--curves", tmp_path / "c.png"]), 2, str(path), "0 iterations")
-    assert_one_sentence_error(run([path, "--activations", tmp_path / "a.png"]), 2, str(path), "/rho_hat")
+    assert_clean_failure(
+        invoke("visualize", path, "--curves", tmp_path / "c.png"), 2, str(path), "0 iterations"
+    )
+    assert_clean_failure(
+        invoke("visualize", path, "--activations", tmp_path / "a.png"), 2, str(path), "/rho_hat"
+    )

@@ -17,9 +17,10 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_patch_file
+from helpers import write_patch_file
 
 from streamae.cli.main import cli
+from streamae.cli.train import resume_command
 from streamae.errors import Interrupted, UsageError
 from streamae.io.modelfile import HISTORY_FIELDS, load_model
 from streamae.runtime.signals import StopFlag
@@ -111,7 +112,8 @@ def test_the_stop_message_prints_a_command_that_works_as_printed(data, tmp_path)
     folder.mkdir()
     output = folder / "it's.h5"
     error = stopped_checkpoint(data, output)
-    command = str(error).split("`")[1]
+    assert "continue with resume=True" in str(error)  # the library names the parameter
+    command = resume_command(str(data), str(output))  # what the command line prints instead
     words = shlex.split(command)
     assert words[0] == "streamae" and "--resume" in words
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
@@ -185,7 +187,7 @@ def test_max_iter_below_the_iterations_done_warns_and_says_so_at_the_end(data, t
 
 def test_a_fixed_setting_that_disagrees_is_refused_naming_the_parameter():
     with pytest.raises(
-        UsageError, match="it was trained with hidden 196, not 25; leave hidden out"
+        UsageError, match="it was trained with hidden=196, not 25; leave hidden out"
     ) as caught:
         resolve_settings({"hidden": 25}, {"hidden": 196}, "m.h5")
     assert caught.value.parameter == "hidden"

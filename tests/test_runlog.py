@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_patch_file
+from helpers import write_patch_file
 
 from streamae import __version__
 from streamae.cli.main import cli
 from streamae.errors import Interrupted
+from streamae.io.modelfile import load_model
 from streamae.runtime.signals import StopFlag
 from streamae.training.runlog import format_header, run_header
 from streamae.training.session import TrainingMonitor, train
@@ -72,17 +73,28 @@ def test_the_first_line_of_a_run_and_of_its_log_is_the_header(data, tmp_path):
     assert result.exit_code == 0, result.output
     first = result.stderr.splitlines()[0]
     assert first.startswith(f"streamae {__version__} on {socket.gethostname()} at ")
-    assert "settings hidden=6 rho=0.01 beta=3.0 lam=0.0001 decoder=sigmoid dtype=float32 max_iter=3" in first
+    settings = (
+        "hidden=6 rho=0.01 beta=3.0 lam=0.0001 max_iter=3 decoder=sigmoid activation=sigmoid dtype=float32"
+    )
+    assert "settings " + settings in first
     assert f"data {data.resolve()} (900x16 float32)" in first and first.endswith("MPI rank")
     header, *records = [json.loads(line) for line in log.read_text().splitlines()]
     assert header["event"] == "start" and header["streamae_version"] == __version__
     assert header["host"] == socket.gethostname() and isinstance(header["command"], str)
-    assert header["data"] == {"path": str(data.resolve()), "shape": [900, 16], "dtype": "float32"}
+    assert {k: header["data"][k] for k in ("path", "shape", "dtype")} == {
+        "path": str(data.resolve()),
+        "shape": [900, 16],
+        "dtype": "float32",
+    }
+    assert header["data"]["content"].startswith("sha256/")
     assert header["threads"] >= 1 and header["ranks"] == 1
     expected = "hidden rho beta lam decoder dtype max_iter seed grad_tol progress_tol scheme chunk_rows"
-    for name in expected.split() + ["memory", "keep_state", "resume", "log", "checkpoint_every"]:
+    more = ["lbfgs_pairs", "activation", "keep_state", "resume", "log", "checkpoint_every"]
+    for name in expected.split() + more:
         assert name in header["settings"], name
-    assert header["settings"]["hidden"] == 6 and header["settings"]["chunk_rows"] == 300
+    # chunk_rows: the rows per read the run used (the read policy's choice), as the model records.
+    used = load_model(tmp_path / "m.h5").info["chunk_rows"]
+    assert header["settings"]["hidden"] == 6 and header["settings"]["chunk_rows"] == used
     times = [datetime.datetime.fromisoformat(record["time"]) for record in [header, *records]]
     assert len(records) == 3 and times == sorted(times)
     assert all(t.tzinfo is not None for t in times)
@@ -111,4 +123,5 @@ def test_the_checkpoint_of_a_stop_is_announced_once(data, tmp_path):
         train(data, tmp_path / "m.h5", hidden=4, max_iter=9, checkpoint_every=0, monitor=monitor,
               stop=flag, stop_signals=False)  # fmt: skip
     assert monitor.checkpoints == []  # the Interrupted message names it instead
-    assert str(caught.value).count(str(tmp_path / "m.h5")) == 2  # the checkpoint, and the command
+    assert str(caught.value).count(str(tmp_path / "m.h5")) == 1  # the checkpoint
+    assert "continue with resume=True" in str(caught.value)

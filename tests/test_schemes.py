@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from naive import dense_objective
+from helpers import relative_difference
+from naive import dense_objective, hidden_layer
 
 from streamae.compute.parameters import Hyperparameters, initialize
 from streamae.compute.schemes import (
@@ -22,25 +23,24 @@ EXACT = ("two-pass", "single-pass", "in-core")
 N, S = 36, 11
 
 
-def relative(a, b) -> float:
-    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(b))
-
-
-def problem(rng, decoder="sigmoid", rows=1000):
+def problem(rng, decoder="sigmoid", rows=1000, activation="sigmoid"):
     """Data in [0.05, 0.95] (rows, N), hyperparameters and a point with non-zero biases."""
     X = rng.uniform(0.05, 0.95, size=(rows, N))
-    hyper = Hyperparameters(hidden=S, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder)
+    hyper = Hyperparameters(hidden=S, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder, activation=activation)
     theta = initialize(N, S, seed=3)
     theta[2 * N * S :] = rng.normal(0.0, 0.3, size=S + N)
     return X, hyper, theta
 
 
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
 @pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
 @pytest.mark.parametrize("block_rows", [1, 7, 333, 5000])
 @pytest.mark.parametrize("scheme", EXACT)
-def test_each_scheme_equals_dense_and_two_pass_in_float64(rng, scheme, decoder, block_rows):
-    X, hyper, theta = problem(rng, decoder)
-    J, grad, terms = dense_objective(theta, X, hidden=S, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder)
+def test_each_scheme_equals_dense_and_two_pass_in_float64(rng, scheme, decoder, block_rows, activation):
+    X, hyper, theta = problem(rng, decoder, activation=activation)
+    J, grad, terms = dense_objective(
+        theta, X, hidden=S, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder, activation=activation
+    )
     two_pass = make_objective(
         ArrayPatches(X, block_rows=block_rows), hyper, n_visible=N, dtype=np.float64, scheme="two-pass"
     )(theta)
@@ -56,8 +56,8 @@ def test_each_scheme_equals_dense_and_two_pass_in_float64(rng, scheme, decoder, 
     assert objective.scheme == scheme
     assert evaluation.cost == pytest.approx(J, rel=1e-12)
     assert evaluation.cost == pytest.approx(two_pass.cost, rel=1e-12)
-    assert relative(evaluation.gradient, grad) < 1e-12
-    assert relative(evaluation.gradient, two_pass.gradient) < 1e-12
+    assert relative_difference(evaluation.gradient, grad) < 1e-12
+    assert relative_difference(evaluation.gradient, two_pass.gradient) < 1e-12
     for name, value in terms.items():
         assert getattr(evaluation, name) == pytest.approx(value, rel=1e-12)
     np.testing.assert_allclose(evaluation.rho_hat, two_pass.rho_hat, rtol=1e-12)
@@ -85,7 +85,7 @@ def test_threads_and_compute_rows_change_only_rounding(rng, scheme):
             results.append(first)
     for other in results[1:]:
         assert other.cost == pytest.approx(results[0].cost, rel=1e-13)
-        assert relative(other.gradient, results[0].gradient) < 1e-13
+        assert relative_difference(other.gradient, results[0].gradient) < 1e-13
 
 
 @pytest.mark.parametrize("prefetch", [False, True])
@@ -102,7 +102,7 @@ def test_streamed_from_hdf5_equals_in_memory(rng, patch_file, scheme, prefetch):
             evaluation = objective(theta)
             again = objective(theta)  # the second evaluation reads (or reuses) the data again
         assert evaluation.cost == pytest.approx(reference.cost, rel=1e-12)
-        assert relative(evaluation.gradient, reference.gradient) < 1e-12
+        assert relative_difference(evaluation.gradient, reference.gradient) < 1e-12
         assert again.cost == evaluation.cost
         reads = {"two-pass": 2, "single-pass": 1, "in-core": 0}[scheme]
         assert objective.timing.read_bytes == reads * X.size * 8
@@ -112,10 +112,11 @@ def test_streamed_from_hdf5_equals_in_memory(rng, patch_file, scheme, prefetch):
 
 
 @pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
 @pytest.mark.parametrize("scheme", EXACT)
-def test_float32_within_1e_5_of_float64(rng, scheme, decoder):
+def test_float32_within_1e_5_of_float64(rng, scheme, decoder, activation):
     X = rng.uniform(0.1, 0.9, size=(20_000, 64))
-    hyper = Hyperparameters(decoder=decoder)
+    hyper = Hyperparameters(decoder=decoder, activation=activation)
     theta = initialize(64, 25)
     exact = make_objective(ArrayPatches(X), hyper, n_visible=64, dtype=np.float64, scheme="two-pass")(theta)
     single = make_objective(
@@ -126,16 +127,17 @@ def test_float32_within_1e_5_of_float64(rng, scheme, decoder):
         scheme=scheme,
     )(theta)
     assert single.cost == pytest.approx(exact.cost, rel=1e-5)
-    assert relative(single.gradient, exact.gradient) < 1e-5
+    assert relative_difference(single.gradient, exact.gradient) < 1e-5
     np.testing.assert_allclose(single.rho_hat, exact.rho_hat, rtol=1e-5)
 
 
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
 @pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
 @pytest.mark.parametrize("scheme", ["single-pass", "in-core"])
-def test_gradient_matches_central_differences(rng, scheme, decoder):
+def test_gradient_matches_central_differences(rng, scheme, decoder, activation):
     n, s = 8, 3
     X = rng.uniform(0.05, 0.95, size=(40, n))
-    hyper = Hyperparameters(hidden=s, rho=0.1, beta=3.0, lam=1e-3, decoder=decoder)
+    hyper = Hyperparameters(hidden=s, rho=0.1, beta=3.0, lam=1e-3, decoder=decoder, activation=activation)
     theta = initialize(n, s, seed=1)
     theta[2 * n * s :] = rng.normal(0.0, 0.1, size=s + n)
     objective = make_objective(
@@ -151,10 +153,11 @@ def test_gradient_matches_central_differences(rng, scheme, decoder):
     assert np.linalg.norm(numeric - analytic) / np.linalg.norm(numeric + analytic) < 1e-9
 
 
-def test_mean_activation_is_dense_rho_hat(rng):
-    X, hyper, theta = problem(rng)
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_mean_activation_is_dense_rho_hat(rng, activation):
+    X, hyper, theta = problem(rng, activation=activation)
     W1, b1 = theta[: S * N].reshape(S, N), theta[2 * S * N : 2 * S * N + S]
-    expected = (1.0 / (1.0 + np.exp(-(X @ W1.T + b1)))).mean(axis=0)
+    expected = hidden_layer(X, W1, b1, activation).mean(axis=0)
     for scheme in EXACT:
         objective = make_objective(
             ArrayPatches(X, block_rows=100), hyper, n_visible=N, dtype=np.float64, scheme=scheme
@@ -192,10 +195,10 @@ def test_asked_for_scheme_is_reported():
 def test_bad_scheme_and_budget_are_refused():
     X = np.full((10, 4), 0.5, dtype=np.float32)
     with pytest.raises(
-        UsageError, match=r"--scheme must be one of auto, two-pass, single-pass, in-core, got 'fast'"
+        UsageError, match=r"scheme must be one of auto, two-pass, single-pass, in-core, got 'fast'"
     ):
         make_objective(ArrayPatches(X), Hyperparameters(hidden=2), n_visible=4, scheme="fast")
-    with pytest.raises(UsageError, match=r"--memory-budget must be at least 0"):
+    with pytest.raises(UsageError, match=r"^memory_budget must be at least 0"):
         make_objective(ArrayPatches(X), Hyperparameters(hidden=2), n_visible=4, memory_budget=-1)
 
 
@@ -215,5 +218,6 @@ def test_parse_memory_budget(text, expected):
 
 @pytest.mark.parametrize("text", ["", "lots", "-1G", "nanG"])
 def test_parse_memory_budget_refuses_nonsense(text):
-    with pytest.raises(UsageError, match="--memory-budget"):
+    with pytest.raises(UsageError, match="^memory_budget must be") as caught:
         parse_memory_budget(text)
+    assert caught.value.parameter == "memory_budget"

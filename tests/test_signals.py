@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cluster_helpers import needs_mpi, rank_pids, relative_difference, run, start, wait_for_lines
-from conftest import write_patch_file
+from helpers import marked_pids, needs_mpi, relative_difference, run, start, wait_for_lines, write_patch_file
 
 from streamae.errors import EXIT_INTERRUPTED
 from streamae.io.modelfile import load_model
@@ -112,7 +111,7 @@ def stop_and_resume(data, tmp_path, reference, target, ranks, send, expected_mes
     assert stopped.info["finished"] == "" and stopped.optimizer["iteration"] == k
     assert err.count("Stopped:") == 1, err  # rank 0 alone prints
     assert f"Stopped: {expected_message} after iteration {k}; the checkpoint {output} holds it" in err
-    assert f"streamae train {data} -o {output} --resume" in err
+    assert "continue with --resume and the same options" in err  # the flag, not resume=True
 
     done = run(args + ["--resume"], ranks)
     assert done.returncode == 0, done.stderr
@@ -167,7 +166,7 @@ def test_a_signal_to_one_rank_stops_all_at_the_same_iteration(data, references, 
     """Only rank 1 hears SIGUSR1; the stop flag is combined so no rank is left waiting."""
 
     def signal_rank_one(process, marker):
-        pids = rank_pids(marker, 1)
+        pids = marked_pids(marker, 1)
         assert len(pids) == 1, pids
         os.kill(pids[0], signal.SIGUSR1)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import write_patch_file
+from helpers import write_patch_file
 
 from streamae.compute.parameters import Hyperparameters
 from streamae.training.session import TrainingMonitor, train

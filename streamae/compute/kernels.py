@@ -14,10 +14,10 @@ case, too short a loop to vectorise well).  Output-layer quantities keep the dat
 Speed.  The evaluation kernels are compiled with ``error_model="numpy"`` (Python's model
 adds a zero-division branch to every ``/`` and stops LLVM vectorising the loop) and with
 ``reassoc`` on their own additions (so the sums over examples vectorise).  In float32 the
-sigmoid uses :func:`exp32`, an exp written from vectorisable arithmetic: Numba vectorises
-``np.exp`` only with Intel's SVML, which this machine lacks (``numba -s``), and the scalar
-libm call costs ~3 ns against ~0.4 ns here.  float64 keeps libm's exp: it is the dtype
-of the correctness checks.
+sigmoid (and tanh, as 2·sigmoid(2z) − 1) uses :func:`exp32`, an exp written from
+vectorisable arithmetic: Numba vectorises ``np.exp`` only with Intel's SVML, which this
+machine lacks (``numba -s``), and the scalar libm call costs ~3 ns against ~0.4 ns here.
+float64 keeps libm's exp and tanh: it is the dtype of the correctness checks.
 
 Determinism.  Every kernel runs serially over its block (the caller splits the work
 across threads by blocks, see :mod:`streamae.compute.lanes`), so its sums are a fixed function
@@ -118,23 +118,71 @@ def _sigmoid_for(z):
     return lambda z: 1.0 / (1.0 + math.exp(-z))
 
 
+def tanh_unit(z):
+    """tanh(z) of one scalar; in compiled code float32 goes through exp32.
+
+    float32: tanh(z) = 2·sigmoid(2z) − 1 = 2 / (1 + exp(−2z)) − 1, from the vectorisable
+    exp32 (its clamp keeps the result in [−1, 1] for any z; the absolute error near 0 is
+    ~1 ulp of 1, what float32 training can use).  float64 keeps libm's tanh (the checks).
+    """
+    return math.tanh(z)
+
+
+@overload(tanh_unit, jit_options=STRICT_OPTIONS)
+def _tanh_unit_for(z):
+    if z == types.float32:
+        one = np.float32(1.0)
+        two = np.float32(2.0)
+        return lambda z: two / (one + exp32(-two * z)) - one
+    return lambda z: math.tanh(z)
+
+
+# The hidden layer's nonlinearity, as the int flag the kernels take (a kernel never
+# branches on a Python object; see ``activation_code``).
+SIGMOID = 0
+TANH = 1
+ACTIVATION_CODES = {"sigmoid": SIGMOID, "tanh": TANH}
+
+
+def activation_code(name: str) -> int:
+    """The kernels' flag for the hidden activation ``name`` ("sigmoid" or "tanh")."""
+    return ACTIVATION_CODES[name]
+
+
 @njit(**KERNEL_OPTIONS)
-def hidden_forward(z2t, b1, slope, sum_a2, sum_slope):
-    """Hidden layer in place: ``z2t <- a2 = sigmoid(z2t + b1)``, optional slope a2(1 − a2).
+def hidden_forward(z2t, b1, activation, slope, sum_a2, sum_slope):
+    """Hidden layer in place: ``z2t <- a2 = f(z2t + b1)``, optional slope f′(z2).
 
     z2t: (s, rows) pre-activations ``W1 @ x.T`` (no bias), overwritten with a2 (transposed).
-    b1: (s,).  slope: (s, rows) receives f′(z2) = a2(1 − a2), or a (0, rows) array to skip
-    it.  sum_a2, sum_slope: (s,) float64 totals, increased by the row sums (sum_slope only
-    when the slope is written).
+    b1: (s,).  activation: ``SIGMOID`` (f′ = a2(1 − a2)) or ``TANH`` (f′ = 1 − a2²).
+    slope: (s, rows) receives f′(z2), or a (0, rows) array to skip it.  sum_a2,
+    sum_slope: (s,) float64 totals, increased by the row sums (sum_slope only when the
+    slope is written).
     """
     hidden, rows = z2t.shape
     want_slope = slope.shape[0] == hidden
     one = z2t.dtype.type(1.0)
+    # Four plain loops, the branches outside them: row helpers returning tuples cost 35%
+    # here (measured, 25 x 4096 float32: 180 against 134 us), the loops must stay simple.
     for j in range(hidden):
         bias = b1[j]
         total = 0.0
         total_slope = 0.0
-        if want_slope:
+        if activation == TANH:
+            if want_slope:
+                for i in range(rows):
+                    a = tanh_unit(z2t[j, i] + bias)
+                    z2t[j, i] = a
+                    g = one - a * a
+                    slope[j, i] = g
+                    total += a
+                    total_slope += g
+            else:
+                for i in range(rows):
+                    a = tanh_unit(z2t[j, i] + bias)
+                    z2t[j, i] = a
+                    total += a
+        elif want_slope:
             for i in range(rows):
                 a = sigmoid(z2t[j, i] + bias)
                 z2t[j, i] = a
@@ -142,13 +190,14 @@ def hidden_forward(z2t, b1, slope, sum_a2, sum_slope):
                 slope[j, i] = g
                 total += a
                 total_slope += g
-            sum_slope[j] += total_slope
         else:
             for i in range(rows):
                 a = sigmoid(z2t[j, i] + bias)
                 z2t[j, i] = a
                 total += a
         sum_a2[j] += total
+        if want_slope:
+            sum_slope[j] += total_slope
 
 
 # Rows whose column sums a kernel adds in the compute dtype before adding them into the
@@ -214,14 +263,22 @@ def hidden_backward(e2t, slope, sparsity, sum_delta2):
 
 
 @njit(**STRICT_OPTIONS)
-def slope_of(a2t, slope):
-    """slope (s, rows) <- a2t ⊙ (1 − a2t): f′(z2) from cached activations."""
+def slope_of(a2t, activation, slope):
+    """slope (s, rows) <- f′(z2) from cached activations a2t (s, rows).
+
+    ``SIGMOID``: a2 ⊙ (1 − a2); ``TANH``: 1 − a2² (both functions of a2 alone).
+    """
     hidden, rows = a2t.shape
     one = a2t.dtype.type(1.0)
     for j in range(hidden):
-        for i in range(rows):
-            a = a2t[j, i]
-            slope[j, i] = a * (one - a)
+        if activation == TANH:
+            for i in range(rows):
+                a = a2t[j, i]
+                slope[j, i] = one - a * a
+        else:
+            for i in range(rows):
+                a = a2t[j, i]
+                slope[j, i] = a * (one - a)
 
 
 @njit(**STRICT_OPTIONS)
@@ -233,13 +290,14 @@ def add_into(total, block):
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def hidden_activation(z2, b1, partial, sum_a2):
-    """Hidden layer in place: ``z2 <- sigmoid(z2 + b1)``; ``sum_a2 += column sums``.
+def hidden_activation(z2, b1, activation, partial, sum_a2):
+    """Hidden layer in place: ``z2 <- f(z2 + b1)``; ``sum_a2 += column sums``.
 
     The row-major, Numba-parallel form, for callers that keep a2 as (rows, s) (encode).
 
     z2: (rows, s) pre-activations ``x @ W1.T`` (without bias), overwritten with a2.
-    b1: (s,) bias.  partial: (>= segments, >= s) float64 scratch.
+    b1: (s,) bias.  activation: ``SIGMOID`` or ``TANH``.
+    partial: (>= segments, >= s) float64 scratch.
     sum_a2: (s,) float64 running total of the hidden activations.
     """
     rows, hidden = z2.shape
@@ -249,10 +307,16 @@ def hidden_activation(z2, b1, partial, sum_a2):
         for j in range(hidden):
             partial[seg, j] = 0.0
         for i in range(seg * SEGMENT_ROWS, min(rows, (seg + 1) * SEGMENT_ROWS)):
-            for j in range(hidden):
-                a = one / (one + np.exp(-(z2[i, j] + b1[j])))
-                z2[i, j] = a
-                partial[seg, j] += a
+            if activation == TANH:
+                for j in range(hidden):
+                    a = np.tanh(z2[i, j] + b1[j])
+                    z2[i, j] = a
+                    partial[seg, j] += a
+            else:
+                for j in range(hidden):
+                    a = one / (one + np.exp(-(z2[i, j] + b1[j])))
+                    z2[i, j] = a
+                    partial[seg, j] += a
     _sum_segments(partial, n_segments, hidden, sum_a2)
 
 

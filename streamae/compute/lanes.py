@@ -23,7 +23,7 @@ import numba
 
 
 def default_lane_count() -> int:
-    """Lanes to run: Numba's thread count, which the trainer sets from ``--threads``."""
+    """Lanes to run: Numba's thread count, which the trainer sets from the ``threads`` option."""
     return max(1, int(numba.get_num_threads()))
 
 

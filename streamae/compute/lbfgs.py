@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# minFunc's defaults for the notes' exercise.
-DEFAULT_MEMORY = 100
+from streamae.options import DEFAULT_LBFGS_PAIRS
+
+# minFunc's defaults for the notes' exercise (the pairs kept: DEFAULT_LBFGS_PAIRS).
 DEFAULT_C1 = 1e-4
 DEFAULT_C2 = 0.9
 # Skip a correction pair whose curvature y·s is this small (minFunc's rule): it would
@@ -65,7 +66,7 @@ class LbfgsState:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def start(cls, x0: np.ndarray, f0: float, g0: np.ndarray, memory: int = DEFAULT_MEMORY):
+    def start(cls, x0: np.ndarray, f0: float, g0: np.ndarray, memory: int = DEFAULT_LBFGS_PAIRS):
         """The state before the first iteration, at x0 with J = f0 and ∇J = g0."""
         p = x0.shape[0]
         return cls(
@@ -334,7 +335,7 @@ def minimize(
     fun: ValueAndGradient,
     x0: np.ndarray,
     rules: StopRules | None = None,
-    memory: int = DEFAULT_MEMORY,
+    memory: int = DEFAULT_LBFGS_PAIRS,
     callback: Callable[[LbfgsState, StepReport], None] | None = None,
 ) -> LbfgsState:
     """Minimise ``fun`` from x0 (p,) by L-BFGS; returns the final state.

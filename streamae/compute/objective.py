@@ -21,8 +21,10 @@ import numpy as np
 from streamae.compute import kernels, passes
 from streamae.compute.lanes import Lanes, SingleThreadedBlas, lane_ranges
 from streamae.compute.parameters import Hyperparameters, parameter_count, unpack
+from streamae.compute.small import use_tiled
 from streamae.errors import DataError
 from streamae.runtime.mpi import Communicator, SingleProcess
+from streamae.text import printable
 
 # Compute-block size: rows whose inputs and intermediates, (2n + 3s) values a row, take
 # about this many bytes, so that they stay in one core's L2 cache (1 MiB on this
@@ -113,10 +115,43 @@ def kl_divergence(rho: float, rho_hat: np.ndarray) -> np.ndarray:
     return rho * np.log(rho / rho_hat) + (1.0 - rho) * np.log((1.0 - rho) / (1.0 - rho_hat))
 
 
+# tanh hidden units (the notes: "inactive" means near −1).  The sparsity target applies to
+# qᵢⱼ = (a2ᵢⱼ + 1)/2 ∈ (0, 1), so ρ keeps its meaning:
+#     q̂ⱼ = (1/m) Σᵢ qᵢⱼ = (ρ̂ⱼ + 1)/2,      penalty  β Σⱼ KL(ρ ‖ q̂ⱼ).
+# Its derivative in one activation: ∂KL(ρ‖q̂ⱼ)/∂q̂ⱼ = −ρ/q̂ⱼ + (1−ρ)/(1−q̂ⱼ) = sⱼ(q̂), and
+# ∂q̂ⱼ/∂a2ᵢⱼ = 1/(2m), so the penalty adds (1/m)·(β/2)·sⱼ(q̂) to ∂J/∂a2ᵢⱼ, beside the
+# reconstruction's (1/m)·(W2ᵀδ3ᵢ)ⱼ.  With f′(z2) = 1 − a2² for tanh:
+#     δ2 = (W2ᵀδ3 + (β/2)·s(q̂)) ⊙ (1 − a2²),
+# the sigmoid's formula with β·s(ρ̂) replaced by (β/2)·s(q̂).  Everything downstream (both
+# passes, the single-pass assembly ∇W1 += diag(β s) Σ g xᵀ with g = f′(z2)) takes this term
+# as it is, so the factor ½ is carried wherever β·s was.
+
+
+def sparsity_target(hyper: Hyperparameters, rho_hat: np.ndarray) -> np.ndarray:
+    """The means the KL term compares with ρ: ρ̂ (sigmoid) or q̂ = (ρ̂ + 1)/2 (tanh); (s,) -> (s,).
+
+    rho_hat: the mean hidden activations (1/m) Σᵢ a2ᵢ, in (0, 1) or, for tanh, (−1, 1).
+    """
+    if hyper.activation == "tanh":
+        return 0.5 * (rho_hat + 1.0)
+    return rho_hat
+
+
+def sparsity_cost(hyper: Hyperparameters, rho_hat: np.ndarray) -> float:
+    """The sparsity term of J: β Σⱼ KL(ρ ‖ ρ̂ⱼ), or β Σⱼ KL(ρ ‖ q̂ⱼ) for tanh; rho_hat (s,)."""
+    return hyper.beta * float(np.sum(kl_divergence(hyper.rho, sparsity_target(hyper, rho_hat))))
+
+
 def sparsity_delta(hyper: Hyperparameters, rho_hat: np.ndarray) -> np.ndarray:
-    """β·sⱼ = β(−ρ/ρ̂ⱼ + (1−ρ)/(1−ρ̂ⱼ)), the sparsity term of δ₂; (s,) -> (s,)."""
+    """The sparsity term added to W2ᵀδ3 in δ2; rho_hat (s,) -> (s,).
+
+    sigmoid: β·sⱼ = β(−ρ/ρ̂ⱼ + (1−ρ)/(1−ρ̂ⱼ)).  tanh: (β/2)·sⱼ(q̂) with q̂ = (ρ̂ + 1)/2
+    (derived above).
+    """
     rho = hyper.rho
-    return hyper.beta * (-rho / rho_hat + (1.0 - rho) / (1.0 - rho_hat))
+    target = sparsity_target(hyper, rho_hat)
+    weight = 0.5 * hyper.beta if hyper.activation == "tanh" else hyper.beta
+    return weight * (-rho / target + (1.0 - rho) / (1.0 - target))
 
 
 class LaneBuffers:
@@ -148,6 +183,7 @@ class StreamedObjective:
     ``source`` streams this process's rows; ``comm`` adds the sums across processes.
     Call it with theta (p,) float64.  ``dtype`` is the kernels' compute type (float32 or
     float64).  ``threads`` is the number of compute lanes (default: Numba's thread count).
+    ``products``: "auto" (the measured BLAS/tiled crossover), "blas" or "tiled".
     """
 
     scheme = "two-pass"
@@ -163,6 +199,7 @@ class StreamedObjective:
         comm: Communicator | None = None,
         compute_rows: int | None = None,
         threads: int | None = None,
+        products: str = "auto",
     ) -> None:
         self.source = source
         self.hyper = hyper
@@ -187,12 +224,17 @@ class StreamedObjective:
         n, s = n_visible, self.n_hidden
         self.W1 = np.empty((s, n), dtype=self.dtype)
         self.W2 = np.empty((n, s), dtype=self.dtype)
+        self.W2T = np.empty((s, n), dtype=self.dtype)
+        # BLAS or the register-tiled kernels for the products over n, by the measured
+        # crossover (compute/small.py) unless the caller forces one.
+        self.tiled = use_tiled(n, s, products)
         self.b1 = np.empty(s, dtype=self.dtype)
         self.b2 = np.empty(n, dtype=self.dtype)
         self.sparsity_row = np.zeros(s, dtype=self.dtype)
         self.no_sparsity = np.zeros(s, dtype=self.dtype)
         self.no_cache = np.empty(0, dtype=self.dtype)
         self.linear = hyper.decoder == "linear"
+        self.activation = kernels.activation_code(hyper.activation)
         self.n_parameters = parameter_count(n_visible, self.n_hidden)
         self.evaluations = 0
         self.timing = Timing()
@@ -207,6 +249,7 @@ class StreamedObjective:
         params = unpack(np.asarray(theta, dtype=np.float64), self.n_visible, self.n_hidden)
         self.W1[...] = params.W1
         self.W2[...] = params.W2
+        self.W2T[...] = params.W2.T
         self.b1[...] = params.b1
         self.b2[...] = params.b2
 
@@ -259,7 +302,17 @@ class StreamedObjective:
 
     def _pass1_visit(self, lane: int, x: np.ndarray) -> None:
         b = self.buffers[lane]
-        passes.forward_pass(x, self.W1, self.b1, self.compute_rows, b.hidden, b.sum_a2, self.no_cache)
+        passes.forward_pass(
+            x,
+            self.W1,
+            self.b1,
+            self.activation,
+            self.compute_rows,
+            b.hidden,
+            b.sum_a2,
+            self.no_cache,
+            self.tiled,
+        )
 
     def _gradient_visit(self, lane: int, x: np.ndarray, single: bool, cache: np.ndarray) -> None:
         b = self.buffers[lane]
@@ -268,11 +321,14 @@ class StreamedObjective:
             x,
             self.W1,
             self.W2,
+            self.W2T,
             self.b1,
             self.b2,
+            self.activation,
             self.linear,
             sparsity,
             single,
+            self.tiled,
             self.compute_rows,
             cache,
             b.hidden,
@@ -321,7 +377,7 @@ def assemble(
     params = unpack(np.asarray(theta, dtype=np.float64), n_visible, hyper.hidden)
     reconstruction = totals[0] / m
     weight_decay = 0.5 * hyper.lam * (np.sum(params.W1**2) + np.sum(params.W2**2))
-    sparsity = hyper.beta * float(np.sum(kl_divergence(hyper.rho, rho_hat)))
+    sparsity = sparsity_cost(hyper, rho_hat)
     gradient = totals[1:] / m
     # Weight decay acts on the weights only: the first 2·s·n entries of theta.
     n_weights = 2 * n_visible * hyper.hidden
@@ -373,15 +429,17 @@ def check_values(
     decoder, values outside [0, 1].  ``name`` is the file named in the message.
     """
     summary = scan_source(source, comm)
+    layout = getattr(source, "layout", None)
+    dataset = printable(getattr(layout, "dataset", "/patches"), 80)
     if summary.first_bad_row is not None:
         raise DataError(
-            f"{name}: /patches row {summary.first_bad_row} holds NaN or Inf; "
+            f"{name}: {dataset} row {summary.first_bad_row} holds NaN or Inf; "
             "remove or repair that row (or extract the patches again)."
         )
     if hyper.decoder == "sigmoid" and (summary.minimum < 0.0 or summary.maximum > 1.0):
         raise DataError(
-            f"{name}: /patches holds values in [{summary.minimum:.4g}, {summary.maximum:.4g}], "
+            f"{name}: {dataset} holds values in [{summary.minimum:.4g}, {summary.maximum:.4g}], "
             "outside the sigmoid decoder's range [0, 1]; normalise at extraction "
-            "(streamae extract --normalize ufldl or unit) or train with --decoder linear."
+            "(extract with normalize='ufldl' or 'unit') or train with decoder='linear'."
         )
     return summary

@@ -12,32 +12,31 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from streamae.errors import UsageError
+from streamae.options import TRAIN
 
-DECODERS = ("sigmoid", "linear")
+HYPERPARAMETER_NAMES = ("hidden", "rho", "beta", "lam", "decoder", "activation")
 
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    """The objective's settings; defaults follow the notes' exercise."""
+    """The objective's settings; defaults follow the notes' exercise (declared in
+    :data:`streamae.options.TRAIN`).
 
-    hidden: int = 25
-    rho: float = 0.01
-    beta: float = 3.0
-    lam: float = 1e-4
-    decoder: str = "sigmoid"
+    ``activation`` is the hidden layer's nonlinearity: "sigmoid" (inactive near 0) or
+    "tanh" (inactive near −1; ρ then targets the mean of (a2 + 1)/2).
+    """
+
+    hidden: int = TRAIN["hidden"].default
+    rho: float = TRAIN["rho"].default
+    beta: float = TRAIN["beta"].default
+    lam: float = TRAIN["lam"].default
+    decoder: str = TRAIN["decoder"].default
+    activation: str = TRAIN["activation"].default
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.hidden, int | np.integer) and self.hidden >= 1):
-            raise UsageError(f"--hidden must be a whole number of at least 1, got {self.hidden}.")
-        if not (0.0 < self.rho < 1.0):
-            raise UsageError(f"--rho must lie strictly between 0 and 1, got {self.rho}.")
-        if not (math.isfinite(self.beta) and self.beta >= 0.0):
-            raise UsageError(f"--beta must be a finite number >= 0, got {self.beta}.")
-        if not (math.isfinite(self.lam) and self.lam >= 0.0):
-            raise UsageError(f"--lambda must be a finite number >= 0, got {self.lam}.")
-        if self.decoder not in DECODERS:
-            raise UsageError(f"--decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}.")
+        # Checked by the options' specs, so messages name the parameter ("hidden must be ...").
+        for name in HYPERPARAMETER_NAMES:
+            object.__setattr__(self, name, TRAIN[name].check(getattr(self, name)))
 
     def as_attributes(self) -> dict:
         """The hyperparameters as model-file attributes (``lam`` stored as ``lambda``)."""

@@ -24,6 +24,7 @@ from streamae.compute.kernels import (
     output_backward,
     slope_of,
 )
+from streamae.compute.small import tiled_abt
 
 
 @njit(**STRICT_OPTIONS)
@@ -46,11 +47,13 @@ def accumulator_layout(n, s):
 
 
 @njit(**STRICT_OPTIONS)
-def forward_pass(x, W1, b1, block_rows, hidden_buffer, sum_a2, cache):
+def forward_pass(x, W1, b1, activation, block_rows, hidden_buffer, sum_a2, cache, tiled):
     """Pass 1: Σ a2 over the rows x (rows, n) into sum_a2 (s,) float64.
 
+    activation: the hidden nonlinearity's flag (``kernels.SIGMOID`` or ``kernels.TANH``).
     hidden_buffer: (>= s·block_rows,) scratch.  cache: (s·rows,) to keep every block's
     a2 (transposed, block after block) for the in-core scheme, or (0,) to keep nothing.
+    tiled: the forward product by :func:`streamae.compute.small.tiled_abt`, not BLAS.
     """
     rows = x.shape[0]
     s = W1.shape[0]
@@ -63,8 +66,11 @@ def forward_pass(x, W1, b1, block_rows, hidden_buffer, sum_a2, cache):
             a2t = cache[s * first : s * (first + count)].reshape(s, count)
         else:
             a2t = hidden_buffer[: s * count].reshape(s, count)
-        np.dot(W1, xb.T, a2t)
-        hidden_forward(a2t, b1, no_slope, sum_a2, sum_a2)
+        if tiled:
+            tiled_abt(xb, W1, a2t)
+        else:
+            np.dot(W1, xb.T, a2t)
+        hidden_forward(a2t, b1, activation, no_slope, sum_a2, sum_a2)
 
 
 @njit(**STRICT_OPTIONS)
@@ -72,11 +78,14 @@ def gradient_pass(
     x,
     W1,
     W2,
+    W2T,
     b1,
     b2,
+    activation,
     linear,
     sparsity,
     single,
+    tiled,
     block_rows,
     cache,
     hidden_buffer,
@@ -90,10 +99,16 @@ def gradient_pass(
 ):
     """The gradient pass over rows x (rows, n): J's reconstruction term and ∇J's sums.
 
-    Two-pass (``single`` false): δ2 = (W2ᵀδ3 + sparsity) ⊙ f′(z2) with the known
-    ``sparsity`` (s,).  Single-pass (``single`` true, ``sparsity`` zeros): e = W2ᵀδ3 ⊙ f′(z2)
-    and the extras Σ g xᵀ, Σ g, Σ a2 are accumulated so the sparsity term can be added
-    after the pass.  ``cache`` (s·rows,) holds pass 1's activations (in-core) or is (0,).
+    ``activation`` flags the hidden nonlinearity (``kernels.SIGMOID``, ``kernels.TANH``);
+    ``linear`` the linear decoder.  Two-pass (``single`` false): δ2 = (W2ᵀδ3 + sparsity) ⊙
+    f′(z2) with the known ``sparsity`` (s,) (β·s, or (β/2)·s(q̂) for tanh: see
+    :func:`streamae.compute.objective.sparsity_delta`).  Single-pass (``single`` true,
+    ``sparsity`` zeros): e = W2ᵀδ3 ⊙ f′(z2) and the extras Σ g xᵀ, Σ g, Σ a2 are
+    accumulated so the sparsity term can be added
+    after the pass.  ``W2T`` (s, n) is W2ᵀ made contiguous and ``tiled`` runs the two
+    products that reduce over n (forward, back-propagated error) by
+    :func:`streamae.compute.small.tiled_abt` instead of BLAS.  ``cache`` (s·rows,) holds
+    pass 1's activations (in-core) or is (0,).
     Scratch: hidden_buffer (>= s·block_rows,), eg_buffer (>= 2·s·block_rows,),
     output_buffer (>= block_rows·n,), block_dW1 (2s, n), block_dW2 (n, s), discard (s,)
     float64, column (n,).  acc: float64 totals laid out by :func:`accumulator_layout`.
@@ -111,17 +126,23 @@ def gradient_pass(
         slope = eg[s:]
         if cache.shape[0] > 0:
             a2t = cache[s * first : s * (first + count)].reshape(s, count)
-            slope_of(a2t, slope)
+            slope_of(a2t, activation, slope)
         else:
             a2t = hidden_buffer[: s * count].reshape(s, count)
-            np.dot(W1, xb.T, a2t)
-            hidden_forward(a2t, b1, slope, sum_a2, sum_g)
+            if tiled:
+                tiled_abt(xb, W1, a2t)
+            else:
+                np.dot(W1, xb.T, a2t)
+            hidden_forward(a2t, b1, activation, slope, sum_a2, sum_g)
         z3 = output_buffer[: count * n].reshape(count, n)
         np.dot(a2t.T, W2.T, z3)
         acc[0] += output_backward(z3, b2, xb, linear, acc[db2 : db2 + n], column)
         np.dot(z3.T, a2t.T, block_dW2)
         add_into(acc[dW2 : dW2 + n * s], block_dW2)
-        np.dot(W2.T, z3.T, e2t)
+        if tiled:
+            tiled_abt(z3, W2T, e2t)
+        else:
+            np.dot(W2.T, z3.T, e2t)
         hidden_backward(e2t, slope, sparsity, acc[db1 : db1 + s])
         if single:
             # [e; g] (2s, count) @ x: Σ e xᵀ and Σ g xᵀ in one product.

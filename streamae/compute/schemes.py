@@ -30,11 +30,10 @@ from streamae.compute.objective import (
 )
 from streamae.compute.parameters import Hyperparameters, unpack
 from streamae.compute.passes import accumulator_layout, forward_pass
-from streamae.errors import UsageError
 from streamae.io.patchfile import ArrayPatches
+from streamae.options import SCHEMES, TRAIN
 from streamae.runtime.mpi import Communicator, SingleProcess
 
-SCHEMES = ("auto", "two-pass", "single-pass", "in-core")
 # Share of the memory available at start-up that ``auto`` lets in-core use when the
 # caller gives no budget: leaves room for the page cache, other processes and ranks.
 DEFAULT_BUDGET_FRACTION = 0.5
@@ -84,7 +83,9 @@ class SinglePassObjective(StreamedObjective):
         self.comm.allreduce_sum(totals)
         rho_hat = totals[a2 : a2 + s] / self.n_rows
         beta_s = sparsity_delta(self.hyper, rho_hat)
-        # δ2 = e + β·s ⊙ g, summed: add the sparsity term now that ρ̂ is known.
+        # δ2 = e + β·s ⊙ g, summed: add the sparsity term now that ρ̂ is known.  For tanh
+        # the term is (β/2)·s(q̂) with q̂ = (ρ̂ + 1)/2 and g = 1 − a2² (sparsity_delta says
+        # why), so ∇W1 = (1/m)(Σ e xᵀ + (β/2)·diag(s(q̂)) Σ g xᵀ) + λW1 and ∇b1 alike.
         totals[dW1 : dW1 + s * n] += (beta_s[:, None] * totals[gx : gx + s * n].reshape(s, n)).ravel()
         totals[db1 : db1 + s] += beta_s * totals[g : g + s]
         self._finish(started)
@@ -117,7 +118,17 @@ class InCoreObjective(StreamedObjective):
 
     def _cached_pass1(self, lane: int, x: np.ndarray) -> None:
         b = self.buffers[lane]
-        forward_pass(x, self.W1, self.b1, self.compute_rows, b.hidden, b.sum_a2, self.caches[lane])
+        forward_pass(
+            x,
+            self.W1,
+            self.b1,
+            self.activation,
+            self.compute_rows,
+            b.hidden,
+            b.sum_a2,
+            self.caches[lane],
+            self.tiled,
+        )
 
     def mean_activation(self, theta: np.ndarray) -> np.ndarray:
         """ρ̂ (s,) over all rows of all ranks (fills the activation cache as a side effect)."""
@@ -262,25 +273,33 @@ def make_objective(
     memory_budget: int | None = None,
     compute_rows: int | None = None,
     threads: int | None = None,
+    products: str = "auto",
 ) -> StreamedObjective:
     """The objective over ``source`` by ``scheme``; ``auto`` picks in-core or single-pass.
 
     Returns an object called as ``objective(theta) -> Evaluation`` with ``mean_activation``,
     ``n_rows``, ``n_visible``, ``n_hidden``, ``hyper``, ``evaluations``, ``timing``, and
     ``scheme`` / ``reason`` saying which scheme runs and why.  ``memory_budget`` (bytes)
-    bounds what in-core may hold (default: :func:`default_memory_budget`).
+    bounds what in-core may hold (default: :func:`default_memory_budget`).  ``products``
+    picks BLAS or the register-tiled kernels for the small products (see
+    :mod:`streamae.compute.small`; "auto" follows the measured crossover).
     """
-    if scheme not in SCHEMES:
-        raise UsageError(f"--scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}.")
-    if memory_budget is not None and memory_budget < 0:
-        raise UsageError(f"--memory-budget must be at least 0, got {memory_budget}.")
+    scheme = TRAIN["scheme"].check(scheme)
+    memory_budget = TRAIN["memory_budget"].check(memory_budget)
     comm = comm if comm is not None else SingleProcess()
     if scheme == "auto":
         choice = choose_scheme(source, n_visible, hyper.hidden, np.dtype(dtype), memory_budget, comm)
     else:
         choice = SchemeChoice(scheme, "asked for")
     objective = _CLASSES[choice.name](
-        source, hyper, n_visible=n_visible, dtype=dtype, comm=comm, compute_rows=compute_rows, threads=threads
+        source,
+        hyper,
+        n_visible=n_visible,
+        dtype=dtype,
+        comm=comm,
+        compute_rows=compute_rows,
+        threads=threads,
+        products=products,
     )
     objective.scheme = choice.name
     objective.reason = choice.reason
@@ -289,19 +308,7 @@ def make_objective(
 
 def parse_memory_budget(text: str) -> int:
     """Bytes from a size such as ``8G``, ``512M``, ``1.5GiB`` or a plain byte count."""
-    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    value = text.strip().lower().removesuffix("ib").removesuffix("b")
-    unit = value[-1:] if value[-1:] in units and value[-1:] != "" else ""
-    number = value[:-1] if unit else value
-    try:
-        size = float(number) * units[unit]
-    except ValueError:
-        raise UsageError(
-            f"--memory-budget must be a size such as 8G, 512M or 1000000, got {text!r}."
-        ) from None
-    if not np.isfinite(size) or size < 0:
-        raise UsageError(f"--memory-budget must be at least 0, got {text!r}.")
-    return int(size)
+    return TRAIN["memory_budget"].check(text)
 
 
 __all__ = [

@@ -27,11 +27,12 @@ import numpy as np
 from numba import njit, prange
 
 from streamae.compute.kernels import JIT_OPTIONS, SEGMENT_ROWS, segment_count
+from streamae.options import DEFAULT_ZCA_EPSILON, NORMALIZATIONS
 
-MODES = ("ufldl", "zscore", "zca", "unit", "none")
+MODES = NORMALIZATIONS  # declared once, in streamae.options
 # The notes' target range of ufldl, and the clip in standard deviations.
 UFLDL_LOW, UFLDL_HIGH, UFLDL_CLIP = 0.1, 0.9, 3.0
-DEFAULT_ZCA_EPSILON = 0.1  # the notes' linear-decoder exercise, for values in [0, 1]
+# The notes' linear-decoder exercise, for values in [0, 1] (declared in streamae.options).
 
 
 # --- kernels ------------------------------------------------------------------------------

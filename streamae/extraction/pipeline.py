@@ -1,4 +1,4 @@
-"""``extract``: image sources in, a chunked patch file out, in two streaming passes.
+"""``extract``: image sources in, a chunked patch file out, in one or two streaming passes.
 
 Pass 1 cuts the sampled patches block by block and gathers the statistics the
 normalisation needs (σ for ufldl, per-pixel moments for zscore, mean and covariance for
@@ -23,20 +23,16 @@ import numpy as np
 
 from streamae._version import __version__
 from streamae.errors import UsageError
-from streamae.extraction.images import (
-    COLOR_CHANNELS,
-    ImageCache,
-    ImageEntry,
-    expand_sources,
-    group_by_budget,
-    inventory,
-)
-from streamae.extraction.normalize import DEFAULT_ZCA_EPSILON, MODES, Normalizer, Statistics
+from streamae.extraction.cache import ImageCache, group_by_budget
+from streamae.extraction.color import COLOR_CHANNELS
+from streamae.extraction.normalize import Normalizer, Statistics
+from streamae.extraction.readers import ImageEntry, inventory
 from streamae.extraction.sampling import SamplingPlan, cut_patches, plan_sampling
+from streamae.extraction.sources import expand_sources
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
 from streamae.io.hdf5 import PATCH_FORMAT, PATCHES_DATASET
+from streamae.options import DEFAULT_NUM_PATCHES, ExtractOptions
 
-DEFAULT_NUM_PATCHES = 10_000  # the notes' exercise
 # Default HDF5 chunk: about 1 MiB of rows.  Big enough for fast sequential reads, small
 # enough that h5py's default 1 MiB chunk cache holds one.
 DEFAULT_CHUNK_BYTES = 1 << 20
@@ -46,10 +42,7 @@ BLOCK_BYTES = 8 << 20
 # Decoded images kept in memory at once (float32).  Collections larger than this are
 # decoded in groups, once per pass.
 DEFAULT_CACHE_BYTES = 256 << 20
-COMPRESSIONS = ("none", "gzip", "lzf")
 GZIP_LEVEL = 4
-# The seed is stored as an HDF5 attribute, a signed 64-bit integer.
-MAX_SEED = 2**63 - 1
 
 # progress(stage, rows_done, rows_total); stage is "statistics" or "writing".
 Progress = Callable[[str, int, int], None]
@@ -79,31 +72,25 @@ def default_chunk_rows(n_features: int, n_rows: int) -> int:
 def extract(
     sources: Sequence[str | os.PathLike],
     output: str | os.PathLike,
+    options: ExtractOptions | None = None,
     *,
-    patch_size: int | tuple[int, int] = (8, 8),
-    num_patches: int | None = None,
-    stride: int | tuple[int, int] | None = None,
-    color: str = "gray",
-    normalize: str = "ufldl",
-    zca_epsilon: float = DEFAULT_ZCA_EPSILON,
-    seed: int = 0,
-    chunk_rows: int | None = None,
-    compression: str = "none",
-    variable: str | None = None,
-    force: bool = False,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     progress: Progress | None = None,
-    normalize_like: str | os.PathLike | None = None,
-    skip_bad: bool = False,
     warn: Callable[[str], None] | None = None,
-) -> ExtractResult:
+    **values: object,
+) -> ExtractResult | dict:
     """Cut patches from ``sources`` and write them, normalised, to the patch file ``output``.
 
-    patch_size: (height, width) or one int for squares.  Exactly one of ``num_patches``
-    (random patches, as the notes' sampleIMAGES; default 10,000) and ``stride`` (every
-    patch of a grid) is used.  The file holds ``/patches`` (m, h·w·c) float32, each row a
-    patch flattened in C order of (h, w, c), chunked (chunk_rows, h·w·c).  Raises
-    :class:`~streamae.errors.StreamaeError` subclasses for bad inputs and options.
+    The options come from ``options`` (a frozen :class:`~streamae.options.ExtractOptions`)
+    and/or keyword arguments, checked against :data:`streamae.options.EXTRACT`:
+    ``patch_size`` ((height, width), one int for squares, or text such as ``"12x8"``),
+    ``num_patches`` (random patches, as the notes' sampleIMAGES; default 10,000) or
+    ``stride`` (every patch of a grid; excludes ``num_patches``), ``color``, ``normalize``,
+    ``zca_epsilon``, ``seed``, ``chunk_rows``, ``compression``, ``variable`` and ``force``.
+    The file holds ``/patches`` (m, h·w·c) float32, each row a patch flattened in C order
+    of (h, w, c), chunked (chunk_rows, h·w·c).  Raises
+    :class:`~streamae.errors.StreamaeError` subclasses for bad inputs and options (a
+    :class:`~streamae.errors.UsageError` naming the parameter for a bad option).
 
     ``sources`` is a list of paths, folders and glob patterns, or one of them (a single
     str or path is one source, never a sequence of characters).  ``normalize_like`` is an
@@ -112,27 +99,36 @@ def extract(
     ``skip_bad``: a source that cannot be read is skipped with one warning
     (``warn(text)``, default :func:`warnings.warn`) instead of ending the run; the
     skipped files are listed in the file's ``skipped_sources`` attribute and the result.
+    ``vectors``: FILE.npy or FILE.h5:DATASET, whose rows are written as they are (no
+    sources then; see :func:`streamae.extraction.vectors.extract_vectors`, whose summary
+    dict is returned).
     """
     started = time.perf_counter()
+    o = ExtractOptions.build(options, values)
+    patch, grid, num_patches = o.patch_size, o.stride, o.num_patches
+    color, normalize, zca_epsilon, seed = o.color, o.normalize, o.zca_epsilon, o.seed
+    chunk_rows, compression, variable, force = o.chunk_rows, o.compression, o.variable, o.force
+    normalize_like, skip_bad = o.normalize_like, o.skip_bad
     if isinstance(sources, str | os.PathLike):
         sources = [sources]
-    patch = _pair(patch_size, "patch size")
-    grid = _pair(stride, "stride") if stride is not None else None
+    if o.vectors is not None:
+        if sources:
+            raise UsageError(
+                "vectors=FILE takes no sources; give either images or vectors.", parameter="vectors"
+            )
+        from streamae.extraction.vectors import extract_vectors
+
+        return extract_vectors(o.vectors, output, chunk_rows=chunk_rows, force=force)
+    if not sources:
+        raise UsageError(
+            "give the images to cut patches from (sources), or vectors=FILE.", parameter="vectors"
+        )
     if grid is not None and num_patches is not None:
-        raise UsageError("--num-patches and --stride exclude each other; give one of them.")
+        raise UsageError(
+            "num_patches=N and stride=S exclude each other; give one of them.", parameter="num_patches"
+        )
     if grid is None:
-        num_patches = DEFAULT_NUM_PATCHES if num_patches is None else int(num_patches)
-        if num_patches < 1:
-            raise UsageError(f"--num-patches is {num_patches}; give at least 1.")
-    _check_choice(color, COLOR_CHANNELS, "--color")
-    _check_choice(normalize, MODES, "--normalize")
-    _check_choice(compression, COMPRESSIONS, "--compression")
-    if normalize == "zca" and not (math.isfinite(zca_epsilon) and zca_epsilon > 0):
-        raise UsageError(f"--zca-epsilon is {zca_epsilon}; give a positive finite number.")
-    if not 0 <= int(seed) <= MAX_SEED:
-        raise UsageError(f"--seed is {seed}; give a whole number from 0 to {MAX_SEED}.")
-    if chunk_rows is not None and chunk_rows < 1:
-        raise UsageError(f"--chunk-rows is {chunk_rows}; give at least 1.")
+        num_patches = DEFAULT_NUM_PATCHES if num_patches is None else num_patches
     like = [normalize_like] if normalize_like is not None else []
     check_output_path(output, force=force, inputs=[*_existing(sources), *like])
 
@@ -155,7 +151,9 @@ def extract(
     )
     m = plan.total_rows
     if m < 1:
-        raise UsageError("the grid holds no patches; choose a smaller --stride or --patch-size.")
+        raise UsageError(
+            "the grid holds no patches; choose a smaller stride=S or patch_size=HxW.", parameter="stride"
+        )
     channels = COLOR_CHANNELS[color]
     n = patch[0] * patch[1] * channels
     stored = None
@@ -227,7 +225,7 @@ def _readable_entries(
     import warnings
 
     from streamae.errors import InputFileError
-    from streamae.extraction.images import KIND_PILLOW, read_entries
+    from streamae.extraction.readers import KIND_PILLOW, read_entries
 
     entries: list[ImageEntry] = []
     for path in files:
@@ -367,18 +365,6 @@ def _cut_blocks(
                 block_start, block_stop = block_stop, min(block_stop + block_rows, m)
 
 
-def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
-    pair = (int(value), int(value)) if np.isscalar(value) else tuple(int(v) for v in value)
-    if len(pair) != 2 or min(pair) < 1:
-        raise UsageError(f"the {what} {value} is not one or two positive integers; give e.g. 8 or 12x8.")
-    return pair
-
-
-def _check_choice(value: str, allowed, option: str) -> None:
-    if value not in allowed:
-        raise UsageError(f"{option} {value!r} is not one of {', '.join(allowed)}; pick one of them.")
-
-
 def _existing(sources: Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
     return [s for s in sources if Path(s).is_file()]
 
@@ -389,6 +375,6 @@ def _check_sizes(entries: Sequence[ImageEntry], patch: tuple[int, int]) -> None:
         if entry.height < patch[0] or entry.width < patch[1]:
             raise UsageError(
                 f"{entry.label}: the image is {entry.height}x{entry.width} pixels (height x width), "
-                f"smaller than the {patch[0]}x{patch[1]} patch; choose a smaller --patch-size or leave "
+                f"smaller than the {patch[0]}x{patch[1]} patch; choose a smaller patch_size=HxW or leave "
                 "the image out."
             )

@@ -8,7 +8,7 @@ always gives the same patches.  Grid sampling (``stride``) takes every patch of 
 grid, image after image, row-major; it draws nothing.
 
 When the decoded images do not all fit the memory budget they are split into consecutive
-*groups* that do (see :func:`streamae.extraction.images.group_by_budget`); the number of patches of
+*groups* that do (see :func:`streamae.extraction.cache.group_by_budget`); the number of patches of
 each group is drawn from the multinomial with probabilities proportional to the group's
 image count (so each patch's image is still uniform over all images), and the rows are
 ordered group after group, so each pass decodes every image once.  With one group (the

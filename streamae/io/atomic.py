@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamae.errors import OutputExistsError, StorageError, StreamaeError, UsageError
+from streamae.io.inputs import file_kind
+from streamae.text import printable
 
 if TYPE_CHECKING:  # h5py is imported when a file is written, not with this module
     import h5py
@@ -24,9 +28,87 @@ TEMP_SUFFIX = ".streamae-tmp"
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
+# File names longer than this many bytes are refused where the system does not say
+# (POSIX's NAME_MAX on every common Linux and macOS file system).
+DEFAULT_NAME_MAX = 255
+DEFAULT_PATH_MAX = 4096
+# Room a temporary name needs besides the target's name: "." + "." + pid + TEMP_SUFFIX.
+_PID_DIGITS = 10
+_HASH_CHARS = 16
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name (in bytes) the file system of ``folder`` accepts."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_NAME_MAX
+
+
+def _temporary_stem(target: Path) -> str:
+    """The part of the temporary names of ``target`` that comes from its name.
+
+    The target's name itself when the temporary still fits the file system's NAME_MAX;
+    otherwise its start and a hash of the whole name, so every temporary name fits.
+    """
+    name = target.name
+    room = name_max(target.parent if str(target.parent) else Path(".")) - 2 - _PID_DIGITS - len(TEMP_SUFFIX)
+    encoded = os.fsencode(name)
+    if len(encoded) <= room:
+        return name
+    digest = hashlib.sha256(encoded).hexdigest()[:_HASH_CHARS]
+    head = encoded[: max(0, room - _HASH_CHARS - 1)]
+    return os.fsdecode(head.decode("utf-8", "ignore").encode("utf-8")) + "~" + digest
+
+
 def temporary_path_for(target: Path) -> Path:
     """The hidden temporary path beside ``target`` that this process writes into."""
-    return target.with_name(f".{target.name}.{os.getpid()}{TEMP_SUFFIX}")
+    return target.with_name(f".{_temporary_stem(target)}.{os.getpid()}{TEMP_SUFFIX}")
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, mtime) of what ``path`` names itself (a link is not followed)."""
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _check_name_length(path: Path, parent: Path) -> None:
+    """Refuse a name the file system cannot hold, before any work."""
+    limit = name_max(parent)
+    length = len(os.fsencode(path.name))
+    if length > limit:
+        raise UsageError(
+            f"{printable(path, 120)}: the file name is {length} bytes long, more than the {limit} "
+            "the file system allows; choose a shorter name."
+        )
+    full = len(os.fsencode(str(path.absolute())))
+    if full >= DEFAULT_PATH_MAX:
+        raise UsageError(
+            f"{printable(path, 120)}: the path is {full} bytes long, more than the system allows; "
+            "choose a shorter path."
+        )
+
+
+def _check_kind(path: Path) -> None:
+    """Refuse an existing output that is not a regular file (FIFO, device, socket), forced or not."""
+    try:
+        mode = os.stat(path).st_mode  # follows a link: what would be written through it
+    except OSError:
+        return  # absent (or unreachable: the checks that follow say why)
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    if os.path.realpath(path) == os.devnull:
+        raise UsageError(
+            f"{path}: is the null device; streamae writes its outputs only to regular files, so "
+            "give a file name (in a temporary folder, to throw the output away)."
+        )
+    raise UsageError(
+        f"{path}: is {file_kind(mode)}, not a regular file; streamae writes only regular files "
+        "and never replaces anything else, even with --force: choose another output path."
+    )
 
 
 def check_output_path(
@@ -34,14 +116,18 @@ def check_output_path(
 ) -> Path:
     """Refuse an output path that cannot or must not be written, before any work starts.
 
-    Raises :class:`UsageError` for a directory, a missing parent folder, or a path that
-    is (or links to) one of ``inputs``; :class:`OutputExistsError` for an existing file
-    without ``force``.
+    Raises :class:`UsageError` for a directory, a missing parent folder, a name too long
+    for the file system, an existing path that is not a regular file (a FIFO, a device
+    such as /dev/null, a socket: refused even with ``force``), or a path that is (or
+    links to) one of ``inputs``; :class:`OutputExistsError` for an existing file without
+    ``force``.
     """
     path = Path(target)
+    parent = path.parent if str(path.parent) else Path(".")
+    _check_name_length(path, parent)  # first: a path too long makes every other check fail
+    _check_kind(path)
     if path.is_dir():
         raise UsageError(f"{path}: the output path is a directory; give a file name inside it.")
-    parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(
             f"{path}: the folder {parent} does not exist; create it or choose another output path."
@@ -57,17 +143,85 @@ def check_output_path(
             )
     if path.is_symlink() and not force:
         raise OutputExistsError(
-            f"{path}: the output path is a symbolic link; pass --force to replace the link."
+            f"{path}: the output path is a symbolic link; pass force=True to replace the link."
         )
     if path.exists() and not force:
-        raise OutputExistsError(f"{path} exists; pass --force to replace it.")
+        raise OutputExistsError(f"{path} exists; pass force=True to replace it.")
     return path
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """True when both paths exist and are the same file (device and inode): hard links too."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def check_distinct_outputs(named: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse two outputs of one command that are the same file (one would be lost).
+
+    ``named`` maps a parameter name (``"output"``, ``"log"``) to its path or None.
+    Compared by resolved path and by device and inode (hard links).
+    """
+    given = [(name, Path(value)) for name, value in named.items() if value is not None]
+    for index, (name, path) in enumerate(given):
+        for other_name, other in given[index + 1 :]:
+            if path.resolve() == other.resolve() or _same_file(path, other):
+                raise UsageError(
+                    f"{path}: given as both the {name} and the {other_name} file, so one would "
+                    "overwrite the other; choose two different paths.",
+                    parameter=other_name,
+                )
+
+
+class OutputClaim:
+    """An output checked at the start of a run, and what was at its path then.
+
+    A run that writes ``path`` several times (checkpoints, then the model) passes its
+    claim to every :func:`atomic_output`: just before the final rename the path must
+    still hold what the run saw (or its own previous write), so a file that appeared or
+    changed meanwhile is never clobbered.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.identity = _identity(path)
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`OutputExistsError` if something else wrote ``path`` since the claim."""
+        if _identity(self.path) != self.identity:
+            what = "appeared" if self.identity is None else "was changed by someone else"
+            raise OutputExistsError(
+                f"{self.path}: the file {what} while this run was working, so it was left as it "
+                "is and this run's output was not written; remove or rename it, then run again."
+            )
+
+    def written(self) -> None:
+        """Our own write is now at the path: later writes may replace it."""
+        self.identity = _identity(self.path)
+
+
+def claim_output(
+    target: str | os.PathLike, *, force: bool, inputs: Iterable[str | os.PathLike] = ()
+) -> OutputClaim:
+    """:func:`check_output_path`, then remember what is at the path (see :class:`OutputClaim`)."""
+    return OutputClaim(check_output_path(target, force=force, inputs=inputs))
 
 
 def remove_stale_temporaries(target: Path) -> None:
     """Remove temporaries of ``target`` left by killed runs (their process is gone)."""
-    for stale in target.parent.glob(f".{target.name}.*{TEMP_SUFFIX}"):
-        pid_text = stale.name[len(target.name) + 2 : -len(TEMP_SUFFIX)]
+    prefix = f".{_temporary_stem(target)}."
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(TEMP_SUFFIX)):
+            continue
+        stale = folder / name
+        pid_text = name[len(prefix) : -len(TEMP_SUFFIX)]
         if pid_text.isdigit() and _process_alive(int(pid_text)) and int(pid_text) != os.getpid():
             continue
         with contextlib.suppress(OSError):
@@ -222,20 +376,33 @@ def hdf5_output(temporary: Path, **options: object) -> Iterator[h5py.File]:
 
 @contextlib.contextmanager
 def atomic_output(
-    target: str | os.PathLike, *, force: bool, inputs: Iterable[str | os.PathLike] = ()
+    target: str | os.PathLike,
+    *,
+    force: bool,
+    inputs: Iterable[str | os.PathLike] = (),
+    claim: OutputClaim | None = None,
 ) -> Iterator[Path]:
     """Yield a temporary path to write; on success rename it onto ``target``.
 
-    The checks of :func:`check_output_path` run first.  On any exception (or a signal
-    that raises) the temporary is removed and ``target`` is left as it was.
+    The checks of :func:`check_output_path` run first (or ran when ``claim`` was made).
+    Just before the rename the target must still be what the claim saw: a file that
+    appeared meanwhile is never replaced (a hard link makes that atomic when the target
+    was absent).  On any exception (or a signal that raises) the temporary is removed
+    and ``target`` is left as it was.
     """
-    path = check_output_path(target, force=force, inputs=inputs)
+    if claim is None:
+        claim = claim_output(target, force=force, inputs=inputs)
+    else:
+        check_output_path(target, force=True, inputs=inputs)
+    path = claim.path
     remove_stale_temporaries(path)
     temporary = temporary_path_for(path)
     try:
         yield temporary
         fsync_path(temporary)
-        os.replace(temporary, path)
+        claim.check_unchanged()
+        _install(temporary, path, absent=claim.identity is None)
+        claim.written()
         fsync_path(path.parent if str(path.parent) else Path("."))
     except StreamaeError:
         _discard(temporary)
@@ -246,6 +413,24 @@ def atomic_output(
     except BaseException:
         _discard(temporary)
         raise
+
+
+def _install(temporary: Path, path: Path, *, absent: bool) -> None:
+    """Rename ``temporary`` onto ``path``; when ``path`` should be absent, never clobber it."""
+    if absent:
+        try:
+            os.link(temporary, path)  # fails if the path appeared since the last check
+        except FileExistsError:
+            raise OutputExistsError(
+                f"{path}: the file appeared while this run was working, so it was left as it is "
+                "and this run's output was not written; remove or rename it, then run again."
+            ) from None
+        except OSError:
+            pass  # no hard links here (some network or FAT file systems): rename below
+        else:
+            temporary.unlink()
+            return
+    os.replace(temporary, path)
 
 
 def _discard(temporary: Path) -> None:

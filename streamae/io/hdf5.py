@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import h5py
 import numpy as np
 
-from streamae.errors import InputFileError, MissingInputError
+from streamae.errors import InputFileError
+from streamae.io.inputs import check_regular_input
 
 PATCHES_DATASET = "patches"
 PATCH_FORMAT = "streamae.patches/1"
@@ -24,11 +24,9 @@ def open_hdf5(path: str | os.PathLike, *, file_locking: bool | None = None, **kw
     ``file_locking=False`` opens without HDF5's file locks (NFS, Lustre); ``None`` keeps
     the library default, which also honours ``HDF5_USE_FILE_LOCKING``.
     """
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(f"{path}: no such file; check the path.")
-    if path.is_dir():
-        raise InputFileError(f"{path}: is a directory, not an HDF5 file; give a file.")
+    # Missing, a folder, a FIFO (which would block h5py forever), a device, a socket or a
+    # name too long: one sentence each, before anything opens it.
+    path = check_regular_input(path, "an HDF5 file")
     if not os.access(path, os.R_OK):
         raise InputFileError(f"{path}: the file is not readable; check its permissions.")
     options = dict(kwargs)

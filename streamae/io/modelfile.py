@@ -1,7 +1,8 @@
 """Model files: the trained weights, their history and the optimizer's state, in HDF5.
 
 Layout (DESIGN.md): ``/W1`` (s, n), ``/b1`` (s,), ``/W2`` (n, s), ``/b2`` (n,) float64;
-attributes ``format``, the hyperparameters, ``patch_shape``, the data fingerprint,
+attributes ``format``, the hyperparameters (``activation`` among them: sigmoid or tanh; a
+file without it is sigmoid), ``patch_shape``, the data fingerprint,
 ``iterations``; ``/history/<name>`` one entry per iteration; ``/rho_hat`` (s,);
 ``/optimizer/*`` the L-BFGS state (checkpoints, or when asked to keep it); the
 ``normalization`` attribute (JSON, as in the patch file) and its arrays (``/zca/mean``,
@@ -20,10 +21,11 @@ import h5py
 import numpy as np
 
 from streamae._version import __version__
-from streamae.compute.parameters import DECODERS, Hyperparameters, pack
+from streamae.compute.parameters import Hyperparameters, pack
 from streamae.errors import InputFileError, StorageError, UsageError
-from streamae.io.atomic import atomic_output, hdf5_output
+from streamae.io.atomic import OutputClaim, atomic_output, hdf5_output
 from streamae.io.hdf5 import MODEL_FORMAT, PATCH_FORMAT, decode_attribute, list_datasets, open_hdf5
+from streamae.options import TRAIN
 
 HISTORY_FIELDS = (
     "cost",
@@ -33,10 +35,17 @@ HISTORY_FIELDS = (
     "grad_norm",
     "seconds",
     "evaluations",
+    "stage",
+    "sample_rows",
 )
+# Added with the warm start: files written before lack them, and read as one stage on
+# all the rows (what their runs were).
+STAGE_FIELDS = ("stage", "sample_rows")
 WEIGHT_DATASETS = ("W1", "b1", "W2", "b2")
 # The normalisation arrays a patch file may hold, copied into the model under the same names.
 NORMALIZATION_DATASETS = ("zca/mean", "zca/matrix", "zscore/mean", "zscore/std")
+# /validation/<name>: one entry per held-out evaluation (the iteration it followed first).
+VALIDATION_FIELDS = ("iteration", "cost", "reconstruction", "weight_decay", "sparsity", "rho_hat_mean")
 
 
 @dataclass
@@ -45,10 +54,12 @@ class Model:
 
     W1 (s, n), W2 (n, s), b1 (s,), b2 (n,) float64; ``history`` maps each of
     ``HISTORY_FIELDS`` to a (iterations,) array; ``rho_hat`` (s,) the mean hidden
-    activation at the final parameters; ``optimizer`` the L-BFGS state arrays and
-    scalars (see :mod:`streamae.compute.lbfgs`), or None; ``normalization`` the training
-    data's normalisation (the patch file's JSON description) and ``normalization_arrays``
-    its arrays by dataset name (``"zca/matrix"`` (n, n), ...).
+    activation at the final parameters (in (−1, 1) for tanh units); ``optimizer`` the L-BFGS
+    state arrays and scalars (see :mod:`streamae.compute.lbfgs`), or None.  ``validation``
+    maps each of ``VALIDATION_FIELDS`` to one entry per held-out evaluation (empty without one).
+    ``normalization`` is the training data's normalisation (the patch file's JSON
+    description) and ``normalization_arrays`` its arrays by dataset name (``"zca/matrix"``
+    (n, n), ...).
 
     ``encode(X)`` and ``reconstruct(X)`` take any number of rows (m, n) and stream them in
     blocks; ``save(path)`` writes the model file.
@@ -66,6 +77,7 @@ class Model:
     rho_hat: np.ndarray | None = None
     optimizer: dict | None = None
     info: dict = field(default_factory=dict)
+    validation: dict[str, np.ndarray] = field(default_factory=dict)
     normalization: dict | None = None
     normalization_arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -75,7 +87,8 @@ class Model:
         mode = (self.normalization or {}).get("mode")
         return (
             f"Model({self.n_visible} inputs -> {self.n_hidden} hidden, {self.hyper.decoder} decoder, "
-            f"{self.iterations} iterations"
+            + (f"{self.hyper.activation} units, " if self.hyper.activation != "sigmoid" else "")
+            + f"{self.iterations} iterations"
             + (f", J={cost:.6g}" if isinstance(cost, float) else "")
             + (f", {mode} data" if mode else "")
             + (", resumable" if self.optimizer is not None else "")
@@ -115,6 +128,11 @@ class Model:
         return self.W1.shape[0]
 
     @property
+    def activation(self) -> str:
+        """The hidden layer's nonlinearity: "sigmoid" or "tanh"."""
+        return self.hyper.activation
+
+    @property
     def theta(self) -> np.ndarray:
         """The parameters as one flat float64 vector (p,)."""
         return pack(self.W1, self.W2, self.b1, self.b2)
@@ -126,12 +144,14 @@ def write_model(
     *,
     force: bool,
     inputs: tuple[str | os.PathLike, ...] = (),
+    claim: OutputClaim | None = None,
 ) -> Path:
     """Write ``model`` to ``path`` atomically; returns the path.
 
-    ``inputs`` are paths the output must not overwrite (the training data).
+    ``inputs`` are paths the output must not overwrite (the training data); ``claim``
+    is the output as checked at the start of a run (see :class:`OutputClaim`).
     """
-    with atomic_output(path, force=force, inputs=inputs) as temporary:
+    with atomic_output(path, force=force, inputs=inputs, claim=claim) as temporary:
         with hdf5_output(temporary) as handle:
             _write_contents(handle, model)
     return Path(path)
@@ -154,6 +174,10 @@ def _write_contents(handle: h5py.File, model: Model) -> None:
     for name in HISTORY_FIELDS:
         values = model.history.get(name, np.zeros(0))
         history.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+    if model.validation:
+        group = handle.create_group("validation")
+        for name in VALIDATION_FIELDS:
+            group.create_dataset(name, data=np.asarray(model.validation.get(name, []), dtype=np.float64))
     if model.rho_hat is not None:
         handle.create_dataset("rho_hat", data=np.asarray(model.rho_hat, dtype=np.float64))
     if model.normalization is not None:
@@ -207,6 +231,12 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
         for name in HISTORY_FIELDS:
             if isinstance(_get(handle["history"], name), h5py.Dataset):
                 history[name] = _numbers(handle["history"][name], path, shape=(None,))
+    validation = {}
+    if isinstance(_get(handle, "validation"), h5py.Group):
+        for name in VALIDATION_FIELDS:
+            if isinstance(_get(handle["validation"], name), h5py.Dataset):
+                validation[name] = _numbers(handle["validation"][name], path, shape=(None,))
+    _fill_stage_fields(history, attrs)
     rho_hat = None
     if isinstance(_get(handle, "rho_hat"), h5py.Dataset):
         rho_hat = _numbers(handle["rho_hat"], path, shape=(weights["W1"].shape[0],))
@@ -235,7 +265,19 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
         info=_json_or_none(attrs.get("info")) or {},
         normalization=_json_or_none(attrs.get("normalization")),
         normalization_arrays=_normalization_arrays(handle, path, n),
+        validation=validation,
     )
+
+
+def _fill_stage_fields(history: dict[str, np.ndarray], attrs: dict) -> None:
+    """Give a file written before the warm start its one stage on all the rows."""
+    if "cost" not in history or all(name in history for name in STAGE_FIELDS):
+        return
+    iterations = history["cost"].shape[0]
+    shape = (_json_or_none(attrs.get("data")) or {}).get("shape")
+    rows = shape[0] if isinstance(shape, list) and shape and _is_int(shape[0]) else 0
+    history.setdefault("stage", np.ones(iterations))
+    history.setdefault("sample_rows", np.full(iterations, float(rows)))
 
 
 def _normalization_arrays(handle: h5py.File, path: Path, n: int) -> dict[str, np.ndarray]:
@@ -333,20 +375,28 @@ def _read_hyperparameters(attrs: dict, hidden: int, path: Path) -> Hyperparamete
                 "model file is damaged, train it again."
             )
         values[name] = float(value)
-    decoder = attrs.get("decoder", "sigmoid")
-    if decoder not in DECODERS:
-        raise InputFileError(
-            f"{path}: the attribute decoder is {_brief(repr(decoder))}, not one of "
-            f"{', '.join(DECODERS)}; the model file is damaged, train it again."
-        )
-    try:
-        return Hyperparameters(hidden=hidden, decoder=decoder, **values)
-    except UsageError as error:
-        # The message speaks of options (--rho ...): here they are attributes of the file.
-        raise InputFileError(
-            f"{path}: the model's attributes are out of range ({str(error).rstrip('.')}); the "
-            "model file is damaged, train it again."
-        ) from error
+    values["decoder"] = attrs.get("decoder", "sigmoid")
+    # Files written before tanh existed have no activation attribute: they are sigmoid.
+    values["activation"] = attrs.get("activation", "sigmoid")
+    values["hidden"] = hidden
+    for attribute, name in (
+        ("hidden", "hidden"),
+        ("rho", "rho"),
+        ("beta", "beta"),
+        ("lambda", "lam"),
+        ("decoder", "decoder"),
+        ("activation", "activation"),
+    ):
+        option = TRAIN[name]
+        try:
+            option.check(values[name])
+        except UsageError:
+            # Said in the file's words: an attribute out of range, not a parameter to change.
+            raise InputFileError(
+                f"{path}: the attribute {attribute} is {_brief(repr(values[name]))}, not "
+                f"{option.describe_range()}; the model file is damaged, train it again."
+            ) from None
+    return Hyperparameters(**values)
 
 
 def _json_or_none(text: object) -> dict | None:

@@ -1,7 +1,8 @@
 """Patch files on disk: open read-only, validate the layout, stream row blocks.
 
 A patch file holds ``/patches``, an (m, n) float32 or float64 dataset, chunked along
-rows (see DESIGN.md).  :class:`PatchFile` checks the layout when it opens the file and
+rows (see DESIGN.md); any other 2-D floating dataset of any HDF5 file (``dataset=``)
+streams the same way.  :class:`PatchFile` checks the layout when it opens the file and
 streams row blocks with ``read_direct`` into one buffer allocated per stream, so a pass
 over the data allocates nothing per block.  Arithmetic on the values (such as checking
 them for NaN) belongs to the callers; this module only moves bytes.
@@ -20,8 +21,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from streamae.errors import InputFileError, StorageError
+from streamae.errors import DataError, InputFileError, StorageError
 from streamae.io.hdf5 import MODEL_FORMAT, PATCHES_DATASET, decode_attribute, list_datasets, open_hdf5
+from streamae.text import printable
 
 # Rows per read for an unchunked dataset when the caller does not say: about 4 MiB of
 # float32 data for 8x8 patches, large enough to amortise the per-read overhead.
@@ -42,56 +44,259 @@ class PatchLayout:
     chunk_rows: int | None
     patch_shape: tuple[int, ...] | None
     attributes: dict
+    dataset: str = "/" + PATCHES_DATASET
+    # A hash of a seeded sample of the stored chunks (see content_fingerprint), when computed.
+    content: str | None = None
+    # Chunks of the dataset never written (they read as the fill value), when counted.
+    unwritten_chunks: int = 0
 
     @property
     def fingerprint(self) -> dict:
-        """The data fingerprint stored with a model: path, shape and dtype."""
-        return {
+        """The data fingerprint stored with a model: path, shape and dtype, the sampled
+        content when computed, and the dataset when it is not ``/patches`` (so files
+        written before datasets were choosable match)."""
+        found = {
             "path": str(self.path.resolve()),
             "shape": [self.n_rows, self.n_features],
             "dtype": str(self.dtype),
         }
+        if self.dataset != "/" + PATCHES_DATASET:
+            found["dataset"] = self.dataset
+        if self.content is not None:
+            found["content"] = self.content
+        return found
 
 
-def validate_patch_dataset(handle: h5py.File, path: Path) -> h5py.Dataset:
-    """Return ``/patches`` of an open file, or raise a one-sentence error saying what is wrong."""
-    try:
-        found = handle.get(PATCHES_DATASET)
-    except (KeyError, OSError) as error:  # e.g. an external link to a missing file
-        raise InputFileError(
-            f"{path}: /patches cannot be opened ({error}); give a patch file written by `streamae extract`."
-        ) from error
+# The content fingerprint hashes this many whole chunks (the first, the last and a seeded
+# sample between): a few MiB read even for a file of terabytes.
+FINGERPRINT_CHUNKS = 8
+FINGERPRINT_SEED = 20261130
+FINGERPRINT_SCHEME = "sha256/chunks8"
+# Rows per sampled piece of an unchunked dataset: about this many bytes.
+FINGERPRINT_PIECE_BYTES = 1 << 20
+
+
+def content_fingerprint(dataset: h5py.Dataset) -> str:
+    """A hash of the stored values of a seeded sample of whole chunks of an (m, n) dataset.
+
+    Cheap on huge files (at most FINGERPRINT_CHUNKS chunks are read, one at a time) and
+    deterministic, so a checkpoint can tell whether the file it resumes on holds the same
+    values it was trained on: replaced or rewritten contents change the hash unless every
+    change falls outside the sampled chunks (the value range compared on resume and the
+    file's identity checked at every pass catch more).
+    """
+    import hashlib
+
+    m, n = dataset.shape
+    rows = (
+        dataset.chunks[0]
+        if dataset.chunks is not None
+        else max(1, FINGERPRINT_PIECE_BYTES // max(1, n * dataset.dtype.itemsize))
+    )
+    units = -(-m // rows)
+    picks = {0, units - 1}
+    generator = np.random.default_rng(FINGERPRINT_SEED)
+    picks |= {int(u) for u in generator.choice(units, size=min(units, FINGERPRINT_CHUNKS - 2), replace=False)}
+    digest = hashlib.sha256(f"{m}x{n}:{dataset.dtype.str}".encode())
+    for unit in sorted(picks):
+        first, last = unit * rows, min(m, (unit + 1) * rows)
+        try:
+            piece = dataset[first:last]
+        except (OSError, RuntimeError) as error:
+            label = "chunk" if dataset.chunks is not None else "block"
+            raise StorageError(
+                f"{dataset.file.filename}: reading rows {first}-{last - 1} of {_shown(dataset.name)} "
+                f"({label} {unit}) failed ({_first_line(error)}); the file is truncated or damaged: "
+                "extract it again or restore a copy."
+            ) from error
+        digest.update(np.ascontiguousarray(piece).tobytes())
+    return f"{FINGERPRINT_SCHEME}:{digest.hexdigest()[:32]}"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:200]
+
+
+def file_identity(path: Path) -> tuple[int, int, int, int]:
+    """(device, inode, size, mtime in ns) of the file at ``path``: what a pass must find unchanged."""
+    info = os.stat(path)
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def describe_change(before: tuple[int, int, int, int], after: tuple[int, int, int, int] | None) -> str:
+    """In words, how a file's identity changed (for a one-sentence message)."""
+    if after is None:
+        return "it was removed"
+    if before[:2] != after[:2]:
+        return "another file was put in its place"
+    if before[2] != after[2]:
+        return f"its size went from {before[2]:,} to {after[2]:,} bytes"
+    return "it was rewritten (its modification time changed)"
+
+
+def validate_patch_dataset(
+    handle: h5py.File, path: Path, dataset: str = "/" + PATCHES_DATASET
+) -> h5py.Dataset:
+    """Return ``dataset`` (default ``/patches``) of an open file, or raise a one-sentence error.
+
+    Any 2-D floating dataset of any HDF5 file qualifies; the messages name the dataset.
+    Soft links are followed (a cycle or a dangling link is refused with a sentence), a
+    virtual dataset is read through its sources (each must exist), an external raw file
+    must exist and be a regular file large enough for the data.
+    """
+    name = _shown(dataset)
+    default = dataset == "/" + PATCHES_DATASET
+    remedy = "give a patch file written by `streamae extract`" if default else "give a 2-D floating dataset"
+    found = _follow(handle, path, dataset)
     if not isinstance(found, h5py.Dataset):
-        present = list_datasets(handle)
+        present = [printable(entry, 80) for entry in list_datasets(handle)]
         listing = ", ".join(present[:10]) + (" ..." if len(present) > 10 else "")
         held = f"it holds {listing}" if present else "it holds no datasets"
         if handle.attrs.get("format") == MODEL_FORMAT:
             held = "it is a model file"
+        if isinstance(found, h5py.Group):
+            held = f"{name} is a group; " + held
+        hint = remedy if default else "choose one of its datasets with dataset='NAME'"
+        raise InputFileError(f"{path}: no {name} dataset ({held}); {hint}.")
+    found_dataset = found
+    redo = "extract the patches again" if default else "give a dataset of one example per row"
+    if found_dataset.ndim != 2:
         raise InputFileError(
-            f"{path}: no /patches dataset ({held}); give a patch file written by `streamae extract`."
+            f"{path}: {name} has shape {found_dataset.shape}, not (rows, features); "
+            f"a patch file holds one flattened patch per row: {redo}."
         )
-    dataset = found
-    if dataset.ndim != 2:
-        raise InputFileError(
-            f"{path}: /patches has shape {dataset.shape}, not (rows, features); "
-            "a patch file holds one flattened patch per row: extract the patches again."
+    if found_dataset.dtype.kind != "f" or found_dataset.dtype.itemsize not in (4, 8):
+        advice = (
+            "extract the patches again with a normalize mode such as normalize='unit' "
+            "(or convert them to float32)"
+            if default
+            else "convert it to float32 or float64"
         )
-    if dataset.dtype.kind != "f" or dataset.dtype.itemsize not in (4, 8):
         raise InputFileError(
-            f"{path}: /patches holds {dataset.dtype} values, not float32 or float64; "
-            "extract the patches again with a --normalize mode (or convert them to float32)."
+            f"{path}: {name} holds {found_dataset.dtype} values, not float32 or float64; {advice}."
         )
-    m, n = dataset.shape
-    if m >= 1 and n >= 1 and _stores_nothing(dataset):
+    m, n = found_dataset.shape
+    if found_dataset.is_virtual:
+        _check_virtual_sources(found_dataset, path, name)
+    elif found_dataset.external:
+        _check_external_files(found_dataset, path, name)
+    elif m >= 1 and n >= 1 and _stores_nothing(found_dataset):
         raise InputFileError(
-            f"{path}: /patches declares shape {dataset.shape} but holds no stored data (it was "
-            "never written); extract the patches again."
+            f"{path}: {name} declares shape {found_dataset.shape} but holds no stored data (it was "
+            f"never written); {redo}."
         )
     if m < 1 or n < 1:
+        raise InputFileError(f"{path}: {name} has shape {found_dataset.shape}, which holds no data; {redo}.")
+    return found_dataset
+
+
+def _shown(dataset: str) -> str:
+    """A dataset path fit for a message (bounded, no control characters)."""
+    return printable(dataset, 80)
+
+
+def _follow(handle: h5py.File, path: Path, dataset: str = "/" + PATCHES_DATASET) -> object:
+    """``dataset`` with its links followed by HDF5, or a sentence for a link that cannot be."""
+    name = _shown(dataset)
+    error: Exception | None = None
+    try:
+        found = handle.get(dataset)
+    except (KeyError, OSError, RuntimeError, ValueError) as failure:
+        found, error = None, failure
+    if found is not None:
+        return found
+    try:
+        link = handle.get(dataset, getlink=True)
+    except (KeyError, OSError, RuntimeError, ValueError):
+        link = None
+    if link is None and error is None:
+        return None  # no such name: the caller lists what the file holds
+    if isinstance(link, h5py.SoftLink):
+        target = printable(link.path, 120)
         raise InputFileError(
-            f"{path}: /patches has shape {dataset.shape}, which holds no data; extract the patches again."
-        )
-    return dataset
+            f"{path}: {name} is a soft link to {target} that cannot be followed (a cycle of "
+            f"links or a link to nothing); give a file whose {name} is a dataset."
+        ) from error
+    if isinstance(link, h5py.ExternalLink):
+        target = printable(f"{link.filename}:{link.path}", 160)
+        raise InputFileError(
+            f"{path}: {name} is an external link to {target}, which cannot be opened; "
+            f"check that file, or give a file whose {name} is a dataset."
+        ) from error
+    raise InputFileError(
+        f"{path}: {name} cannot be opened ({printable(error)}); give a patch file written by "
+        "`streamae extract`."
+    ) from error
+
+
+def _check_virtual_sources(dataset: h5py.Dataset, path: Path, name: str) -> None:
+    """Every source of a virtual dataset must exist (else HDF5 reads fill values silently)."""
+    for source in dataset.virtual_sources():
+        source_name = source.file_name
+        if source_name == ".":
+            continue  # a dataset of this same file
+        where = Path(source_name) if Path(source_name).is_absolute() else path.parent / source_name
+        shown = printable(source_name, 120)
+        if not where.exists():
+            raise InputFileError(
+                f"{path}: {name} is a virtual dataset whose source file {shown} is missing (looked "
+                f"in {printable(where.parent, 120)}); put it back or give a patch file that holds its data."
+            )
+        if not where.is_file():
+            raise InputFileError(
+                f"{path}: {name} is a virtual dataset whose source {shown} is not a regular file; "
+                "give a patch file that holds its data."
+            )
+        try:
+            with h5py.File(where, "r") as other:
+                present = isinstance(other.get(source.dset_name), h5py.Dataset)
+        except (OSError, RuntimeError, ValueError):
+            present = False
+        if not present:
+            raise InputFileError(
+                f"{path}: {name} is a virtual dataset whose source {shown} holds no readable "
+                f"dataset {printable(source.dset_name, 80)}; repair the source or give a patch file "
+                "that holds its data."
+            )
+
+
+def _check_external_files(dataset: h5py.Dataset, path: Path, name: str) -> None:
+    """The raw files of an external dataset must be regular files holding the declared bytes."""
+    for raw_name, offset, size in dataset.external:
+        text = os.fsdecode(raw_name)
+        where = Path(text)  # HDF5 resolves them from the current folder
+        shown = printable(text, 120)
+        if not where.exists():
+            raise InputFileError(
+                f"{path}: {name} stores its values in the external raw file {shown}, which is "
+                f"missing (looked in {printable(Path.cwd(), 120)}); run from the folder that holds it "
+                "or extract the patches again."
+            )
+        if not where.is_file():
+            raise InputFileError(
+                f"{path}: {name} stores its values in the external raw file {shown}, which is not "
+                "a regular file (a FIFO, a device or a folder); give a patch file that holds its data."
+            )
+        if where.stat().st_size < offset + min(size, dataset.size * dataset.dtype.itemsize):
+            raise InputFileError(
+                f"{path}: {name} stores its values in the external raw file {shown}, which holds "
+                f"{where.stat().st_size:,} bytes, fewer than declared; restore that file or extract "
+                "the patches again."
+            )
+
+
+def unwritten_chunks(dataset: h5py.Dataset) -> int:
+    """How many chunks of a chunked dataset were never written (they read as the fill value)."""
+    if dataset.chunks is None or dataset.is_virtual or dataset.external:
+        return 0
+    needed = 1
+    for extent, chunk in zip(dataset.shape, dataset.chunks, strict=True):
+        needed *= -(-extent // chunk)
+    try:
+        return max(0, needed - int(dataset.id.get_num_chunks()))
+    except (AttributeError, OSError, RuntimeError):
+        return 0
 
 
 def _stores_nothing(dataset: h5py.Dataset) -> bool:
@@ -105,7 +310,7 @@ def _stores_nothing(dataset: h5py.Dataset) -> bool:
 
 
 def read_layout(dataset: h5py.Dataset, path: Path) -> PatchLayout:
-    """The :class:`PatchLayout` of an already validated ``/patches`` dataset."""
+    """The :class:`PatchLayout` of an already validated dataset (``/patches`` or another)."""
     attributes = {key: decode_attribute(value) for key, value in dataset.file.attrs.items()}
     patch_shape = attributes.get("patch_shape")
     m, n = dataset.shape
@@ -121,14 +326,15 @@ def read_layout(dataset: h5py.Dataset, path: Path) -> PatchLayout:
         chunk_rows=dataset.chunks[0] if dataset.chunks is not None else None,
         patch_shape=patch_shape,
         attributes=attributes,
+        dataset=dataset.name,
     )
 
 
-def inspect_patch_file(path: str | os.PathLike) -> PatchLayout:
-    """Open, validate and describe a patch file without reading its values."""
+def inspect_patch_file(path: str | os.PathLike, dataset: str = "/" + PATCHES_DATASET) -> PatchLayout:
+    """Open, validate and describe a patch file (or any file's 2-D ``dataset``) without reading values."""
     path = Path(path)
     with open_hdf5(path) as handle:
-        return read_layout(validate_patch_dataset(handle, path), path)
+        return read_layout(validate_patch_dataset(handle, path, dataset), path)
 
 
 def default_block_rows(layout: PatchLayout) -> int:
@@ -136,20 +342,6 @@ def default_block_rows(layout: PatchLayout) -> int:
     if layout.chunk_rows is not None:
         return layout.chunk_rows
     return max(1, DEFAULT_READ_BYTES // (layout.n_features * layout.dtype.itemsize))
-
-
-# Rows per read for the objective: whole chunks adding up to about this many bytes.  The
-# compute lanes meet once per block, and each meeting costs ~0.1-0.5 ms on a busy 2-core
-# host (measured for n=64: 4096-row blocks 218 ms per evaluation of 400k rows, 32768-row
-# blocks 200 ms, one block 168 ms), so blocks of a few MiB keep that below a few percent.
-STREAMING_READ_BYTES = 8 << 20
-
-
-def streaming_block_rows(layout: PatchLayout, target_bytes: int = STREAMING_READ_BYTES) -> int:
-    """Rows per read for training: whole chunks totalling about ``target_bytes``."""
-    unit = default_block_rows(layout)
-    row_bytes = layout.n_features * layout.dtype.itemsize
-    return unit * max(1, target_bytes // max(1, unit * row_bytes))
 
 
 def chunk_aligned_share(n_rows: int, chunk_rows: int, rank: int, size: int) -> tuple[int, int]:
@@ -199,7 +391,9 @@ class PatchFile:
     the stream to rows [start, stop) (an MPI rank's share); ``dtype`` is the type the
     blocks are delivered in (HDF5 converts while reading).  With ``prefetch`` a reader
     thread reads the next block into a second buffer while the caller works on the
-    current one.  ``io_stats`` counts the time spent in reads and the bytes read, so
+    current one.  ``chunk_cache_bytes`` sets HDF5's chunk cache (default: two chunks when
+    a chunk exceeds 1 MiB; :mod:`streamae.io.readpolicy` decides it for streaming).
+    ``io_stats`` counts the time spent in reads and the bytes read, so
     the reading rate can be shown beside the computing rate.
     """
 
@@ -212,25 +406,30 @@ class PatchFile:
         row_range: tuple[int, int] | None = None,
         file_locking: bool | None = None,
         prefetch: bool = False,
+        chunk_cache_bytes: int | None = None,
+        dataset: str = "/" + PATCHES_DATASET,
     ) -> None:
         self.path = Path(path)
         self.prefetch = bool(prefetch)
         self.io_stats = ReadStats()
         self._handle = open_hdf5(self.path, file_locking=file_locking)
+        self.identity = file_identity(self.path)
         try:
-            dataset = validate_patch_dataset(self._handle, self.path)
+            dataset = validate_patch_dataset(self._handle, self.path, dataset)
             self.layout = read_layout(dataset, self.path)
             chunk_bytes = self._chunk_bytes(dataset)
-            if chunk_bytes > MIN_CHUNK_CACHE_BYTES:
-                # Reopen the dataset with a chunk cache that holds two whole chunks.
+            if chunk_cache_bytes is None and chunk_bytes > MIN_CHUNK_CACHE_BYTES:
+                chunk_cache_bytes = 2 * chunk_bytes  # two whole chunks
+            if chunk_cache_bytes is not None:
+                # Reopen the dataset with the chunk cache asked for (see io/readpolicy.py).
                 self._handle.close()
                 self._handle = open_hdf5(
                     self.path,
                     file_locking=file_locking,
-                    rdcc_nbytes=2 * chunk_bytes,
+                    rdcc_nbytes=int(chunk_cache_bytes),
                     rdcc_nslots=1009,
                 )
-                dataset = self._handle[PATCHES_DATASET]
+                dataset = self._handle[self.layout.dataset]
         except BaseException:
             self._handle.close()
             raise
@@ -262,16 +461,34 @@ class PatchFile:
         """Yield ``(first_row, block)`` over the rows, in order.
 
         ``block`` is a (rows, n) view of a buffer reused for a later block: use it before
-        asking for the next one.
+        asking for the next one.  The file must be the one opened, unchanged, at the start
+        and at the end of every pass (:meth:`check_unchanged`).
         """
+        self.check_unchanged()
         if self.prefetch and self.stop - self.start > self.block_rows:
             yield from self._prefetched_blocks()
-            return
-        for first in range(self.start, self.stop, self.block_rows):
-            last = min(first + self.block_rows, self.stop)
-            view = self._buffer[: last - first]
-            self._read(first, last, view)
-            yield first, view
+        else:
+            for first in range(self.start, self.stop, self.block_rows):
+                last = min(first + self.block_rows, self.stop)
+                view = self._buffer[: last - first]
+                self._read(first, last, view)
+                yield first, view
+        self.check_unchanged()
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`DataError` if the file was replaced, truncated or rewritten since it
+        was opened (one ``stat``: cheap enough for every pass boundary)."""
+        try:
+            now = file_identity(self.path)
+        except OSError:
+            now = None
+        if now != self.identity:
+            change = describe_change(self.identity, now)
+            raise DataError(
+                f"{self.path}: the file changed while it was being read ({change}), "
+                "so results from it would be wrong and this run stops, keeping the last checkpoint; "
+                "restore the data, then resume or train again."
+            )
 
     def _read(self, first: int, last: int, out: np.ndarray) -> None:
         """Rows [first, last) of /patches into ``out`` (last − first, n), timed."""
@@ -279,12 +496,34 @@ class PatchFile:
         try:
             self._dataset.read_direct(out, np.s_[first:last], np.s_[0 : last - first])
         except (OSError, RuntimeError) as error:
+            first, last, error = self._locate_failure(first, last, out, error)
             raise StorageError(
-                f"{self.path}: reading rows {first}-{last - 1} of /patches "
+                f"{self.path}: reading rows {first}-{last - 1} of {_shown(self.layout.dataset)} "
                 f"(chunk {first // (self.layout.chunk_rows or self.block_rows)}) failed ({error}); "
                 "the file is truncated or damaged: extract it again or restore a copy."
             ) from error
         self.io_stats.add(time.perf_counter() - started, out.nbytes)
+
+    def _locate_failure(
+        self, first: int, last: int, out: np.ndarray, error: Exception
+    ) -> tuple[int, int, Exception]:
+        """The rows of the first chunk in [first, last) whose read fails, and its error.
+
+        A read of several chunks (the read policy's blocks) fails as a whole; reading
+        them one at a time names the damaged chunk, as a one-chunk read would.
+        """
+        chunk = self.layout.chunk_rows
+        if not chunk or last - first <= chunk:
+            return first, last, error
+        start = first
+        while start < last:
+            stop = min(last, (start // chunk + 1) * chunk)
+            try:
+                self._dataset.read_direct(out, np.s_[start:stop], np.s_[start - first : stop - first])
+            except (OSError, RuntimeError) as chunk_error:
+                return start, stop, chunk_error
+            start = stop
+        return first, last, error
 
     def _prefetched_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """:meth:`blocks` with a reader thread and two buffers (see the class doc).

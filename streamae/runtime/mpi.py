@@ -31,7 +31,7 @@ from typing import Protocol
 
 import numpy as np
 
-from streamae.errors import EXIT_RUNTIME, StreamaeError, UsageError
+from streamae.errors import EXIT_RUNTIME, Interrupted, StreamaeError, UsageError
 
 # Environment variables that MPI launchers set in every rank they start.
 _LAUNCHER_VARIABLES = (
@@ -320,6 +320,29 @@ def abort_on_local_error(comm: Communicator) -> Iterator[None]:
         )
         comm.abort(code)
         raise
+
+
+@contextlib.contextmanager
+def one_rank_reports(comm: Communicator) -> Iterator[None]:
+    """Decide which rank reports an error that every rank raised: rank 0 alone.
+
+    An :class:`~streamae.errors.Interrupted` or a collective error leaves every rank
+    with the same message; on the other ranks it is marked ``silent`` (see
+    :func:`is_silent`), so whoever prints (the CLI) prints it once.  An error raised on
+    one rank only never gets here under MPI: :func:`abort_on_local_error` aborts the job
+    from that rank, with its number in the message.
+    """
+    try:
+        yield
+    except StreamaeError as error:
+        if comm.rank != 0 and (isinstance(error, Interrupted) or is_collective(error)):
+            error.silent = True  # type: ignore[attr-defined]
+        raise
+
+
+def is_silent(error: BaseException) -> bool:
+    """True when another rank reports ``error`` (see :func:`one_rank_reports`)."""
+    return bool(getattr(error, "silent", False))
 
 
 # -- consistency ---------------------------------------------------------------------

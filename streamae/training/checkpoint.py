@@ -10,7 +10,7 @@ Why resuming is exact: an iteration is a deterministic function of the state, th
 rules and J/∇J; J/∇J at a point are bit-for-bit reproducible for the same data, compute
 dtype, block size and number of ranks (the kernels' sums do not depend on the thread
 count).  Nothing else is carried from one iteration to the next.  Resuming with another
-number of ranks or ``--chunk-rows`` continues correctly but only agrees to rounding.
+number of ranks or ``chunk_rows`` continues correctly but only agrees to rounding.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import numpy as np
 from streamae.compute.lbfgs import LbfgsState
 from streamae.compute.objective import Evaluation
 from streamae.compute.parameters import Hyperparameters
-from streamae.errors import UsageError
+from streamae.errors import DataError, UsageError
 from streamae.io.modelfile import HISTORY_FIELDS, Model
+from streamae.options import DEFAULT_CHECKPOINT_EVERY, TRAIN
+from streamae.text import printable
 
-DEFAULT_CHECKPOINT_EVERY = 10
-
-# Reasons a finished run may be continued by --resume with a larger --max-iter; any
+# Reasons a finished run may be continued by resuming with a larger max_iter; any
 # other reason (a convergence test met) means there is nothing left to do.
 _CONTINUABLE_PREFIXES = ("reached ", "no iterations asked", "max_iter ")
 
@@ -43,10 +43,8 @@ class CheckpointPolicy:
     minutes: float | None = None
 
     def __post_init__(self) -> None:
-        if self.every < 0:
-            raise UsageError(f"--checkpoint-every must be at least 0, got {self.every}.")
-        if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
-            raise UsageError(f"--checkpoint-minutes must be a positive number, got {self.minutes}.")
+        TRAIN["checkpoint_every"].check(self.every)
+        TRAIN["checkpoint_minutes"].check(self.minutes)
 
     def due_by_count(self, iteration: int) -> bool:
         """True when iteration ``iteration`` ends a checkpoint interval."""
@@ -79,10 +77,7 @@ class ResumePoint:
     progress: Progress
     ranks: int | None
     chunk_rows: int | None
-
-
-def _flag(name: str) -> str:
-    return {"lam": "--lambda"}.get(name, f"--{name}")
+    data: dict = field(default_factory=dict)
 
 
 def check_compatible(
@@ -102,32 +97,49 @@ def check_compatible(
             parameter="resume",
         )
     stored = model.data or {}
-    for key, label in (("path", "the data file"), ("shape", "the data shape"), ("dtype", "the data dtype")):
+    for key, label in (
+        ("path", "the data file"),
+        ("dataset", "the dataset"),  # absent (None) for /patches in either
+        ("shape", "the data shape"),
+        ("dtype", "the data dtype"),
+    ):
         if stored.get(key) != fingerprint.get(key):
             raise UsageError(
                 f"{path}: cannot resume: it was trained with {label} {_bounded(stored.get(key))}, not "
                 f"{_bounded(fingerprint.get(key))}; resume with the same data or train afresh "
-                "without --resume."
+                "without resume=True."
+            )
+    # Checkpoints written before content fingerprints existed hold none: resumed as before.
+    if "content" in stored and fingerprint.get("content") is not None:
+        if stored["content"] != fingerprint["content"]:
+            raise UsageError(
+                f"{path}: cannot resume: the values in {_bounded(fingerprint.get('path'))} are not the "
+                "ones it was trained on (the file's sampled content differs), though its name and "
+                "shape are the same; resume with the original data or train afresh without resume=True."
             )
     old = model.hyper
-    for name in ("hidden", "rho", "beta", "lam", "decoder"):
+    for name in ("hidden", "rho", "beta", "lam", "decoder", "activation"):
         before, now = getattr(old, name), getattr(hyper, name)
         if before != now:
             raise UsageError(
-                f"{path}: cannot resume: it was trained with {_flag(name)} {_bounded(before)}, "
+                f"{path}: cannot resume: it was trained with {name}={_bounded(before)}, "
                 f"not {_bounded(now)}; "
-                "resume with the same settings or train afresh without --resume."
+                "resume with the same settings or train afresh without resume=True."
             )
     before = model.info.get("dtype")
     if before is not None and before != dtype:
         raise UsageError(
-            f"{path}: cannot resume: it was trained with --dtype {before}, not {dtype}; "
-            "resume with the same settings or train afresh without --resume."
+            f"{path}: cannot resume: it was trained with dtype={before}, not {dtype}; "
+            "resume with the same settings or train afresh without resume=True."
         )
 
 
 def resume_point(model: Model, path: str | Path) -> ResumePoint:
-    """The state and progress stored in ``model`` (already checked compatible)."""
+    """The state and progress stored in ``model`` (already checked compatible).
+
+    Every field of the optimizer state is validated first (:func:`validate_optimizer`).
+    """
+    validate_optimizer(model.optimizer or {}, model.theta.shape[0], path)
     try:
         state = LbfgsState.from_arrays(model.optimizer or {})
         info = model.info
@@ -142,30 +154,143 @@ def resume_point(model: Model, path: str | Path) -> ResumePoint:
     except (KeyError, TypeError, ValueError) as error:
         raise UsageError(
             f"{path}: the optimizer state in the model file is incomplete ({error}); "
-            "train without --resume (and --force to replace it)."
+            "train without resume=True (and force=True to replace it)."
         ) from error
     if not np.array_equal(state.x, model.theta):
         raise UsageError(
             f"{path}: the optimizer state does not match the weights in the file; "
-            "train without --resume (and --force to replace it)."
+            "train without resume=True (and force=True to replace it)."
         )
     history = {name: [float(v) for v in model.history.get(name, [])] for name in HISTORY_FIELDS}
     if any(len(values) != state.iteration for values in history.values()):
         raise UsageError(
             f"{path}: the history holds a different number of iterations than the optimizer "
-            f"state ({state.iteration}); train without --resume (and --force to replace it)."
+            f"state ({state.iteration}); train without resume=True (and force=True to replace it)."
         )
     if state.finished.startswith(_CONTINUABLE_PREFIXES):
-        state.finished = ""  # the new --max-iter decides
+        state.finished = ""  # the new max_iter decides
     return ResumePoint(
         state=state,
         progress=Progress(current=current, history=history, seconds=float(model.info.get("seconds", 0.0))),
         ranks=model.info.get("ranks"),
         chunk_rows=model.info.get("chunk_rows"),
+        data=dict(model.data or {}),
     )
+
+
+# The largest L-BFGS memory a checkpoint may declare: far above any useful value (the
+# notes use 100), and small enough that a damaged number cannot ask for terabytes.
+MAX_LBFGS_MEMORY = 10_000
+# Largest bytes the correction pairs of a checkpoint may ask for (two (memory, p) arrays).
+MAX_PAIR_BYTES = 64 << 30
+
+
+def _damaged(path: str | Path, what: str) -> UsageError:
+    return UsageError(
+        f"{path}: the optimizer state in the checkpoint is damaged ({what}); train without "
+        "resume=True (and force=True to replace it)."
+    )
+
+
+def validate_optimizer(arrays: dict, p: int, path: str | Path) -> None:
+    """Refuse a damaged optimizer state before anything is built from it.
+
+    Checks every field a checkpoint stores: x and g (p,) and finite, f finite, the
+    correction pairs (k, p) each with k <= memory, finite and of positive curvature
+    (y·s > 0), memory within [1, MAX_LBFGS_MEMORY] and its buffers of a size that can
+    be allocated, counters non-negative integers.
+    """
+    for key in ("x", "g", "s_pairs", "y_pairs", "f", "memory", "iteration", "evaluations"):
+        if key not in arrays:
+            raise _damaged(path, f"/optimizer/{key} is missing")
+    vectors = {}
+    for key in ("x", "g"):
+        value = np.asarray(arrays[key])
+        if value.dtype.kind not in "fiu" or value.shape != (p,):
+            raise _damaged(path, f"{key} has shape {value.shape} and type {value.dtype}, not ({p},) numbers")
+        if not np.all(np.isfinite(value)):
+            raise _damaged(path, f"{key} holds NaN or infinite values")
+        vectors[key] = value
+    f = _scalar(arrays["f"], path, "f")
+    if not math.isfinite(f):
+        raise _damaged(path, f"f = {f} is not finite")
+    counters = {key: _integer(arrays[key], path, key) for key in ("memory", "iteration", "evaluations")}
+    memory = counters["memory"]
+    if not 1 <= memory <= MAX_LBFGS_MEMORY:
+        raise _damaged(path, f"memory = {memory} is outside 1-{MAX_LBFGS_MEMORY}")
+    if 2 * memory * p * 8 > MAX_PAIR_BYTES:
+        raise _damaged(path, f"memory = {memory} pairs of {p} values would need {2 * memory * p * 8:,} bytes")
+    if counters["iteration"] < 0 or counters["evaluations"] < 0:
+        raise _damaged(path, "a negative iteration or evaluation count")
+    pairs = {}
+    for key in ("s_pairs", "y_pairs"):
+        value = np.asarray(arrays[key])
+        if value.dtype.kind not in "fiu" or value.ndim != 2 or value.shape[1] != p:
+            raise _damaged(path, f"{key} has shape {value.shape}, not (pairs, {p})")
+        if value.shape[0] > memory:
+            raise _damaged(path, f"{key} holds {value.shape[0]} pairs, more than memory = {memory}")
+        if not np.all(np.isfinite(value)):
+            raise _damaged(path, f"{key} holds NaN or infinite values")
+        pairs[key] = value.astype(np.float64)
+    if pairs["s_pairs"].shape != pairs["y_pairs"].shape:
+        raise _damaged(path, "s_pairs and y_pairs hold different numbers of pairs")
+    curvature = np.einsum("ij,ij->i", pairs["s_pairs"], pairs["y_pairs"])
+    if np.any(~(curvature > 0.0)):
+        raise _damaged(path, "a correction pair has no positive curvature (y·s <= 0), e.g. all zeros")
+
+
+def _scalar(value: object, path: str | Path, key: str) -> float:
+    try:
+        array = np.asarray(value)
+        if array.size != 1 or array.dtype.kind not in "fiu":
+            raise TypeError
+        return float(array.reshape(()))
+    except (TypeError, ValueError):
+        raise _damaged(path, f"{key} is not a number") from None
+
+
+def _integer(value: object, path: str | Path, key: str) -> int:
+    number = _scalar(value, path, key)
+    if not math.isfinite(number) or number != int(number):
+        raise _damaged(path, f"{key} = {_bounded(number)} is not a whole number")
+    return int(number)
+
+
+# A fresh evaluation at the checkpoint's point must agree with its stored J and ∇J this
+# closely.  Exactly equal for the same ranks and block size; otherwise sums are added in
+# another order (float32 kernels, float64 sums): far below this.
+REPRODUCED_TOLERANCE = 1e-6
+
+
+def check_state_reproduced(state: LbfgsState, fresh: Evaluation, path: str | Path) -> None:
+    """Refuse a checkpoint whose J and ∇J do not match a fresh evaluation at its point."""
+    scale = max(1.0, abs(fresh.cost))
+    if not abs(fresh.cost - state.f) <= REPRODUCED_TOLERANCE * scale:
+        raise _damaged(path, f"J = {state.f:.10g} stored, {fresh.cost:.10g} evaluated at its point")
+    gradient_scale = max(1.0, float(np.linalg.norm(fresh.gradient)))
+    difference = float(np.linalg.norm(fresh.gradient - state.g))
+    if not difference <= REPRODUCED_TOLERANCE * 100 * gradient_scale:
+        raise _damaged(path, f"its gradient differs from the one evaluated at its point by {difference:.3g}")
+
+
+def check_same_values(resumed: ResumePoint, path: str | Path, summary: object) -> None:
+    """Refuse to resume when the value range of the data differs from the checkpoint's.
+
+    ``summary`` is the value scan of this run (minimum and maximum); checkpoints without
+    a stored range (older files) are resumed as before.
+    """
+    stored = resumed.data.get("range")
+    if not (isinstance(stored, list) and len(stored) == 2):
+        return
+    now = [float(summary.minimum), float(summary.maximum)]
+    if [float(v) for v in stored] != now:
+        raise DataError(
+            f"{path}: cannot resume: the data now holds values in [{now[0]:.6g}, {now[1]:.6g}], "
+            f"the checkpoint was trained on [{float(stored[0]):.6g}, {float(stored[1]):.6g}], so the "
+            "file changed; resume with the original data or train afresh without resume=True."
+        )
 
 
 def _bounded(value: object, limit: int = 200) -> str:
     """A stored value fit to quote in one line: control characters replaced, cut to ``limit``."""
-    text = "".join(c if c.isprintable() else "?" for c in str(value))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return printable(value, limit, mark="?")

@@ -2,13 +2,12 @@
 
 Every rank runs this loop on identical reduced numbers, so every rank takes the same
 decisions at the same iteration; the few decisions only one rank can make (rank 0's
-clock for ``--checkpoint-minutes``, a signal that reached one rank) are combined by a
+clock for ``checkpoint_minutes``, a signal that reached one rank) are combined by a
 collective first.  Rank 0 alone writes the log and the checkpoints.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import numpy as np
 from streamae.compute.lbfgs import LbfgsState, StepReport, StopRules, lbfgs_iteration
 from streamae.compute.objective import Evaluation, StreamedObjective
 from streamae.errors import DataError, Interrupted, StreamaeError
+from streamae.io.logfile import JsonLinesLog
 from streamae.io.modelfile import HISTORY_FIELDS
 from streamae.runtime.mpi import Communicator, agreed_phase, digest, mark_collective, ranks_agree
 from streamae.runtime.signals import StopFlag, StopRequested
@@ -87,6 +87,7 @@ class CountedBlocks:
         self.dtype = source.dtype
         self.block_rows = source.block_rows
         self.label = "pass"
+        self.layout = source.layout  # messages name the file's dataset
 
     @property
     def n_rows(self) -> int:
@@ -103,10 +104,57 @@ class CountedBlocks:
             self._monitor.on_block(block.shape[0])
 
 
+@dataclass
+class TimeSplit:
+    """Evaluation time split into waiting for data and computing (this process).
+
+    ``waiting``: seconds the lanes waited for the source to deliver a block (reads not
+    hidden behind computing); ``computing``: the rest of the evaluations' wall time.
+    """
+
+    evaluations: int = 0
+    waiting: float = 0.0
+    computing: float = 0.0
+
+    def add(self, timing) -> None:
+        """Count one evaluation's :class:`~streamae.compute.objective.Timing`."""
+        self.evaluations += 1
+        self.waiting += timing.waiting
+        self.computing += max(0.0, timing.seconds - timing.waiting)
+
+    def as_info(self) -> dict:
+        """The entry stored in a model file's info (read back by ``describe``)."""
+        return {
+            "evaluations": self.evaluations,
+            "waiting_seconds": self.waiting,
+            "computing_seconds": self.computing,
+        }
+
+    def summary(self) -> str:
+        """One sentence: per evaluation, how long computing and waiting for data took."""
+        count = max(1, self.evaluations)
+        total = self.waiting + self.computing
+        share = self.waiting / total if total > 0 else 0.0
+        bound = "reading" if share > 0.2 else "computing"
+        return (
+            f"per evaluation ({self.evaluations}): {self.computing / count:.3g} s computing, "
+            f"{self.waiting / count:.3g} s waiting for data ({share:.0%}): {bound} bounds the run"
+        )
+
+
 def make_record(
-    iteration: int, evaluation: Evaluation, evaluations: int, seconds: float, report: StepReport | None
+    iteration: int,
+    evaluation: Evaluation,
+    evaluations: int,
+    seconds: float,
+    report: StepReport | None,
+    split: TimeSplit | None = None,
 ) -> dict:
-    """The history entries and display values of one iteration."""
+    """The history entries and display values of one iteration.
+
+    ``split``: this iteration's evaluations' time, waiting for data vs computing.
+    """
+    split = split or TimeSplit()
     return {
         "iteration": iteration,
         "cost": evaluation.cost,
@@ -120,6 +168,8 @@ def make_record(
         "step": report.step if report else 0.0,
         "seconds": seconds,
         "evaluations": evaluations,
+        "waiting_seconds": split.waiting,
+        "computing_seconds": split.computing,
     }
 
 
@@ -147,7 +197,8 @@ class Trainer:
     progress; only rank 0 calls it (None: nothing is written, e.g. no output file).
     ``log`` is the JSON-lines file of iteration records, written by rank 0 and appended
     to when ``append_log`` (a resumed run).  ``resume_hint`` ends the message of the
-    :class:`Interrupted` raised when a stop signal arrives.
+    :class:`Interrupted` raised when a stop signal arrives.  ``tags`` are added to every
+    record (the warm-start stage and its sample size; default: stage 1, all the rows).
     """
 
     def __init__(
@@ -164,6 +215,8 @@ class Trainer:
         append_log: bool = False,
         resume_hint: str = "",
         header: dict | None = None,
+        after_iteration: Callable[[int, np.ndarray, dict], str | None] | None = None,
+        tags: dict | None = None,
     ) -> None:
         self.objective = objective
         self.rules = rules
@@ -176,7 +229,14 @@ class Trainer:
         self.append_log = append_log
         self.resume_hint = resume_hint
         self.header = header
+        # Called after every iteration with (iteration, x, record) on every rank (held-out
+        # evaluation): it may add entries to the record and return a reason to stop.
+        self.after_iteration = after_iteration
+        self.tags = tags if tags is not None else {"stage": 1, "sample_rows": getattr(objective, "n_rows", 0)}
         self._evaluations = _Evaluations([])
+        # Waiting for data vs computing: over the whole run, and over the current iteration.
+        self.time_split = TimeSplit()
+        self._iteration_split = TimeSplit()
 
     def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """J and ∇J at theta (p,), or StopRequested when any rank was asked to stop."""
@@ -184,6 +244,10 @@ class Trainer:
         if self.comm.any(self.stop.requested):
             raise StopRequested
         evaluation = self.objective(theta)
+        timing = getattr(self.objective, "timing", None)
+        if timing is not None:
+            self.time_split.add(timing)
+            self._iteration_split.add(timing)
         self._evaluations.entries.append((theta.copy(), evaluation))
         return evaluation.cost, evaluation.gradient
 
@@ -195,9 +259,7 @@ class Trainer:
             raise mark_collective(self._interrupted(None)) from None
         if not np.isfinite(f0):
             # J is a reduced number: every rank sees the same, so every rank raises.
-            raise mark_collective(
-                DataError("J is not finite at the starting point; check the data and --rho.")
-            )
+            raise mark_collective(DataError("J is not finite at the starting point; check the data and rho."))
         state = LbfgsState.start(theta0, f0, g0, memory)
         return state, Progress(current=self._evaluations.find(theta0))
 
@@ -218,13 +280,13 @@ class Trainer:
                 state.finished = "no iterations asked" if asked == 0 else f"reached {asked} iterations"
         log = None
         if self.log is not None and self.comm.rank == 0:
-            log = open(self.log, "a" if self.append_log else "w", encoding="utf-8")  # noqa: SIM115
+            log = JsonLinesLog(self.log, append=self.append_log)
             if self.header is not None:
-                log.write(json.dumps(self.header) + "\n")
-                log.flush()
+                log.write(self.header)
         try:
             while not state.finished:
                 self._evaluations.entries.clear()
+                self._iteration_split = TimeSplit()
                 try:
                     report = lbfgs_iteration(self.value_and_gradient, state, self.rules)
                 except StopRequested:
@@ -240,14 +302,23 @@ class Trainer:
                 progress.current = self._evaluations.find(state.x)
                 progress.seconds = earlier + time.perf_counter() - started
                 record = make_record(
-                    state.iteration, progress.current, state.evaluations, progress.seconds, report
+                    state.iteration,
+                    progress.current,
+                    state.evaluations,
+                    progress.seconds,
+                    report,
+                    self._iteration_split,
                 )
+                record.update(self.tags)
                 for name in HISTORY_FIELDS:
                     progress.history[name].append(float(record[name]))
                 record["time"] = timestamp()
+                if self.after_iteration is not None:
+                    reason = self.after_iteration(state.iteration, state.x, record)
+                    if reason:
+                        state.finished = reason
                 if log is not None:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
+                    log.write(record)
                 self.monitor.on_iteration(record)
                 now = time.perf_counter()
                 time_due = self.comm.rank == 0 and self.policy.due_by_time(now - last_checkpoint)

@@ -15,27 +15,31 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamae.compute.lbfgs import DEFAULT_MEMORY
 from streamae.errors import UsageError
+from streamae.options import TRAIN
+from streamae.text import printable
 
-# Settings that travel with a checkpoint, and their defaults for a fresh run.
-DEFAULTS: dict[str, object] = {
-    "hidden": 25,
-    "rho": 0.01,
-    "beta": 3.0,
-    "lam": 1e-4,
-    "decoder": "sigmoid",
-    "dtype": "float32",
-    "max_iter": 400,
-    "seed": 0,
-    "grad_tol": 1e-5,
-    "progress_tol": 1e-9,
-    "scheme": "auto",
-    "chunk_rows": None,
-    "memory": DEFAULT_MEMORY,
-}
+# Settings that travel with a checkpoint; a fresh run takes their defaults from the spec.
+RESUMABLE = (
+    "hidden",
+    "rho",
+    "beta",
+    "lam",
+    "decoder",
+    "activation",
+    "dtype",
+    "max_iter",
+    "seed",
+    "grad_tol",
+    "progress_tol",
+    "scheme",
+    "chunk_rows",
+    "lbfgs_pairs",
+    "dataset",
+)
+DEFAULTS: dict[str, object] = {name: TRAIN[name].default for name in RESUMABLE}
 # Changing these changes the objective or the optimizer: a resumed run must keep them.
-FIXED = ("hidden", "rho", "beta", "lam", "decoder", "dtype", "memory")
+FIXED = ("hidden", "rho", "beta", "lam", "decoder", "activation", "dtype", "lbfgs_pairs", "dataset")
 # The seed only chose the initial weights: a resumed run does not use it.
 UNUSED_ON_RESUME = ("seed",)
 
@@ -67,9 +71,21 @@ def stored_settings(path: str | os.PathLike) -> dict[str, object]:
     stored: dict[str, object] = {}
     if hidden is not None:
         stored["hidden"] = hidden
-    for attribute, name in (("rho", "rho"), ("beta", "beta"), ("lambda", "lam"), ("decoder", "decoder")):
+    for attribute, name in (
+        ("rho", "rho"),
+        ("beta", "beta"),
+        ("lambda", "lam"),
+        ("decoder", "decoder"),
+        ("activation", "activation"),
+    ):
         if attribute in attrs:
             stored[name] = attrs[attribute]
+    try:
+        data = json.loads(attrs.get("data", "{}"))
+    except (TypeError, ValueError):
+        data = {}
+    if isinstance(data, dict) and isinstance(data.get("dataset"), str):
+        stored["dataset"] = data["dataset"]
     try:
         info = json.loads(attrs.get("info", "{}"))
     except (TypeError, ValueError):
@@ -83,10 +99,12 @@ def stored_settings(path: str | os.PathLike) -> dict[str, object]:
             "progress_tol",
             "scheme",
             "chunk_rows",
-            "memory",
+            "lbfgs_pairs",
         ):
             if name in info and info[name] is not None:
                 stored[name] = info[name]
+        if "memory" in info and info["memory"] is not None and "lbfgs_pairs" not in stored:
+            stored["lbfgs_pairs"] = info["memory"]  # the L-BFGS pairs' old name
     return stored
 
 
@@ -117,7 +135,7 @@ def resolve_settings(
             continue
         if name in FIXED:
             raise UsageError(
-                f"{path}: cannot resume: it was trained with {name} {_shown(before)}, not {_shown(value)}; "
+                f"{path}: cannot resume: it was trained with {name}={_shown(before)}, not {_shown(value)}; "
                 f"leave {name} out to continue with the stored value, or train afresh without resuming.",
                 parameter=name,
             )
@@ -137,6 +155,5 @@ def _same(before: object, now: object) -> bool:
 
 
 def _shown(value: object, limit: int = 60) -> str:
-    """A stored value fit to quote: control characters replaced, bounded."""
-    text = "".join(c if c.isprintable() else "?" for c in str(value))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """A stored value fit to quote: control characters marked, bounded."""
+    return printable(value, limit, mark="?")

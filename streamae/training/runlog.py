@@ -14,6 +14,7 @@ import socket
 import sys
 
 from streamae._version import __version__
+from streamae.text import printable
 
 
 def timestamp() -> str:
@@ -55,6 +56,5 @@ def format_header(header: dict) -> str:
 
 
 def _plain(value: object, limit: int = 300) -> str:
-    """A value fit for one line: control characters replaced, bounded (paths come from files)."""
-    text = "".join(c if c.isprintable() else "?" for c in str(value))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """A value fit for one line: control characters marked, bounded (paths come from files)."""
+    return printable(value, limit, mark="?")

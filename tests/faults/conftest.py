@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_patch_file
+from PIL import Image
 
-from .faultkit import FIGURES, OutputGuard, write_model, write_patches
+from .faultkit import FIGURES, OutputGuard, write_model
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,13 +38,20 @@ def long_run(request: pytest.FixtureRequest) -> bool:
 def good_patches(tmp_path: Path) -> Path:
     """A valid 8x8 patch file: 300 rows in [0.1, 0.9], chunks of 64 rows."""
     data = np.random.default_rng(7).uniform(0.1, 0.9, size=(300, 64)).astype(np.float32)
-    return write_patches(tmp_path / "patches.h5", data, chunk_rows=64, patch_shape=(8, 8, 1))
+    return write_patch_file(tmp_path / "patches.h5", data, chunk_rows=64, patch_shape=(8, 8, 1))
 
 
 @pytest.fixture
 def good_model(tmp_path: Path) -> Path:
     """A valid model file for 8x8 gray patches with 9 hidden units."""
     return write_model(tmp_path / "model.h5", n=64, s=9, patch_shape=(8, 8, 1))
+
+
+@pytest.fixture
+def inputs(tmp_path: Path, good_patches: Path, good_model: Path) -> dict[str, Path]:
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (32, 32), dtype=np.uint8)).save(image)
+    return {"patches": good_patches, "model": good_model, "image": image}
 
 
 @pytest.fixture

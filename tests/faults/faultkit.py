@@ -1,6 +1,6 @@
 """Helpers of the fault campaign: run the CLI, judge a failure, guard outputs, count figures.
 
-Every bad-input test ends in :func:`assert_clean_failure`, which checks what DESIGN.md
+Every bad-input test ends in :func:`assert_clean_case`, which checks what DESIGN.md
 promises for an expected failure (exit code 1 or 2, one plain ``Error:`` line naming the
 file and what to do, no traceback) and records the case in :data:`FIGURES`, so the run
 prints how many cases each command was given and how many produced the clear message.
@@ -9,40 +9,20 @@ prints how many cases each command was given and how many produced the clear mes
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
-from click.testing import CliRunner, Result
+from click.testing import Result
+from helpers import clean_environment, error_line, failure_problems, mpiexec
 
-from streamae.cli.main import cli
 from streamae.io.atomic import TEMP_SUFFIX
-
-# A message is "plain" when it is short: one or two sentences, never a dump of a value.
-MAX_MESSAGE_CHARS = 600
-MAX_SENTENCES = 2
-# Words a message uses to tell the user what to do; a message with none of them only
-# describes the problem.  "must" and click's "not in the range" state the valid values of
-# an option, which is the fix for a bad option value.
-FIX_WORDS = (
-    "must", "not in the range", "is not one of",
-    "give", "pass", "choose", "check", "extract", "train", "use", "free", "replace", "lower",
-    "remove", "rename", "create", "write", "encode", "pick", "leave", "save", "download", "resume",
-    "convert", "rerun", "delete", "set",
-)  # fmt: skip
-# Launcher variables a subprocess must not inherit (the test may itself run under MPI).
-LAUNCHER_VARIABLES = (
-    "PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
-    "HYDRA_CONTROL_FD", "SLURM_STEP_ID", "SLURM_NTASKS", "SLURM_CPUS_PER_TASK",
-)  # fmt: skip
-
 
 # --------------------------------------------------------------------------- figures
 
@@ -105,66 +85,22 @@ FIGURES = Figures()
 # --------------------------------------------------------------------------- the CLI
 
 
-def invoke(*args: object) -> Result:
-    """Run ``streamae ARGS`` in this process, as a user types it (stdout and stderr apart)."""
-    result = CliRunner().invoke(cli, [os.fspath(a) if isinstance(a, Path) else str(a) for a in args])
-    print(result.output)  # shown by pytest when the test fails
-    return result
+# command -> (builder of its argv for an output path, the inputs it reads)
+Builder = Callable[[dict[str, Path], Path], list[object]]
+WRITERS: dict[str, tuple[Builder, tuple[str, ...]]] = {
+    "extract": (lambda i, o: ["extract", i["image"], "-o", o, "--num-patches", "10", "-q"], ("image",)),
+    "train": (lambda i, o: ["train", i["patches"], "-o", o, "--max-iter", "1", "--hidden", "2", "-q"],
+              ("patches",)),
+    "train --log": (lambda i, o: ["train", i["patches"], "-o", o.parent / "m-log.h5", "--log", o,
+                                  "--max-iter", "1", "--hidden", "2", "-q"], ("patches",)),
+    "encode": (lambda i, o: ["encode", i["model"], i["patches"], "-o", o, "-q"], ("model", "patches")),
+    "visualize": (lambda i, o: ["visualize", i["model"], "-o", o], ("model",)),
+    "visualize --curves": (lambda i, o: ["visualize", i["model"], "--curves", o], ("model",)),
+    "visualize --activations": (lambda i, o: ["visualize", i["model"], "--activations", o], ("model",)),
+}  # fmt: skip
 
 
-def error_line(stderr: str) -> str:
-    """The single ``Error: ...`` line of ``stderr`` (empty if there is none)."""
-    errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
-    return errors[0] if len(errors) == 1 else ""
-
-
-def sentence_count(message: str, names: Iterable[str] = ()) -> int:
-    """Sentences in ``message``: full stops ending a word, paths and numbers left out."""
-    text = message
-    for name in sorted(names, key=len, reverse=True):
-        text = text.replace(name, "FILE")
-    # Paths hold dots that end nothing.  Token by token, not a regex: a regex with \S*
-    # backtracks quadratically over a hostile 10 MB word.
-    text = " ".join("PATH" if "/" in token or "\\" in token else token for token in text.split())
-    return len(re.findall(r"[.!?](?=\s|$)", text))
-
-
-def failure_problems(
-    stdout: str,
-    stderr: str,
-    exit_code: int,
-    codes: Sequence[int],
-    names: Sequence[str],
-    fragments: Sequence[str] = (),
-) -> list[str]:
-    """What is wrong with a failure's output, as a list of complaints (empty: clean)."""
-    problems = []
-    if exit_code not in codes:
-        problems.append(f"exit code {exit_code}, expected {' or '.join(map(str, codes))}")
-    if "Traceback" in stderr or "Traceback" in stdout:
-        problems.append("a traceback was printed")
-    line = error_line(stderr)
-    if not line:
-        problems.append("not exactly one 'Error:' line on stderr")
-        return problems
-    if not stderr.rstrip().endswith(line):
-        problems.append("the error is not the last thing said")
-    message = line[len("Error: ") :]
-    if "internal error" in message:
-        problems.append("an internal error (a bug), not an expected failure")
-    if len(message) > MAX_MESSAGE_CHARS:
-        problems.append(f"the message is {len(message)} characters long")
-    if sentence_count(message, names) > MAX_SENTENCES:
-        problems.append("the message has more than two sentences")
-    if names and not any(name in message for name in names):
-        problems.append(f"the message names none of {list(names)}")
-    if not any(re.search(rf"\b{word}", message, re.IGNORECASE) for word in FIX_WORDS):
-        problems.append("the message does not say what to do")
-    problems += [f"the message lacks {fragment!r}" for fragment in fragments if fragment not in message]
-    return problems
-
-
-def assert_clean_failure(
+def assert_clean_case(
     result: Result,
     command: str,
     codes: int | Sequence[int],
@@ -223,29 +159,6 @@ def listing(folder: Path) -> dict[str, tuple[int, int]]:
 # --------------------------------------------------------------------------- files
 
 
-def write_patches(
-    path: Path,
-    data: np.ndarray,
-    *,
-    chunk_rows: int | None = 64,
-    patch_shape: tuple[int, ...] | None = None,
-    dataset: str = "patches",
-    attrs: dict | None = None,
-) -> Path:
-    """A patch file holding ``data`` as ``/<dataset>``, chunked ``chunk_rows`` rows (or not)."""
-    with h5py.File(path, "w") as handle:
-        chunks = None
-        if chunk_rows and data.ndim >= 1 and data.size:
-            chunks = (min(chunk_rows, data.shape[0]),) + tuple(data.shape[1:])
-        handle.create_dataset(dataset, data=data, chunks=chunks)
-        handle.attrs["format"] = "streamae.patches/1"
-        if patch_shape is not None:
-            handle.attrs["patch_shape"] = np.asarray(patch_shape, dtype=np.int64)
-        for key, value in (attrs or {}).items():
-            handle.attrs[key] = value
-    return path
-
-
 def write_model(path: Path, *, n: int = 64, s: int = 9, patch_shape=(8, 8, 1), seed: int = 3) -> Path:
     """A valid model file (small random weights, a short history) written by streamae itself."""
     from streamae.compute.parameters import Hyperparameters
@@ -290,22 +203,7 @@ def streamae_command(args: Sequence[object], ranks: int | None = None) -> list[s
     argv = [*program, *(os.fspath(a) if isinstance(a, Path) else str(a) for a in args)]
     if ranks is None:
         return argv
-    return [mpiexec_path(), "-n", str(ranks), *argv]
-
-
-def mpiexec_path() -> str:
-    """The mpiexec beside this Python (the mpich wheel's), else the one on PATH, else ''."""
-    beside = Path(sys.executable).parent / "mpiexec"
-    return str(beside) if beside.exists() else (shutil.which("mpiexec") or "")
-
-
-def have_mpi() -> bool:
-    """True when mpi4py imports and an mpiexec exists."""
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return bool(mpiexec_path())
+    return [mpiexec(), "-n", str(ranks), *argv]
 
 
 def subprocess_environment(**extra: str) -> dict[str, str]:
@@ -313,10 +211,8 @@ def subprocess_environment(**extra: str) -> dict[str, str]:
 
     One thread each keeps the subprocesses light on a machine shared with other work.
     """
-    environ = {key: value for key, value in os.environ.items() if key not in LAUNCHER_VARIABLES}
-    environ |= {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    environ |= extra
-    return environ
+    threads = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    return clean_environment(**(threads | extra))
 
 
 def run_streamae(args: Sequence[object], ranks: int | None = None, timeout: float = 180, **extra: str):
@@ -328,3 +224,21 @@ def run_streamae(args: Sequence[object], ranks: int | None = None, timeout: floa
         timeout=timeout,
         env=subprocess_environment(**extra),
     )
+
+
+def assert_clean_subprocess_failure(
+    completed: subprocess.CompletedProcess,
+    command: str,
+    codes: int | Sequence[int],
+    names: Sequence[str | Path] = (),
+    fragments: Sequence[str] = (),
+) -> str:
+    """:func:`assert_clean_case` for a run of :func:`run_streamae` (a subprocess)."""
+    codes = (codes,) if isinstance(codes, int) else tuple(codes)
+    names = [name.name if isinstance(name, Path) else str(name) for name in names]
+    problems = failure_problems(
+        completed.stdout, completed.stderr, completed.returncode, codes, names, fragments
+    )
+    FIGURES.record_case(command, not problems)
+    assert not problems, f"{problems}\nstderr: {completed.stderr}"
+    return error_line(completed.stderr)[len("Error: ") :]

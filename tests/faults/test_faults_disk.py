@@ -24,17 +24,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import failure_problems, invoke, write_patch_file
 
 from .faultkit import (
     FIGURES,
     OutputGuard,
-    assert_clean_failure,
+    assert_clean_case,
     assert_no_temporaries,
-    failure_problems,
-    invoke,
     streamae_command,
     subprocess_environment,
-    write_patches,
 )
 
 TMPFS_BYTES = 2 << 20
@@ -61,7 +59,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def big_patches(tmp_path: Path) -> Path:
     """20,000 patches (5 MB): their features or reconstructions do not fit on the small disk."""
     data = np.random.default_rng(8).uniform(0.1, 0.9, size=(20_000, 64)).astype(np.float32)
-    return write_patches(tmp_path / "big.h5", data, chunk_rows=1000, patch_shape=(8, 8, 1))
+    return write_patch_file(tmp_path / "big.h5", data, chunk_rows=1000, patch_shape=(8, 8, 1))
 
 
 def _free_bytes(folder: Path) -> int:
@@ -76,7 +74,7 @@ def _fill(folder: Path, leave: int) -> None:
 
 
 def _check_disk_full(result, command: str, names: list[Path], guard: OutputGuard, free_before: int) -> None:
-    assert_clean_failure(result, command, 1, names=names, fragments=["disk is full", guard.path.parent.name])
+    assert_clean_case(result, command, 1, names=names, fragments=["disk is full", guard.path.parent.name])
     guard.assert_intact()
     assert _free_bytes(guard.path.parent) == free_before, "the failed write left its space taken"
 
@@ -188,14 +186,14 @@ def test_the_cut_file_opens_and_fails_at_its_fifth_chunk(cut_file):
 def test_train_names_the_rows_and_file_of_a_read_error(cut_file, tmp_path):
     guard = OutputGuard.create(tmp_path / "model.h5")
     result = invoke("train", cut_file, "-o", guard.path, "--force", "--max-iter", "2", "--hidden", "3")
-    assert_clean_failure(result, "train", 1, names=[cut_file], fragments=["rows 1000-1249", "chunk 4"])
+    assert_clean_case(result, "train", 1, names=[cut_file], fragments=["rows 1000-1249", "chunk 4"])
     guard.assert_intact()
 
 
 def test_encode_names_the_rows_and_file_of_a_read_error(cut_file, good_model, tmp_path):
     guard = OutputGuard.create(tmp_path / "features.h5")
     result = invoke("encode", good_model, cut_file, "-o", guard.path, "--force")
-    assert_clean_failure(result, "encode", 1, names=[cut_file], fragments=["rows 1000-1249", "chunk 4"])
+    assert_clean_case(result, "encode", 1, names=[cut_file], fragments=["rows 1000-1249", "chunk 4"])
     guard.assert_intact()
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import failure_problems, invoke
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .faultkit import FIGURES, OutputGuard, assert_clean_failure, failure_problems, invoke
+from .faultkit import FIGURES, OutputGuard, assert_clean_case
 
 DTYPES = ["float32", "float64", "float16", "int8", "uint16", "int64", "complex64", "bool", "S4"]
 
@@ -94,11 +95,11 @@ def test_the_declared_dataset_stores_nothing(never_written):
 
 def test_train_refuses_a_dataset_never_written(never_written, guard):
     result = invoke("train", never_written, "-o", guard.path, "--force", "--max-iter", "1", "--hidden", "2")
-    assert_clean_failure(result, "train", (1, 2), names=[never_written])
+    assert_clean_case(result, "train", (1, 2), names=[never_written])
     guard.assert_intact()
 
 
 def test_encode_refuses_a_dataset_never_written(never_written, good_model, guard):
     result = invoke("encode", good_model, never_written, "-o", guard.path, "--force")
-    assert_clean_failure(result, "encode", (1, 2), names=[never_written])
+    assert_clean_case(result, "encode", (1, 2), names=[never_written])
     guard.assert_intact()

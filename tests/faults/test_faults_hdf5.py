@@ -16,15 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import invoke, write_patch_file
 
-from .faultkit import (
-    assert_clean_failure,
-    edit_hdf5,
-    invoke,
-    listing,
-    write_model,
-    write_patches,
-)
+from .faultkit import assert_clean_case, edit_hdf5, listing, write_model
 
 GOOD = np.random.default_rng(11).uniform(0.1, 0.9, size=(300, 64)).astype(np.float32)
 
@@ -46,7 +40,7 @@ def _patches(data: np.ndarray, **options) -> Callable[[Path, Path], Path]:
     """Builder: a patch file whose /patches holds ``data`` (written as given)."""
 
     def build(tmp_path: Path, good: Path) -> Path:
-        return write_patches(tmp_path / "bad.h5", data, **options)
+        return write_patch_file(tmp_path / "bad.h5", data, **options)
 
     return build
 
@@ -70,11 +64,11 @@ def _group_named_patches(tmp_path: Path, good: Path) -> Path:
 
 def _compound(tmp_path: Path, good: Path) -> Path:
     kind = np.dtype([("a", np.float32), ("b", np.int32)])
-    return write_patches(tmp_path / "bad.h5", np.zeros((20, 4), dtype=kind))
+    return write_patch_file(tmp_path / "bad.h5", np.zeros((20, 4), dtype=kind))
 
 
 def _strings(tmp_path: Path, good: Path) -> Path:
-    return write_patches(tmp_path / "bad.h5", np.full((20, 4), b"0.5", dtype="S8"))
+    return write_patch_file(tmp_path / "bad.h5", np.full((20, 4), b"0.5", dtype="S8"))
 
 
 def _vlen_strings(tmp_path: Path, good: Path) -> Path:
@@ -87,7 +81,7 @@ def _vlen_strings(tmp_path: Path, good: Path) -> Path:
 
 
 def _no_patches(tmp_path: Path, good: Path) -> Path:
-    return write_patches(tmp_path / "bad.h5", GOOD, dataset="data")
+    return write_patch_file(tmp_path / "bad.h5", GOOD, dataset="data")
 
 
 def _scalar(tmp_path: Path, good: Path) -> Path:
@@ -156,7 +150,7 @@ def patch_cases(only_refused_by_info: bool = False) -> list:
 
 @pytest.fixture
 def good_file(tmp_path: Path) -> Path:
-    return write_patches(tmp_path / "good.h5", GOOD, chunk_rows=64, patch_shape=(8, 8, 1))
+    return write_patch_file(tmp_path / "good.h5", GOOD, chunk_rows=64, patch_shape=(8, 8, 1))
 
 
 def _build(case: str, tmp_path: Path, good: Path) -> Path:
@@ -168,7 +162,7 @@ def _build(case: str, tmp_path: Path, good: Path) -> Path:
 def test_train_refuses_a_bad_patch_file(case, tmp_path, good_file, guard):
     bad = _build(case, tmp_path, good_file)
     result = invoke("train", bad, "-o", guard.path, "--force", "--max-iter", "2", "--hidden", "4")
-    assert_clean_failure(result, "train", PATCH_CASES[case][1], names=[bad])
+    assert_clean_case(result, "train", PATCH_CASES[case][1], names=[bad])
     guard.assert_intact()
 
 
@@ -176,7 +170,7 @@ def test_train_refuses_a_bad_patch_file(case, tmp_path, good_file, guard):
 def test_encode_refuses_a_bad_patch_file(case, tmp_path, good_file, good_model, guard):
     bad = _build(case, tmp_path, good_file)
     result = invoke("encode", good_model, bad, "-o", guard.path, "--force")
-    assert_clean_failure(result, "encode", PATCH_CASES[case][1], names=[bad])
+    assert_clean_case(result, "encode", PATCH_CASES[case][1], names=[bad])
     guard.assert_intact()
 
 
@@ -185,7 +179,7 @@ def test_gradcheck_refuses_a_bad_patch_file(case, tmp_path, good_file):
     bad = _build(case, tmp_path, good_file)
     before = listing(tmp_path)
     result = invoke("gradcheck", "--data", bad, "--rows", "4", "--hidden", "2")
-    assert_clean_failure(result, "gradcheck", PATCH_CASES[case][1], names=[bad])
+    assert_clean_case(result, "gradcheck", PATCH_CASES[case][1], names=[bad])
     assert listing(tmp_path) == before
 
 
@@ -193,7 +187,7 @@ def test_gradcheck_refuses_a_bad_patch_file(case, tmp_path, good_file):
 def test_info_refuses_a_broken_patch_file(case, tmp_path, good_file):
     bad = _build(case, tmp_path, good_file)
     result = invoke("info", bad)
-    assert_clean_failure(result, "info", PATCH_CASES[case][1], names=[bad])
+    assert_clean_case(result, "info", PATCH_CASES[case][1], names=[bad])
 
 
 def test_info_describes_an_hdf5_file_without_patches(tmp_path):
@@ -297,7 +291,7 @@ def test_visualize_refuses_a_bad_model(case, model_case, tmp_path, guard):
     result = invoke("visualize", bad, "-o", guard.path, "--force")
     if 0 in MODEL_CASES[case][1] and result.exit_code == 0:
         return  # a redundant attribute the weights contradict: the weights win
-    assert_clean_failure(result, "visualize", MODEL_CASES[case][1], names=[bad])
+    assert_clean_case(result, "visualize", MODEL_CASES[case][1], names=[bad])
     guard.assert_intact()
 
 
@@ -307,7 +301,7 @@ def test_encode_refuses_a_bad_model(case, model_case, good_patches, guard):
     result = invoke("encode", bad, good_patches, "-o", guard.path, "--force")
     if 0 in MODEL_CASES[case][1] and result.exit_code == 0:
         return
-    assert_clean_failure(result, "encode", MODEL_CASES[case][1], names=[bad])
+    assert_clean_case(result, "encode", MODEL_CASES[case][1], names=[bad])
     guard.assert_intact()
 
 
@@ -320,27 +314,27 @@ def test_info_refuses_or_describes_a_bad_model(case, model_case):
         return
     if 0 in MODEL_CASES[case][1] and result.exit_code == 0:
         return
-    assert_clean_failure(result, "info", MODEL_CASES[case][1], names=[bad])
+    assert_clean_case(result, "info", MODEL_CASES[case][1], names=[bad])
 
 
 def test_model_n_differs_from_the_data_n(tmp_path, good_patches, guard):
     model = write_model(tmp_path / "m100.h5", n=100, s=4, patch_shape=(10, 10, 1))
     result = invoke("encode", model, good_patches, "-o", guard.path, "--force")
-    assert_clean_failure(result, "encode", 2, names=[model, good_patches], fragments=["100", "64"])
+    assert_clean_case(result, "encode", 2, names=[model, good_patches], fragments=["100", "64"])
     guard.assert_intact()
 
 
 def test_a_patch_file_given_as_the_model(good_patches, guard):
     result = invoke("encode", good_patches, good_patches, "-o", guard.path, "--force")
-    assert_clean_failure(result, "encode", 2, names=[good_patches], fragments=["patch file"])
+    assert_clean_case(result, "encode", 2, names=[good_patches], fragments=["patch file"])
     result = invoke("visualize", good_patches, "-o", guard.path, "--force")
-    assert_clean_failure(result, "visualize", 2, names=[good_patches], fragments=["patch file"])
+    assert_clean_case(result, "visualize", 2, names=[good_patches], fragments=["patch file"])
     guard.assert_intact()
 
 
 def test_a_model_given_as_the_data(good_model, guard):
     result = invoke("train", good_model, "-o", guard.path, "--force")
-    assert_clean_failure(result, "train", 2, names=[good_model], fragments=["model file"])
+    assert_clean_case(result, "train", 2, names=[good_model], fragments=["model file"])
     guard.assert_intact()
 
 
@@ -355,7 +349,7 @@ def test_history_and_rho_hat_of_the_wrong_shape(tmp_path, good_model, guard):
 
     bad = edit_hdf5(tmp_path / "bad-model.h5", good_model, damage)
     curves = invoke("visualize", bad, "--curves", guard.path, "--force")
-    assert_clean_failure(curves, "visualize", (1, 2), names=[bad])
+    assert_clean_case(curves, "visualize", (1, 2), names=[bad])
     activations = invoke("visualize", bad, "--activations", guard.path, "--force")
-    assert_clean_failure(activations, "visualize", (1, 2), names=[bad])
+    assert_clean_case(activations, "visualize", (1, 2), names=[bad])
     guard.assert_intact()

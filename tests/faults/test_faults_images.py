@@ -15,9 +15,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import invoke
 from PIL import Image
 
-from .faultkit import assert_clean_failure, invoke
+from .faultkit import assert_clean_case
 
 RNG = np.random.default_rng(21)
 
@@ -70,7 +71,7 @@ def test_a_damaged_image_is_refused_by_name(case, tmp_path, guard):
     for normalize in ("ufldl", "none"):
         result = invoke("extract", bad, "-o", guard.path, "--force", "--num-patches", "50",
                         "--normalize", normalize)  # fmt: skip
-        assert_clean_failure(result, "extract", 2, names=[bad])
+        assert_clean_case(result, "extract", 2, names=[bad])
     guard.assert_intact()
 
 
@@ -81,7 +82,7 @@ def test_one_damaged_image_in_a_folder_of_good_ones(tmp_path, guard):
         (folder / f"good{index}.png").write_bytes(PNG)
     (folder / "bad.png").write_bytes(_cut(PNG, 0.5))
     result = invoke("extract", folder, "-o", guard.path, "--force", "--num-patches", "100")
-    assert_clean_failure(result, "extract", 2, names=["bad.png"])
+    assert_clean_case(result, "extract", 2, names=["bad.png"])
     guard.assert_intact()
 
 
@@ -90,7 +91,7 @@ def test_a_single_image_smaller_than_the_patch(size, tmp_path, guard):
     small = tmp_path / "small.png"
     small.write_bytes(_png_bytes(np.full(size, 100, dtype=np.uint8)))
     result = invoke("extract", small, "-o", guard.path, "--force", "--patch-size", "8")
-    assert_clean_failure(result, "extract", 2, names=[small], fragments=["smaller than the 8x8 patch"])
+    assert_clean_case(result, "extract", 2, names=[small], fragments=["smaller than the 8x8 patch"])
     guard.assert_intact()
 
 
@@ -99,11 +100,11 @@ def test_object_arrays_are_refused_not_unpickled(tmp_path, guard):
     hostile = tmp_path / "objects.npy"
     np.save(hostile, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
     result = invoke("extract", hostile, "-o", guard.path, "--force")
-    assert_clean_failure(result, "extract", 2, names=[hostile])
+    assert_clean_case(result, "extract", 2, names=[hostile])
     archive = tmp_path / "objects.npz"
     np.savez(archive, images=np.array([[1, 2], [3, None]], dtype=object))
     result = invoke("extract", archive, "-o", guard.path, "--force")
-    assert_clean_failure(result, "extract", 2, names=[archive])
+    assert_clean_case(result, "extract", 2, names=[archive])
     guard.assert_intact()
 
 

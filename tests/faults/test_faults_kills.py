@@ -30,21 +30,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import have_mpi, marked_pids, write_patch_file
 
 from streamae.io.atomic import TEMP_SUFFIX
 from streamae.io.modelfile import load_model
 from streamae.training.checkpoint import resume_point
 
-from .faultkit import (
-    FIGURES,
-    assert_no_temporaries,
-    have_mpi,
-    run_streamae,
-    streamae_command,
-    subprocess_environment,
-    write_patches,
-)
+from .faultkit import FIGURES, assert_no_temporaries, run_streamae, streamae_command, subprocess_environment
 
+# The environment variable that marks every process of one killed job (ranks included).
+JOB_VARIABLE = "STREAMAE_FAULT_JOB"
 KILLS = 20
 LONG_KILLS = 100
 SEED = 20260707
@@ -99,36 +94,21 @@ class KillResult:
     mid_write: bool = False
 
 
-def _marked_pids(marker: str, rank: int | None = None) -> list[int]:
-    """Process ids started with ``STREAMAE_FAULT_JOB=marker`` (and ``PMI_RANK=rank`` if given)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"STREAMAE_FAULT_JOB={marker}".encode() not in environ:
-            continue
-        if rank is None or f"PMI_RANK={rank}".encode() in environ:
-            found.append(int(entry.name))
-    return found
-
-
 def _kill_marked(marker: str) -> None:
     """SIGKILL every process of this job still alive (ranks a launcher left behind), and wait
     until they are gone: SIGKILL lands asynchronously (a rank inside fsync finishes the call
     first), and the next run must start after the failure, as it would on a cluster."""
     deadline = time.monotonic() + REAP_SECONDS
-    while (pids := _marked_pids(marker)) and time.monotonic() < deadline:
+    while (pids := marked_pids(marker, variable=JOB_VARIABLE)) and time.monotonic() < deadline:
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         time.sleep(0.01)
-    assert not _marked_pids(marker), f"processes of a killed job survive: {_marked_pids(marker)}"
+    assert not marked_pids(marker, variable=JOB_VARIABLE), (
+        f"processes of a killed job survive: {marked_pids(marker, variable=JOB_VARIABLE)}"
+    )
 
 
 def _temporary_present(folder: Path) -> bool:
@@ -143,7 +123,7 @@ def run_and_kill(args: list[object], folder: Path, moment: Moment, ranks: int | 
         streamae_command(args, ranks),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=subprocess_environment(STREAMAE_FAULT_JOB=marker),
+        env=subprocess_environment(**{JOB_VARIABLE: marker}),
         start_new_session=True,  # its own process group: killing it kills launcher and ranks
     )
     started = time.monotonic()
@@ -161,7 +141,7 @@ def run_and_kill(args: list[object], folder: Path, moment: Moment, ranks: int | 
             delivered = True
             mid_write = _temporary_present(folder)
             if moment.kind == "one-rank":
-                victims = _marked_pids(marker, rank=1)
+                victims = marked_pids(marker, 1, variable=JOB_VARIABLE)
                 for pid in victims:
                     os.kill(pid, signal.SIGKILL)
                 if victims:
@@ -259,13 +239,13 @@ def kill_data(tmp_path_factory) -> Path:
     """10,000 8x8 patches in [0.1, 0.9] (float32, chunks of 1,000 rows) for train and encode."""
     folder = tmp_path_factory.mktemp("kill-data")
     data = np.random.default_rng(99).uniform(0.1, 0.9, size=(10_000, 64)).astype(np.float32)
-    return write_patches(folder / "data.h5", data, chunk_rows=1000, patch_shape=(8, 8, 1))
+    return write_patch_file(folder / "data.h5", data, chunk_rows=1000, patch_shape=(8, 8, 1))
 
 
 def test_encode_killed_leaves_the_old_file_or_the_new_one(tmp_path, kill_data, long_run):
     big = tmp_path / "big.h5"
     data = np.random.default_rng(98).uniform(0.1, 0.9, size=(400_000, 64)).astype(np.float32)
-    write_patches(big, data, chunk_rows=4000, patch_shape=(8, 8, 1))
+    write_patch_file(big, data, chunk_rows=4000, patch_shape=(8, 8, 1))
     model_a, model_b = tmp_path / "a.h5", tmp_path / "b.h5"
     for model, seed in ((model_a, "1"), (model_b, "2")):
         timed_run(["train", kill_data, "-o", model, "--hidden", "16", "--max-iter", "2", "--seed", seed])

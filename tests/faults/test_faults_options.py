@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import invoke, write_patch_file
 from PIL import Image
 
-from .faultkit import assert_clean_failure, invoke, write_patches
+from .faultkit import assert_clean_case
 
 ACCEPTED, REFUSED = 0, 2
 
@@ -105,20 +106,20 @@ def test_numeric_option_bounds(command, option, value, code, tmp_path, good_patc
         if command != "gradcheck":
             assert target.read_bytes() != previous  # the run wrote its output
         return
-    assert_clean_failure(result, command, REFUSED, names=[option], fragments=[])
+    assert_clean_case(result, command, REFUSED, names=[option], fragments=[])
     assert target.read_bytes() == previous
 
 
 def test_train_refuses_a_log_path_that_is_the_data(tmp_path, good_patches):
     before = good_patches.read_bytes()
     result = invoke("train", good_patches, "-o", tmp_path / "m.h5", "--log", good_patches, "--max-iter", "1")
-    assert_clean_failure(result, "train", 2, names=[good_patches])
+    assert_clean_case(result, "train", 2, names=[good_patches])
     assert good_patches.read_bytes() == before
 
 
 def test_write_patches_helper_is_valid(tmp_path):
     """The helper the option cases rely on writes a file train accepts (a guard on the guard)."""
     data = np.random.default_rng(0).uniform(0.2, 0.8, (10, 4)).astype(np.float32)
-    path = write_patches(tmp_path / "p.h5", data, patch_shape=(2, 2, 1))
+    path = write_patch_file(tmp_path / "p.h5", data, patch_shape=(2, 2, 1))
     result = invoke("train", path, "-o", tmp_path / "m.h5", "--max-iter", "1", "--hidden", "2", "-q")
     assert result.exit_code == 0, result.output

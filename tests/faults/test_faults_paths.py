@@ -14,36 +14,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from helpers import invoke
 
-from .faultkit import assert_clean_failure, assert_no_temporaries, invoke
-
-
-@pytest.fixture
-def inputs(tmp_path: Path, good_patches: Path, good_model: Path) -> dict[str, Path]:
-    image = tmp_path / "photo.png"
-    Image.fromarray(np.random.default_rng(4).integers(0, 256, (32, 32), dtype=np.uint8)).save(image)
-    return {"patches": good_patches, "model": good_model, "image": image}
-
-
-# command -> (builder of its argv for an output path, the inputs it reads)
-Builder = Callable[[dict[str, Path], Path], list[object]]
-WRITERS: dict[str, tuple[Builder, tuple[str, ...]]] = {
-    "extract": (lambda i, o: ["extract", i["image"], "-o", o, "--num-patches", "10", "-q"], ("image",)),
-    "train": (lambda i, o: ["train", i["patches"], "-o", o, "--max-iter", "1", "--hidden", "2", "-q"],
-              ("patches",)),
-    "train --log": (lambda i, o: ["train", i["patches"], "-o", o.parent / "m-log.h5", "--log", o,
-                                  "--max-iter", "1", "--hidden", "2", "-q"], ("patches",)),
-    "encode": (lambda i, o: ["encode", i["model"], i["patches"], "-o", o, "-q"], ("model", "patches")),
-    "visualize": (lambda i, o: ["visualize", i["model"], "-o", o], ("model",)),
-    "visualize --curves": (lambda i, o: ["visualize", i["model"], "--curves", o], ("model",)),
-    "visualize --activations": (lambda i, o: ["visualize", i["model"], "--activations", o], ("model",)),
-}  # fmt: skip
+from .faultkit import WRITERS, assert_clean_case, assert_no_temporaries
 
 
 def _command(name: str) -> str:
@@ -64,7 +41,7 @@ def test_output_is_a_directory(writer, inputs, tmp_path):
     folder.mkdir()
     build, _ = WRITERS[writer]
     result = invoke(*build(inputs, folder), "--force")
-    assert_clean_failure(result, _command(writer), 2, names=[folder])
+    assert_clean_case(result, _command(writer), 2, names=[folder])
     assert list(folder.iterdir()) == []
 
 
@@ -72,7 +49,7 @@ def test_output_is_a_directory(writer, inputs, tmp_path):
 def test_output_under_a_missing_folder(writer, inputs, tmp_path):
     target = tmp_path / "no-such-folder" / "out.file"
     build, _ = WRITERS[writer]
-    assert_clean_failure(invoke(*build(inputs, target)), _command(writer), 2, names=["no-such-folder"])
+    assert_clean_case(invoke(*build(inputs, target)), _command(writer), 2, names=["no-such-folder"])
     assert not target.parent.exists()
 
 
@@ -82,7 +59,7 @@ def test_output_under_a_regular_file(writer, inputs, tmp_path):
     plain.write_text("a file, not a folder")
     target = plain / "out.file"
     build, _ = WRITERS[writer]
-    assert_clean_failure(invoke(*build(inputs, target)), _command(writer), 2, names=["plain.txt"])
+    assert_clean_case(invoke(*build(inputs, target)), _command(writer), 2, names=["plain.txt"])
     assert plain.read_text() == "a file, not a folder"
 
 
@@ -92,7 +69,7 @@ def test_output_is_an_input(writer, inputs):
     before = _snapshot(inputs)
     for key in used:
         result = invoke(*build(inputs, inputs[key]), "--force")
-        assert_clean_failure(result, _command(writer), 2, names=[inputs[key]])
+        assert_clean_case(result, _command(writer), 2, names=[inputs[key]])
     assert _snapshot(inputs) == before
 
 
@@ -104,7 +81,7 @@ def test_output_is_a_symlink_to_an_input(writer, inputs, tmp_path):
         link = tmp_path / f"link-to-{key}"
         link.symlink_to(inputs[key])
         result = invoke(*build(inputs, link), "--force")
-        assert_clean_failure(result, _command(writer), 2, names=[link, inputs[key]])
+        assert_clean_case(result, _command(writer), 2, names=[link, inputs[key]])
         assert link.is_symlink()
     assert _snapshot(inputs) == before
 
@@ -118,7 +95,7 @@ def test_a_symlink_output_is_replaced_not_written_through(writer, inputs, tmp_pa
     link = tmp_path / "out-link"
     link.symlink_to(elsewhere)
     refused = invoke(*build(inputs, link))
-    assert_clean_failure(refused, _command(writer), 2, names=[link], fragments=["--force"])
+    assert_clean_case(refused, _command(writer), 2, names=[link], fragments=["--force"])
     result = invoke(*build(inputs, link), "--force")
     assert result.exit_code == 0, result.output
     assert elsewhere.read_bytes() == b"not yours"
@@ -159,5 +136,5 @@ def read_only_folder(tmp_path: Path) -> Iterator[Path]:
 def test_output_in_a_read_only_folder(writer, inputs, read_only_folder):
     target = read_only_folder / "out.file"
     build, _ = WRITERS[writer]
-    assert_clean_failure(invoke(*build(inputs, target)), _command(writer), 2, names=["read-only"])
+    assert_clean_case(invoke(*build(inputs, target)), _command(writer), 2, names=["read-only"])
     assert not target.exists()

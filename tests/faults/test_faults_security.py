@@ -14,10 +14,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import invoke
 
 from streamae.io.atomic import temporary_path_for
 
-from .faultkit import assert_clean_failure, edit_hdf5, invoke, write_model
+from .faultkit import assert_clean_case, edit_hdf5, write_model
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = sorted([*(REPO / "streamae").glob("*.py"), *(REPO / "cli").glob("*.py")])
@@ -130,7 +131,7 @@ def test_error_messages_bound_a_hostile_attribute(tmp_path, good_model, good_pat
     for args in (["visualize", bad, "-o", guard.path, "--force"],
                  ["encode", bad, good_patches, "-o", guard.path, "--force"]):  # fmt: skip
         result = invoke(*args)
-        assert_clean_failure(result, args[0], 2, names=[bad])
+        assert_clean_case(result, args[0], 2, names=[bad])
         assert "\x1b" not in result.stderr
     guard.assert_intact()
 
@@ -142,7 +143,7 @@ def test_resume_refusal_bounds_the_stored_data_path(tmp_path, good_patches):
     with h5py.File(model, "r+") as handle:
         handle.attrs["data"] = '{"path": "' + "P" * TEN_MB + '", "shape": [300, 64], "dtype": "float32"}'
     result = invoke("train", good_patches, "-o", model, "--max-iter", "2", "--hidden", "3", "--resume")
-    assert_clean_failure(result, "train", 2, names=[model])
+    assert_clean_case(result, "train", 2, names=[model])
 
 
 # --------------------------------------------------------------------------- planted links

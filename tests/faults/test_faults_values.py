@@ -12,8 +12,9 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+from helpers import invoke, write_patch_file
 
-from .faultkit import assert_clean_failure, invoke, listing, write_patches
+from .faultkit import assert_clean_case, listing
 
 ROWS, CHUNK = 300, 64
 BAD_ROWS = {"first chunk": 0, "middle chunk": 150, "last chunk": ROWS - 1}
@@ -39,25 +40,25 @@ def poisoned(tmp_path, where, value):
     """A patch file with one non-finite value at the chosen row (column 5)."""
     data = _data()
     data[BAD_ROWS[where], 5] = BAD_VALUES[value]
-    return write_patches(tmp_path / "poisoned.h5", data, chunk_rows=CHUNK, patch_shape=(8, 8, 1))
+    return write_patch_file(tmp_path / "poisoned.h5", data, chunk_rows=CHUNK, patch_shape=(8, 8, 1))
 
 
 def test_train_stops_on_a_non_finite_value(poisoned, where, guard):
     result = invoke("train", poisoned, "-o", guard.path, "--force", "--max-iter", "2", "--hidden", "3")
-    assert_clean_failure(result, "train", 1, names=[poisoned], fragments=[str(BAD_ROWS[where])])
+    assert_clean_case(result, "train", 1, names=[poisoned], fragments=[str(BAD_ROWS[where])])
     guard.assert_intact()
 
 
 def test_encode_stops_on_a_non_finite_value(poisoned, where, good_model, guard):
     result = invoke("encode", good_model, poisoned, "-o", guard.path, "--force", "--block-rows", "50")
-    assert_clean_failure(result, "encode", 1, names=[poisoned], fragments=[str(BAD_ROWS[where])])
+    assert_clean_case(result, "encode", 1, names=[poisoned], fragments=[str(BAD_ROWS[where])])
     guard.assert_intact()
 
 
 def test_gradcheck_stops_on_a_non_finite_value(poisoned, where, tmp_path):
     before = listing(tmp_path)
     result = invoke("gradcheck", "--data", poisoned, "--rows", str(ROWS), "--hidden", "1")
-    assert_clean_failure(result, "gradcheck", 1, names=[poisoned], fragments=[str(BAD_ROWS[where])])
+    assert_clean_case(result, "gradcheck", 1, names=[poisoned], fragments=[str(BAD_ROWS[where])])
     assert listing(tmp_path) == before
 
 
@@ -65,9 +66,9 @@ def test_gradcheck_stops_on_a_non_finite_value(poisoned, where, tmp_path):
 def test_sigmoid_decoder_refuses_data_outside_0_1(outside, tmp_path, guard):
     data = _data()
     data[170, 9] = outside
-    path = write_patches(tmp_path / "raw.h5", data, chunk_rows=CHUNK)
+    path = write_patch_file(tmp_path / "raw.h5", data, chunk_rows=CHUNK)
     result = invoke("train", path, "-o", guard.path, "--force", "--max-iter", "2", "--hidden", "3")
-    assert_clean_failure(result, "train", 1, names=[path], fragments=["--decoder linear"])
+    assert_clean_case(result, "train", 1, names=[path], fragments=["--decoder linear"])
     guard.assert_intact()
     linear = invoke("train", path, "-o", tmp_path / "m.h5", "--max-iter", "2", "--hidden", "3",
                     "--decoder", "linear", "-q")  # fmt: skip
@@ -81,7 +82,7 @@ def _finite_model(path) -> bool:
 
 @pytest.mark.parametrize("rows", [1, 2, ROWS])
 def test_constant_patches_train_to_a_finite_model(rows, tmp_path):
-    path = write_patches(tmp_path / "flat.h5", np.full((rows, 64), 0.5, np.float32), chunk_rows=CHUNK)
+    path = write_patch_file(tmp_path / "flat.h5", np.full((rows, 64), 0.5, np.float32), chunk_rows=CHUNK)
     out = tmp_path / "m.h5"
     result = invoke("train", path, "-o", out, "--max-iter", "5", "--hidden", "3", "-q")
     assert result.exit_code == 0, result.output
@@ -91,7 +92,7 @@ def test_constant_patches_train_to_a_finite_model(rows, tmp_path):
 
 
 def test_a_single_patch_trains_and_encodes(tmp_path):
-    path = write_patches(tmp_path / "one.h5", _data()[:1], chunk_rows=CHUNK, patch_shape=(8, 8, 1))
+    path = write_patch_file(tmp_path / "one.h5", _data()[:1], chunk_rows=CHUNK, patch_shape=(8, 8, 1))
     out = tmp_path / "m.h5"
     result = invoke("train", path, "-o", out, "--max-iter", "5", "--hidden", "3", "-q")
     assert result.exit_code == 0, result.output

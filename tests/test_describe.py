@@ -9,16 +9,10 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import invoke
 
-from streamae.cli.info import info
 from streamae.encoding import encode
 from streamae.io.modelfile import HISTORY_FIELDS
-
-
-def run(args: list):
-    result = CliRunner().invoke(info, [str(arg) for arg in args])
-    print(result.output)
-    return result
 
 
 @pytest.fixture
@@ -47,7 +41,7 @@ def extracted(tmp_path, rng):
 
 
 def test_patch_file_as_json(extracted):
-    result = run([extracted, "--json"])
+    result = invoke("info", extracted, "--json")
     assert result.exit_code == 0
     described = json.loads(result.output)
     assert described["kind"] == "patches"
@@ -63,7 +57,7 @@ def test_patch_file_as_json(extracted):
 
 
 def test_patch_file_as_text(extracted):
-    result = run([extracted])
+    result = invoke("info", extracted)
     assert result.exit_code == 0
     text = result.output
     assert text.startswith(f"{extracted}: streamae patch file")
@@ -81,9 +75,9 @@ def test_patch_file_as_text(extracted):
 
 def test_minimal_patch_file(patch_file, unit_patches):
     path = patch_file(unit_patches, chunk_rows=None)
-    described = json.loads(run([path, "--json"]).output)
+    described = json.loads(invoke("info", path, "--json").output)
     assert described["kind"] == "patches" and described["chunks"] is None and described["seed"] is None
-    text = run([path]).output
+    text = invoke("info", path).output
     assert "contiguous (not chunked), no compression" in text and "not recorded" in text
 
 
@@ -102,7 +96,7 @@ def trained(model_file, rng):
 
 
 def test_model_file_as_json(trained):
-    result = run([trained, "--json"])
+    result = invoke("info", trained, "--json")
     assert result.exit_code == 0
     described = json.loads(result.output)
     assert described["kind"] == "model"
@@ -113,6 +107,7 @@ def test_model_file_as_json(trained):
         "beta": 2.0,
         "lambda": 1e-4,
         "decoder": "sigmoid",
+        "activation": "sigmoid",
     }
     # The final entries of the history: cost 1.0, reconstruction 2.0, weight decay 3.0, sparsity 4.0.
     assert described["final"] == {
@@ -129,7 +124,7 @@ def test_model_file_as_json(trained):
 
 
 def test_model_file_as_text(trained):
-    text = run([trained]).output
+    text = invoke("info", trained).output
     assert text.startswith(f"{trained}: streamae model file")
     for fragment in (
         "16 inputs -> 6 hidden (sigmoid decoder)",
@@ -142,17 +137,29 @@ def test_model_file_as_text(trained):
         assert fragment in text, fragment
 
 
+def test_tanh_model_file_as_text(model_file, rng):
+    path = model_file(
+        rng.normal(size=(6, 16)),
+        rho=0.05,
+        activation="tanh",
+        rho_hat=np.array([-0.9, -0.8, 0.1, -0.7, -0.6, -0.5]),
+    )
+    text = invoke("info", path).output
+    assert "16 inputs -> 6 tanh hidden (sigmoid decoder)" in text
+    assert "mean rho_hat:     -0.5667 (min -0.9, max 0.1, target -0.9 = 2 rho - 1)" in text
+
+
 def test_features_file(tmp_path, trained, patch_file, rng):
     data = patch_file(rng.uniform(size=(50, 16)).astype(np.float32), chunk_rows=20)
     output = tmp_path / "features.h5"
     encode(trained, data, output, reconstruct=True)
-    described = json.loads(run([output, "--json"]).output)
+    described = json.loads(invoke("info", output, "--json").output)
     assert described["kind"] == "features"
     assert described["datasets"]["features"]["shape"] == [50, 6]
     assert described["datasets"]["reconstruction"]["chunks"] == [20, 16]
     assert described["model"]["path"] == str(trained.resolve())
     assert described["data"]["shape"] == [50, 16]
-    assert "streamae features file" in run([output]).output
+    assert "streamae features file" in invoke("info", output).output
 
 
 def test_plain_hdf5_file(tmp_path):
@@ -160,13 +167,13 @@ def test_plain_hdf5_file(tmp_path):
     with h5py.File(path, "w") as handle:
         handle.create_dataset("images/train", data=np.zeros((3, 4), dtype=np.uint8))
         handle.create_dataset("labels", data=np.zeros(3, dtype=np.int64))
-    described = json.loads(run([path, "--json"]).output)
+    described = json.loads(invoke("info", path, "--json").output)
     assert described["kind"] == "hdf5"
     assert described["datasets"] == [
         {"name": "/images/train", "shape": [3, 4], "dtype": "uint8"},
         {"name": "/labels", "shape": [3], "dtype": "int64"},
     ]
-    text = run([path]).output
+    text = invoke("info", path).output
     assert "HDF5 file, not a streamae file" in text
     assert "/images/train  3x4 uint8" in text and "/labels  3 int64" in text
 
@@ -176,7 +183,7 @@ def test_missing_empty_or_foreign_file_is_a_usage_error(tmp_path, content):
     path = tmp_path / "file.h5"
     if content is not None:
         path.write_bytes(content)
-    result = run([path])
+    result = invoke("info", path)
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: {path}")
@@ -185,7 +192,7 @@ def test_missing_empty_or_foreign_file_is_a_usage_error(tmp_path, content):
 def test_damaged_model_file_names_the_missing_dataset(trained):
     with h5py.File(trained, "a") as handle:
         del handle["W1"]
-    result = run([trained, "--json"])
+    result = invoke("info", trained, "--json")
     assert result.exit_code == 2
     assert "/W1" in result.output and result.output.count("\n") == 1
 

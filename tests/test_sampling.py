@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from naive import notes_normalize
 
 from streamae.extraction.normalize import Statistics
 from streamae.extraction.sampling import SAMPLE_BLOCK_ROWS, cut_patches, plan_sampling
@@ -21,15 +22,6 @@ def naive_cut(images, image, top, left, height, width) -> np.ndarray:
             for k, t, s in zip(image, top, left, strict=True)
         ]
     )
-
-
-def notes_normalize(patches: np.ndarray) -> np.ndarray:
-    """The notes' normalizeData on (m, n) rows: per-patch mean, 3·std of all values, clip, map."""
-    x = patches.astype(np.float64)
-    x = x - x.mean(axis=1, keepdims=True)
-    pstd = 3 * x.std(ddof=1)  # MATLAB's std(patches(:))
-    x = np.clip(x, -pstd, pstd) / pstd
-    return (x + 1) * 0.4 + 0.1
 
 
 def pack(images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

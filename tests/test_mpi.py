@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cluster_helpers import (
+from helpers import (
     clean_environment,
     needs_mpi,
     relative_difference,
     run,
+    write_patch_file,
 )
-from conftest import write_patch_file
 
 from streamae.errors import DataError, InputFileError, UsageError
 from streamae.io.modelfile import load_model
@@ -34,7 +34,8 @@ from streamae.runtime.mpi import (
     raise_agreed,
     ranks_agree,
 )
-from streamae.training.session import resolve_threads, train
+from streamae.runtime.threads import resolve_threads
+from streamae.training.session import train
 
 SMALL = ["--hidden", "5", "--dtype", "float64", "-q", "--force"]
 
@@ -90,7 +91,7 @@ def test_threads_follow_slurm_then_the_affinity_shared_among_local_ranks():
     assert resolve_threads(None, {}) == cpus
     assert resolve_threads(None, {}, local_ranks=cpus) == 1
     assert resolve_threads(None, {}, local_ranks=10 * cpus) == 1
-    with pytest.raises(UsageError, match="--threads must be at least 1, got 0"):
+    with pytest.raises(UsageError, match="threads must be an integer ≥ 1, got 0"):
         resolve_threads(0, {})
 
 
@@ -146,7 +147,7 @@ def test_reading_without_file_locks_when_asked(patch_file, unit_patches, tmp_pat
     )
     try:
         assert holder.stdout.readline().strip() == "open"
-        with pytest.raises(InputFileError, match="pass --no-file-locking or set HDF5_USE_FILE_LOCKING=FALSE"):
+        with pytest.raises(InputFileError, match="file_locking=False or set HDF5_USE_FILE_LOCKING=FALSE"):
             train(data, hidden=3, max_iter=1, dtype="float64", stop_signals=False)
         model = train(data, hidden=3, max_iter=1, dtype="float64", file_locking=False, stop_signals=False)
         assert model.iterations == 1

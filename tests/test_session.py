@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
-from naive import dense_objective, sample_gray_patches, ufldl_normalize
+from helpers import IMAGES_DIR, write_large_patch_file, write_patch_file
+from naive import dense_objective, notes_normalize, sample_gray_patches
 from PIL import Image
 from scipy.optimize import minimize as scipy_minimize
 
@@ -20,13 +20,12 @@ from streamae.compute.parameters import initialize
 @pytest.fixture(scope="module")
 def notes_exercise_file(tmp_path_factory) -> tuple[Path, np.ndarray]:
     """10,000 8x8 gray patches from the shipped photographs, normalised as the notes do."""
-    from conftest import IMAGES_DIR, write_patch_file
 
     images = [
         np.asarray(Image.open(path).convert("L"), dtype=np.float64) / 255.0
         for path in sorted(IMAGES_DIR.glob("*.png"))
     ]
-    patches = ufldl_normalize(sample_gray_patches(images, 10_000, 8, seed=0))
+    patches = notes_normalize(sample_gray_patches(images, 10_000, 8, seed=0))
     path = tmp_path_factory.mktemp("notes") / "patches.h5"
     write_patch_file(path, patches.astype(np.float32), chunk_rows=2048, patch_shape=(8, 8, 1))
     return path, patches
@@ -72,17 +71,6 @@ def test_python_api_train_and_load_model_agree(patch_file, unit_patches, tmp_pat
     np.testing.assert_array_equal(loaded.rho_hat, model.rho_hat)
 
 
-def _write_uniform_patches(path: Path, rows: int, n: int = 64) -> None:
-    """A patch file of ``rows`` random rows, written in slabs so the test stays small."""
-    generator = np.random.default_rng(7)
-    with h5py.File(path, "w") as handle:
-        dataset = handle.create_dataset("patches", shape=(rows, n), dtype=np.float32, chunks=(16384, n))
-        for first in range(0, rows, 262_144):
-            last = min(rows, first + 262_144)
-            dataset[first:last] = generator.uniform(0.1, 0.9, size=(last - first, n)).astype(np.float32)
-        handle.attrs["format"] = "streamae.patches/1"
-
-
 def _peak_rss_mib(arguments: list[str]) -> float:
     """Peak resident memory (MiB) of a command run in a child process."""
     probe = (
@@ -101,8 +89,8 @@ def _peak_rss_mib(arguments: list[str]) -> float:
 @pytest.mark.slow
 def test_memory_does_not_grow_with_the_data(tmp_path):
     small, large = tmp_path / "small.h5", tmp_path / "large.h5"
-    _write_uniform_patches(small, 20_000)
-    _write_uniform_patches(large, 2_000_000)
+    write_large_patch_file(small, 20_000, chunk_rows=16384)
+    write_large_patch_file(large, 2_000_000, chunk_rows=16384)
     executable = str(Path(sys.executable).with_name("streamae"))
     peaks = {}
     for name, path in (("small", small), ("large", large)):
@@ -124,3 +112,18 @@ def test_memory_does_not_grow_with_the_data(tmp_path):
         )
     print(f"peak RSS: 20,000 x 64 -> {peaks['small']:.0f} MiB; 2,000,000 x 64 -> {peaks['large']:.0f} MiB")
     assert peaks["large"] - peaks["small"] < 100
+
+
+def test_python_api_trains_tanh_units(patch_file, unit_patches, tmp_path):
+    path = patch_file(unit_patches)
+    model = streamae.train(path, tmp_path / "m.h5", hidden=6, max_iter=5, dtype="float64", activation="tanh")
+    loaded = streamae.load_model(tmp_path / "m.h5")
+    assert loaded.activation == "tanh" and loaded.hyper == model.hyper
+    settings = {"hidden": 6, "rho": model.hyper.rho, "beta": model.hyper.beta, "lam": model.hyper.lam}
+    J, _, _ = dense_objective(loaded.theta, unit_patches, **settings, activation="tanh")
+    assert loaded.history["cost"][-1] == pytest.approx(J, rel=1e-10)
+    assert loaded.history["cost"][-1] < loaded.history["cost"][0]
+    W1, b1 = loaded.W1, loaded.b1
+    np.testing.assert_allclose(loaded.rho_hat, np.tanh(unit_patches @ W1.T + b1).mean(axis=0), rtol=1e-10)
+    evaluation = streamae.objective(unit_patches, loaded.theta, **settings, activation="tanh", block_rows=9)
+    assert evaluation.cost == pytest.approx(J, rel=1e-12)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from streamae.errors import StorageError
-from streamae.io.patchfile import ArrayPatches, PatchFile, streaming_block_rows
+from streamae.io.patchfile import ArrayPatches, PatchFile
+from streamae.io.readpolicy import streaming_block_rows
 
 
 def reader_threads() -> list[threading.Thread]:

@@ -14,14 +14,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from streamae.errors import DataError, InputFileError, MissingInputError
-from streamae.extraction.images import (
-    ImageCache,
-    ImageEntry,
-    expand_sources,
-    group_by_budget,
-    inventory,
-    read_entries,
-)
+from streamae.extraction.cache import ImageCache, group_by_budget
+from streamae.extraction.readers import ImageEntry, inventory, read_entries
+from streamae.extraction.sources import expand_sources
 
 
 def decode_all(entries, color: str = "gray", unit_scale: bool = False) -> list[np.ndarray]:
@@ -140,7 +135,7 @@ def test_npy_stacks_of_each_rank(tmp_path, rng, shape, count):
 def test_npz_needs_variable_when_it_holds_several(tmp_path, rng):
     a = rng.integers(0, 256, size=(2, 5, 6), dtype=np.uint8)
     np.savez(tmp_path / "s.npz", a=a, b=np.zeros((5, 6)))
-    with pytest.raises(InputFileError, match=r"holds 2 arrays \(a, b\); pick one with --variable"):
+    with pytest.raises(InputFileError, match=r"holds 2 arrays \(a, b\); pick one with variable='NAME'"):
         inventory([tmp_path / "s.npz"])
     entries = inventory([tmp_path / "s.npz"], variable="a")
     assert len(entries) == 2

@@ -10,26 +10,9 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import assert_clean_failure, invoke
 
-from streamae.cli.main import cli
 from streamae.io.modelfile import load_model
-
-
-def run(*args: str):
-    result = CliRunner().invoke(cli, list(args))
-    return result
-
-
-def assert_clean_failure(result, code: int, *fragments: str) -> None:
-    """Exit code, one plain message naming what is wrong, and no traceback."""
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1, result.stderr
-    assert result.stderr.rstrip().endswith(errors[0]), "the error is the last thing said"
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 @pytest.fixture
@@ -40,7 +23,7 @@ def good_file(patch_file, unit_patches):
 def test_train_writes_the_model_file_as_designed(good_file, tmp_path):
     out = tmp_path / "model.h5"
     log = tmp_path / "log.jsonl"
-    result = run(
+    result = invoke(
         "train", str(good_file), "-o", str(out), "--max-iter", "5", "--hidden", "9", "--log", str(log)
     )
     assert result.exit_code == 0, result.output
@@ -80,13 +63,13 @@ def test_train_writes_the_model_file_as_designed(good_file, tmp_path):
 
 
 def test_quiet_prints_only_the_summary(good_file, tmp_path):
-    result = run("train", str(good_file), "-o", str(tmp_path / "m.h5"), "--max-iter", "2", "--quiet")
+    result = invoke("train", str(good_file), "-o", str(tmp_path / "m.h5"), "--max-iter", "2", "--quiet")
     assert result.exit_code == 0
     assert "iter " not in result.output and "finished after 2 iterations" in result.output
 
 
 def test_missing_file(tmp_path):
-    result = run("train", str(tmp_path / "nothing.h5"), "-o", str(tmp_path / "m.h5"))
+    result = invoke("train", str(tmp_path / "nothing.h5"), "-o", str(tmp_path / "m.h5"))
     assert_clean_failure(result, 2, "nothing.h5", "no such file")
     assert not (tmp_path / "m.h5").exists()
 
@@ -96,21 +79,21 @@ def test_no_patches_dataset_lists_what_is_there(tmp_path):
     with h5py.File(path, "w") as handle:
         handle["images"] = np.zeros((3, 4))
         handle["labels/y"] = np.zeros(3)
-    result = run("train", str(path), "-o", str(tmp_path / "m.h5"))
+    result = invoke("train", str(path), "-o", str(tmp_path / "m.h5"))
     assert_clean_failure(result, 2, "other.h5", "no /patches", "/images", "/labels/y")
 
 
 def test_dataset_that_is_not_2d(patch_file, tmp_path):
     path = patch_file(np.zeros((10, 8, 8), dtype=np.float32), chunk_rows=None)
     assert_clean_failure(
-        run("train", str(path), "-o", str(tmp_path / "m.h5")), 2, "(10, 8, 8)", "not (rows, features)"
+        invoke("train", str(path), "-o", str(tmp_path / "m.h5")), 2, "(10, 8, 8)", "not (rows, features)"
     )
 
 
 def test_integer_dtype(patch_file, tmp_path):
     path = patch_file(np.zeros((10, 64), dtype=np.uint8))
     assert_clean_failure(
-        run("train", str(path), "-o", str(tmp_path / "m.h5")), 2, "uint8", "not float32 or float64"
+        invoke("train", str(path), "-o", str(tmp_path / "m.h5")), 2, "uint8", "not float32 or float64"
     )
 
 
@@ -121,17 +104,17 @@ def test_non_finite_values_name_the_first_bad_row(patch_file, unit_patches, tmp_
     data[bad_row, 5] = bad_value
     path = patch_file(data, chunk_rows=100)
     out = tmp_path / "m.h5"
-    result = run("train", str(path), "-o", str(out))
+    result = invoke("train", str(path), "-o", str(out))
     assert_clean_failure(result, 1, f"row {bad_row} holds NaN or Inf")
     assert not out.exists()
 
 
 def test_values_outside_unit_interval_with_sigmoid(patch_file, rng, tmp_path):
     path = patch_file(rng.normal(size=(300, 16)).astype(np.float32))
-    result = run("train", str(path), "-o", str(tmp_path / "m.h5"))
+    result = invoke("train", str(path), "-o", str(tmp_path / "m.h5"))
     assert_clean_failure(result, 1, "outside the sigmoid decoder's range", "--normalize", "--decoder linear")
     assert (
-        run(
+        invoke(
             "train", str(path), "-o", str(tmp_path / "m.h5"), "--decoder", "linear", "--max-iter", "2"
         ).exit_code
         == 0
@@ -141,21 +124,23 @@ def test_values_outside_unit_interval_with_sigmoid(patch_file, rng, tmp_path):
 @pytest.mark.parametrize(
     ("option", "value", "fragment"),
     [
-        ("--hidden", "0", "--hidden must be a whole number of at least 1"),
-        ("--rho", "0", "--rho must lie strictly between 0 and 1"),
-        ("--rho", "1", "--rho must lie strictly between 0 and 1"),
-        ("--rho", "-0.5", "--rho must lie strictly between 0 and 1"),
-        ("--beta", "-1", "--beta must be a finite number >= 0"),
-        ("--lambda", "-1e-4", "--lambda must be a finite number >= 0"),
-        ("--lambda", "nan", "--lambda must be a finite number >= 0"),
-        ("--max-iter", "-1", "--max-iter must be at least 0"),
-        ("--chunk-rows", "0", "--chunk-rows must be at least 1"),
-        ("--threads", "0", "--threads must be at least 1"),
+        ("--hidden", "0", "--hidden must be an integer ≥ 1, got 0."),
+        ("--rho", "0", "--rho must be a finite number > 0 and < 1, got 0.0."),
+        ("--rho", "1", "--rho must be a finite number > 0 and < 1, got 1.0."),
+        ("--rho", "-0.5", "--rho must be a finite number > 0 and < 1, got -0.5."),
+        ("--beta", "-1", "--beta must be a finite number ≥ 0, got -1.0."),
+        ("--lambda", "-1e-4", "--lambda must be a finite number ≥ 0, got -0.0001."),
+        ("--lambda", "nan", "--lambda must be a finite number ≥ 0, got nan."),
+        ("--max-iter", "-1", "--max-iter must be an integer ≥ 0, got -1."),
+        ("--chunk-rows", "0", "--chunk-rows must be an integer ≥ 1, got 0."),
+        ("--threads", "0", "--threads must be an integer ≥ 1, got 0."),
+        ("--memory-budget", "lots", "--memory-budget must be a size such as 8G, 512M or 1000000"),
+        ("--grad-tol", "-1", "--grad-tol must be a finite number ≥ 0, got -1.0."),
     ],
 )
 def test_bad_option_values(good_file, tmp_path, option, value, fragment):
     out = tmp_path / "m.h5"
-    result = run("train", str(good_file), "-o", str(out), option, value)
+    result = invoke("train", str(good_file), "-o", str(out), option, value)
     assert_clean_failure(result, 2, fragment)
     assert not out.exists()
 
@@ -163,22 +148,22 @@ def test_bad_option_values(good_file, tmp_path, option, value, fragment):
 def test_existing_output_needs_force(good_file, tmp_path):
     out = tmp_path / "m.h5"
     out.write_bytes(b"precious")
-    result = run("train", str(good_file), "-o", str(out), "--max-iter", "1")
+    result = invoke("train", str(good_file), "-o", str(out), "--max-iter", "1")
     assert_clean_failure(result, 2, "exists", "--force")
     assert out.read_bytes() == b"precious"
-    assert run("train", str(good_file), "-o", str(out), "--max-iter", "1", "--force").exit_code == 0
+    assert invoke("train", str(good_file), "-o", str(out), "--max-iter", "1", "--force").exit_code == 0
     assert load_model(out).iterations == 1
 
 
 def test_output_equal_to_input_is_refused(good_file):
     before = good_file.read_bytes()
-    result = run("train", str(good_file), "-o", str(good_file), "--force")
+    result = invoke("train", str(good_file), "-o", str(good_file), "--force")
     assert_clean_failure(result, 2, "would overwrite the input")
     assert good_file.read_bytes() == before
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    result = run("train", str(tmp_path / "nothing.h5"), "--debug")
+    result = invoke("train", str(tmp_path / "nothing.h5"), "--debug")
     assert result.exit_code != 0
     assert isinstance(result.exception, FileNotFoundError)
 
@@ -187,28 +172,75 @@ def test_no_temporary_files_are_left_after_a_failure(patch_file, unit_patches, t
     data = unit_patches.copy()
     data[-1, -1] = np.nan
     path = patch_file(data)
-    run("train", str(path), "-o", str(tmp_path / "m.h5"))
+    invoke("train", str(path), "-o", str(tmp_path / "m.h5"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["patches.h5"]
 
 
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
 @pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
 @pytest.mark.parametrize("block_rows", ["1", "7", "9", "100"])
-def test_gradcheck_passes_for_both_decoders_and_block_sizes(decoder, block_rows):
+def test_gradcheck_passes_for_both_decoders_and_block_sizes(decoder, block_rows, activation):
     # 20 rows: blocks of 1, 7 and 9 (which do not divide 20) and 100 (larger than m).
-    result = run("gradcheck", "--decoder", decoder, "--block-rows", block_rows, "--rows", "20")
+    result = invoke(
+        "gradcheck",
+        "--decoder",
+        decoder,
+        "--activation",
+        activation,
+        "--block-rows",
+        block_rows,
+        "--rows",
+        "20",
+    )
     assert result.exit_code == 0, result.output
     difference = float(result.output.split("relative difference:")[1].split()[0])
     assert difference < 1e-9
 
 
-def test_gradcheck_on_a_data_file(good_file):
-    result = run("gradcheck", "--data", str(good_file), "--rows", "12", "--hidden", "4", "--block-rows", "5")
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_gradcheck_on_a_data_file(good_file, activation):
+    result = invoke(
+        "gradcheck",
+        "--data",
+        str(good_file),
+        "--rows",
+        "12",
+        "--hidden",
+        "4",
+        "--block-rows",
+        "5",
+        "--activation",
+        activation,
+    )
     assert result.exit_code == 0, result.output
+    assert float(result.output.split("relative difference:")[1].split()[0]) < 1e-9
+
+
+def test_gradcheck_detects_a_wrong_tanh_sparsity_gradient(monkeypatch):
+    # The check can fail for tanh: drop the ½ of (β/2)·s(q̂) and the difference must show.
+    from streamae.compute import objective, schemes
+
+    original = objective.sparsity_delta
+
+    def without_the_half(hyper, rho_hat):
+        factor = 2.0 if hyper.activation == "tanh" else 1.0
+        return factor * original(hyper, rho_hat)
+
+    monkeypatch.setattr(schemes, "sparsity_delta", without_the_half)
+    result = invoke("gradcheck", "--activation", "tanh", "--rows", "20")
+    assert result.exit_code == 1
+    assert "gradient check failed" in result.output
+
+
+def test_activation_choices_are_checked():
+    result = invoke("gradcheck", "--activation", "relu")
+    assert result.exit_code == 2
+    assert "relu" in result.output and "tanh" in result.output
 
 
 def test_gradcheck_fails_loudly_with_a_huge_epsilon():
     # A central difference with epsilon = 1 is far off: the check must say so and exit 1.
-    result = run("gradcheck", "--epsilon", "1.0")
+    result = invoke("gradcheck", "--epsilon", "1.0")
     assert result.exit_code == 1
     assert "gradient check failed" in result.output
 
@@ -229,3 +261,15 @@ def test_installed_console_script_runs():
         timeout=60,
     )
     assert probe.stdout.strip() == "True"
+
+
+def test_train_with_tanh_units_records_them(good_file, tmp_path):
+    out = tmp_path / "model.h5"
+    result = invoke(
+        "train", str(good_file), "-o", str(out), "--max-iter", "3", "--hidden", "4", "--activation", "tanh"
+    )
+    assert result.exit_code == 0, result.output
+    assert "4 tanh hidden units" in result.stderr
+    with h5py.File(out, "r") as handle:
+        assert handle.attrs["activation"] == "tanh"
+        assert handle["rho_hat"][()].min() < 0  # means of tanh units, not of sigmoid ones

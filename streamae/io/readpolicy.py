@@ -1,0 +1,196 @@
+"""How a patch file is read: block size, prefetch and chunk cache, decided in one place.
+
+``train``, ``encode`` and the benchmarks all open their data through :func:`open_patches`
+(or :func:`read_policy` + :meth:`ReadPolicy.open`), so what is benchmarked is what runs.
+
+The three decisions and why (measured on the 2-core VM of DESIGN.md, "Performance"):
+
+- **Block size**: whole HDF5 chunks adding up to ``STREAMING_READ_BYTES`` (8 MiB): the
+  compute lanes meet once per block, and each meeting costs 0.1-0.5 ms on a busy host.
+- **Chunk cache**: for an unfiltered dataset read in whole chunks, none.  HDF5 reads a
+  chunk that does not fit its cache straight into the caller's buffer; one that fits goes
+  through the cache and is copied again.  Reading 256 MB of 1 MiB chunks into 8 MiB
+  blocks, page cache warm: 6.8-7.0 GB/s with no cache against 3.6-4.8 GB/s with h5py's
+  default 1 MiB cache (another run: 5.7 against 4.8 GB/s; cold, both at the device's
+  ~1.3 GB/s: ``python benchmarks/bench_read.py``).  A filtered (compressed)
+  dataset keeps a cache of two chunks, so a read that starts inside a chunk (an MPI
+  share's edge) does not decompress that chunk twice.
+- **Prefetch** (a reader thread filling a second buffer while the lanes compute): on when
+  the file is unlikely to be in the page cache, i.e. when it is larger than
+  ``PREFETCH_MEMORY_FRACTION`` of the memory available now.  From the page cache a read is
+  a memory copy that needs a core of its own; on 2 cores both are busy computing, so the
+  thread only takes turns with them.  From disk the read waits on the device, and
+  overlapping that wait with computing is the gain.  Measured (``bench_read.py``, 10^6 x 64,
+  one single-pass evaluation, busy host, load 3-4): page cache warm, 0.761 s off / 0.747 s
+  on (waited 82 / 11 ms: no real difference); cold, 0.731 s off / 0.698 s on (waited 140 /
+  31 ms).  So prefetch pays only when the reads come from the device.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from streamae.io.hdf5 import PATCHES_DATASET, open_hdf5
+from streamae.io.patchfile import PatchFile, PatchLayout, default_block_rows, inspect_patch_file
+
+# Rows per read for streaming: whole chunks adding up to about this many bytes (see the
+# module doc; measured for n=64: 4096-row blocks 218 ms per evaluation of 400k rows,
+# 32768-row blocks 200 ms, one block 168 ms).
+STREAMING_READ_BYTES = 8 << 20
+# A file larger than this share of the available memory is taken to be read from disk.
+PREFETCH_MEMORY_FRACTION = 0.5
+# Chunks a filtered dataset's cache holds.
+FILTERED_CACHE_CHUNKS = 2
+# The number of hash slots HDF5 recommends: a prime, ~100x the chunks the cache holds.
+CACHE_SLOTS = 1009
+
+
+@dataclass(frozen=True)
+class ReadPolicy:
+    """How to read one patch file: rows per read, reader thread or not, chunk cache bytes.
+
+    ``reason`` says in one sentence why prefetch is on or off (shown by ``train``).
+    """
+
+    block_rows: int
+    prefetch: bool
+    chunk_cache_bytes: int
+    reason: str
+
+    def open(
+        self,
+        path: str | os.PathLike,
+        *,
+        dtype: np.dtype | type = np.float32,
+        row_range: tuple[int, int] | None = None,
+        file_locking: bool | None = None,
+        dataset: str = "/" + PATCHES_DATASET,
+    ) -> PatchFile:
+        """A :class:`PatchFile` reading ``dataset`` of ``path`` by this policy."""
+        return PatchFile(
+            path,
+            dtype=dtype,
+            block_rows=self.block_rows,
+            row_range=row_range,
+            file_locking=file_locking,
+            prefetch=self.prefetch,
+            chunk_cache_bytes=self.chunk_cache_bytes,
+            dataset=dataset,
+        )
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (MemAvailable), or the physical memory if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def streaming_block_rows(layout: PatchLayout, target_bytes: int = STREAMING_READ_BYTES) -> int:
+    """Rows per read for streaming: whole chunks totalling about ``target_bytes``."""
+    unit = default_block_rows(layout)
+    row_bytes = layout.n_features * layout.dtype.itemsize
+    return unit * max(1, target_bytes // max(1, unit * row_bytes))
+
+
+def storage_of(
+    path: str | os.PathLike, file_locking: bool | None = None, dataset: str = "/" + PATCHES_DATASET
+) -> tuple[bool, int]:
+    """(filtered, chunk bytes) of a patch file's ``dataset``; chunk bytes 0 when contiguous."""
+    with open_hdf5(Path(path), file_locking=file_locking) as handle:
+        return _storage(handle[dataset])
+
+
+def _storage(dataset: h5py.Dataset) -> tuple[bool, int]:
+    if dataset.chunks is None:
+        return False, 0
+    filtered = dataset.id.get_create_plist().get_nfilters() > 0
+    return filtered, int(np.prod(dataset.chunks)) * dataset.dtype.itemsize
+
+
+def read_policy(
+    layout: PatchLayout,
+    *,
+    filtered: bool = False,
+    chunk_bytes: int = 0,
+    block_rows: int | None = None,
+    share_rows: int | None = None,
+    memory: int | None = None,
+    prefetch: bool | None = None,
+) -> ReadPolicy:
+    """The read policy for a file of this layout on this machine (see the module doc).
+
+    ``block_rows``: the caller's rows per read (default: ~8 MiB of whole chunks).
+    ``share_rows``: rows this process reads (default all).  ``memory``: bytes available
+    (default: MemAvailable now).  ``prefetch``: force the reader thread on or off.
+    """
+    rows = int(block_rows) if block_rows else streaming_block_rows(layout)
+    if rows < 1:
+        raise ValueError(f"block_rows must be at least 1, got {rows}")
+    cache = FILTERED_CACHE_CHUNKS * chunk_bytes if filtered else 0
+    share = layout.n_rows if share_rows is None else int(share_rows)
+    nbytes = share * layout.n_features * layout.dtype.itemsize
+    memory = available_memory() if memory is None else int(memory)
+    if prefetch is not None:
+        reason = "prefetch " + ("on" if prefetch else "off") + " as asked"
+    elif nbytes > PREFETCH_MEMORY_FRACTION * memory:
+        prefetch = True
+        reason = (
+            f"prefetch on: {nbytes / 2**30:,.1f} GiB to read exceeds half the available memory "
+            f"({memory / 2**30:,.1f} GiB), so reads come from disk and overlap the computing"
+        )
+    else:
+        prefetch = False
+        reason = (
+            f"prefetch off: {nbytes / 2**30:,.2f} GiB fits in the page cache, where reading is a "
+            "memory copy that would take turns with the computing threads"
+        )
+    return ReadPolicy(block_rows=rows, prefetch=bool(prefetch), chunk_cache_bytes=cache, reason=reason)
+
+
+def open_patches(
+    path: str | os.PathLike,
+    *,
+    dtype: np.dtype | type = np.float32,
+    block_rows: int | None = None,
+    row_range: tuple[int, int] | None = None,
+    file_locking: bool | None = None,
+    prefetch: bool | None = None,
+    dataset: str = "/" + PATCHES_DATASET,
+) -> PatchFile:
+    """Open ``dataset`` of ``path`` for streaming by :func:`read_policy`; the policy is ``.policy``."""
+    layout = (
+        inspect_patch_file(path, dataset) if file_locking is None else _layout(path, file_locking, dataset)
+    )
+    filtered, chunk_bytes = storage_of(path, file_locking, layout.dataset)
+    share = None if row_range is None else row_range[1] - row_range[0]
+    policy = read_policy(
+        layout,
+        filtered=filtered,
+        chunk_bytes=chunk_bytes,
+        block_rows=block_rows,
+        share_rows=share,
+        prefetch=prefetch,
+    )
+    source = policy.open(
+        path, dtype=dtype, row_range=row_range, file_locking=file_locking, dataset=layout.dataset
+    )
+    source.policy = policy
+    return source
+
+
+def _layout(path: str | os.PathLike, file_locking: bool | None, dataset: str) -> PatchLayout:
+    from streamae.io.patchfile import read_layout, validate_patch_dataset
+
+    with open_hdf5(Path(path), file_locking=file_locking) as handle:
+        return read_layout(validate_patch_dataset(handle, Path(path), dataset), Path(path))

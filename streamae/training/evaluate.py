@@ -1,0 +1,52 @@
+"""J and ∇J at one point, as a library function (``streamae.objective``)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from streamae.compute.objective import Evaluation
+from streamae.compute.parameters import Hyperparameters, initialize
+from streamae.compute.schemes import TwoPassObjective
+from streamae.io.patchfile import ArrayPatches
+from streamae.io.readpolicy import open_patches
+from streamae.options import DEFAULT_DATASET, TRAIN, dataset_path
+
+__all__ = ["objective"]
+
+
+def objective(
+    data: str | os.PathLike | np.ndarray,
+    theta: np.ndarray | None = None,
+    *,
+    hidden: int = TRAIN["hidden"].default,
+    rho: float = TRAIN["rho"].default,
+    beta: float = TRAIN["beta"].default,
+    lam: float = TRAIN["lam"].default,
+    decoder: str = TRAIN["decoder"].default,
+    activation: str = TRAIN["activation"].default,
+    dtype: str = "float64",  # a check, not a training run: float64 by default
+    block_rows: int | None = None,
+    seed: int = TRAIN["seed"].default,
+    dataset: str = DEFAULT_DATASET,
+) -> Evaluation:
+    """J, its terms, ∇J (p,) and ρ̂ (s,) at ``theta`` (default: the notes' initialisation).
+
+    ``data`` is a patch file path (its 2-D ``dataset``, default ``/patches``) or an (m, n)
+    array; a file is read by the one read policy (io/readpolicy.py).  The same streamed kernels as
+    training compute it (the two-pass scheme).  The hyperparameters' defaults and checks
+    are :data:`streamae.options.TRAIN`'s.
+    """
+    hyper = Hyperparameters(
+        hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder, activation=activation
+    )
+    compute_dtype = np.dtype(TRAIN["dtype"].check(dtype)).type
+    if isinstance(data, np.ndarray):
+        source = ArrayPatches(np.asarray(data, dtype=compute_dtype), block_rows=block_rows)
+    else:
+        source = open_patches(data, dtype=compute_dtype, block_rows=block_rows, dataset=dataset_path(dataset))
+    with source:
+        n = source.layout.n_features
+        theta = initialize(n, hidden, seed) if theta is None else np.asarray(theta, dtype=np.float64)
+        return TwoPassObjective(source, hyper, n_visible=n, dtype=compute_dtype)(theta)

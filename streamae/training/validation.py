@@ -1,0 +1,217 @@
+"""Held-out evaluation while training: J's terms on data the optimizer never sees.
+
+The held-out rows come from another file (``validation="held.h5:/X"``) or from the
+training file itself (``validation_fraction=f``: a seeded choice of whole chunks, taken
+out of the training stream).  They are evaluated with the training objective's own
+streamed kernels (a :class:`~streamae.compute.schemes.SinglePassObjective` over the
+held-out rows: one read, sums reduced over the MPI ranks like the training sums), so
+the held-out reconstruction error, ρ̂ and sparsity term are the same quantities as the
+training ones, on other rows.  The gradient that pass also computes is not used: the
+cost of a validation is one training evaluation over the held-out rows.
+
+:class:`Validation` is the trainer's per-iteration hook: every ``validate_every``
+iterations it evaluates, records the numbers, and with ``early_stop=K`` asks the loop
+to stop once the held-out J has not improved for K validations, remembering the best
+parameters.  Every rank computes identical reduced numbers, so every rank takes the same
+decision at the same iteration.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from streamae.compute.objective import Evaluation
+from streamae.compute.parameters import Hyperparameters
+from streamae.compute.schemes import SinglePassObjective
+from streamae.errors import UsageError
+from streamae.io.modelfile import VALIDATION_FIELDS
+
+
+def parse_validation(text: str, default_dataset: str) -> tuple[Path, str]:
+    """``FILE[:DATASET]`` → (file, dataset); the dataset defaults to the training one.
+
+    The text after the last colon is a dataset only when it starts with "/" (so a path
+    such as ``C:\\data.h5`` or ``a:b.h5`` stays a file name).
+    """
+    if not text:
+        raise UsageError("validation must name a file (FILE or FILE:/DATASET).", parameter="validation")
+    head, colon, tail = text.rpartition(":")
+    if colon and head and tail.startswith("/"):
+        return Path(head), tail
+    return Path(text), default_dataset
+
+
+def held_out_chunks(n_rows: int, chunk_rows: int, fraction: float, seed: int) -> np.ndarray:
+    """The sorted indices of the whole chunks held out of training (a seeded choice).
+
+    round(fraction × chunks) chunks, at least one and at most all but one: both the
+    training and the held-out set must hold rows.
+    """
+    n_chunks = -(-n_rows // chunk_rows)
+    if n_chunks < 2:
+        raise UsageError(
+            f"validation_fraction needs at least two chunks of {chunk_rows} rows to hold one out, "
+            f"but the data has {n_rows} rows; give a validation file instead or smaller chunks.",
+            parameter="validation_fraction",
+        )
+    count = min(n_chunks - 1, max(1, round(fraction * n_chunks)))
+    # A generator of its own, seeded apart from the initial weights' (same seed, other stream).
+    chosen = np.random.default_rng([seed, 0x5A11D]).choice(n_chunks, size=count, replace=False)
+    return np.sort(chosen)
+
+
+def split_ranges(
+    share: tuple[int, int], n_rows: int, chunk_rows: int, held: np.ndarray
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(training ranges, held-out ranges) of one rank's chunk-aligned ``share`` of rows.
+
+    Adjacent chunks of the same side are merged into one range, so the training stream
+    of a file with nothing held out is the share itself.
+    """
+    held_set = set(int(c) for c in held)
+    train: list[tuple[int, int]] = []
+    held_out: list[tuple[int, int]] = []
+    start, stop = share
+    for first in range(start, stop, chunk_rows):
+        last = min(first + chunk_rows, stop, n_rows)
+        side = held_out if first // chunk_rows in held_set else train
+        if side and side[-1][1] == first:
+            side[-1] = (side[-1][0], last)
+        else:
+            side.append((first, last))
+    return train, held_out
+
+
+class RowRanges:
+    """Some row ranges of an opened :class:`~streamae.io.patchfile.PatchFile`, as one source.
+
+    ``blocks`` yields the file's blocks range after range, with their row numbers in the
+    file (so messages name the file's rows).  The file must have been opened on a row
+    range containing every range (its buffer is then large enough for any block).
+    """
+
+    def __init__(self, source, ranges: list[tuple[int, int]]) -> None:
+        self._source = source
+        self.ranges = [(int(a), int(b)) for a, b in ranges if b > a]
+        self.dtype = source.dtype
+        self.block_rows = source.block_rows
+        self.layout = source.layout
+        self.io_stats = getattr(source, "io_stats", None)
+
+    @property
+    def n_rows(self) -> int:
+        """Rows this source delivers."""
+        return sum(b - a for a, b in self.ranges)
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first_row, block)`` over every range in order (blocks reuse one buffer)."""
+        source = self._source
+        whole = (source.start, source.stop)
+        try:
+            for start, stop in self.ranges:
+                source.start, source.stop = start, stop
+                yield from source.blocks()
+        finally:
+            source.start, source.stop = whole
+
+    def close(self) -> None:
+        """Close the underlying file."""
+        self._source.close()
+
+    def __enter__(self) -> RowRanges:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class HeldOutObjective:
+    """J's terms on the held-out rows at theta, streamed with the training kernels.
+
+    ``source`` streams this rank's held-out rows; ``comm`` reduces the sums.  Returns an
+    :class:`~streamae.compute.objective.Evaluation` (cost, reconstruction, weight decay,
+    sparsity, ρ̂ (s,)); its gradient is a by-product and unused.
+    """
+
+    def __init__(self, source, hyper: Hyperparameters, *, n_visible: int, dtype, comm, threads=None) -> None:
+        options = {"n_visible": n_visible, "dtype": dtype, "comm": comm}
+        if threads is not None:
+            options["threads"] = threads
+        self._objective = SinglePassObjective(source, hyper, **options)
+        self.n_rows = self._objective.n_rows
+
+    def __call__(self, theta: np.ndarray) -> Evaluation:
+        return self._objective(np.asarray(theta, dtype=np.float64))
+
+    def close(self) -> None:
+        """Stop the objective's worker threads."""
+        self._objective.close()
+
+
+@dataclass
+class Validation:
+    """The trainer's held-out hook: evaluate, record, keep the best, decide early stopping.
+
+    ``evaluate(theta) -> Evaluation``; ``every``: validate after every ``every``-th
+    iteration; ``early_stop``: stop after this many validations without a lower held-out J
+    (None: never).  ``history`` maps VALIDATION_FIELDS to lists; ``best_theta`` is a copy
+    of the parameters with the lowest held-out J so far, ``best_iteration`` their iteration.
+    """
+
+    evaluate: object
+    every: int = 1
+    early_stop: int | None = None
+    history: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in VALIDATION_FIELDS})
+    best_cost: float = math.inf
+    best_theta: np.ndarray | None = None
+    best_iteration: int | None = None
+    since_best: int = 0
+    stopped_early: bool = False
+
+    def record(self, iteration: int, theta: np.ndarray) -> Evaluation:
+        """Evaluate at theta (after ``iteration`` iterations) and remember the numbers."""
+        evaluation = self.evaluate(theta)
+        values = {
+            "iteration": float(iteration),
+            "cost": evaluation.cost,
+            "reconstruction": evaluation.reconstruction,
+            "weight_decay": evaluation.weight_decay,
+            "sparsity": evaluation.sparsity,
+            "rho_hat_mean": float(np.mean(evaluation.rho_hat)),
+        }
+        for name in VALIDATION_FIELDS:
+            self.history[name].append(float(values[name]))
+        if evaluation.cost < self.best_cost:
+            self.best_cost = evaluation.cost
+            self.best_theta = np.array(theta, dtype=np.float64, copy=True)
+            self.best_iteration = iteration
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        return evaluation
+
+    def after_iteration(self, iteration: int, theta: np.ndarray, record: dict) -> str | None:
+        """The loop's hook: validate when due, add the numbers to ``record``; a stop reason or None."""
+        if iteration % self.every != 0:
+            return None
+        evaluation = self.record(iteration, theta)
+        record["validation_cost"] = evaluation.cost
+        record["validation_reconstruction"] = evaluation.reconstruction
+        record["validation_sparsity"] = evaluation.sparsity
+        record["validation_rho_hat_mean"] = float(np.mean(evaluation.rho_hat))
+        if self.early_stop is not None and self.since_best >= self.early_stop:
+            self.stopped_early = True
+            return (
+                f"early stop: the held-out J has not improved for {self.early_stop} validations; "
+                f"kept the best parameters, of iteration {self.best_iteration}"
+            )
+        return None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The history as float64 arrays (for the model file)."""
+        return {name: np.asarray(values, dtype=np.float64) for name, values in self.history.items()}

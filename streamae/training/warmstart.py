@@ -1,0 +1,357 @@
+"""Coarse-to-fine warm start: L-BFGS on growing fair samples, then on the full data.
+
+On data larger than memory every L-BFGS iteration reads the whole file, and most of the
+notes' 400 iterations are spent finding a region a small sample already reveals.  A warm
+start runs L-BFGS on a sample of whole chunks spread over the file
+(:mod:`streamae.io.chunksample`), hands the parameters to the next, larger sample, and
+ends with the exact full-batch objective and the user's ``max_iter`` and tolerances.
+Only the starting point of the last stage changes; its objective is the notes' own.
+
+Choices (DESIGN.md, "Fewer passes"):
+
+- ``auto``: the first sample holds about ``AUTO_ROWS_PER_PARAMETER`` (5) rows per
+  parameter: small enough that L-BFGS runs its full budget on it for a few full-data
+  evaluations' worth of rows, large enough that its optimum lies in the full one's
+  basin; each next stage is ``AUTO_GROWTH`` (10) times larger; stages stop below
+  m / ``AUTO_LAST_FRACTION`` (10), since a larger sample costs nearly as much as the
+  data.  When not even the first fits, ``auto`` is ``none``.  Measured on 10⁶ photo
+  patches (benchmarks/bench_warm_start.py): 20 rows per parameter with a 152-iteration
+  first stage reached 0.1% of the plain J in 172 full evaluations, ~5 rows per parameter
+  with 400 iterations in 34 (the plain run: 340).
+- A sample stage's iteration budget is ``max_iter`` capped so that the stage costs at
+  most ``STAGE_BUDGET_FULL_EVALUATIONS`` (10) full-data evaluations' worth of rows
+  (iterations × rows ≤ 10·m): a small first sample runs up to the notes' 400 iterations
+  (cheap), a large later one, which starts close, only a few dozen.  Its tolerances are
+  the user's: a stage never stops earlier than the full run would.
+- Iterations are numbered across stages (the history has one entry per iteration of
+  any stage, with its ``stage`` and ``sample_rows``), so checkpoints and ``resume`` work
+  in every stage as they do for a plain run: exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamae.compute.lbfgs import LbfgsState, StopRules
+from streamae.errors import Interrupted, UsageError
+from streamae.io.chunksample import ChunkSample, chunks_for_rows, rank_part, sample_rows, spread_chunks
+from streamae.io.patchfile import PatchLayout, default_block_rows
+from streamae.runtime.mpi import Communicator, mark_collective
+from streamae.runtime.signals import StopFlag
+from streamae.training.checkpoint import Progress, ResumePoint
+from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
+
+AUTO_ROWS_PER_PARAMETER = 5
+AUTO_GROWTH = 10
+AUTO_LAST_FRACTION = 10
+STAGE_BUDGET_FULL_EVALUATIONS = 10
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: its number (1-based), the rows it trains on (all ranks together), the
+    chunks of its sample (None: the full data) and its iteration budget (None: the
+    user's ``max_iter``)."""
+
+    number: int
+    rows: int
+    chunks: np.ndarray | None
+    iterations: int | None
+
+    @property
+    def is_final(self) -> bool:
+        """True for the last stage, the full data."""
+        return self.chunks is None
+
+
+@dataclass(frozen=True)
+class WarmPlan:
+    """The resolved schedule: the given text and the stages, the last being the full data."""
+
+    schedule: str
+    stages: tuple[Stage, ...]
+    chunk_rows: int
+
+    @property
+    def sizes(self) -> list[int]:
+        """Rows of every stage, the full data last (what the model file records)."""
+        return [stage.rows for stage in self.stages]
+
+    def record(self, stage: int, first_iteration: int, done: bool) -> dict:
+        """The model file's ``info["warm_start"]``: the schedule and where training stands."""
+        return {
+            "schedule": self.schedule,
+            "stages": self.sizes,
+            "chunk_rows": self.chunk_rows,
+            "stage": stage,
+            "stage_first_iteration": first_iteration,
+            "stage_done": done,
+        }
+
+
+def parse_schedule(text: str) -> str | list[int]:
+    """``"none"``, ``"auto"`` or the list of sample sizes in ``text`` ("20000,200000").
+
+    Raises :class:`UsageError` naming the parameter ``warm_start``.
+    """
+    if not isinstance(text, str):
+        raise UsageError(
+            f"warm_start must be none, auto or sample sizes such as 20000,200000, got {text!r}.",
+            parameter="warm_start",
+        )
+    word = text.strip().lower()
+    if word in ("none", "auto"):
+        return word
+    parts = [part.strip().replace("_", "") for part in word.split(",")]
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise UsageError(
+            f"warm_start must be none, auto or increasing sample sizes such as 20000,200000, got {shown!r}.",
+            parameter="warm_start",
+        )
+    sizes = [int(part) for part in parts]
+    if any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)):
+        raise UsageError(
+            f"warm_start sample sizes must increase from stage to stage, got {text.strip()!r}.",
+            parameter="warm_start",
+        )
+    return sizes
+
+
+def auto_sizes(n_rows: int, n_parameters: int) -> list[int]:
+    """``auto``'s sample sizes: 5·p, ×10 per stage, while below m/10 (empty: no gain)."""
+    sizes = []
+    size = AUTO_ROWS_PER_PARAMETER * n_parameters
+    while size * AUTO_LAST_FRACTION < n_rows:
+        sizes.append(size)
+        size *= AUTO_GROWTH
+    return sizes
+
+
+def stage_budget(max_iter: int, rows: int, n_rows: int) -> int:
+    """A sample stage's iterations: ``max_iter``, at most 10 full evaluations' worth of rows."""
+    return max(1, min(max_iter, -(-STAGE_BUDGET_FULL_EVALUATIONS * n_rows // rows)))
+
+
+def plan_warm_start(schedule: str, layout: PatchLayout, n_parameters: int, max_iter: int) -> WarmPlan:
+    """The stages of ``schedule`` on the file ``layout`` describes.
+
+    Sample sizes are rounded up to whole chunks; a size that would need every chunk is
+    an error for a given list (it is not a sample) and ends ``auto``'s list.  With
+    ``max_iter`` 0 there are no sample stages (nothing is trained).
+    """
+    parsed = parse_schedule(schedule)
+    m = layout.n_rows
+    unit = layout.chunk_rows or default_block_rows(layout)
+    n_chunks = -(-m // unit)
+    sizes = auto_sizes(m, n_parameters) if parsed == "auto" else ([] if parsed == "none" else parsed)
+    stages: list[Stage] = []
+    last_count = 0
+    for size in sizes if max_iter > 0 else []:
+        count = chunks_for_rows(size, unit, m)
+        if count >= n_chunks:
+            if parsed == "auto":
+                break
+            raise UsageError(
+                f"warm_start sample size {size:,} needs all {n_chunks:,} chunks of {unit:,} rows of "
+                f"{layout.path} ({m:,} rows), so it is not a sample; give sizes below {m - unit + 1:,}.",
+                parameter="warm_start",
+            )
+        if count <= last_count:
+            continue  # rounds to the same chunks as the previous stage: nothing new to learn
+        chunks = spread_chunks(n_chunks, count)
+        rows = sample_rows(chunks, unit, m)
+        stages.append(Stage(len(stages) + 1, rows, chunks, stage_budget(max_iter, rows, m)))
+        last_count = count
+    stages.append(Stage(len(stages) + 1, m, None, None))
+    return WarmPlan(schedule=schedule.strip().lower(), stages=tuple(stages), chunk_rows=unit)
+
+
+@dataclass(frozen=True)
+class Beginning:
+    """Where a run begins: the stage, whether the resumed checkpoint closed the stage
+    before it (so the stage begins afresh from the checkpoint's point), and the first
+    iteration of a stage being continued."""
+
+    stage: int
+    closed: bool = False
+    first_iteration: int = 0
+
+
+def where_to_begin(plan: WarmPlan, resumed: ResumePoint | None, stored: object, path: object) -> Beginning:
+    """The stage (1-based) at which this run begins.
+
+    A fresh run begins at stage 1.  A resumed run continues the stored stage, or begins
+    the next one when the stored stage was done.  The stored schedule must be the same
+    unless the checkpoint is already in the full-data stage (older files record none
+    and count as a plain run there).
+    """
+    final = len(plan.stages)
+    if resumed is None:
+        return Beginning(1)
+    if not stored:
+        return Beginning(final)  # an older (or plain) checkpoint: the full data
+    sizes, stage = (stored.get("stages"), stored.get("stage")) if isinstance(stored, dict) else (None, None)
+    first = stored.get("stage_first_iteration", 0) if isinstance(stored, dict) else None
+    if not (
+        isinstance(sizes, list)
+        and isinstance(stage, int)
+        and 1 <= stage <= len(sizes)
+        and isinstance(first, int)
+        and 0 <= first <= resumed.state.iteration
+    ):
+        raise UsageError(
+            f"{path}: the warm-start record in the model file is damaged; train afresh without resume.",
+            parameter="warm_start",
+        )
+    if stage == len(sizes):  # in the full-data stage: the earlier stages no longer matter
+        return Beginning(final, first_iteration=first)
+    if sizes != plan.sizes:
+        raise UsageError(
+            f"{path}: cannot resume: it was trained with the warm-start stages {sizes[:8]} "
+            f"(schedule {str(stored.get('schedule'))[:60]!r}), not {plan.sizes[:8]}; resume with "
+            "the same warm_start or train afresh without resume.",
+            parameter="warm_start",
+        )
+    if stored.get("stage_done"):
+        return Beginning(stage + 1, closed=True)
+    return Beginning(stage, first_iteration=first)
+
+
+def stage_rules(stage: Stage, first_iteration: int, rules: StopRules) -> StopRules:
+    """The stop rules of ``stage`` beginning at ``first_iteration`` (iterations count on)."""
+    budget = rules.max_iter if stage.iterations is None else stage.iterations
+    return StopRules(
+        max_iter=first_iteration + budget, grad_tol=rules.grad_tol, progress_tol=rules.progress_tol
+    )
+
+
+def begin_stage(
+    trainer: Trainer, x: np.ndarray, memory: int, before: tuple[LbfgsState, Progress] | None
+) -> tuple[LbfgsState, Progress]:
+    """A fresh L-BFGS state at ``x`` on the trainer's objective, continuing the counts.
+
+    The iteration and evaluation counters, the history and the training time carry on
+    from ``before`` (the previous stage's end); the correction pairs start empty, since
+    they describe another objective.
+    """
+    try:
+        state, progress = trainer.start(x, memory)
+    except Interrupted as error:
+        if before is None or trainer.save is None:
+            raise
+        # The previous stage's end was written: say so rather than "nothing was written".
+        name = trainer.stop.signal_name or "a signal on another rank"
+        raise mark_collective(
+            Interrupted(f"stopped by {name} after iteration {before[0].iteration}; {trainer.resume_hint}")
+        ) from error
+    if before is not None:
+        previous_state, previous_progress = before
+        state.iteration = previous_state.iteration
+        state.evaluations += previous_state.evaluations
+        previous_progress.current = progress.current
+        progress = previous_progress
+    return state, progress
+
+
+@dataclass
+class SampleStages:
+    """The sample stages of a run, built from what the session provides.
+
+    ``build_objective(source)`` makes the objective over a block source (the session's
+    scheme choice: in-core holds a sample that fits); ``make_trainer(objective, rules,
+    stage, first_iteration)`` a :class:`Trainer` whose records carry the stage and whose
+    checkpoints record it; ``save_stage_end(objective, state, progress, stage,
+    first_iteration)``
+    writes the checkpoint that closes a stage (a collective).
+    """
+
+    plan: WarmPlan
+    data: object
+    dtype: type
+    file_locking: bool | None
+    dataset: str
+    comm: Communicator
+    monitor: TrainingMonitor
+    stop: StopFlag
+    rules: StopRules
+    memory: int
+    build_objective: Callable
+    make_trainer: Callable
+    save_stage_end: Callable
+
+    def run(
+        self,
+        first: int,
+        x0: np.ndarray,
+        resumed: ResumePoint | None,
+        resumed_first_iteration: int,
+        resumed_closed: bool,
+    ) -> tuple[LbfgsState, Progress] | None:
+        """Run the sample stages from stage ``first``; returns the state where the last ended.
+
+        With ``resumed`` in stage ``first`` (not ``resumed_closed``), that stage continues exactly
+        where it stopped (it began at ``resumed_first_iteration``); a closed stage's
+        checkpoint hands its point to the next.  Without ``resumed`` the first stage
+        begins at ``x0``.  Returns ``resumed``'s state and progress unchanged when no
+        sample stage is left, and None when there is none and nothing was resumed.
+        """
+        carried = (resumed.state, resumed.progress) if resumed is not None else None
+        for stage in self.plan.stages[:-1]:
+            if stage.number < first:
+                continue
+            if resumed is not None and stage.number == first and not resumed_closed:
+                carried = self._run_stage(stage, carried, resumed_first_iteration, continuing=True)
+            else:
+                start = carried[0].iteration if carried is not None else 0
+                carried = self._run_stage(stage, carried, start, continuing=False, x0=x0)
+        return carried
+
+    def _run_stage(
+        self,
+        stage: Stage,
+        carried: tuple[LbfgsState, Progress] | None,
+        first_iteration: int,
+        *,
+        continuing: bool,
+        x0: np.ndarray | None = None,
+    ) -> tuple[LbfgsState, Progress]:
+        mine = rank_part(stage.chunks, self.comm.rank, self.comm.size)
+        self.monitor.on_message(
+            f"warm start: stage {stage.number} of {len(self.plan.stages)}: {stage.rows:,} rows in "
+            f"{len(stage.chunks)} chunks spread over the file, at most {stage.iterations} iterations"
+        )
+        with contextlib.ExitStack() as stack:
+            sample = stack.enter_context(
+                ChunkSample(
+                    self.data,
+                    mine,
+                    chunk_rows=self.plan.chunk_rows,
+                    dtype=self.dtype,
+                    file_locking=self.file_locking,
+                    dataset=self.dataset,
+                )
+            )
+            counted = CountedBlocks(sample, self.monitor, self.stop, abandon=self.comm.size == 1)
+            objective = self.build_objective(counted)
+            close = getattr(objective, "close", None)
+            if close is not None:
+                stack.callback(close)
+            rules = stage_rules(stage, first_iteration, self.rules)
+            trainer = self.make_trainer(objective, rules, stage, first_iteration)
+            if continuing:
+                state, progress = carried
+            else:
+                x = x0 if carried is None else carried[0].x
+                state, progress = begin_stage(trainer, x, self.memory, carried)
+            trainer.run(state, progress)
+            self.monitor.on_message(
+                f"warm start: stage {stage.number} ended at iteration {state.iteration} "
+                f"({state.finished or 'stopped'}); J on its sample {state.f:.6g}"
+            )
+            self.save_stage_end(objective, state, progress, stage, first_iteration)
+        return state, progress

@@ -1,0 +1,126 @@
+"""The option specs: checking, parsing, frozen options, and messages that name parameters."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+import streamae
+from streamae import options as specs
+from streamae.cli.common import in_flags
+from streamae.cli.main import cli
+from streamae.demo import run_demo
+from streamae.errors import UsageError
+from streamae.options import EXTRACT, TRAIN, Option, TrainOptions
+
+
+def test_check_converts_and_bounds():
+    assert TRAIN["hidden"].check(3.0) == 3 and isinstance(TRAIN["hidden"].check(3.0), int)
+    assert TRAIN["rho"].check(0.5) == 0.5 and TRAIN["beta"].check(1) == 1.0
+    for bad in (0, 1, float("nan"), "0.1", True):
+        with pytest.raises(UsageError) as caught:
+            TRAIN["rho"].check(bad)
+        assert caught.value.parameter == "rho" and str(caught.value).startswith("rho must be")
+    assert TRAIN["chunk_rows"].check(None) is None
+    with pytest.raises(UsageError, match=r"^hidden must be an integer ≥ 1, got None\.$"):
+        TRAIN["hidden"].check(None)
+    bounds = "≥ 0 and ≤ 9223372036854775807"
+    with pytest.raises(UsageError, match=rf"^seed must be an integer {bounds}, got 9223372036854775808\.$"):
+        EXTRACT["seed"].check(2**63)
+    assert TRAIN["seed"].check(2**64) == 2**64  # train takes any seed ≥ 0, as it always did
+
+
+def test_parsers_match_closed_forms():
+    assert specs.parse_size("8") == (8, 8) == specs.parse_size(8)
+    assert specs.parse_size("12x8") == (12, 8) == specs.parse_size((12, 8))
+    assert specs.parse_bytes("8G") == 8 * 2**30 and specs.parse_bytes("1.5GiB") == 3 * 2**29
+    assert specs.parse_patch_shape("8x8") == (8, 8, 1) and specs.parse_patch_shape("8,8,3") == (8, 8, 3)
+    for parse, bad in ((specs.parse_size, "0x3"), (specs.parse_bytes, "-1G"), (specs.parse_patch_shape, "8")):
+        with pytest.raises(ValueError, match="must be"):
+            parse(bad)
+
+
+def test_frozen_options_fill_defaults_and_refuse_unknown_names():
+    options = TrainOptions(hidden=50)
+    assert options.hidden == 50 and options.rho == TRAIN["rho"].default
+    with pytest.raises(AttributeError):
+        options.hidden = 3
+    assert options.replace(rho=0.05).rho == 0.05 and options.rho == TRAIN["rho"].default
+    assert options == TrainOptions(hidden=50) != TrainOptions()
+    with pytest.raises(UsageError, match="train takes no parameter 'hiden'") as caught:
+        TrainOptions(hiden=3)
+    assert caught.value.parameter == "hiden"
+    with pytest.raises(UsageError, match="no parameter 'quiet'"):  # a command-line-only option
+        TrainOptions(quiet=True)
+
+
+def test_every_option_has_help_and_a_default_inside_its_range():
+    for option_set in specs.COMMANDS.values():
+        for option in option_set:
+            assert option.help.strip(), option.name
+            if option.default is not None:
+                option.check(option.default)  # raises if a default is outside its own range
+
+
+def test_in_flags_says_parameters_as_flags():
+    assert in_flags("hidden must be an integer ≥ 1, got 0.", TRAIN, "hidden") == (
+        "--hidden must be an integer ≥ 1, got 0."
+    )
+    assert in_flags("lam must be a finite number ≥ 0, got -1.0.", TRAIN, "lam").startswith("--lambda must")
+    assert (
+        in_flags("x.h5 exists; pass force=True to replace it.", TRAIN)
+        == "x.h5 exists; pass --force to replace it."
+    )
+    assert in_flags("or train with decoder='linear'.", TRAIN) == "or train with --decoder linear."
+    assert in_flags("pass file_locking=False", TRAIN) == "pass --no-file-locking"
+    # A name that is not a parameter is left alone, and so is the rest of the sentence.
+    assert in_flags("set HDF5_USE_FILE_LOCKING=FALSE; hidden units", TRAIN) == (
+        "set HDF5_USE_FILE_LOCKING=FALSE; hidden units"
+    )
+
+
+def test_a_new_option_needs_no_other_declaration():
+    extra = specs.OptionSet("x", (Option("width", int, 3, "Width.", low=1, unit="pixels"),))
+    assert extra.validate({}) == {"width": 3}
+    with pytest.raises(UsageError, match=r"^width must be an integer ≥ 1, got 0\.$"):
+        extra.validate({"width": 0})
+
+
+# One bad value per command: the library's message names the parameter, the CLI's the flag.
+CASES = {
+    "train": (lambda: streamae.train("data.h5", hidden=0), ["train", "data.h5", "--hidden", "0"], "hidden"),
+    "extract": (
+        lambda: streamae.extract(["photo.png"], "p.h5", num_patches=0),
+        ["extract", "photo.png", "--num-patches", "0"],
+        "num_patches",
+    ),
+    "encode": (
+        lambda: streamae.encode("m.h5", "d.h5", "f.h5", block_rows=0),
+        ["encode", "m.h5", "d.h5", "-o", "f.h5", "--block-rows", "0"],
+        "block_rows",
+    ),
+    "gradcheck": (lambda: streamae.gradcheck(rows=0), ["gradcheck", "--rows", "0"], "rows"),
+    "visualize": (
+        lambda: specs.VisualizeOptions(output="f.png", scale=65),
+        ["visualize", "m.h5", "-o", "f.png", "--scale", "65"],
+        "scale",
+    ),
+    "demo": (lambda: run_demo("d", num_patches=0), ["demo", "-o", "d", "--num-patches", "0"], "num_patches"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(CASES))
+def test_library_names_the_parameter_and_the_cli_the_flag(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    call, words, parameter = CASES[command]
+    with pytest.raises(UsageError) as caught:
+        call()
+    assert caught.value.parameter == parameter
+    assert str(caught.value).startswith(f"{parameter} must be ")
+    assert "--" not in str(caught.value)
+
+    result = CliRunner().invoke(cli, words)
+    flag = specs.COMMANDS[command][parameter].cli_flag
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == "Error: " + flag + str(caught.value)[len(parameter) :], result.output
+    assert not any(tmp_path.iterdir())  # refused before anything was written

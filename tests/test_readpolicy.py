@@ -1,0 +1,116 @@
+"""The one read policy: its decisions, that files opened by it stream the same rows, and
+that ``train`` reports the time spent waiting for data in its log, model file and ``info``."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+import streamae
+from streamae.describe import describe
+from streamae.io.patchfile import PatchFile, inspect_patch_file
+from streamae.io.readpolicy import (
+    STREAMING_READ_BYTES,
+    open_patches,
+    read_policy,
+    storage_of,
+    streaming_block_rows,
+)
+from streamae.training.loop import TrainingMonitor
+
+
+def test_block_rows_are_whole_chunks_of_about_the_target(rng, patch_file):
+    path = patch_file(rng.uniform(size=(100_000, 16)).astype(np.float32), chunk_rows=1000)
+    layout = inspect_patch_file(path)
+    policy = read_policy(layout, memory=1 << 40)
+    assert policy.block_rows == streaming_block_rows(layout)
+    assert policy.block_rows % 1000 == 0
+    assert STREAMING_READ_BYTES // 2 < policy.block_rows * 16 * 4 <= STREAMING_READ_BYTES
+    assert read_policy(layout, block_rows=77, memory=1 << 40).block_rows == 77
+
+
+def test_prefetch_follows_whether_the_data_can_stay_in_memory(rng, patch_file):
+    path = patch_file(rng.uniform(size=(1000, 8)).astype(np.float32), chunk_rows=100)
+    layout = inspect_patch_file(path)
+    nbytes = 1000 * 8 * 4
+    assert not read_policy(layout, memory=10 * nbytes).prefetch
+    assert read_policy(layout, memory=nbytes).prefetch
+    # A rank reading a small share of a large file counts its share only.
+    assert not read_policy(layout, memory=nbytes, share_rows=100).prefetch
+    assert read_policy(layout, memory=10 * nbytes, prefetch=True).prefetch
+    assert "as asked" in read_policy(layout, prefetch=False).reason
+
+
+def test_chunk_cache_only_for_filtered_data(rng, tmp_path):
+    X = rng.uniform(size=(600, 10)).astype(np.float32)
+    plain, packed = tmp_path / "plain.h5", tmp_path / "packed.h5"
+    for path, options in ((plain, {}), (packed, {"compression": "gzip"})):
+        with h5py.File(path, "w") as handle:
+            handle.create_dataset("patches", data=X, chunks=(64, 10), **options)
+            handle.attrs["format"] = "streamae.patches/1"
+    assert storage_of(plain) == (False, 64 * 10 * 4)
+    assert storage_of(packed) == (True, 64 * 10 * 4)
+    with open_patches(plain) as source:
+        assert source.policy.chunk_cache_bytes == 0
+    with open_patches(packed) as source:
+        assert source.policy.chunk_cache_bytes == 2 * 64 * 10 * 4
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_a_file_opened_by_the_policy_streams_the_same_rows(rng, tmp_path, prefetch, compression):
+    X = rng.uniform(size=(1234, 7))
+    path = tmp_path / "p.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("patches", data=X, chunks=(50, 7), compression=compression)
+        handle.attrs["format"] = "streamae.patches/1"
+    with open_patches(
+        path, dtype=np.float64, block_rows=130, row_range=(17, 1101), prefetch=prefetch
+    ) as source:
+        assert source.prefetch is prefetch
+        parts = [block.copy() for _, block in source.blocks()]
+    with PatchFile(path, dtype=np.float64, row_range=(17, 1101)) as plain:
+        expected = np.concatenate([block.copy() for _, block in plain.blocks()])
+    np.testing.assert_array_equal(np.concatenate(parts), expected)
+    np.testing.assert_array_equal(expected, X[17:1101])
+
+
+def test_train_reports_waiting_and_computing(rng, patch_file, tmp_path):
+    X = rng.uniform(0.1, 0.9, size=(3000, 16)).astype(np.float32)
+    path = patch_file(X, chunk_rows=200)
+    out, log = tmp_path / "m.h5", tmp_path / "log.jsonl"
+    messages = []
+
+    class Monitor(TrainingMonitor):
+        def on_message(self, text: str) -> None:
+            messages.append(text)
+
+    model = streamae.train(path, out, hidden=5, max_iter=3, log=log, scheme="single-pass", monitor=Monitor())
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert records and all(r["waiting_seconds"] >= 0 and r["computing_seconds"] > 0 for r in records)
+    split = model.info["time_split"]
+    assert split["evaluations"] == model.info["evaluations"]
+    # The iterations' evaluations plus the one at the starting point.
+    assert split["computing_seconds"] >= sum(r["computing_seconds"] for r in records)
+    assert any(text.startswith("per evaluation") for text in messages)
+    assert any("rows per read" in text for text in messages)
+    described = describe(out)
+    assert described["evaluation_time"]["evaluations"] == split["evaluations"]
+    assert described["evaluation_time"]["computing_seconds"] == pytest.approx(
+        split["computing_seconds"] / split["evaluations"]
+    )
+
+
+def test_models_without_the_time_split_still_describe(rng, patch_file, tmp_path):
+    X = rng.uniform(0.1, 0.9, size=(500, 9)).astype(np.float32)
+    out = tmp_path / "m.h5"
+    streamae.train(patch_file(X, chunk_rows=100), out, hidden=3, max_iter=1)
+    with h5py.File(out, "r+") as handle:  # as written before the time split existed
+        info = json.loads(handle.attrs["info"])
+        del info["time_split"]
+        handle.attrs["info"] = json.dumps(info)
+    assert describe(out)["evaluation_time"] is None
+    assert streamae.load_model(out).n_hidden == 3
