@@ -281,9 +281,9 @@ class Trainer:
         log = None
         if self.log is not None and self.comm.rank == 0:
             log = JsonLinesLog(self.log, append=self.append_log)
-            if self.header is not None:
-                log.write(self.header)
         try:
+            if log is not None and self.header is not None:
+                log.write(self.header)  # inside the try: the log is closed if this fails
             while not state.finished:
                 self._evaluations.entries.clear()
                 self._iteration_split = TimeSplit()
