@@ -111,7 +111,8 @@ def stop_and_resume(data, tmp_path, reference, target, ranks, send, expected_mes
     assert stopped.info["finished"] == "" and stopped.optimizer["iteration"] == k
     assert err.count("Stopped:") == 1, err  # rank 0 alone prints
     assert f"Stopped: {expected_message} after iteration {k}; the checkpoint {output} holds it" in err
-    assert "continue with --resume and the same options" in err  # the flag, not resume=True
+    # The command line prints the command to continue with (the flag, not resume=True).
+    assert "continue with `streamae train " in err and " --resume` (the other settings come from" in err
 
     done = run(args + ["--resume"], ranks)
     assert done.returncode == 0, done.stderr

@@ -98,11 +98,14 @@ def stored_settings(path: str | os.PathLike) -> dict[str, object]:
             "grad_tol",
             "progress_tol",
             "scheme",
-            "chunk_rows",
             "lbfgs_pairs",
         ):
             if name in info and info[name] is not None:
                 stored[name] = info[name]
+        # The rows per read as asked (the read policy chooses again when none was asked, so
+        # the ranks' shares stay those of the run continued).
+        if info.get("asked_chunk_rows") is not None:
+            stored["chunk_rows"] = info["asked_chunk_rows"]
         if "memory" in info and info["memory"] is not None and "lbfgs_pairs" not in stored:
             stored["lbfgs_pairs"] = info["memory"]  # the L-BFGS pairs' old name
     return stored

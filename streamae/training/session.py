@@ -499,6 +499,9 @@ def _train(
             "grad_tol": grad_tol,
             "progress_tol": progress_tol,
             "lbfgs_pairs": memory,
+            # chunk_rows as asked (None: the read policy's choice, made again on resume); the
+            # rows per read used are "chunk_rows" above.
+            "asked_chunk_rows": chunk_rows,
         }
         if held_info is not None:
             info["validation"] = held_info
