@@ -64,7 +64,7 @@ class ExtractProgress:
 
 
 @click.command(epilog=EXIT_CODES_HELP)
-@click.argument("sources", nargs=-1, required=True)
+@click.argument("sources", nargs=-1, required=False)
 @spec_options(EXTRACT)
 def extract(sources, output, quiet, debug, **options):
     """Cut image patches from SOURCES into a chunked HDF5 patch file.
@@ -83,21 +83,35 @@ def extract(sources, output, quiet, debug, **options):
         from streamae.extraction.audio import is_audio
         from streamae.extraction.pipeline import extract as run_extract
 
-        if sources and all(is_audio(source) for source in sources):
+        if options["vectors"] is None and sources and all(is_audio(source) for source in sources):
             _extract_audio(sources, output, options)
             return
 
         progress = ExtractProgress(quiet=quiet)
+        warned = []
+
+        def warn(text: str) -> None:
+            warned.append(text)
+            click.echo(f"warning: {text}", err=True)
+
         try:
-            result = run_extract(list(sources), output, progress=progress, **options)
+            result = run_extract(list(sources), output, progress=progress, warn=warn, **options)
         finally:
             progress.close()
+        if options["vectors"] is not None:
+            click.echo(
+                f"wrote {result['rows']:,} vectors of {result['features']} values (as they are) to "
+                f"{result['path']} in {result['seconds']:.1f} s",
+                err=True,
+            )
+            return
         h, w, c = result.patch_shape
         seconds = max(result.seconds, 1e-9)
         click.echo(
             f"wrote {result.rows:,} patches of {h}x{w}x{c} ({result.normalization['mode']}) from "
             f"{result.images:,} images to {result.path} in {result.seconds:.1f} s "
-            f"({result.rows / seconds:,.0f} patches/s)",
+            f"({result.rows / seconds:,.0f} patches/s)"
+            + (f"; skipped {len(result.skipped)} unreadable files" if result.skipped else ""),
             err=True,
         )
 

@@ -60,6 +60,10 @@ def _register() -> None:
 
     cli.add_command(extract.extract)
 
+    from . import export
+
+    cli.add_command(export.export)
+
 
 _register()
 

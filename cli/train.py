@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
+from click.core import ParameterSource
 
+from streamae.errors import Interrupted
 from streamae.options import GRADCHECK, GRADCHECK_THRESHOLD, TRAIN
 
 from .common import (
@@ -143,15 +146,38 @@ def train(data, output, quiet, debug, **options) -> None:
     with reported_errors(debug, TRAIN):
         from streamae.runtime.mpi import world
 
+        # On --resume a setting not typed comes from the checkpoint: pass only the typed ones.
+        max_iter = options["max_iter"]
+        if options["resume"]:
+            context = click.get_current_context()
+            options = {
+                name: value
+                for name, value in options.items()
+                if context.get_parameter_source(name) is not ParameterSource.DEFAULT
+            }
+            options["resume"] = True
         comm = world()
         monitor = ConsoleMonitor(quiet=quiet, enabled=comm.rank == 0)
-        monitor.on_start(0, 0, options["max_iter"])
+        monitor.on_start(0, 0, max_iter)
         try:
             _train(data, output, monitor=monitor, comm=comm, **options)
+        except Interrupted as error:
+            # The library says "continue with resume=True"; a shell user gets the command itself.
+            text = str(error)
+            if "continue with resume=True" in text:
+                error.args = (text.replace("resume=True", f"`{resume_command(data, output)}`", 1),)
+            raise
         finally:
             monitor.close()
         if comm.rank == 0 and not quiet:
             click.echo(f"model written to {output}", err=True)
+
+
+def resume_command(data: str, output: str) -> str:
+    """The shell command that continues a run from its checkpoint, quoted to work as printed."""
+    import shlex
+
+    return shlex.join(["streamae", "train", os.fspath(data), "-o", os.fspath(output), "--resume"])
 
 
 def _train(*args, **kwargs):

@@ -56,7 +56,27 @@ def visualize(model: Path, quiet: bool, debug: bool, **values) -> None:
         shape_of = loaded.patch_shape
         one_dimensional = shape_of is not None and len(shape_of) == 3 and shape_of[0] == 1
         signals = options.spectra or (one_dimensional and options.patch_shape is None)
-        if output is not None and signals:
+        if output is not None and options.reconstructions is not None:
+            from streamae.reconstruction_grid import render_reconstructions
+
+            pictured = render_reconstructions(
+                loaded,
+                options.reconstructions,
+                output,
+                pairs=options.pairs,
+                seed=options.seed,
+                cols=options.cols,
+                scale=options.scale,
+                patch_shape=options.patch_shape,
+                name=str(model),
+                force=force,
+                inputs=(model,),
+            )
+            written.append(
+                f"{output}: {pictured.rows.size} patches of {options.reconstructions} "
+                "beside their reconstructions"
+            )
+        elif output is not None and signals:
             from streamae.render_signals import render_signal_features
 
             picture = render_signal_features(
@@ -78,6 +98,7 @@ def visualize(model: Path, quiet: bool, debug: bool, **values) -> None:
                 name=str(model),
                 force=force,
                 inputs=(model,),
+                space=options.space,
             )
             height, width = grid.image.shape[:2]
             rows, columns = grid.grid

@@ -22,9 +22,17 @@ from streamae.compute.parameters import Hyperparameters  # noqa: E402
 from streamae.demo import run_demo  # noqa: E402
 from streamae.encoding import encode  # noqa: E402
 from streamae.errors import StreamaeError  # noqa: E402
+from streamae.export import export_weights  # noqa: E402
 from streamae.extraction.pipeline import extract  # noqa: E402
 from streamae.io.modelfile import Model, load_model  # noqa: E402
-from streamae.options import EncodeOptions, ExtractOptions, GradcheckOptions, TrainOptions, VisualizeOptions  # noqa: E402
+from streamae.options import (  # noqa: E402
+    EncodeOptions,
+    ExportOptions,
+    ExtractOptions,
+    GradcheckOptions,
+    TrainOptions,
+    VisualizeOptions,
+)
 from streamae.render import render_features  # noqa: E402
 from streamae.training.evaluate import objective  # noqa: E402
 from streamae.training.gradcheck import gradcheck  # noqa: E402
@@ -32,6 +40,7 @@ from streamae.training.session import train  # noqa: E402
 
 __all__ = [
     "EncodeOptions",
+    "ExportOptions",
     "ExtractOptions",
     "GradcheckOptions",
     "TrainOptions",
@@ -41,6 +50,7 @@ __all__ = [
     "StreamaeError",
     "__version__",
     "encode",
+    "export_weights",
     "extract",
     "gradcheck",
     "load_model",

@@ -203,6 +203,7 @@ def _describe_model(path: Path) -> dict:
         },
         "data": model.data or None,
         "resumable": model.optimizer is not None,
+        "normalization": model.normalization,
         "validation": _held_out_summary(model.validation),
         "warm_start": _warm_start_summary(model),
         "info": model.info,
@@ -388,7 +389,13 @@ def format_description(info: dict) -> str:
                 for entry in warm["stages"]
             ]
             add("warm start", f"{warm['schedule'] or 'schedule not recorded'}; " + "; ".join(parts))
-        add("resumable", "yes (optimizer state stored)" if info["resumable"] else "no")
+        if info["resumable"]:
+            add("resumable", "yes (optimizer state stored; continue with --resume)")
+        elif info.get("finished"):
+            add("resumable", "no (a finished model without the optimizer state; train afresh to continue)")
+        else:
+            add("resumable", "no (no optimizer state stored)")
+        add("normalization", _mode_text(info.get("normalization")))
         held = info.get("validation")
         if held:
             last = held["last"]

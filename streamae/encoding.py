@@ -129,10 +129,11 @@ class EncodeResult:
     reconstruction: float | None
 
 
-def model_fingerprint(path: Path, model: Model) -> dict:
-    """The model attributes a features file records: path, sizes, decoder, activation, iterations."""
+def model_fingerprint(path: Path | None, model: Model) -> dict:
+    """The model attributes a features file records: path (None for a model in memory), sizes,
+    decoder, activation, iterations."""
     return {
-        "path": str(path.resolve()),
+        "path": None if path is None else str(path.resolve()),
         "hidden": model.n_hidden,
         "inputs": model.n_visible,
         "decoder": model.hyper.decoder,
@@ -142,55 +143,73 @@ def model_fingerprint(path: Path, model: Model) -> dict:
 
 
 def encode(
-    model_path: str | os.PathLike,
-    data_path: str | os.PathLike,
-    output: str | os.PathLike,
+    model: Model | str | os.PathLike,
+    data: np.ndarray | str | os.PathLike,
+    output: str | os.PathLike | None = None,
     options: EncodeOptions | None = None,
     *,
     progress: Callable[[int, int], None] | None = None,
     **values: object,
-) -> EncodeResult:
-    """Write the hidden activations a2 (m, s) of every row of ``data_path`` to ``output``.
+) -> EncodeResult | np.ndarray:
+    """The hidden activations a2 of every row of ``data`` through ``model``.
+
+    ``model`` is a :class:`Model` or a model file.  ``data`` is an (m, n) array, whose
+    a2 (m, s) is returned (computed block by block, see :meth:`Model.encode`; dtype
+    default: the array's), or a patch file, whose a2 (m, s) is written to the features
+    file ``output`` and an :class:`EncodeResult` returned.
 
     The hidden activation is the model's own (its file says sigmoid or tanh); ``activation``,
     when given, must match it (features of a tanh model put through a sigmoid mean nothing).
 
     ``options`` (a frozen :class:`~streamae.options.EncodeOptions`) and/or keyword
-    arguments give ``reconstruct`` (also write a3 as /reconstruction), ``block_rows``
-    (rows read and encoded at a time; default: one chunk of the input), ``dtype`` and
-    ``force``, checked against :data:`streamae.options.ENCODE`.  ``progress(done, total)``
-    is called after each block.  Everything is checked
+    arguments give ``reconstruct`` (also write a3 as /reconstruction, or return a3 for an
+    array), ``block_rows`` (rows read and encoded at a time; default: one chunk of the
+    input), ``dtype`` and ``force``, checked against :data:`streamae.options.ENCODE`.
+    ``progress(done, total)`` is called after each block.  Everything is checked
     before any work: the model, the patch file, that their input sizes agree and that
-    ``output`` may be written.  ``dataset`` names the 2-D dataset of ``data_path`` to
+    ``output`` may be written.  ``dataset`` names the 2-D dataset of the patch file to
     encode (default ``/patches``).
     """
-    model_path, data_path = Path(model_path), Path(data_path)
     o = EncodeOptions.build(options, values)
     reconstruct, block_rows, dtype, force = o.reconstruct, o.block_rows, o.dtype, o.force
-    dataset = o.dataset
-    model = load_model(model_path)
+    model_path = None if isinstance(model, Model) else Path(model)
+    model = model if model_path is None else load_model(model_path)
+    model_name = "the model" if model_path is None else str(model_path)
     activation = o.activation
     if activation is not None and activation != model.hyper.activation:
         raise UsageError(
-            f"{model_path} was trained with {model.hyper.activation} hidden units, not {activation}; "
+            f"{model_name} was trained with {model.hyper.activation} hidden units, not {activation}; "
             f"leave the activation out (the model's is used) or give activation='{model.hyper.activation}'.",
             parameter="activation",
         )
-    dataset = dataset_path(dataset)
+    if not isinstance(data, str | os.PathLike):
+        if output is not None:
+            raise UsageError(
+                "output is written only for a patch file; for an array the features are returned.",
+                parameter="output",
+            )
+        array_dtype = values.get("dtype") if options is None else dtype
+        method = model.reconstruct if reconstruct else model.encode
+        return method(np.asarray(data), block_rows=block_rows, dtype=array_dtype)
+    if output is None:
+        raise UsageError(f"{data}: give the features file to write (output).", parameter="output")
+    data_path = Path(data)
+    dataset = dataset_path(o.dataset)
     layout = inspect_patch_file(data_path, dataset)
     if layout.n_features != model.n_visible:
         raise UsageError(
-            f"{model_path} takes inputs of {model.n_visible} values but {data_path} holds "
+            f"{model_name} takes inputs of {model.n_visible} values but {data_path} holds "
             f"patches of {layout.n_features}; encode data extracted with the model's patch "
             "shape."
         )
     if model.patch_shape and layout.patch_shape and _as_3d(model.patch_shape) != _as_3d(layout.patch_shape):
         raise UsageError(
-            f"{model_path} was trained on {'x'.join(map(str, model.patch_shape))} patches but "
+            f"{model_name} was trained on {'x'.join(map(str, model.patch_shape))} patches but "
             f"{data_path} holds {'x'.join(map(str, layout.patch_shape))} patches of the same size; "
             "encode data extracted with the model's patch shape."
         )
-    check_output_path(output, force=force, inputs=(model_path, data_path))
+    inputs = (data_path,) if model_path is None else (model_path, data_path)
+    check_output_path(output, force=force, inputs=inputs)
     compute = np.dtype(dtype)
     m, n, s = layout.n_rows, layout.n_features, model.n_hidden
     # The one read policy (io/readpolicy.py): rows per read, prefetch, chunk cache.
@@ -200,7 +219,7 @@ def encode(
         chunk_rows = min(layout.chunk_rows or default_block_rows(layout), m)
         chunk_bytes = chunk_rows * max(n, s) * compute.itemsize
         encoder = Encoder(model, rows, compute)
-        with atomic_output(output, force=force, inputs=(model_path, data_path)) as temporary:
+        with atomic_output(output, force=force, inputs=inputs) as temporary:
             # A chunk cache holding two output chunks, so writes of blocks that straddle
             # chunks do not flush half-filled chunks.
             cache = max(MIN_CHUNK_CACHE_BYTES, 2 * chunk_bytes * (2 if reconstruct else 1))

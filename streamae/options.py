@@ -527,6 +527,13 @@ TRAIN = OptionSet(
             "whole chunks spread over the file and hands its weights to the next; the last "
             "stage is the full data with --max-iter and the tolerances.",
         ),
+        Option(
+            "keep_state",
+            bool,
+            False,
+            "Keep the L-BFGS state in the finished model, so that --resume can continue it "
+            "later (checkpoints always hold it; a finished model without it is much smaller).",
+        ),
         QUIET,
         FORCE,
         DEBUG,
@@ -642,6 +649,29 @@ EXTRACT = OptionSet(
             str,
             None,
             "Array to read from .mat and .npz files (needed when they hold more than one).",
+        ),
+        Option(
+            "normalize_like",
+            "path",
+            None,
+            "Apply the normalisation stored in this earlier patch file (ufldl sigma, z-score "
+            "statistics, ZCA mean and matrix) instead of fitting a new one.",
+            nullable=True,
+        ),
+        Option(
+            "skip_bad",
+            bool,
+            False,
+            "Skip a source that cannot be read, with one warning per file, instead of failing; "
+            "skipped files are counted in the summary and listed in the file.",
+        ),
+        Option(
+            "vectors",
+            "path",
+            None,
+            "FILE.npy or FILE.h5:DATASET holding an (m, n) array: write its rows as they are "
+            "(patch shape (n,), no normalisation) instead of cutting patches from images.",
+            nullable=True,
         ),
         *AUDIO.options,
         FORCE,
@@ -761,6 +791,25 @@ VISUALIZE = OptionSet(
             None,
             "Also write a PNG histogram of the final mean activations rho_hat, target rho marked.",
         ),
+        Option(
+            "space",
+            str,
+            None,
+            "Draw the features in the input's space (W1·ZCAWhite for ZCA-whitened training "
+            "data, as the notes do) or in the whitened space the model sees.  [default: input]",
+            choices=("input", "whitened"),
+            nullable=True,
+        ),
+        Option(
+            "reconstructions",
+            "path",
+            None,
+            "Patch file: -o then draws some of its patches beside their reconstructions "
+            "(un-normalised for display where the normalisation allows it) instead of the features.",
+            nullable=True,
+        ),
+        Option("pairs", int, 16, "Patches drawn with --reconstructions.", low=1),
+        Option("seed", int, 0, "Seed choosing the patches of --reconstructions.", low=0, high=MAX_SEED),
         *VISUALIZE_SIGNALS.options,
         FORCE,
         QUIET,
@@ -799,7 +848,38 @@ DEMO = OptionSet(
     ),
 )
 
-COMMANDS = {s.command: s for s in (TRAIN, GRADCHECK, EXTRACT, ENCODE, VISUALIZE, INFO, DEMO)}
+# --- export ------------------------------------------------------------------------------
+
+EXPORT_FORMATS = ("npz", "mat", "npy-dir")
+
+EXPORT = OptionSet(
+    "export",
+    (
+        Option(
+            "output",
+            "path",
+            None,
+            "weights.npz, weights.mat or a folder name (npy-dir).",
+            short="-o",
+            library=False,  # the library's second positional argument
+            required=True,
+        ),
+        Option(
+            "format",
+            str,
+            None,
+            "npz, mat (with theta in the MATLAB starter code's order) or npy-dir (a folder of "
+            ".npy files); default: from the output's name (.npz, .mat, else a folder).",
+            choices=EXPORT_FORMATS,
+            nullable=True,
+        ),
+        FORCE,
+        QUIET,
+        DEBUG,
+    ),
+)
+
+COMMANDS = {s.command: s for s in (TRAIN, GRADCHECK, EXTRACT, ENCODE, VISUALIZE, INFO, DEMO, EXPORT)}
 
 
 # --- frozen option values for the library ------------------------------------------------
@@ -885,3 +965,9 @@ class VisualizeOptions(Options):
     """The options of the ``visualize`` command's drawing (:func:`streamae.render_features`)."""
 
     spec = VISUALIZE
+
+
+class ExportOptions(Options):
+    """The options of :func:`streamae.export_weights`."""
+
+    spec = EXPORT

@@ -36,6 +36,7 @@ HALF_RANGE = 127
 BORDER_VALUE = 0
 BORDER_PIXELS = 1
 
+SPACES = ("input", "whitened")
 
 # Every plot is this size, in pixels, so callers (and tests) know what they get.
 PLOT_INCHES = (8.0, 6.0)
@@ -218,6 +219,28 @@ class FeatureGrid:
         return tile_origin(tile, self.tile_shape, self.grid, self.scale)
 
 
+def features_in_space(model: Model, space: str | None = None) -> np.ndarray:
+    """The filters to draw, (s, n): W1 in the space the model sees, or in the input's.
+
+    ``space="input"`` (the default) undoes the training data's normalisation where it is
+    linear: W1·ZCAWhite for ZCA-whitened data (the notes' picture), W1·diag(1/σ) for
+    z-scored data; otherwise, and with ``space="whitened"``, W1 as trained.
+    """
+    space = "input" if space is None else space
+    if space not in SPACES:
+        raise UsageError(f"space must be one of {', '.join(SPACES)}, got {space!r}.", parameter="space")
+    W1 = np.asarray(model.W1, dtype=np.float64)
+    mode = (model.normalization or {}).get("mode")
+    arrays = model.normalization_arrays
+    if space == "input" and mode == "zca" and "zca/matrix" in arrays:
+        # x_white = ZCAWhite (x − mean), so W1 x_white = (W1 ZCAWhite)(x − mean).
+        return W1 @ arrays["zca/matrix"]
+    if space == "input" and mode == "zscore" and "zscore/std" in arrays:
+        std = arrays["zscore/std"]
+        return W1 * np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 1.0)
+    return W1
+
+
 def feature_grid(
     model: Model,
     *,
@@ -226,11 +249,15 @@ def feature_grid(
     sort: str = "none",
     patch_shape: tuple[int, ...] | None = None,
     name: str = "the model",
+    space: str | None = None,
 ) -> FeatureGrid:
-    """The notes' picture of the model's W1 (s, n) as a :class:`FeatureGrid` (no file)."""
+    """The notes' picture of the model's W1 (s, n) as a :class:`FeatureGrid` (no file).
+
+    ``space``: see :func:`features_in_space` (default: the input space).
+    """
     shape = resolve_patch_shape(model.n_visible, model.patch_shape, patch_shape, name)
     order = unit_order(model, sort, name)
-    tiles = normalized_features(model.W1, shape)[order]
+    tiles = normalized_features(features_in_space(model, space), shape)[order]
     image, grid = tile_grid(tiles, cols, scale)
     return FeatureGrid(image=image, order=order, grid=grid, tile_shape=shape, scale=scale)
 
@@ -246,6 +273,7 @@ def render_features(
     name: str | None = None,
     force: bool = False,
     inputs: Iterable[str | os.PathLike] = (),
+    space: str | None = None,
 ) -> FeatureGrid:
     """Draw the model's features (see :func:`feature_grid`) into the PNG ``output``.
 
@@ -256,7 +284,13 @@ def render_features(
     from PIL import Image
 
     grid = feature_grid(
-        model, cols=cols, scale=scale, sort=sort, patch_shape=patch_shape, name=name or "the model"
+        model,
+        cols=cols,
+        scale=scale,
+        sort=sort,
+        patch_shape=patch_shape,
+        name=name or "the model",
+        space=space,
     )
     with atomic_output(output, force=force, inputs=inputs) as temporary:
         # uint8 (H, W) becomes a gray ("L") PNG, uint8 (H, W, 3) an RGB one.

@@ -86,3 +86,22 @@ def sample_gray_patches(images, count: int, size: int, seed: int) -> np.ndarray:
         col = generator.integers(image.shape[1] - size + 1)
         out[k] = image[row : row + size, col : col + size].ravel()
     return out
+
+
+def matlab_column_major(matrix: np.ndarray) -> list[float]:
+    """MATLAB's ``A(:)``, by hand: down the first column, then the second, ..."""
+    matrix = np.atleast_2d(np.asarray(matrix, dtype=np.float64))
+    if matrix.shape[0] == 1:  # a vector: b1(:) is the vector itself
+        matrix = matrix.T
+    values = []
+    for column in range(matrix.shape[1]):
+        for row in range(matrix.shape[0]):
+            values.append(float(matrix[row, column]))
+    return values
+
+
+def starter_code_theta(W1, W2, b1, b2) -> np.ndarray:
+    """The UFLDL starter code's ``theta = [W1(:) ; W2(:) ; b1(:) ; b2(:)]``, as a (p,) vector."""
+    return np.array(
+        matlab_column_major(W1) + matlab_column_major(W2) + matlab_column_major(b1) + matlab_column_major(b2)
+    )

@@ -114,7 +114,7 @@ def test_the_command_line_default_is_the_library_default():
 def test_resuming_a_finished_run_with_a_larger_max_iter_continues_it(data, tmp_path):
     longer = train(data, tmp_path / "longer.h5", dtype="float64", **SETTINGS)
     output = tmp_path / "m.h5"
-    train(data, output, dtype="float64", **{**SETTINGS, "max_iter": 10})
+    train(data, output, dtype="float64", keep_state=True, **{**SETTINGS, "max_iter": 10})
     resumed = train(data, output, dtype="float64", resume=True, **SETTINGS)
     assert_same_run(resumed, longer)
 
@@ -122,7 +122,7 @@ def test_resuming_a_finished_run_with_a_larger_max_iter_continues_it(data, tmp_p
 def test_resuming_a_converged_run_does_nothing(data, tmp_path):
     output = tmp_path / "m.h5"
     settings = {**SETTINGS, "grad_tol": 0.05}
-    first = train(data, output, dtype="float64", **settings)
+    first = train(data, output, dtype="float64", keep_state=True, **settings)
     assert first.info["finished"].startswith("gradient below")
     again = train(data, output, dtype="float64", resume=True, **settings)
     assert again.iterations == first.iterations
@@ -160,6 +160,7 @@ def test_a_stop_before_the_first_iteration_writes_nothing(data, tmp_path, block,
 def test_resume_with_other_hyperparameters_is_refused(data, tmp_path, change, fragment):
     output = tmp_path / "m.h5"
     base = ["train", data, "-o", output, "--hidden", "5", "--max-iter", "3", "--dtype", "float64", "-q"]
+    base.append("--keep-state")
     assert invoke(*base).exit_code == 0
     before = output.read_bytes()
     result = invoke(*base, "--resume", *change)
@@ -171,7 +172,9 @@ def test_resume_with_other_hyperparameters_is_refused(data, tmp_path, change, fr
 def test_resume_on_another_data_file_is_refused(data, tmp_path):
     other = write_patch_file(tmp_path / "other.h5", np.full((3000, 16), 0.5, dtype=np.float32))
     output = tmp_path / "m.h5"
-    assert invoke("train", data, "-o", output, "--hidden", "5", "--max-iter", "2", "-q").exit_code == 0
+    assert (
+        invoke("train", data, "-o", output, "--hidden", "5", "--max-iter", "2", "--keep-state").exit_code == 0
+    )
     result = invoke("train", other, "-o", output, "--hidden", "5", "--resume", "-q")
     assert result.exit_code == 2
     assert (

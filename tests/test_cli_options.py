@@ -43,6 +43,7 @@ LIBRARY = {
     "visualize": ("streamae.options", "VisualizeOptions", ["model.h5"]),
     "demo": ("streamae.demo", "run_demo", []),
     "info": ("streamae.describe", "describe", ["file.h5"]),
+    "export": ("streamae.export", "export_weights", ["model.h5"]),
 }
 # Options the library function takes as a positional argument: command -> (name, index).
 POSITIONAL = {
@@ -51,9 +52,10 @@ POSITIONAL = {
     "encode": {"output": 2},
     "gradcheck": {"data": 0},
     "demo": {"output_dir": 0},
+    "export": {"output": 1},
 }
 # Run-time objects the CLI hands over beside the options (progress displays, MPI).
-NOT_OPTIONS = {"progress", "monitor", "comm", "train_monitor", "extract_progress"}
+NOT_OPTIONS = {"progress", "monitor", "comm", "train_monitor", "extract_progress", "warn"}
 
 
 def test_every_cli_option_has_a_spec_entry():

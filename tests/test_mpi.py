@@ -176,7 +176,9 @@ def _train(data: Path, output: Path, ranks: int | None, *extra: str) -> subproce
 def one_process(odd_data, tmp_path_factory):
     """One process's model at the start (no iterations) and after 30 iterations."""
     folder = tmp_path_factory.mktemp("one")
-    _train(odd_data, folder / "start.h5", None, "--max-iter", "0")
+    _train(
+        odd_data, folder / "start.h5", None, "--max-iter", "0", "--keep-state"
+    )  # its optimizer state holds ∇J
     _train(odd_data, folder / "thirty.h5", None, "--max-iter", "30")
     return load_model(folder / "start.h5"), load_model(folder / "thirty.h5")
 
@@ -187,7 +189,7 @@ def one_process(odd_data, tmp_path_factory):
 def test_ranks_give_one_process_answer(odd_data, one_process, tmp_path, ranks):
     """m = 10,001 does not divide by 2 or 3 ranks (6/5 and 4/4/3 chunks): J, ∇J and θ agree."""
     start, thirty = one_process
-    _train(odd_data, tmp_path / "start.h5", ranks, "--max-iter", "0")
+    _train(odd_data, tmp_path / "start.h5", ranks, "--max-iter", "0", "--keep-state")
     done = _train(odd_data, tmp_path / "thirty.h5", ranks, "--max-iter", "30")
     assert done.stderr.count("finished after 30 iterations") == 1  # rank 0 alone prints
     mpi_start = load_model(tmp_path / "start.h5")

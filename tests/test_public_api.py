@@ -19,6 +19,7 @@ import streamae
 # Public name -> (kind, module that defines it).
 DOCUMENTED = {
     "EncodeOptions": ("class", "streamae.options"),
+    "ExportOptions": ("class", "streamae.options"),
     "ExtractOptions": ("class", "streamae.options"),
     "GradcheckOptions": ("class", "streamae.options"),
     "TrainOptions": ("class", "streamae.options"),
@@ -27,6 +28,7 @@ DOCUMENTED = {
     "Model": ("class", "streamae.io.modelfile"),
     "StreamaeError": ("class", "streamae.errors"),
     "encode": ("function", "streamae.encoding"),
+    "export_weights": ("function", "streamae.export"),
     "extract": ("function", "streamae.extraction.pipeline"),
     "gradcheck": ("function", "streamae.training.gradcheck"),
     "load_model": ("function", "streamae.io.modelfile"),

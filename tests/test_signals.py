@@ -97,7 +97,7 @@ def stop_and_resume(data, tmp_path, reference, target, ranks, send, expected_mes
     marker = uuid.uuid4().hex
     process = start(args, ranks, STREAMAE_TEST_JOB=marker)
     try:
-        wait_for_lines(log, target, process)
+        wait_for_lines(log, target + 1, process)  # the run header, then one line per iteration
         send(process, marker)
         _, err = process.communicate(timeout=120)
     finally:
@@ -111,7 +111,8 @@ def stop_and_resume(data, tmp_path, reference, target, ranks, send, expected_mes
     assert stopped.info["finished"] == "" and stopped.optimizer["iteration"] == k
     assert err.count("Stopped:") == 1, err  # rank 0 alone prints
     assert f"Stopped: {expected_message} after iteration {k}; the checkpoint {output} holds it" in err
-    assert "continue with --resume and the same options" in err  # the flag, not resume=True
+    # The command line prints the command to continue with (the flag, not resume=True).
+    assert "continue with `streamae train " in err and " --resume` (the other settings come from" in err
 
     done = run(args + ["--resume"], ranks)
     assert done.returncode == 0, done.stderr
@@ -120,7 +121,9 @@ def stop_and_resume(data, tmp_path, reference, target, ranks, send, expected_mes
     assert resumed.info["evaluations"] == reference.info["evaluations"]
     assert relative_difference(resumed.theta, reference.theta) < 1e-10
     np.testing.assert_allclose(resumed.history["cost"], reference.history["cost"], rtol=1e-10)
-    iterations = [json.loads(line)["iteration"] for line in log.read_text().splitlines()]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r.get("event") for r in records if "iteration" not in r] == ["start", "start"]  # two runs
+    iterations = [r["iteration"] for r in records if "iteration" in r]
     assert iterations == list(range(1, reference.iterations + 1))  # no gap, no repeat
     return k
 

@@ -226,6 +226,29 @@ class Normalizer:
         self._work: np.ndarray | None = None
         self._product: np.ndarray | None = None
 
+    @classmethod
+    def from_stored(cls, description: dict, arrays: dict[str, np.ndarray]) -> Normalizer:
+        """The normalizer a patch file recorded (its ``normalization`` attribute and arrays).
+
+        Raises KeyError or ValueError when the description is incomplete; the caller names the file.
+        """
+        mode = description["mode"]
+        if mode == "ufldl":
+            return cls("ufldl", sigma=float(description["sigma"]))
+        if mode == "zscore":
+            return cls("zscore", mean=arrays["zscore/mean"], std=arrays["zscore/std"])
+        if mode == "zca":
+            epsilon = description.get("epsilon")
+            return cls(
+                "zca",
+                mean=arrays["zca/mean"],
+                matrix=arrays["zca/matrix"],
+                epsilon=None if epsilon is None else float(epsilon),
+            )
+        if mode in ("unit", "none"):
+            return cls(mode)
+        raise ValueError(f"unknown mode {mode!r}")
+
     def apply(self, block: np.ndarray) -> None:
         """Normalise one (rows, n) float32 block in place."""
         if self.mode == "ufldl":

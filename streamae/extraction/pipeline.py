@@ -12,6 +12,7 @@ file at the target.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -57,6 +58,7 @@ class ExtractResult:
     images: int
     normalization: dict
     seconds: float
+    skipped: tuple[str, ...] = ()
 
     def __fspath__(self) -> str:
         return os.fspath(self.path)
@@ -74,8 +76,9 @@ def extract(
     *,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
     **values: object,
-) -> ExtractResult:
+) -> ExtractResult | dict:
     """Cut patches from ``sources`` and write them, normalised, to the patch file ``output``.
 
     The options come from ``options`` (a frozen :class:`~streamae.options.ExtractOptions`)
@@ -88,22 +91,53 @@ def extract(
     of (h, w, c), chunked (chunk_rows, h·w·c).  Raises
     :class:`~streamae.errors.StreamaeError` subclasses for bad inputs and options (a
     :class:`~streamae.errors.UsageError` naming the parameter for a bad option).
+
+    ``sources`` is a list of paths, folders and glob patterns, or one of them (a single
+    str or path is one source, never a sequence of characters).  ``normalize_like`` is an
+    earlier patch file whose stored normalisation (ufldl σ, z-score statistics, ZCA mean
+    and matrix) is applied instead of fitting a new one (``normalize`` is then ignored).
+    ``skip_bad``: a source that cannot be read is skipped with one warning
+    (``warn(text)``, default :func:`warnings.warn`) instead of ending the run; the
+    skipped files are listed in the file's ``skipped_sources`` attribute and the result.
+    ``vectors``: FILE.npy or FILE.h5:DATASET, whose rows are written as they are (no
+    sources then; see :func:`streamae.extraction.vectors.extract_vectors`, whose summary
+    dict is returned).
     """
     started = time.perf_counter()
     o = ExtractOptions.build(options, values)
     patch, grid, num_patches = o.patch_size, o.stride, o.num_patches
     color, normalize, zca_epsilon, seed = o.color, o.normalize, o.zca_epsilon, o.seed
     chunk_rows, compression, variable, force = o.chunk_rows, o.compression, o.variable, o.force
+    normalize_like, skip_bad = o.normalize_like, o.skip_bad
+    if isinstance(sources, str | os.PathLike):
+        sources = [sources]
+    if o.vectors is not None:
+        if sources:
+            raise UsageError(
+                "vectors=FILE takes no sources; give either images or vectors.", parameter="vectors"
+            )
+        from streamae.extraction.vectors import extract_vectors
+
+        return extract_vectors(o.vectors, output, chunk_rows=chunk_rows, force=force)
+    if not sources:
+        raise UsageError(
+            "give the images to cut patches from (sources), or vectors=FILE.", parameter="vectors"
+        )
     if grid is not None and num_patches is not None:
         raise UsageError(
             "num_patches=N and stride=S exclude each other; give one of them.", parameter="num_patches"
         )
     if grid is None:
         num_patches = DEFAULT_NUM_PATCHES if num_patches is None else num_patches
-    check_output_path(output, force=force, inputs=_existing(sources))
+    like = [normalize_like] if normalize_like is not None else []
+    check_output_path(output, force=force, inputs=[*_existing(sources), *like])
 
     files = expand_sources(sources)
-    entries = inventory(files, variable=variable)
+    skipped: list[dict] = []
+    if skip_bad:
+        entries = _readable_entries(files, variable, color, skipped, warn)
+    else:
+        entries = inventory(files, variable=variable)
     _check_sizes(entries, patch)
     groups = group_by_budget(entries, color, cache_bytes)
     plan = plan_sampling(
@@ -122,19 +156,26 @@ def extract(
         )
     channels = COLOR_CHANNELS[color]
     n = patch[0] * patch[1] * channels
+    stored = None
+    if normalize_like is not None:
+        stored = stored_normalizer(normalize_like, (patch[0], patch[1], channels))
+        normalize = stored.mode
     chunk = min(int(chunk_rows), m) if chunk_rows else default_chunk_rows(n, m)
     block_rows = max(chunk, BLOCK_BYTES // (4 * n) // chunk * chunk)
     block_rows = min(block_rows, -(-m // chunk) * chunk)
 
     cache = ImageCache(entries, color, groups, unit_scale=normalize != "none")
     buffer = np.empty((block_rows, n), dtype=np.float32)
-    statistics = Statistics(normalize, n, block_rows)
-    if statistics.needed:
-        for _, block in _cut_blocks(plan, cache, buffer, progress, "statistics"):
-            statistics.add(block)
-    normalizer = statistics.finish(epsilon=zca_epsilon)
+    if stored is not None:
+        normalizer = stored  # no statistics pass: the earlier file's normalisation applies
+    else:
+        statistics = Statistics(normalize, n, block_rows)
+        if statistics.needed:
+            for _, block in _cut_blocks(plan, cache, buffer, progress, "statistics"):
+                statistics.add(block)
+        normalizer = statistics.finish(epsilon=zca_epsilon)
 
-    with atomic_output(output, force=force, inputs=files) as temporary:
+    with atomic_output(output, force=force, inputs=[*files, *like]) as temporary:
         _write(
             temporary,
             plan,
@@ -153,6 +194,7 @@ def extract(
                 ),
                 "color": color,
                 "images": len(entries),
+                "skipped_sources": json.dumps(skipped),
             },
             progress=progress,
         )
@@ -163,7 +205,89 @@ def extract(
         images=len(entries),
         normalization=normalizer.describe(),
         seconds=time.perf_counter() - started,
+        skipped=tuple(entry["path"] for entry in skipped),
     )
+
+
+def _readable_entries(
+    files: Sequence[Path],
+    variable: str | None,
+    color: str,
+    skipped: list[dict],
+    warn: Callable[[str], None] | None,
+) -> list[ImageEntry]:
+    """The entries of the files that can be read, each image decoded once to be sure.
+
+    A file that fails (its header or its pixels) is left out with one warning and
+    appended to ``skipped`` as ``{"path", "reason"}``; decoding now means a bad file
+    cannot end the run half-way through a pass.
+    """
+    import warnings
+
+    from streamae.errors import InputFileError
+    from streamae.extraction.readers import KIND_PILLOW, read_entries
+
+    entries: list[ImageEntry] = []
+    for path in files:
+        try:
+            found = inventory([path], variable=variable)
+            for _ in read_entries([e for e in found if e.kind == KIND_PILLOW], color):
+                pass
+        except InputFileError as error:
+            skipped.append({"path": os.fspath(path), "reason": str(error)})
+            text = f"skipped {error}"
+            if warn is not None:
+                warn(text)
+            else:
+                warnings.warn(text, stacklevel=3)
+            continue
+        entries.extend(found)
+    if not entries:
+        raise InputFileError(
+            f"none of the {len(files)} source files could be read ({skipped[0]['path']} was the "
+            "first); check the files."
+        )
+    return entries
+
+
+def stored_normalizer(path: str | os.PathLike, patch_shape: tuple[int, int, int]) -> Normalizer:
+    """The normalizer recorded in the patch file ``path``, for patches of ``patch_shape``.
+
+    Raises :class:`UsageError` naming the file when it records none, or records one for
+    patches of another shape.
+    """
+    from streamae.io.normalization import read_normalization
+    from streamae.io.patchfile import inspect_patch_file
+
+    layout = inspect_patch_file(path)
+    shown = "x".join(map(str, patch_shape))
+    if layout.patch_shape is not None and tuple(layout.patch_shape) != tuple(patch_shape):
+        raise UsageError(
+            f"{path}: its patches are {'x'.join(map(str, layout.patch_shape))}, not {shown}; "
+            "extract with the same patch size and colour as the file whose normalisation you reuse.",
+            parameter="normalize_like",
+        )
+    if layout.n_features != math.prod(patch_shape):
+        raise UsageError(
+            f"{path}: its patches hold {layout.n_features} values, not {math.prod(patch_shape)} "
+            f"({shown}); extract with the same patch size and colour as that file.",
+            parameter="normalize_like",
+        )
+    description, arrays = read_normalization(path)
+    if description is None:
+        raise UsageError(
+            f"{path}: the file records no normalization to reuse; give a patch file written by "
+            "`streamae extract`.",
+            parameter="normalize_like",
+        )
+    try:
+        return Normalizer.from_stored(description, arrays)
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(
+            f"{path}: its normalization attribute is incomplete ({type(error).__name__}: "
+            f"{str(error)[:60]}); extract that file again.",
+            parameter="normalize_like",
+        ) from error
 
 
 def _write(

@@ -210,14 +210,37 @@ def _pillow_entries(path: Path, variable: str | None) -> list[ImageEntry]:
             for frame in range(getattr(image, "n_frames", 1)):
                 image.seek(frame)
                 width, height = image.size
+                if _exif_orientation(image) in _TRANSPOSING_ORIENTATIONS:
+                    width, height = height, width  # drawn rotated by a quarter turn
                 entries.append(ImageEntry(path, KIND_PILLOW, frame, height, width, _pillow_scale(image.mode)))
             return entries
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise _corrupt(path, error) from error
 
 
+# EXIF orientations (1-8) that swap width and height: the photo is stored turned by 90°.
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+def _exif_orientation(image) -> int:
+    """The EXIF orientation of an open Pillow image (1, upright, when it records none)."""
+    try:
+        return int(image.getexif().get(_EXIF_ORIENTATION_TAG, 1))
+    except (AttributeError, TypeError, ValueError, OSError):
+        return 1
+
+
 def _pillow_values(image) -> np.ndarray:
-    """The current frame of an open Pillow image as (H, W) or (H, W, 3) values."""
+    """The current frame of an open Pillow image as (H, W) or (H, W, 3) values, upright.
+
+    A photograph's EXIF orientation is applied, so patches are cut from the picture as
+    it is meant to be seen (cameras store the sensor's rows and a turn to apply).
+    """
+    from PIL import ImageOps
+
+    if _exif_orientation(image) != 1:
+        image = ImageOps.exif_transpose(image)
     mode = image.mode
     if mode in ("1", "L", "LA", "La"):
         return np.asarray(image.convert("L"))
@@ -289,6 +312,10 @@ def check_declared_size(
             )
 
 
+# A 2-D array whose sides differ by more than this factor is taken for rows of vectors.
+_VECTOR_ASPECT = 8
+
+
 def _stack_entries(
     path: Path,
     kind: str,
@@ -320,6 +347,13 @@ def _stack_entries(
         raise InputFileError(
             f"{where}: holds {dtype} values, not numbers; give an image stack of integers or floats."
         ) from None
+    if len(shape) == 2 and max(shape) > _VECTOR_ASPECT * min(shape):
+        # (60000, 784) is 60000 vectors, not a 60000x784 picture: never cut it into patches.
+        raise InputFileError(
+            f"{where}: holds a 2-D array of shape {tuple(shape)}, which looks like {shape[0]} vectors "
+            f"of {shape[1]} values rather than an image; to train on the rows as they are, extract "
+            "them with vectors (streamae extract --vectors), or save an image stack as (N, H, W)."
+        )
     if len(shape) == 2:
         count, (height, width) = 1, shape
     elif layout == "numpy":

@@ -4,7 +4,10 @@ Layout (DESIGN.md): ``/W1`` (s, n), ``/b1`` (s,), ``/W2`` (n, s), ``/b2`` (n,) f
 attributes ``format``, the hyperparameters (``activation`` among them: sigmoid or tanh; a
 file without it is sigmoid), ``patch_shape``, the data fingerprint,
 ``iterations``; ``/history/<name>`` one entry per iteration; ``/rho_hat`` (s,);
-``/optimizer/*`` the L-BFGS state.  Files are written atomically.
+``/optimizer/*`` the L-BFGS state (checkpoints, or when asked to keep it); the
+``normalization`` attribute (JSON, as in the patch file) and its arrays (``/zca/mean``,
+``/zca/matrix``, ``/zscore/mean``, ``/zscore/std``) copied from the training data.  Files
+are written atomically.  Files written before a field existed load without it.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ HISTORY_FIELDS = (
 # all the rows (what their runs were).
 STAGE_FIELDS = ("stage", "sample_rows")
 WEIGHT_DATASETS = ("W1", "b1", "W2", "b2")
+# The normalisation arrays a patch file may hold, copied into the model under the same names.
+NORMALIZATION_DATASETS = ("zca/mean", "zca/matrix", "zscore/mean", "zscore/std")
 # /validation/<name>: one entry per held-out evaluation (the iteration it followed first).
 VALIDATION_FIELDS = ("iteration", "cost", "reconstruction", "weight_decay", "sparsity", "rho_hat_mean")
 
@@ -52,6 +57,12 @@ class Model:
     activation at the final parameters (in (−1, 1) for tanh units); ``optimizer`` the L-BFGS
     state arrays and scalars (see :mod:`streamae.compute.lbfgs`), or None.  ``validation``
     maps each of ``VALIDATION_FIELDS`` to one entry per held-out evaluation (empty without one).
+    ``normalization`` is the training data's normalisation (the patch file's JSON
+    description) and ``normalization_arrays`` its arrays by dataset name (``"zca/matrix"``
+    (n, n), ...).
+
+    ``encode(X)`` and ``reconstruct(X)`` take any number of rows (m, n) and stream them in
+    blocks; ``save(path)`` writes the model file.
     """
 
     W1: np.ndarray
@@ -67,6 +78,44 @@ class Model:
     optimizer: dict | None = None
     info: dict = field(default_factory=dict)
     validation: dict[str, np.ndarray] = field(default_factory=dict)
+    normalization: dict | None = None
+    normalization_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        """A short summary: sizes, decoder, iterations and J, never whole arrays."""
+        cost = self.info.get("cost")
+        mode = (self.normalization or {}).get("mode")
+        return (
+            f"Model({self.n_visible} inputs -> {self.n_hidden} hidden, {self.hyper.decoder} decoder, "
+            + (f"{self.hyper.activation} units, " if self.hyper.activation != "sigmoid" else "")
+            + f"{self.iterations} iterations"
+            + (f", J={cost:.6g}" if isinstance(cost, float) else "")
+            + (f", {mode} data" if mode else "")
+            + (", resumable" if self.optimizer is not None else "")
+            + ")"
+        )
+
+    def encode(self, X: np.ndarray, *, block_rows: int | None = None, dtype: object = None) -> np.ndarray:
+        """The hidden activations a2 (m, s) of the rows of X (m, n), computed block by block.
+
+        ``dtype`` is the compute and output type (float32 or float64; default: X's when it
+        is one of them, else float64).  Extra memory is a few blocks, whatever m is.
+        """
+        from streamae.compute.blocked import encode_rows
+
+        return encode_rows(self, X, block_rows=block_rows, dtype=dtype)
+
+    def reconstruct(
+        self, X: np.ndarray, *, block_rows: int | None = None, dtype: object = None
+    ) -> np.ndarray:
+        """The decoder's output a3 (m, n) for the rows of X (m, n), block by block (see :meth:`encode`)."""
+        from streamae.compute.blocked import reconstruct_rows
+
+        return reconstruct_rows(self, X, block_rows=block_rows, dtype=dtype)
+
+    def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
+        """Write the model file ``path`` (atomically; an existing file only with ``force``)."""
+        return write_model(path, self, force=force)
 
     @property
     def n_visible(self) -> int:
@@ -131,6 +180,11 @@ def _write_contents(handle: h5py.File, model: Model) -> None:
             group.create_dataset(name, data=np.asarray(model.validation.get(name, []), dtype=np.float64))
     if model.rho_hat is not None:
         handle.create_dataset("rho_hat", data=np.asarray(model.rho_hat, dtype=np.float64))
+    if model.normalization is not None:
+        attrs["normalization"] = json.dumps(model.normalization)
+    for name, values in model.normalization_arrays.items():
+        if name in NORMALIZATION_DATASETS:
+            handle.create_dataset(name, data=np.asarray(values, dtype=np.float64))
     if model.optimizer is not None:
         group = handle.create_group("optimizer")
         for key, value in model.optimizer.items():
@@ -209,6 +263,8 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
         rho_hat=rho_hat,
         optimizer=optimizer,
         info=_json_or_none(attrs.get("info")) or {},
+        normalization=_json_or_none(attrs.get("normalization")),
+        normalization_arrays=_normalization_arrays(handle, path, n),
         validation=validation,
     )
 
@@ -222,6 +278,19 @@ def _fill_stage_fields(history: dict[str, np.ndarray], attrs: dict) -> None:
     rows = shape[0] if isinstance(shape, list) and shape and _is_int(shape[0]) else 0
     history.setdefault("stage", np.ones(iterations))
     history.setdefault("sample_rows", np.full(iterations, float(rows)))
+
+
+def _normalization_arrays(handle: h5py.File, path: Path, n: int) -> dict[str, np.ndarray]:
+    """The normalisation arrays the file holds, shape-checked against the n inputs."""
+    shapes = {"zca/mean": (n,), "zca/matrix": (n, n), "zscore/mean": (n,), "zscore/std": (n,)}
+    found = {}
+    for name, shape in shapes.items():
+        group, _, leaf = name.partition("/")
+        if isinstance(_get(handle, group), h5py.Group) and isinstance(
+            _get(handle[group], leaf), h5py.Dataset
+        ):
+            found[name] = _numbers(handle[name], path, shape=shape)
+    return found
 
 
 def _get(group: h5py.Group, name: str) -> object:

@@ -31,7 +31,7 @@ from streamae.text import printable
 
 # Reasons a finished run may be continued by resuming with a larger max_iter; any
 # other reason (a convergence test met) means there is nothing left to do.
-_CONTINUABLE_PREFIXES = ("reached ", "no iterations asked")
+_CONTINUABLE_PREFIXES = ("reached ", "no iterations asked", "max_iter ")
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,12 @@ def check_compatible(
     the data file's path, shape or dtype, a hyperparameter, or the compute dtype.
     """
     if model.optimizer is None:
+        # A finished model drops the L-BFGS state (it is 100 pairs of parameter vectors).
         raise UsageError(
-            f"{path}: the model file holds no optimizer state, so it cannot be resumed; "
-            "train without resume=True (and force=True to replace it)."
+            f"{path}: a finished model without the optimizer state (dropped when its run ended, "
+            "unless keep_state was asked), so it cannot be continued exactly; train afresh, or "
+            "train with keep_state when a run may need to be continued after it finishes.",
+            parameter="resume",
         )
     stored = model.data or {}
     for key, label in (

@@ -23,6 +23,7 @@ from streamae.io.modelfile import HISTORY_FIELDS
 from streamae.runtime.mpi import Communicator, agreed_phase, digest, mark_collective, ranks_agree
 from streamae.runtime.signals import StopFlag, StopRequested
 from streamae.training.checkpoint import CheckpointPolicy, Progress
+from streamae.training.runlog import timestamp
 
 # Compare a checksum of the parameters across ranks this often (and at the end).  The
 # check is one 16-byte Allreduce and a hash of p values: cheap, but not free for
@@ -72,6 +73,10 @@ class CountedBlocks:
     With ``abandon=True`` (one process) a stop request raises :class:`StopRequested`
     between blocks, so a signal ends even a long pass quickly.  Under MPI it must not:
     a rank leaving a pass alone would leave the others waiting in its Allreduce.
+
+    Every pass over the source starts with ``monitor.on_pass(label, n_rows)``, so a
+    progress bar counts each row once per pass (two-pass reads every row twice, in two
+    passes, not one bar of 2m rows).
     """
 
     def __init__(self, source, monitor: TrainingMonitor, stop: StopFlag, *, abandon: bool) -> None:
@@ -81,6 +86,7 @@ class CountedBlocks:
         self._abandon = abandon
         self.dtype = source.dtype
         self.block_rows = source.block_rows
+        self.label = "pass"
         self.layout = source.layout  # messages name the file's dataset
 
     @property
@@ -90,6 +96,7 @@ class CountedBlocks:
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """The source's ``(first_row, block)`` pairs."""
+        self._monitor.on_pass(self.label, self._source.n_rows)
         for first, block in self._source.blocks():
             if self._abandon and self._stop.requested:
                 raise StopRequested
@@ -207,6 +214,7 @@ class Trainer:
         log: str | os.PathLike | None,
         append_log: bool = False,
         resume_hint: str = "",
+        header: dict | None = None,
         after_iteration: Callable[[int, np.ndarray, dict], str | None] | None = None,
         tags: dict | None = None,
     ) -> None:
@@ -220,6 +228,7 @@ class Trainer:
         self.log = log
         self.append_log = append_log
         self.resume_hint = resume_hint
+        self.header = header
         # Called after every iteration with (iteration, x, record) on every rank (held-out
         # evaluation): it may add entries to the record and return a reason to stop.
         self.after_iteration = after_iteration
@@ -234,8 +243,6 @@ class Trainer:
         # One tiny collective per evaluation: every rank abandons the same evaluation.
         if self.comm.any(self.stop.requested):
             raise StopRequested
-        reads = {"two-pass": 2, "single-pass": 1}.get(getattr(self.objective, "scheme", ""), 0)
-        self.monitor.on_pass("J and gradient", reads * self.objective.n_rows)
         evaluation = self.objective(theta)
         timing = getattr(self.objective, "timing", None)
         if timing is not None:
@@ -267,11 +274,16 @@ class Trainer:
         earlier = progress.seconds  # training time of the runs this one continues
         if state.iteration >= self.rules.max_iter and not state.finished:
             asked = self.rules.max_iter
-            state.finished = "no iterations asked" if asked == 0 else f"reached {asked} iterations"
+            if state.iteration > asked:  # a resumed run: say so rather than "reached"
+                state.finished = f"max_iter {asked} is below the {state.iteration} iterations done"
+            else:
+                state.finished = "no iterations asked" if asked == 0 else f"reached {asked} iterations"
         log = None
         if self.log is not None and self.comm.rank == 0:
             log = JsonLinesLog(self.log, append=self.append_log)
         try:
+            if log is not None and self.header is not None:
+                log.write(self.header)  # inside the try: the log is closed if this fails
             while not state.finished:
                 self._evaluations.entries.clear()
                 self._iteration_split = TimeSplit()
@@ -282,7 +294,8 @@ class Trainer:
                     # lbfgs_iteration changes it only after the line search (except for
                     # dropping the pairs when descent is lost, which the resumed
                     # iteration would do identically).
-                    self._checkpoint(state, progress)
+                    # The Interrupted message names the checkpoint: no separate line for it.
+                    self._checkpoint(state, progress, announce=False)
                     raise mark_collective(self._interrupted(state)) from None
                 if report.step == 0.0:
                     break
@@ -299,6 +312,7 @@ class Trainer:
                 record.update(self.tags)
                 for name in HISTORY_FIELDS:
                     progress.history[name].append(float(record[name]))
+                record["time"] = timestamp()
                 if self.after_iteration is not None:
                     reason = self.after_iteration(state.iteration, state.x, record)
                     if reason:
@@ -340,7 +354,7 @@ class Trainer:
             )
         return bool(buffer[0] < 0.0)
 
-    def _checkpoint(self, state: LbfgsState, progress: Progress) -> None:
+    def _checkpoint(self, state: LbfgsState, progress: Progress, *, announce: bool = True) -> None:
         """Collective: rank 0 writes a checkpoint; a failure is raised on every rank."""
         if self.comm.size > 1 and not ranks_agree(self.comm, digest(state.x, state.g)):
             raise mark_collective(
@@ -354,7 +368,7 @@ class Trainer:
                 path = self.save(state, progress)
                 # A hook added with checkpoints: monitors written before it may lack it.
                 hook = getattr(self.monitor, "on_checkpoint", None)
-                if hook is not None:
+                if hook is not None and announce:
                     hook(state.iteration, path)
 
     def _interrupted(self, state: LbfgsState | None) -> Interrupted:

@@ -25,6 +25,7 @@ from streamae.errors import DataError, InputFileError, Interrupted, MissingInput
 from streamae.io.atomic import OutputClaim, check_distinct_outputs, check_output_path, claim_output
 from streamae.io.hdf5 import open_hdf5
 from streamae.io.modelfile import Model, load_model, write_model
+from streamae.io.normalization import read_normalization
 from streamae.io.patchfile import (
     ArrayPatches,
     PatchFile,
@@ -37,7 +38,7 @@ from streamae.io.patchfile import (
     validate_patch_dataset,
 )
 from streamae.io.readpolicy import open_patches
-from streamae.options import DEFAULT_DATASET, VALIDATION, TrainOptions, dataset_path
+from streamae.options import DEFAULT_DATASET, TRAIN, VALIDATION, TrainOptions, dataset_path
 from streamae.runtime.mpi import (
     Communicator,
     SingleProcess,
@@ -59,6 +60,8 @@ from streamae.training.checkpoint import (
     resume_point,
 )
 from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
+from streamae.training.resume import Settings, resolve_settings, stored_settings
+from streamae.training.runlog import format_header, run_header
 from streamae.training.validation import (
     HeldOutObjective,
     RowRanges,
@@ -74,6 +77,7 @@ from streamae.training.warmstart import (
     stage_rules,
     where_to_begin,
 )
+from streamae.training.warnings import data_warnings, resume_warnings
 
 __all__ = ["TrainingMonitor", "train"]
 
@@ -237,6 +241,7 @@ def train(
     comm: Communicator | None = None,
     stop_signals: bool = True,
     stop: StopFlag | None = None,
+    command: str | None = None,
     **values: object,
 ) -> Model:
     """Train the sparse autoencoder on the patch file ``data``; returns the model.
@@ -279,12 +284,45 @@ def train(
     or ``"auto"``: L-BFGS first runs on fair samples of the file (whole chunks spread
     over it), each stage starting from the previous one's parameters, and then on the
     full data with ``max_iter`` and the tolerances (see :mod:`streamae.training.warmstart`).
+
+    Resuming takes the checkpoint's settings: with ``resume=True`` every setting not given
+    (not among the keywords, or left at its default in ``options``) is the one the
+    checkpoint was trained with (:mod:`streamae.training.resume`); a given one must agree
+    where changing it would change the objective.  The finished model holds the weights,
+    the history and what describes them (its data's normalisation among them); the
+    L-BFGS state is written in checkpoints only and dropped at the end unless
+    ``keep_state`` (a finished model without it cannot be resumed).  ``command`` is the
+    command line the run header records (default: this process's).
     """
     if "memory" in values:  # the L-BFGS pairs' old name
         values["lbfgs_pairs"] = values.pop("memory")
     comm = comm or SingleProcess()
     with one_rank_reports(comm):
-        return _train(data, output, TrainOptions.build(options, values), monitor, comm, stop_signals, stop)
+        o, settings = _resolve_options(output, options, values)
+        return _train(data, output, o, monitor, comm, stop_signals, stop, settings, command)
+
+
+def _resolve_options(
+    output: str | os.PathLike | None, options: TrainOptions | None, values: dict[str, object]
+) -> tuple[TrainOptions, Settings]:
+    """The options in effect: on resume, the settings not given come from the checkpoint."""
+    checked = TrainOptions.build(options, values)  # every value checked before the file is read
+    given = {name: value for name, value in values.items() if value is not None}
+    if options is not None:  # a frozen options object: what differs from the defaults was given
+        given = {
+            **{k: v for k, v in options.as_dict().items() if v != TRAIN[k].default and v is not None},
+            **given,
+        }
+    stored = None
+    if checked.resume and output is not None and Path(output).is_file():
+        try:
+            stored = stored_settings(output)
+        except Exception:  # noqa: BLE001 - an unreadable file is reported by the opening checks
+            stored = None
+    settings = resolve_settings(given, stored, output)
+    if not settings.from_checkpoint:
+        return checked, settings
+    return checked.replace(**{name: settings[name] for name in settings.from_checkpoint}), settings
 
 
 def _train(
@@ -295,6 +333,8 @@ def _train(
     comm: Communicator,
     stop_signals: bool,
     stop: StopFlag | None,
+    settings: Settings | None = None,
+    command: str | None = None,
 ) -> Model:
     """:func:`train` with its options checked."""
     hidden, rho, beta, lam, decoder = o.hidden, o.rho, o.beta, o.lam, o.decoder
@@ -306,6 +346,7 @@ def _train(
     scheme, memory_budget, dataset, warm_start = o.scheme, o.memory_budget, o.dataset, o.warm_start
     validation, validation_fraction = o.validation, o.validation_fraction
     validate_every, early_stop = o.validate_every, o.early_stop
+    keep_state = o.keep_state
     monitor = monitor or TrainingMonitor()
     stop = stop or StopFlag()
     data = Path(data)
@@ -361,6 +402,21 @@ def _train(
         )
         with agreed_phase(comm):
             beginning = where_to_begin(plan, resumed, stored_warm_start, output)
+        effective = {
+            **{k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in o.as_dict().items()},
+            "chunk_rows": setup.block_rows,
+            "output": None if output is None else os.fspath(output),
+        }
+        header = run_header(
+            settings=effective,
+            data=layout.fingerprint,
+            threads=threads_used,
+            ranks=comm.size,
+            command=command,
+        )
+        monitor.on_message(format_header(header))
+        for note in settings.notes if settings is not None else ():
+            monitor.on_message(f"resume: {note}")
         warm_up_kernels(comm, layout.n_features, hyper, compute_dtype)
 
         counted = CountedBlocks(setup.source, monitor, stop, abandon=comm.size == 1)
@@ -371,7 +427,7 @@ def _train(
         )
         for note in setup.notes:
             monitor.on_message(note)
-        monitor.on_pass("checking values", setup.source.n_rows)
+        counted.label = "checking values"
         try:
             summary = check_values(counted, hyper, str(data), comm)
             if resumed is not None:
@@ -384,7 +440,13 @@ def _train(
             raise Interrupted(
                 f"stopped by {stop.signal_name} while checking the values; nothing new was written."
             ) from None
+        counted.label = "J and gradient"
         budget = memory_budget
+        warnings = data_warnings(hyper, layout.n_features, summary.minimum, summary.maximum)
+        if resumed is not None:
+            warnings += resume_warnings(max_iter, resumed.state.iteration)
+        for text in warnings:
+            monitor.on_message(f"warning: {text}")
 
         def build_objective(source) -> StreamedObjective:
             built = make_objective(
@@ -396,7 +458,10 @@ def _train(
                 scheme=scheme,
                 memory_budget=budget,
             )
-            monitor.on_message(f"scheme {built.scheme}: {built.reason}")
+            if built.reason == "asked for":
+                monitor.on_message(f"scheme: {built.scheme}, as asked")
+            else:
+                monitor.on_message(f"scheme: {built.scheme}, since {built.reason}")
             return built
 
         reading = getattr(setup.source, "policy", None)
@@ -421,12 +486,22 @@ def _train(
                 )
             )
 
+        # The model remembers its data's normalisation, for pictures and new data.
+        normalization = read_normalization(data, file_locking=file_locking)
         info = {
             "dtype": dtype,
             "seed": seed,
             "ranks": comm.size,
             "chunk_rows": setup.block_rows,
             "threads": threads_used,
+            # The settings a resume takes when it is not given them (training/resume.py).
+            "max_iter": max_iter,
+            "grad_tol": grad_tol,
+            "progress_tol": progress_tol,
+            "lbfgs_pairs": memory,
+            # chunk_rows as asked (None: the read policy's choice, made again on resume); the
+            # rows per read used are "chunk_rows" above.
+            "asked_chunk_rows": chunk_rows,
         }
         if held_info is not None:
             info["validation"] = held_info
@@ -440,13 +515,24 @@ def _train(
         def saver(objective_: StreamedObjective, record: dict):
             def save(state: LbfgsState, progress: Progress) -> str:
                 timed = {**info_for(objective_, record), "time_split": trainers[-1].time_split.as_info()}
-                model = _model(state, progress, objective_, layout, timed, held_out, fingerprint)
+                model = _model(
+                    state,
+                    progress,
+                    objective_,
+                    layout,
+                    timed,
+                    held_out,
+                    fingerprint,
+                    normalization,
+                    keep_state=True,
+                )
                 write_model(output, model, force=True, inputs=(data,), claim=setup.claim)
                 return str(output)
 
             return save if output is not None else None
 
         log_begun = [resumed is not None]  # later stages append to the log the first began
+        header_due = [True]  # the run header opens this call's part of the log
 
         def make_trainer(objective_, rules_, stage, first_iteration) -> Trainer:
             record = plan.record(stage.number, first_iteration, False)
@@ -461,10 +547,11 @@ def _train(
                 log=log,
                 append_log=log_begun[0],
                 resume_hint=(
-                    f"the checkpoint {output} holds it; continue with "
-                    "resume=True and the same options"
-                    + (f" (dataset={layout.dataset!r})." if layout.dataset != DEFAULT_DATASET else ".")
+                    f"the checkpoint {output} holds it; continue with resume=True"
+                    + (f" and dataset={layout.dataset!r}" if layout.dataset != DEFAULT_DATASET else "")
+                    + " (the other settings come from the checkpoint)."
                 ),
+                header=header if header_due[0] else None,
                 tags={"stage": stage.number, "sample_rows": stage.rows},
                 # Held-out evaluation (and early stopping) belongs to the full-data stage.
                 after_iteration=(
@@ -473,6 +560,7 @@ def _train(
             )
             trainers.append(trainer_)
             log_begun[0] = True
+            header_due[0] = False
             return trainer_
 
         def save_stage_end(objective_, state, progress, stage, first_iteration) -> None:
@@ -529,7 +617,17 @@ def _train(
         trainer.run(state, progress)
         record = plan.record(final.number, first_iteration, bool(state.finished))
         info = {**info_for(objective, record), "time_split": trainer.time_split.as_info()}
-        model = _model(state, progress, objective, layout, info, held_out, fingerprint)
+        model = _model(
+            state,
+            progress,
+            objective,
+            layout,
+            info,
+            held_out,
+            fingerprint,
+            normalization,
+            keep_state=keep_state,
+        )
         monitor.on_message(trainer.time_split.summary())
         if held_out is not None and held_out.stopped_early:
             model = _best_model(model, held_out, objective)
@@ -574,8 +672,12 @@ def _model(
     info: dict,
     held_out: Validation | None = None,
     fingerprint: dict | None = None,
+    normalization: tuple[dict | None, dict[str, np.ndarray]] = (None, {}),
+    *,
+    keep_state: bool = True,
 ) -> Model:
-    """The model file's contents at ``state``: weights, history, ρ̂, optimizer state, info."""
+    """The model file's contents at ``state``: weights, history, ρ̂, info, and the optimizer
+    state when ``keep_state`` (checkpoints always; a finished model only when asked)."""
     current: Evaluation = progress.current
     model = Model(
         **_split(state.x, objective.n_visible, objective.n_hidden),
@@ -585,7 +687,9 @@ def _model(
         iterations=state.iteration,
         history={name: np.asarray(values) for name, values in progress.history.items()},
         rho_hat=current.rho_hat,
-        optimizer=state.to_arrays(),
+        optimizer=state.to_arrays() if keep_state else None,
+        normalization=normalization[0],
+        normalization_arrays=normalization[1],
         info={
             **info,
             "finished": state.finished,

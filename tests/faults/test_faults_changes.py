@@ -137,7 +137,9 @@ def test_data_that_changes_under_a_run_stops_it(change, long_patches, tmp_path):
 
 def _trained(tmp_path: Path, data: Path, iterations: int = 3) -> Path:
     model = tmp_path / "model.h5"
-    result = invoke("train", data, "-o", model, "--hidden", "4", "--max-iter", iterations, "-q")
+    result = invoke(
+        "train", data, "-o", model, "--hidden", "4", "--max-iter", iterations, "--keep-state", "-q"
+    )
     assert result.exit_code == 0, result.output
     return model
 

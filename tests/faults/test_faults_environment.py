@@ -51,7 +51,12 @@ def _hostile_model(path: Path) -> Path:
 
 def _hostile_checkpoint(tmp_path: Path, good_patches: Path) -> Path:
     model = tmp_path / "checkpoint.h5"
-    assert invoke("train", good_patches, "-o", model, "--max-iter", "2", "--hidden", "3", "-q").exit_code == 0
+    assert (
+        invoke(
+            "train", good_patches, "-o", model, "--max-iter", "2", "--hidden", "3", "--keep-state", "-q"
+        ).exit_code
+        == 0
+    )
     with h5py.File(model, "r+") as handle:
         stored = json.loads(handle.attrs["data"])
         handle.attrs["data"] = json.dumps({**stored, "path": f"/data/{HOSTILE}.h5"})
@@ -116,7 +121,7 @@ def test_a_log_on_a_full_disk_says_so(leave, resume, small_disk, good_patches, t
         "-q",
     ]
     if resume:
-        assert invoke(*common, "--max-iter", "2").exit_code == 0
+        assert invoke(*common, "--max-iter", "2", "--keep-state").exit_code == 0
     _fill(small_disk, leave=leave)
     result = invoke(*common, "--max-iter", "40", *(["--resume"] if resume else []))
     assert_clean_case(result, "train", 1, names=[log], fragments=["disk is full"])

@@ -311,6 +311,10 @@ def checkpoint_is_valid(path: Path, reference: Reference) -> bool:
     """
     try:
         model = load_model(path)
+        if is_finished(model):
+            # The kill came after the final write: a finished model drops the optimizer state.
+            cost = model.history.get("cost", np.zeros(0))
+            return np.array_equal(cost, reference.cost)
         resume_point(model, path)  # the optimizer state agrees with the weights and history
     except Exception as error:  # noqa: BLE001 - any failure to read it means the file is torn
         print(f"invalid checkpoint {path}: {error}")
@@ -318,6 +322,11 @@ def checkpoint_is_valid(path: Path, reference: Reference) -> bool:
     k = model.iterations
     cost = model.history.get("cost", np.zeros(0))
     return 0 <= k <= len(reference.cost) and len(cost) == k and np.array_equal(cost, reference.cost[:k])
+
+
+def is_finished(model) -> bool:
+    """A finished model (no optimizer state, a stop reason): nothing left to resume."""
+    return model.optimizer is None and bool(model.info.get("finished"))
 
 
 def matches(path: Path, reference: Reference) -> bool:
@@ -380,6 +389,12 @@ def kill_chains(
         torn = target.exists() and not checkpoint_is_valid(target, reference)
         FIGURES.record_kill(label, torn, outcome.mid_write)
         assert not torn, f"{label} {moment}: {target} is torn"
+        if target.exists() and is_finished(load_model(target)):
+            # Killed after its final write: the run is complete (and cannot be resumed).
+            assert matches(target, reference)
+            target.unlink()
+            in_chain = 0
+            continue
         if in_chain == CHAIN_LENGTH:
             finish_chain()
             in_chain = 0

@@ -138,7 +138,9 @@ def test_error_messages_bound_a_hostile_attribute(tmp_path, good_model, good_pat
 
 def test_resume_refusal_bounds_the_stored_data_path(tmp_path, good_patches):
     model = tmp_path / "checkpoint.h5"
-    trained = invoke("train", good_patches, "-o", model, "--max-iter", "1", "--hidden", "3", "-q")
+    trained = invoke(
+        "train", good_patches, "-o", model, "--max-iter", "1", "--hidden", "3", "--keep-state", "-q"
+    )
     assert trained.exit_code == 0, trained.output
     with h5py.File(model, "r+") as handle:
         handle.attrs["data"] = '{"path": "' + "P" * TEN_MB + '", "shape": [300, 64], "dtype": "float32"}'

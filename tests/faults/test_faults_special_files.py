@@ -186,11 +186,14 @@ def test_the_log_is_replaced_with_force_and_appended_on_resume(good_patches, tmp
     model, log = tmp_path / "model.h5", tmp_path / "log.jsonl"
     log.write_text("stale line\n")
     common = ["train", good_patches, "-o", model, "--log", log, "--hidden", "3", "-q"]
-    assert invoke(*common, "--max-iter", "2", "--force").exit_code == 0
-    lines = log.read_text().splitlines()
-    assert [json.loads(line)["iteration"] for line in lines] == [1, 2]
+    assert invoke(*common, "--max-iter", "2", "--keep-state", "--force").exit_code == 0
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["iteration"] for r in records if "iteration" in r] == [1, 2]
+    assert records[0]["event"] == "start"  # the run header
     assert invoke(*common, "--max-iter", "4", "--resume").exit_code == 0
-    assert [json.loads(line)["iteration"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["iteration"] for r in records if "iteration" in r] == [1, 2, 3, 4]
+    assert [r.get("event") for r in records].count("start") == 2  # one header per run
 
 
 # ---------------------------------------------------------------- class 3: special inputs

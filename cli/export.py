@@ -1,0 +1,29 @@
+"""``streamae export``: a model's weights and hyperparameters as .npz, .mat or a folder of .npy."""
+
+from __future__ import annotations
+
+import click
+
+from streamae.options import EXPORT
+
+from .common import EXIT_CODES_HELP, reported_errors, spec_options
+
+
+@click.command(
+    short_help="Write a model's weights as .npz, .mat or a folder of .npy files.",
+    epilog=EXIT_CODES_HELP,
+)
+@click.argument("model", type=click.Path(dir_okay=True, path_type=str))
+@spec_options(EXPORT)
+def export(model: str, output: str, quiet: bool, debug: bool, **options) -> None:
+    """Write MODEL's W1, b1, W2, b2 and hyperparameters to OUTPUT.
+
+    The .mat file also holds theta = [W1(:); W2(:); b1(:); b2(:)] (column-major), the
+    order of the UFLDL MATLAB starter code, so the notes' own functions take it.
+    Example: `streamae export model.h5 -o weights.mat`.
+    """
+    with reported_errors(debug, EXPORT):
+        from streamae.export import export_weights, format_of
+
+        path = export_weights(model, output, **options)
+        click.echo(f"Wrote {path} ({format_of(output, options['format'])}).")

@@ -1,0 +1,127 @@
+"""The run header and the log: what ran, where, on what; a timestamp on every record."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from helpers import write_patch_file
+
+from streamae import __version__
+from streamae.cli.main import cli
+from streamae.errors import Interrupted
+from streamae.io.modelfile import load_model
+from streamae.runtime.signals import StopFlag
+from streamae.training.runlog import format_header, run_header
+from streamae.training.session import TrainingMonitor, train
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    values = np.random.default_rng(5).uniform(0.05, 0.95, size=(900, 16)).astype(np.float32)
+    return write_patch_file(tmp_path / "data.h5", values, chunk_rows=300)
+
+
+class Passes(TrainingMonitor):
+    """Records the passes, the rows of each, the messages and the checkpoints announced."""
+
+    def __init__(self, flag: StopFlag | None = None, stop_after: int | None = None) -> None:
+        self.passes: list[list] = []
+        self.messages: list[str] = []
+        self.checkpoints: list[int] = []
+        self.flag, self.stop_after = flag, stop_after
+
+    def on_pass(self, name: str, n_rows: int) -> None:
+        self.passes.append([name, n_rows, 0])
+
+    def on_block(self, rows: int) -> None:
+        self.passes[-1][2] += rows
+
+    def on_message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def on_checkpoint(self, iteration: int, path: str) -> None:
+        self.checkpoints.append(iteration)
+
+    def on_iteration(self, record: dict) -> None:
+        if record["iteration"] == self.stop_after:
+            self.flag.request("SIGTERM")
+
+
+def test_the_first_line_of_a_run_and_of_its_log_is_the_header(data, tmp_path):
+    log = tmp_path / "log.jsonl"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            str(data),
+            "-o",
+            str(tmp_path / "m.h5"),
+            "--hidden",
+            "6",
+            "--max-iter",
+            "3",
+            "--log",
+            str(log),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"streamae {__version__} on {socket.gethostname()} at ")
+    settings = (
+        "hidden=6 rho=0.01 beta=3.0 lam=0.0001 max_iter=3 decoder=sigmoid activation=sigmoid dtype=float32"
+    )
+    assert "settings " + settings in first
+    assert f"data {data.resolve()} (900x16 float32)" in first and first.endswith("MPI rank")
+    header, *records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert header["event"] == "start" and header["streamae_version"] == __version__
+    assert header["host"] == socket.gethostname() and isinstance(header["command"], str)
+    assert {k: header["data"][k] for k in ("path", "shape", "dtype")} == {
+        "path": str(data.resolve()),
+        "shape": [900, 16],
+        "dtype": "float32",
+    }
+    assert header["data"]["content"].startswith("sha256/")
+    assert header["threads"] >= 1 and header["ranks"] == 1
+    expected = "hidden rho beta lam decoder dtype max_iter seed grad_tol progress_tol scheme chunk_rows"
+    more = ["lbfgs_pairs", "activation", "keep_state", "resume", "log", "checkpoint_every"]
+    for name in expected.split() + more:
+        assert name in header["settings"], name
+    # chunk_rows: the rows per read the run used (the read policy's choice), as the model records.
+    used = load_model(tmp_path / "m.h5").info["chunk_rows"]
+    assert header["settings"]["hidden"] == 6 and header["settings"]["chunk_rows"] == used
+    times = [datetime.datetime.fromisoformat(record["time"]) for record in [header, *records]]
+    assert len(records) == 3 and times == sorted(times)
+    assert all(t.tzinfo is not None for t in times)
+
+
+def test_the_header_is_one_line_without_control_characters():
+    header = run_header(
+        settings={"hidden": 5}, data={"path": "evil\x1b[2Jname\n", "shape": [1, 2], "dtype": "float32"},
+        threads=2, ranks=4, command="streamae train x",
+    )  # fmt: skip
+    text = format_header(header)
+    assert "\n" not in text and "\x1b" not in text and text.endswith("2 threads, 4 MPI ranks")
+
+
+def test_two_pass_counts_every_row_once_per_pass_and_says_its_scheme_in_a_sentence(data, tmp_path):
+    monitor = Passes()
+    train(data, hidden=4, max_iter=2, scheme="two-pass", monitor=monitor, stop_signals=False)
+    assert monitor.passes and all(rows == 900 == done for _, rows, done in monitor.passes)
+    assert "scheme: two-pass, as asked" in monitor.messages
+
+
+def test_the_checkpoint_of_a_stop_is_announced_once(data, tmp_path):
+    flag = StopFlag()
+    monitor = Passes(flag, stop_after=2)
+    with pytest.raises(Interrupted) as caught:
+        train(data, tmp_path / "m.h5", hidden=4, max_iter=9, checkpoint_every=0, monitor=monitor,
+              stop=flag, stop_signals=False)  # fmt: skip
+    assert monitor.checkpoints == []  # the Interrupted message names it instead
+    assert str(caught.value).count(str(tmp_path / "m.h5")) == 1  # the checkpoint
+    assert "continue with resume=True" in str(caught.value)
