@@ -59,6 +59,7 @@ from streamae.training.checkpoint import (
     check_state_reproduced,
     resume_point,
 )
+from streamae.training.likely_mistakes import data_warnings, resume_warnings
 from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
 from streamae.training.resume import Settings, resolve_settings, stored_settings
 from streamae.training.runlog import format_header, run_header
@@ -77,7 +78,6 @@ from streamae.training.warmstart import (
     stage_rules,
     where_to_begin,
 )
-from streamae.training.warnings import data_warnings, resume_warnings
 
 __all__ = ["TrainingMonitor", "train"]
 

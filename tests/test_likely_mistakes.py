@@ -6,8 +6,8 @@ import numpy as np
 from helpers import write_patch_file
 
 from streamae.compute.parameters import Hyperparameters
+from streamae.training.likely_mistakes import data_warnings, resume_warnings
 from streamae.training.session import TrainingMonitor, train
-from streamae.training.warnings import data_warnings, resume_warnings
 
 
 class Messages(TrainingMonitor):
