@@ -169,14 +169,7 @@ def gradient_pass(
         add_into(acc[dW2 : dW2 + n * s], block_dW2)
         np.dot(W2.T, z3.T, e2t)
         hidden_backward(e2t, slope, sparsity, acc[db1 : db1 + s])
-        if single:
-            # [e; g] (2s, count) @ x: Σ e xᵀ and Σ g xᵀ in one product.
-            np.dot(eg, xb, block_dW1)
-            add_into(acc[dW1 : dW1 + s * n], block_dW1[:s])
-            add_into(acc[gx : gx + s * n], block_dW1[s:])
-        else:
-            np.dot(e2t, xb, block_dW1[:s])
-            add_into(acc[dW1 : dW1 + s * n], block_dW1[:s])
+        _input_layer_sums(eg, xb, single, block_dW1, acc[dW1 : dW1 + s * n], acc[gx : gx + s * n])
 
 
 @njit(**STRICT_OPTIONS)
@@ -241,10 +234,21 @@ def _tiled_block(
     # Σ [e; g] xᵀ stays with BLAS: x is at hand row-major, which makes it an ordinary GEMM
     # (K = rows), and OpenBLAS ran it faster than row_dots (42 against 51 us for 640 rows,
     # n = 64, s = 25, benchmarks/bench_kernels.py's part table).
+    _input_layer_sums(eg, xb, single, block_dW1, acc[dW1 : dW1 + s * n], acc[gx : gx + s * n])
+
+
+@njit(**STRICT_OPTIONS)
+def _input_layer_sums(eg, xb, single, block_dW1, sum_ex, sum_gx):
+    """Add Σ e xᵀ of a block into sum_ex (s·n,), and with ``single`` Σ g xᵀ into sum_gx.
+
+    eg (2s, count) is [e; g], xb (count, n) the block's rows; block_dW1 (2s, n) scratch.
+    Single-pass stacks [e; g] so both sums are one product (K = count rows).
+    """
+    s = eg.shape[0] // 2
     if single:
         np.dot(eg, xb, block_dW1)
-        add_into(acc[dW1 : dW1 + s * n], block_dW1[:s])
-        add_into(acc[gx : gx + s * n], block_dW1[s:])
+        add_into(sum_ex, block_dW1[:s])
+        add_into(sum_gx, block_dW1[s:])
     else:
-        np.dot(e2t, xb, block_dW1[:s])
-        add_into(acc[dW1 : dW1 + s * n], block_dW1[:s])
+        np.dot(eg[:s], xb, block_dW1[:s])
+        add_into(sum_ex, block_dW1[:s])
