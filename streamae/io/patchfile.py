@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -330,11 +330,29 @@ def read_layout(dataset: h5py.Dataset, path: Path) -> PatchLayout:
     )
 
 
-def inspect_patch_file(path: str | os.PathLike, dataset: str = "/" + PATCHES_DATASET) -> PatchLayout:
-    """Open, validate and describe a patch file (or any file's 2-D ``dataset``) without reading values."""
+def inspect_patch_file(
+    path: str | os.PathLike,
+    dataset: str = "/" + PATCHES_DATASET,
+    *,
+    file_locking: bool | None = None,
+    content: bool = False,
+) -> PatchLayout:
+    """Open, validate and describe a patch file (or any file's 2-D ``dataset``).
+
+    No values are read, unless ``content``: then the layout also carries the sampled
+    content hash (:func:`content_fingerprint`, a few chunks) and the count of never-written
+    chunks, as training stores and checks them.  ``file_locking=False`` opens without
+    HDF5's file locks.
+    """
     path = Path(path)
-    with open_hdf5(path) as handle:
-        return read_layout(validate_patch_dataset(handle, path, dataset), path)
+    with open_hdf5(path, file_locking=file_locking) as handle:
+        found = validate_patch_dataset(handle, path, dataset)
+        layout = read_layout(found, path)
+        if content:
+            layout = replace(
+                layout, content=content_fingerprint(found), unwritten_chunks=unwritten_chunks(found)
+            )
+        return layout
 
 
 def default_block_rows(layout: PatchLayout) -> int:

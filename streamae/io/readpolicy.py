@@ -156,11 +156,14 @@ def open_patches(
     file_locking: bool | None = None,
     prefetch: bool | None = None,
     dataset: str = "/" + PATCHES_DATASET,
+    layout: PatchLayout | None = None,
 ) -> PatchFile:
-    """Open ``dataset`` of ``path`` for streaming by :func:`read_policy`; the policy is ``.policy``."""
-    layout = (
-        inspect_patch_file(path, dataset) if file_locking is None else _layout(path, file_locking, dataset)
-    )
+    """Open ``dataset`` of ``path`` for streaming by :func:`read_policy`; the policy is ``.policy``.
+
+    ``layout``: the dataset's layout when the caller has read it already (it is not read again).
+    """
+    if layout is None:
+        layout = inspect_patch_file(path, dataset, file_locking=file_locking)
     filtered, chunk_bytes = storage_of(path, file_locking, layout.dataset)
     share = None if row_range is None else row_range[1] - row_range[0]
     policy = read_policy(
@@ -176,10 +179,3 @@ def open_patches(
     )
     source.policy = policy
     return source
-
-
-def _layout(path: str | os.PathLike, file_locking: bool | None, dataset: str) -> PatchLayout:
-    from streamae.io.patchfile import read_layout, validate_patch_dataset
-
-    with open_hdf5(Path(path), file_locking=file_locking) as handle:
-        return read_layout(validate_patch_dataset(handle, Path(path), dataset), Path(path))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,6 @@ from streamae.compute.parameters import Hyperparameters, initialize
 from streamae.compute.schemes import TwoPassObjective, make_objective
 from streamae.errors import DataError, InputFileError, Interrupted, MissingInputError, UsageError
 from streamae.io.atomic import OutputClaim, check_distinct_outputs, check_output_path, claim_output
-from streamae.io.hdf5 import open_hdf5
 from streamae.io.modelfile import Model, load_model, write_model
 from streamae.io.normalization import read_normalization
 from streamae.io.patchfile import (
@@ -31,11 +30,8 @@ from streamae.io.patchfile import (
     PatchFile,
     PatchLayout,
     chunk_aligned_share,
-    content_fingerprint,
     default_block_rows,
-    read_layout,
-    unwritten_chunks,
-    validate_patch_dataset,
+    inspect_patch_file,
 )
 from streamae.io.readpolicy import open_patches
 from streamae.options import DEFAULT_DATASET, TRAIN, VALIDATION, TrainOptions, dataset_path
@@ -165,7 +161,8 @@ def _open(
             # The log follows the rules of every output; resuming appends to it.
             check_output_path(log, force=force or resume, inputs=(data,))
     with _explained_lock_failure(data):
-        layout = _layout(data, file_locking, dataset)
+        # With the sampled content hash, stored in checkpoints and compared on resume.
+        layout = inspect_patch_file(data, dataset, file_locking=file_locking, content=True)
         if layout.unwritten_chunks and comm.rank == 0:
             notes.append(
                 f"warning: {data}: {layout.unwritten_chunks} chunk(s) of {printable(layout.dataset, 80)} "
@@ -184,6 +181,7 @@ def _open(
                 row_range=share,
                 file_locking=file_locking,
                 dataset=dataset,
+                layout=layout,
             )
         )
         block_rows = source.block_rows
@@ -203,18 +201,6 @@ def _open(
         claim=claim,
         notes=notes,
     )
-
-
-def _layout(data: Path, file_locking: bool | None, dataset: str = DEFAULT_DATASET) -> PatchLayout:
-    """inspect_patch_file, honouring ``file_locking`` (which it does not take)."""
-    with open_hdf5(data, file_locking=file_locking) as handle:
-        found = validate_patch_dataset(handle, data, dataset)
-        # A sampled content hash, stored in checkpoints and compared on resume.
-        return replace(
-            read_layout(found, data),
-            content=content_fingerprint(found),
-            unwritten_chunks=unwritten_chunks(found),
-        )
 
 
 @contextlib.contextmanager
@@ -785,23 +771,24 @@ def _held_out_source(options, setup, data, dataset, dtype, chunk_rows, seed, fil
     path, held_dataset = parse_validation(options["validation"], dataset)
     held_dataset = dataset_path(held_dataset)
     with _explained_lock_failure(path):
-        layout = _layout(path, file_locking, held_dataset)
+        layout = inspect_patch_file(path, held_dataset, file_locking=file_locking)
     if layout.n_features != setup.layout.n_features:
         raise UsageError(
             f"{path}: {layout.dataset} holds rows of {layout.n_features} values but the training data "
             f"{data} holds rows of {setup.layout.n_features}; give held-out data of the same width.",
             parameter="validation",
         )
-    block_rows = chunk_rows or default_block_rows(layout)
-    share = chunk_aligned_share(layout.n_rows, block_rows, comm.rank, comm.size)
+    share = chunk_aligned_share(layout.n_rows, chunk_rows or default_block_rows(layout), comm.rank, comm.size)
+    # The held-out file is read by the same policy as the training data.
     source = stack.enter_context(
-        PatchFile(
+        open_patches(
             path,
             dtype=np.dtype(dtype).type,
-            block_rows=block_rows,
+            block_rows=chunk_rows,
             row_range=share,
             file_locking=file_locking,
             dataset=held_dataset,
+            layout=layout,
         )
     )
     return source, str(path), {"path": str(path.resolve()), "dataset": layout.dataset, "rows": layout.n_rows}
