@@ -10,11 +10,11 @@ contiguous part of the chosen chunks (:func:`rank_part`).  This module only move
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from streamae.io.patchfile import PatchFile, chunk_aligned_share
+from streamae.io.patchfile import PatchFile, RowRanges, chunk_aligned_share
 
 
 def spread_chunks(n_chunks: int, wanted: int) -> np.ndarray:
@@ -53,7 +53,7 @@ def rank_part(chunks: np.ndarray, rank: int, size: int) -> np.ndarray:
     return chunks[start:stop]
 
 
-class ChunkSample:
+class ChunkSample(RowRanges):
     """Stream the rows of some whole chunks of a patch file; a :class:`PatchFile` look-alike.
 
     ``chunks`` are chunk indices (sorted) of ``chunk_rows`` rows each; the blocks are
@@ -72,43 +72,12 @@ class ChunkSample:
         file_locking: bool | None = None,
         dataset: str = "/patches",
     ) -> None:
-        self._file = PatchFile(
-            path, dtype=dtype, block_rows=chunk_rows, file_locking=file_locking, dataset=dataset
-        )
-        self.layout = self._file.layout
-        self.path = self._file.path
-        self.dtype = self._file.dtype
-        self.block_rows = int(chunk_rows)
-        self.io_stats = self._file.io_stats
+        file = PatchFile(path, dtype=dtype, block_rows=chunk_rows, file_locking=file_locking, dataset=dataset)
+        self.path = file.path
         self.chunks = np.asarray(chunks, dtype=np.int64)
-        m = self.layout.n_rows
-        self._ranges = [(int(c) * chunk_rows, min(m, (int(c) + 1) * chunk_rows)) for c in self.chunks]
-        if any(first >= last for first, last in self._ranges):
-            self._file.close()
+        m = file.layout.n_rows
+        ranges = [(int(c) * chunk_rows, min(m, (int(c) + 1) * chunk_rows)) for c in self.chunks]
+        if any(first >= last for first, last in ranges):
+            file.close()
             raise ValueError(f"chunk indices beyond the file's {m} rows: {list(self.chunks)}")
-
-    @property
-    def n_rows(self) -> int:
-        """Rows this stream delivers (this rank's part of the sample)."""
-        return sum(last - first for first, last in self._ranges)
-
-    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(first_row, block)`` for each chosen chunk, in file order.
-
-        ``block`` is a (rows, n) view of a buffer reused for the next block.
-        """
-        # The reader streams a row range, whatever its read policy: point it at each
-        # chunk in turn (its buffer holds one chunk, so nothing is allocated here).
-        for first, last in self._ranges:
-            self._file.start, self._file.stop = first, last
-            yield from self._file.blocks()
-
-    def close(self) -> None:
-        """Close the file."""
-        self._file.close()
-
-    def __enter__(self) -> ChunkSample:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        super().__init__(file, ranges)

@@ -475,19 +475,23 @@ class PatchFile:
         """Rows this stream delivers (the whole file, or this rank's share)."""
         return self.stop - self.start
 
-    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(first_row, block)`` over the rows, in order.
+    def blocks(self, start: int | None = None, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first_row, block)`` over the rows [start, stop), in order.
 
+        The range defaults to the whole row range the file was opened on; a narrower one
+        (see :class:`RowRanges`) must lie inside it, so the buffer holds any block.
         ``block`` is a (rows, n) view of a buffer reused for a later block: use it before
         asking for the next one.  The file must be the one opened, unchanged, at the start
         and at the end of every pass (:meth:`check_unchanged`).
         """
+        start = self.start if start is None else start
+        stop = self.stop if stop is None else stop
         self.check_unchanged()
-        if self.prefetch and self.stop - self.start > self.block_rows:
-            yield from self._prefetched_blocks()
+        if self.prefetch and stop - start > self.block_rows:
+            yield from self._prefetched_blocks(start, stop)
         else:
-            for first in range(self.start, self.stop, self.block_rows):
-                last = min(first + self.block_rows, self.stop)
+            for first in range(start, stop, self.block_rows):
+                last = min(first + self.block_rows, stop)
                 view = self._buffer[: last - first]
                 self._read(first, last, view)
                 yield first, view
@@ -543,7 +547,7 @@ class PatchFile:
             start = stop
         return first, last, error
 
-    def _prefetched_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+    def _prefetched_blocks(self, start: int, stop_row: int) -> Iterator[tuple[int, np.ndarray]]:
         """:meth:`blocks` with a reader thread and two buffers (see the class doc).
 
         The reader fills a free buffer and hands it over through ``ready``; the consumer
@@ -560,11 +564,11 @@ class PatchFile:
 
         def reader() -> None:
             try:
-                for first in range(self.start, self.stop, self.block_rows):
+                for first in range(start, stop_row, self.block_rows):
                     buffer = free.get()
                     if stop.is_set():
                         return
-                    last = min(first + self.block_rows, self.stop)
+                    last = min(first + self.block_rows, stop_row)
                     view = buffer[: last - first]
                     self._read(first, last, view)
                     ready.put((first, view, buffer))
@@ -595,6 +599,43 @@ class PatchFile:
         self._handle.close()
 
     def __enter__(self) -> PatchFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class RowRanges:
+    """Some row ranges of an opened :class:`~streamae.io.patchfile.PatchFile`, as one source.
+
+    ``blocks`` yields the file's blocks range after range, with their row numbers in the
+    file (so messages name the file's rows).  The file must have been opened on a row
+    range containing every range (its buffer is then large enough for any block).
+    """
+
+    def __init__(self, source: PatchFile, ranges: list[tuple[int, int]]) -> None:
+        self._source = source
+        self.ranges = [(int(a), int(b)) for a, b in ranges if b > a]
+        self.dtype = source.dtype
+        self.block_rows = source.block_rows
+        self.layout = source.layout
+        self.io_stats = getattr(source, "io_stats", None)
+
+    @property
+    def n_rows(self) -> int:
+        """Rows this source delivers."""
+        return sum(b - a for a, b in self.ranges)
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first_row, block)`` over every range in order (blocks reuse one buffer)."""
+        for start, stop in self.ranges:
+            yield from self._source.blocks(start, stop)
+
+    def close(self) -> None:
+        """Close the underlying file."""
+        self._source.close()
+
+    def __enter__(self) -> RowRanges:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

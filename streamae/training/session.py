@@ -29,6 +29,7 @@ from streamae.io.patchfile import (
     ArrayPatches,
     PatchFile,
     PatchLayout,
+    RowRanges,
     chunk_aligned_share,
     default_block_rows,
     inspect_patch_file,
@@ -61,7 +62,6 @@ from streamae.training.resume import Settings, resolve_settings, stored_settings
 from streamae.training.runlog import format_header, run_header
 from streamae.training.validation import (
     HeldOutObjective,
-    RowRanges,
     Validation,
     held_out_chunks,
     parse_validation,

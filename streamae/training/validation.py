@@ -19,7 +19,6 @@ decision at the same iteration.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,49 +84,6 @@ def split_ranges(
         else:
             side.append((first, last))
     return train, held_out
-
-
-class RowRanges:
-    """Some row ranges of an opened :class:`~streamae.io.patchfile.PatchFile`, as one source.
-
-    ``blocks`` yields the file's blocks range after range, with their row numbers in the
-    file (so messages name the file's rows).  The file must have been opened on a row
-    range containing every range (its buffer is then large enough for any block).
-    """
-
-    def __init__(self, source, ranges: list[tuple[int, int]]) -> None:
-        self._source = source
-        self.ranges = [(int(a), int(b)) for a, b in ranges if b > a]
-        self.dtype = source.dtype
-        self.block_rows = source.block_rows
-        self.layout = source.layout
-        self.io_stats = getattr(source, "io_stats", None)
-
-    @property
-    def n_rows(self) -> int:
-        """Rows this source delivers."""
-        return sum(b - a for a, b in self.ranges)
-
-    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first_row, block)`` over every range in order (blocks reuse one buffer)."""
-        source = self._source
-        whole = (source.start, source.stop)
-        try:
-            for start, stop in self.ranges:
-                source.start, source.stop = start, stop
-                yield from source.blocks()
-        finally:
-            source.start, source.stop = whole
-
-    def close(self) -> None:
-        """Close the underlying file."""
-        self._source.close()
-
-    def __enter__(self) -> RowRanges:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 class HeldOutObjective:
