@@ -12,10 +12,13 @@ function (``streamae.encoding`` holds ``encode``, ``streamae.training.session`` 
 ``train``), so importing a submodule can never replace one of these names; a test checks it.
 """
 
-# Before anything imports Numba: a bad NUMBA_NUM_THREADS must not reach it (see runtime/threads).
+# Before anything imports Numba: a bad NUMBA_NUM_THREADS must not reach it (see runtime/threads),
+# and on AVX-512 hosts the kernels are compiled for full-width vectors (see runtime/cpu).
+from streamae.runtime.cpu import prefer_full_width
 from streamae.runtime.threads import set_aside_bad_thread_settings
 
 set_aside_bad_thread_settings()
+prefer_full_width()
 
 from streamae._version import __version__  # noqa: E402
 from streamae.compute.parameters import Hyperparameters  # noqa: E402

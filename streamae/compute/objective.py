@@ -27,16 +27,19 @@ from streamae.runtime.mpi import Communicator, SingleProcess
 from streamae.text import printable
 
 # Compute-block size: rows whose inputs and intermediates, (2n + 3s) values a row, take
-# about this many bytes, so that they stay in one core's L2 cache (1 MiB on this
-# machine's Zen 4, half of it left to the weights and BLAS's packed panels) between the
-# products and the fused kernels.  Measured for n=64, s=25 (in-core, one run): 512 rows
-# 1.80 M rows/s, 256 rows 1.43, 1024 rows 1.29.  Clamped: below ~256 rows the products
-# that sum over the block's rows (the weight gradients) run short and slow (n=784,
-# s=196: 128 rows 85% of the sgemm rate, 256 rows 91%); above ~4096 nothing is gained.
+# about this many bytes, so that they stay in one core's L2 cache between the products and
+# the fused kernels, clamped to [512, 4096] rows and rounded down to a multiple of 256
+# (the kernels' partial sums run over pieces of 512 examples).  Measured 2026-11-30 on a
+# 2-core Emerald Rapids (2 MiB L2 a core), in-memory evaluations in rotation, 2 lanes:
+# n=64, s=25: 384/512/640/1024 rows 0.184/0.183/0.223/0.244 s in-core (512 chosen);
+# n=784, s=196: 256/512/1024/2048 rows 0.515/0.519/0.472/0.511 s in-core and
+# 0.585/0.539/0.553/0.567 s single-pass; n=192, s=400: 512/1024/2048 rows 0.810/0.865/0.883 s
+# in-core.  Below 512 rows the products that sum over the block's rows (the weight
+# gradients) run short and slow; above ~4096 nothing is gained.
 COMPUTE_BLOCK_BYTES = 1 << 19
-MIN_COMPUTE_ROWS = 256
+MIN_COMPUTE_ROWS = 512
 MAX_COMPUTE_ROWS = 4096
-COMPUTE_ROW_MULTIPLE = 64
+COMPUTE_ROW_MULTIPLE = 256
 
 
 class BlockSource(Protocol):
