@@ -81,7 +81,7 @@ def streamae_command() -> str:
     return str(beside) if beside.exists() else (shutil.which("streamae") or "streamae")
 
 
-def train_run(path: Path, scheme: str, iterations: int, threads: int, workdir: Path) -> dict:
+def train_run(path: Path, s: int, scheme: str, iterations: int, threads: int, workdir: Path) -> dict:
     """`streamae train` for ``iterations`` iterations: wall seconds, evaluations, time split."""
     from streamae.io.modelfile import load_model
 
@@ -92,6 +92,8 @@ def train_run(path: Path, scheme: str, iterations: int, threads: int, workdir: P
         str(path),
         "-o",
         str(out),
+        "--hidden",
+        str(s),
         "--max-iter",
         str(iterations),
         "--scheme",
@@ -178,7 +180,7 @@ def run_case(name: str, spec: dict, args, workdir: Path, sgemm_samples: list[flo
     if not args.no_train:
         for iterations in TRAIN_ITERATIONS:  # schemes in rotation within each length
             for scheme in SCHEMES:
-                train[scheme][iterations] = train_run(path, scheme, iterations, args.threads, workdir)
+                train[scheme][iterations] = train_run(path, s, scheme, iterations, args.threads, workdir)
             print(f"  train {iterations} iterations done", file=sys.stderr, flush=True)
     path.unlink()
     return {
