@@ -10,10 +10,11 @@ train's arguments); and every baseline in a fresh process, NumPy float32 and PyT
 float32 (hand-written backward and autograd), each as-is and in the allocator's steady
 state (MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736: freed memory is kept, no page
 faults on re-allocated temporaries).  Ratios use the faster state of each baseline.  Then
-it runs `streamae train` itself for 2 and for 12 L-BFGS iterations per scheme: seconds per
-iteration = (t12 − t2) / 10, set beside the benchmark's evaluation time × evaluations per
-iteration.  It prints the issue's table and the load average, and writes every sample to
-benchmarks/results/objective-<time>.json.
+it runs `streamae train` itself (its defaults, the case's --hidden) for 2 and for 12 L-BFGS
+iterations per scheme: seconds per iteration = (t12 − t2) / 10, set beside evaluations of
+the same objective timed right after those runs × evaluations per iteration; three repeats
+(--train-repeats), the median of their ratios.  It prints the issue's table and the load
+average, and writes every sample to benchmarks/results/objective-<time>.json.
 """
 
 from __future__ import annotations
@@ -171,17 +172,27 @@ def run_case(name: str, spec: dict, args, workdir: Path, sgemm_samples: list[flo
                 times[label].extend(report["seconds"])
                 agreement.setdefault(label, abs(report["cost"] - reference.cost) / abs(reference.cost))
         print(f"  round {round_ + 1}/{args.rounds}", file=sys.stderr, flush=True)
+
+    # `streamae train` beside the objective, repeat after repeat: each repeat runs the 2-
+    # and the 12-iteration command and then times evaluations of the same scheme at once,
+    # so the host's drift (up to 2x over minutes) stays out of each repeat's ratio.
+    train = {scheme: [] for scheme in SCHEMES}
+    if not args.no_train:
+        for repeat in range(args.train_repeats):
+            for scheme in SCHEMES:
+                runs = {k: train_run(path, s, scheme, k, args.threads, workdir) for k in TRAIN_ITERATIONS}
+                beside = []
+                for _ in range(3):
+                    started = time.perf_counter()
+                    objectives[scheme](theta)
+                    beside.append(time.perf_counter() - started)
+                runs["evaluation_seconds"] = float(np.median(beside))
+                train[scheme].append(runs)
+            print(f"  train repeat {repeat + 1}/{args.train_repeats} done", file=sys.stderr, flush=True)
     for source in sources:
         source.close()
     for objective in objectives.values():
         objective.close()
-
-    train = {scheme: {} for scheme in SCHEMES}
-    if not args.no_train:
-        for iterations in TRAIN_ITERATIONS:  # schemes in rotation within each length
-            for scheme in SCHEMES:
-                train[scheme][iterations] = train_run(path, s, scheme, iterations, args.threads, workdir)
-            print(f"  train {iterations} iterations done", file=sys.stderr, flush=True)
     path.unlink()
     return {
         "m": m,
@@ -197,18 +208,27 @@ def run_case(name: str, spec: dict, args, workdir: Path, sgemm_samples: list[flo
 
 
 def train_agreement(case: dict, scheme: str) -> tuple[float, float, float] | None:
-    """(train s/iter, bench evaluation × evaluations/iter, their ratio) or None."""
-    runs = case["train"].get(scheme) or {}
-    short, long = (runs.get(k) for k in TRAIN_ITERATIONS)
-    if not short or not long:
+    """(train s/iter, evaluation × evaluations/iter, their ratio), medians over the repeats.
+
+    Each repeat's ratio sets (t₁₂ − t₂)/10 of the command against the evaluations timed
+    right after it; the ratio reported is the median of the repeats' ratios.
+    """
+    per_iteration, predicted, ratios = [], [], []
+    for runs in case["train"].get(scheme) or []:
+        short, long = (runs.get(str(k), runs.get(k)) for k in TRAIN_ITERATIONS)
+        if not short or not long:
+            continue
+        span = long["iterations"] - short["iterations"]
+        if span <= 0:
+            continue
+        seconds = (long["seconds"] - short["seconds"]) / span
+        expected = runs["evaluation_seconds"] * (long["evaluations"] - short["evaluations"]) / span
+        per_iteration.append(seconds)
+        predicted.append(expected)
+        ratios.append(seconds / expected)
+    if not ratios:
         return None
-    span = long["iterations"] - short["iterations"]
-    if span <= 0:
-        return None
-    per_iteration = (long["seconds"] - short["seconds"]) / span
-    evaluations = (long["evaluations"] - short["evaluations"]) / span
-    predicted = float(np.median(case["times"][f"streamae {scheme}"])) * evaluations
-    return per_iteration, predicted, per_iteration / predicted
+    return float(np.median(per_iteration)), float(np.median(predicted)), float(np.median(ratios))
 
 
 def summarize(cases: dict, sgemm: float) -> str:
@@ -294,6 +314,7 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--no-baselines", action="store_true", help="time streamae only")
     parser.add_argument("--no-train", action="store_true", help="skip the `streamae train` runs")
+    parser.add_argument("--train-repeats", type=int, default=3, help="repeats of the train runs")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
     parser.add_argument("--workdir", default=None, help="where the temporary patch files go")
     parser.add_argument("--json", default=None, help="output path (default benchmarks/results/...)")

@@ -106,6 +106,19 @@ class Timing:
         return text
 
 
+# Bytes of rows a lane reads at a time when it streams its own share (see
+# StreamedObjective._stream_by_lanes): a few compute blocks, so the rows are still in the
+# core's cache when computed on and the per-call overhead (~10 us to enter a compiled pass
+# with its 25 arguments) stays below 1% of the compute.
+LANE_READ_BYTES = 1 << 20
+
+
+def lane_read_rows(n_visible: int, itemsize: int, compute_rows: int) -> int:
+    """Rows a lane reads at a time: whole compute blocks adding up to ~LANE_READ_BYTES."""
+    blocks = max(1, LANE_READ_BYTES // (n_visible * itemsize * compute_rows))
+    return blocks * compute_rows
+
+
 def compute_rows_for(n_visible: int, n_hidden: int, itemsize: int) -> int:
     """Default rows per compute block for this layer size (see COMPUTE_BLOCK_BYTES)."""
     per_row = (2 * n_visible + 3 * n_hidden) * itemsize
@@ -184,6 +197,9 @@ class LaneBuffers:
         self.row_sink = np.zeros(rows, dtype=np.float64)
         self.sum_a2 = np.zeros(s, dtype=np.float64)
         self.discard = np.zeros(s, dtype=np.float64)
+        # The rows this lane reads for itself (StreamedObjective._stream_by_lanes), sized
+        # on first use.
+        self.rows = np.empty((0, n), dtype=dtype)
         self.column = np.zeros(n, dtype=dtype)
 
 
@@ -264,11 +280,17 @@ class StreamedObjective:
         self.b2[...] = params.b2
 
     def _stream(self, visit) -> None:
-        """Call ``visit(lane, x)`` on every lane's share of every source block, in parallel.
+        """Call ``visit(lane, x)`` on every row of the source, the lanes in parallel.
 
-        Each source block is cut into whole compute blocks and dealt to the lanes in
-        contiguous ranges; the lanes meet once per source block (its buffer is reused).
+        A source whose rows several threads can read at once (``reads_in_parallel``, a
+        patch file read as byte runs, page cache warm) is streamed by
+        :meth:`_stream_by_lanes`.  Otherwise each source block is cut into whole compute
+        blocks and dealt to the lanes in contiguous ranges; the lanes meet once per source
+        block (its buffer is reused).
         """
+        if getattr(self.source, "reads_in_parallel", False):
+            self._stream_by_lanes(visit)
+            return
         timing = self.timing
         blocks = iter(self.source.blocks())
         while True:
@@ -287,6 +309,44 @@ class StreamedObjective:
                 visit(lane, block[start:stop])
 
             self.lanes.run(work, active)
+
+    def _stream_by_lanes(self, visit) -> None:
+        """Each lane streams its own contiguous share of the rows, reading as it goes.
+
+        The shares are whole compute blocks (:func:`lane_ranges`), so which lane sums which
+        rows is fixed by the rows, the compute-block size and the lane count, as in the
+        block-by-block stream.  A lane reads ``LANE_READ_BYTES`` of rows at a time into its
+        own buffer (the read releases the GIL and copies on the lane's core) and computes on
+        them while they are in its cache; no lane waits for another until the pass ends.
+        Against one thread reading 8 MiB blocks for both lanes, which waited ~20% of an
+        evaluation for n = 64 with the page cache warm, both cores now copy and compute.
+        """
+        source = self.source
+        shares = lane_ranges(source.n_rows, self.compute_rows, self.lanes.count)
+        active = [lane for lane, (start, stop) in enumerate(shares) if stop > start]
+        read_rows = lane_read_rows(self.n_visible, self.dtype.itemsize, self.compute_rows)
+        reading = [0.0] * self.lanes.count
+
+        def work(lane: int) -> None:
+            buffers = self.buffers[lane]
+            if buffers.rows.shape[0] < read_rows:
+                buffers.rows = np.empty((read_rows, self.n_visible), dtype=self.dtype)
+            start, stop = shares[lane]
+            for first in range(start, stop, read_rows):
+                last = min(first + read_rows, stop)
+                rows = buffers.rows[: last - first]
+                started = time.perf_counter()
+                source.read_rows(first, last, rows)
+                reading[lane] += time.perf_counter() - started
+                visit(lane, rows)
+
+        source.start_pass()
+        self.lanes.run(work, active)
+        source.end_pass()
+        # The lanes read while the others computed: the time the pass spent reading is
+        # the lanes' mean, not their sum.
+        self.timing.waiting += sum(reading) / max(1, len(active))
+        self.timing.rows_read += source.n_rows
 
     def _reduce_lanes(self, name: str, size: int) -> np.ndarray:
         """The lanes' totals ``buffers[i].<name>[:size]`` added in lane order, float64."""

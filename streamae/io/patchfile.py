@@ -23,6 +23,7 @@ import numpy as np
 
 from streamae.errors import DataError, InputFileError, StorageError
 from streamae.io.hdf5 import MODEL_FORMAT, PATCHES_DATASET, decode_attribute, list_datasets, open_hdf5
+from streamae.io.rawread import RawRows
 from streamae.text import printable
 
 # Rows per read for an unchunked dataset when the caller does not say: about 4 MiB of
@@ -380,17 +381,20 @@ def chunk_aligned_share(n_rows: int, chunk_rows: int, rank: int, size: int) -> t
 class ReadStats:
     """Running totals of a stream's reads: seconds inside HDF5 reads and bytes read.
 
-    Updated by the reading thread, read by the consumer: each update replaces one tuple,
-    so a reader of :meth:`snapshot` sees a consistent pair.
+    Updated by the reading threads (several at once when lanes read their own rows), read
+    by the consumer: each update replaces one tuple under a lock, so a reader of
+    :meth:`snapshot` sees a consistent pair and no count is lost.
     """
 
     def __init__(self) -> None:
         self._totals = (0.0, 0)
+        self._lock = threading.Lock()
 
     def add(self, seconds: float, nbytes: int) -> None:
         """Count one read."""
-        total_seconds, total_bytes = self._totals
-        self._totals = (total_seconds + seconds, total_bytes + nbytes)
+        with self._lock:
+            total_seconds, total_bytes = self._totals
+            self._totals = (total_seconds + seconds, total_bytes + nbytes)
 
     def snapshot(self) -> tuple[float, int]:
         """(seconds, bytes) so far."""
@@ -453,6 +457,8 @@ class PatchFile:
             raise
         self._dataset = dataset
         self.dtype = np.dtype(dtype)
+        # Byte runs read by several threads where the dataset allows it (io/rawread.py).
+        self._raw = RawRows.for_dataset(dataset, self.dtype)
         self.block_rows = int(block_rows or default_block_rows(self.layout))
         if self.block_rows < 1:
             raise ValueError("block_rows must be at least 1")
@@ -512,9 +518,33 @@ class PatchFile:
                 "restore the data, then resume or train again."
             )
 
-    def _read(self, first: int, last: int, out: np.ndarray) -> None:
+    @property
+    def reads_in_parallel(self) -> bool:
+        """True when several threads may call :meth:`read_rows` at once and gain from it:
+        the rows are read as byte runs (io/rawread.py, no HDF5 lock) and no reader thread
+        prefetches."""
+        return self._raw is not None and not self.prefetch
+
+    def start_pass(self) -> None:
+        """Begin a pass of :meth:`read_rows` calls: the file must be the one opened."""
+        self.check_unchanged()
+
+    def read_rows(self, first: int, last: int, out: np.ndarray) -> None:
+        """Rows [first, last) of this stream (0 is its first row) into ``out`` (last −
+        first, n), by the calling thread alone; safe from several threads at once, between
+        :meth:`start_pass` and :meth:`end_pass`."""
+        self._read(self.start + first, self.start + last, out, parallel=False)
+
+    def end_pass(self) -> None:
+        """End a pass of :meth:`read_rows` calls: the file must still be the one opened."""
+        self.check_unchanged()
+
+    def _read(self, first: int, last: int, out: np.ndarray, parallel: bool = True) -> None:
         """Rows [first, last) of /patches into ``out`` (last − first, n), timed."""
         started = time.perf_counter()
+        if self._raw is not None and self._raw.read(first, last, out, parallel=parallel):
+            self.io_stats.add(time.perf_counter() - started, out.nbytes)
+            return
         try:
             self._dataset.read_direct(out, np.s_[first:last], np.s_[0 : last - first])
         except (OSError, RuntimeError) as error:
@@ -595,7 +625,9 @@ class PatchFile:
             thread.join()
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (and stop the raw reader's threads)."""
+        if self._raw is not None:
+            self._raw.close()
         self._handle.close()
 
     def __enter__(self) -> PatchFile:

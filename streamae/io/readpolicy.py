@@ -24,6 +24,12 @@ The three decisions and why (measured on the 2-core VM of DESIGN.md, "Performanc
   one single-pass evaluation, busy host, load 3-4): page cache warm, 0.761 s off / 0.747 s
   on (waited 82 / 11 ms: no real difference); cold, 0.731 s off / 0.698 s on (waited 140 /
   31 ms).  So prefetch pays only when the reads come from the device.
+- **Who reads**: an unfiltered dataset in the file's own bytes is read as byte runs
+  (:mod:`streamae.io.rawread`), without HDF5's lock, by several threads at once.  Without
+  prefetch, each compute lane then reads its own share of the rows, 1 MiB at a time, and
+  computes on it while it is in the core's cache (``StreamedObjective._stream_by_lanes``):
+  both cores copy from the page cache instead of one while the other waits.  With
+  prefetch the reader thread splits each block's read across threads the same way.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ collective first.  Rank 0 alone writes the log and the checkpoints.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ class CountedBlocks:
         self.block_rows = source.block_rows
         self.label = "pass"
         self.layout = source.layout  # messages name the file's dataset
+        self._count_lock = threading.Lock()
 
     @property
     def n_rows(self) -> int:
@@ -102,6 +104,31 @@ class CountedBlocks:
                 raise StopRequested
             yield first, block
             self._monitor.on_block(block.shape[0])
+
+    # The lanes' own reads (compute/objective.py, StreamedObjective._stream_by_lanes):
+    # the same announcements, stop checks and counts, from several threads at once.
+
+    @property
+    def reads_in_parallel(self) -> bool:
+        """Whether the lanes may read their own rows (the wrapped source says)."""
+        return bool(getattr(self._source, "reads_in_parallel", False))
+
+    def start_pass(self) -> None:
+        """A pass of :meth:`read_rows` begins: announced as :meth:`blocks` announces one."""
+        self._monitor.on_pass(self.label, self._source.n_rows)
+        self._source.start_pass()
+
+    def read_rows(self, first: int, last: int, out: np.ndarray) -> None:
+        """Rows [first, last) into ``out``, counted; raises StopRequested as blocks does."""
+        if self._abandon and self._stop.requested:
+            raise StopRequested
+        self._source.read_rows(first, last, out)
+        with self._count_lock:  # the monitor's progress bar is not thread-safe
+            self._monitor.on_block(last - first)
+
+    def end_pass(self) -> None:
+        """The pass of :meth:`read_rows` calls ended."""
+        self._source.end_pass()
 
 
 @dataclass
