@@ -140,3 +140,16 @@ def test_a_short_read_is_declined_and_the_pass_stops_on_the_change(tmp_path, rng
         with pytest.raises(DataError, match="changed while it was being read"):
             for _ in source.blocks():
                 pass
+
+
+def test_chunks_that_lie_end_to_end_are_read_as_one_run(rng, patch_file):
+    X = rng.uniform(size=(1000, 8)).astype(np.float32)
+    path = patch_file(X, chunk_rows=100)  # written in order: the chunks follow each other
+    with h5py.File(path, "r") as handle:
+        raw = RawRows.for_dataset(handle["patches"], np.float32, threads=1)
+        offsets = [handle["patches"].id.get_chunk_info(i).byte_offset for i in range(10)]
+        runs = raw._runs(150, 720)
+        raw.close()
+    adjacent = all(b - a == 100 * 8 * 4 for a, b in zip(offsets[:-1], offsets[1:], strict=True))
+    assert adjacent  # how h5py lays out a dataset written in one go
+    assert runs == [(0, 570, offsets[1] + 50 * 8 * 4)]

@@ -600,7 +600,9 @@ class PatchFile:
                         return
                     last = min(first + self.block_rows, stop_row)
                     view = buffer[: last - first]
-                    self._read(first, last, view)
+                    # One thread, one stream of large reads: from the device (prefetch's
+                    # case) the kernel's readahead follows a single sequential reader best.
+                    self._read(first, last, view, parallel=False)
                     ready.put((first, view, buffer))
             except BaseException as error:  # noqa: BLE001 - handed to the consumer
                 ready.put(error)

@@ -30,6 +30,18 @@ PARALLEL_MIN_BYTES = 1 << 20
 MAX_READ_THREADS = 4
 
 
+def _split_runs(runs: list[tuple[int, int, int]], pieces: int, row_bytes: int) -> list[tuple[int, int, int]]:
+    """Cut runs (row, rows, offset) into about ``pieces`` runs of whole rows, in order."""
+    total = sum(count for _, count, _ in runs)
+    target = max(1, -(-total // pieces))
+    cut = []
+    for row, count, offset in runs:
+        for start in range(0, count, target):
+            rows = min(target, count - start)
+            cut.append((row + start, rows, offset + start * row_bytes))
+    return cut
+
+
 def read_threads() -> int:
     """Threads :class:`RawRows` reads with: the cores this process may use, at most 4."""
     return max(1, min(MAX_READ_THREADS, len(os.sched_getaffinity(0))))
@@ -94,7 +106,12 @@ class RawRows:
             info = self._dataset.id.get_chunk_info_by_coord((chunk_first, 0))
             if info.byte_offset is None or info.filter_mask != 0:
                 return None
-            runs.append((row - first, stop - row, info.byte_offset + (row - chunk_first) * self._row_bytes))
+            offset = info.byte_offset + (row - chunk_first) * self._row_bytes
+            if runs and runs[-1][2] + runs[-1][1] * self._row_bytes == offset:
+                # Chunks written one after the other lie end to end: one larger read.
+                runs[-1] = (runs[-1][0], runs[-1][1] + stop - row, runs[-1][2])
+            else:
+                runs.append((row - first, stop - row, offset))
             row = stop
         return runs
 
@@ -124,8 +141,10 @@ class RawRows:
             return False
         if runs is None:
             return False
-        if not parallel or self._pool is None or out.nbytes < PARALLEL_MIN_BYTES or len(runs) < 2:
+        if not parallel or self._pool is None or out.nbytes < PARALLEL_MIN_BYTES:
             return self._read_runs(runs, out)
+        if len(runs) < self.threads:
+            runs = _split_runs(runs, self.threads, self._row_bytes)
         # Split the runs into ``threads`` groups of about equal bytes, in order.
         total = sum(count for _, count, _ in runs)
         groups: list[list[tuple[int, int, int]]] = [[] for _ in range(self.threads)]
