@@ -60,7 +60,7 @@ def test_a_failed_read_reaches_the_consumer(rng, patch_file, monkeypatch):
     with PatchFile(path, block_rows=10, prefetch=True) as source:
         original = source._read
 
-        def failing(first, last, out, parallel=True):
+        def failing(first, last, out, parallel=True, raw=True):
             if first >= 50:
                 raise StorageError(f"{path}: reading rows {first}-{last - 1} of /patches failed (planted)")
             original(first, last, out)

@@ -539,10 +539,11 @@ class PatchFile:
         """End a pass of :meth:`read_rows` calls: the file must still be the one opened."""
         self.check_unchanged()
 
-    def _read(self, first: int, last: int, out: np.ndarray, parallel: bool = True) -> None:
-        """Rows [first, last) of /patches into ``out`` (last − first, n), timed."""
+    def _read(self, first: int, last: int, out: np.ndarray, parallel: bool = True, raw: bool = True) -> None:
+        """Rows [first, last) of /patches into ``out`` (last − first, n), timed; as byte
+        runs where the dataset allows (``raw``, on ``parallel`` threads), else by HDF5."""
         started = time.perf_counter()
-        if self._raw is not None and self._raw.read(first, last, out, parallel=parallel):
+        if raw and self._raw is not None and self._raw.read(first, last, out, parallel=parallel):
             self.io_stats.add(time.perf_counter() - started, out.nbytes)
             return
         try:
@@ -600,9 +601,11 @@ class PatchFile:
                         return
                     last = min(first + self.block_rows, stop_row)
                     view = buffer[: last - first]
-                    # One thread, one stream of large reads: from the device (prefetch's
-                    # case) the kernel's readahead follows a single sequential reader best.
-                    self._read(first, last, view, parallel=False)
+                    # From the device (prefetch's case) HDF5's own reads, one chunk after
+                    # the other, kept the device busiest: 141% of `cat`'s cold rate against
+                    # 61-81% for byte runs in one or two threads and 71% for lanes reading
+                    # their own rows with read-ahead hints (bench_scale.py, 10^8 rows cold).
+                    self._read(first, last, view, raw=False)
                     ready.put((first, view, buffer))
             except BaseException as error:  # noqa: BLE001 - handed to the consumer
                 ready.put(error)
