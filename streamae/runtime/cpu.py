@@ -5,9 +5,10 @@ tuning flag), which spared the first AVX-512 generation a clock drop on 512-bit
 instructions.  While streamae computes, OpenBLAS's SkylakeX kernels run every product at
 512 bits anyway, so the core already pays whatever that costs; the kernels between the
 products (the sigmoid's exp, the deltas, the sums) then gain from twice the width.
-Measured on this project's Emerald Rapids host (benchmarks/bench_objective.py, see the
-README's Performance section): the sigmoid kernel 0.46 against 0.60 ns an element, a
-whole evaluation of the notes' case 1.1–1.2x faster.
+Measured on this project's Emerald Rapids host, each width in its own process: the sigmoid
+kernel with its slope, 4096 float32 values, 0.46 against 0.60 ns a value; one in-core
+evaluation of the notes' case (10^6 x 64 -> 25), best of 8 alternating processes, 0.163
+against 0.176 s (the host's drift made single runs vary by 1.5x).
 
 :func:`prefer_full_width` is called by ``streamae/__init__`` before Numba compiles
 anything.  It gives Numba the host's own CPU features with ``-prefer-256-bit`` appended
