@@ -215,7 +215,7 @@ def train_agreement(case: dict, scheme: str) -> tuple[float, float, float] | Non
     """
     per_iteration, predicted, ratios = [], [], []
     for runs in case["train"].get(scheme) or []:
-        short, long = (runs.get(str(k), runs.get(k)) for k in TRAIN_ITERATIONS)
+        short, long = (runs.get(k) for k in TRAIN_ITERATIONS)
         if not short or not long:
             continue
         span = long["iterations"] - short["iterations"]

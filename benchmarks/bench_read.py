@@ -97,6 +97,7 @@ def main() -> None:
         # How `train` read before byte runs: one thread reads each 8 MiB block through HDF5
         # while both lanes wait, then the lanes meet once per block.
         sources["old"] = open_patches(path, prefetch=False)
+        sources["old"]._raw.close()
         sources["old"]._raw = None
         objectives = {
             flag: make_objective(
