@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamae.compute.direction import PROJECT_BATCH, combine, compact_weights, project
 from streamae.options import DEFAULT_LBFGS_PAIRS
 
 # minFunc's defaults for the notes' exercise (the pairs kept: DEFAULT_LBFGS_PAIRS).
@@ -50,7 +51,10 @@ class LbfgsState:
 
     x, g: (p,) float64 point and gradient; f: J there.  s_pairs, y_pairs: (memory, p)
     ring buffers of the correction pairs, the newest at ``(head - 1) % memory``;
-    ``pairs`` of them are valid.
+    ``pairs`` of them are valid.  sy, yy: (memory, memory) Gram matrices of the pairs by
+    ring slot, sy[i, j] = s_i·y_j and yy[i, j] = y_i·y_j, filled in for a slot j whose
+    ``projected[j]`` is set (see :mod:`streamae.compute.direction`); they are derived
+    from the pairs, so a checkpoint does not store them.
     """
 
     x: np.ndarray
@@ -58,6 +62,9 @@ class LbfgsState:
     g: np.ndarray
     s_pairs: np.ndarray
     y_pairs: np.ndarray
+    sy: np.ndarray
+    yy: np.ndarray
+    projected: np.ndarray
     pairs: int = 0
     head: int = 0
     iteration: int = 0
@@ -75,6 +82,9 @@ class LbfgsState:
             g=np.array(g0, dtype=np.float64),
             s_pairs=np.zeros((memory, p)),
             y_pairs=np.zeros((memory, p)),
+            sy=np.zeros((memory, memory)),
+            yy=np.zeros((memory, memory)),
+            projected=np.zeros(memory, dtype=bool),
         )
 
     @property
@@ -82,9 +92,13 @@ class LbfgsState:
         """How many correction pairs are kept."""
         return self.s_pairs.shape[0]
 
+    def oldest_first(self) -> np.ndarray:
+        """The ring slots of the valid pairs, oldest first; (pairs,) int64."""
+        return (self.head - self.pairs + np.arange(self.pairs, dtype=np.int64)) % self.memory
+
     def ordered_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """The valid pairs (pairs, p) each, oldest first (copies)."""
-        order = [(self.head - self.pairs + k) % self.memory for k in range(self.pairs)]
+        order = self.oldest_first()
         return self.s_pairs[order], self.y_pairs[order]
 
     def to_arrays(self) -> dict:
@@ -122,36 +136,66 @@ class LbfgsState:
 
     def add_pair(self, s: np.ndarray, y: np.ndarray) -> bool:
         """Store a correction pair unless its curvature is too small; True if stored."""
-        if float(y @ s) <= CURVATURE_EPSILON:
+        if _dot(y, s) <= CURVATURE_EPSILON:
             return False
         self.s_pairs[self.head] = s
         self.y_pairs[self.head] = y
+        self.projected[self.head] = False
         self.head = (self.head + 1) % self.memory
         self.pairs = min(self.pairs + 1, self.memory)
         return True
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """a·b for (p,) vectors, summed as the direction's sums are (thread-count independent)."""
+    out = np.empty((1, 2))
+    vectors = np.ascontiguousarray(b, dtype=np.float64)[None]
+    project(
+        np.ascontiguousarray(a, dtype=np.float64)[None], np.zeros(1, dtype=np.int64), vectors[[0, 0]], out
+    )
+    return float(out[0, 0])
+
+
+def _project(state: LbfgsState, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sᵀ∇J and Yᵀ∇J over the valid pairs (in ``order``), filling in the Gram matrices'
+    entries of every pair not yet projected in the same sweeps."""
+    pending = [int(slot) for slot in order if not state.projected[slot]]
+    while True:
+        batch, pending = pending[:PROJECT_BATCH], pending[PROJECT_BATCH:]
+        # The gradient last, and again to make the count even (project pairs vectors).
+        count = len(batch) + 1 + (len(batch) + 1) % 2
+        vectors = np.empty((count, state.g.shape[0]))
+        vectors[: len(batch)] = state.y_pairs[batch]
+        vectors[len(batch) :] = state.g
+        s_products = np.empty((order.shape[0], count))
+        y_products = np.empty_like(s_products)
+        project(state.s_pairs, order, vectors, s_products)
+        project(state.y_pairs, order, vectors, y_products)
+        for column, slot in enumerate(batch):
+            state.sy[order, slot] = s_products[:, column]
+            state.yy[order, slot] = y_products[:, column]
+            state.yy[slot, order] = y_products[:, column]
+            state.projected[slot] = True
+        if not pending:
+            return s_products[:, -1], y_products[:, -1]
+
+
 def search_direction(state: LbfgsState) -> np.ndarray:
-    """−H∇J by the two-loop recursion over the stored pairs; (p,)."""
-    direction = -state.g.copy()
+    """−H∇J from the stored pairs (L-BFGS's inverse-Hessian estimate, H₀ = γI); (p,).
+
+    γ = s·y / y·y of the newest pair, as in the two-loop recursion; the compact form
+    computes the same product in two sweeps over the pairs (see
+    :mod:`streamae.compute.direction`).
+    """
     if state.pairs == 0:
-        return direction
-    indices = [(state.head - 1 - k) % state.memory for k in range(state.pairs)]  # newest first
-    alphas = np.empty(state.pairs)
-    rhos = np.empty(state.pairs)
-    for k, index in enumerate(indices):
-        s, y = state.s_pairs[index], state.y_pairs[index]
-        rhos[k] = 1.0 / float(y @ s)
-        alphas[k] = rhos[k] * float(s @ direction)
-        direction -= alphas[k] * y
-    newest = indices[0]
-    y_newest = state.y_pairs[newest]
-    direction *= float(state.s_pairs[newest] @ y_newest) / float(y_newest @ y_newest)
-    for k in range(state.pairs - 1, -1, -1):
-        s, y = state.s_pairs[indices[k]], state.y_pairs[indices[k]]
-        beta = rhos[k] * float(y @ direction)
-        direction += (alphas[k] - beta) * s
-    return direction
+        return -state.g
+    order = state.oldest_first()
+    s_gradient, y_gradient = _project(state, order)
+    newest = order[-1]
+    gamma = state.sy[newest, newest] / state.yy[newest, newest]
+    grid = np.ix_(order, order)
+    s_weights, y_weights = compact_weights(state.sy[grid], state.yy[grid], s_gradient, y_gradient, gamma)
+    return combine(state.g, gamma, state.s_pairs, s_weights, state.y_pairs, y_weights, order)
 
 
 @dataclass(frozen=True)
