@@ -21,8 +21,9 @@ from helpers import StopAt, assert_same_run, invoke, start, write_patch_file
 
 from streamae.errors import Interrupted, UsageError
 from streamae.io.modelfile import load_model
-from streamae.options import DEFAULT_CHECKPOINT_EVERY
+from streamae.options import CHECKPOINT_TIME_SHARE, DEFAULT_CHECKPOINT_EVERY
 from streamae.runtime.signals import StopFlag
+from streamae.training import checkpoint as checkpoint_module
 from streamae.training.checkpoint import CheckpointPolicy
 from streamae.training.session import train
 
@@ -108,7 +109,34 @@ def test_the_command_line_default_is_the_library_default():
     from streamae.cli.train import train as train_command
 
     (option,) = [param for param in train_command.params if param.name == "checkpoint_every"]
-    assert option.default == CheckpointPolicy().every == DEFAULT_CHECKPOINT_EVERY == 10
+    assert option.default is None and CheckpointPolicy().every is None
+
+
+def test_the_default_checkpoints_every_ten_iterations_unless_writing_takes_too_long():
+    due = CheckpointPolicy().due
+    assert not due(9, DEFAULT_CHECKPOINT_EVERY - 1, 100.0, 0.0)
+    assert due(10, DEFAULT_CHECKPOINT_EVERY, 1.0, 0.0)  # the first write: its cost is unknown
+    # A write of 1 s waits until 1 / CHECKPOINT_TIME_SHARE seconds have passed.
+    assert not due(20, DEFAULT_CHECKPOINT_EVERY, 0.99 / CHECKPOINT_TIME_SHARE, 1.0)
+    assert due(20, DEFAULT_CHECKPOINT_EVERY, 1.01 / CHECKPOINT_TIME_SHARE, 1.0)
+    assert due(3, 1, 61.0, 100.0) is False  # no minutes asked: time alone never makes one due
+    assert CheckpointPolicy(minutes=1.0).due(3, 1, 61.0, 100.0)
+    # An explicit count is kept whatever the writes cost.
+    assert CheckpointPolicy(every=5).due(15, 5, 0.001, 100.0)
+    assert not CheckpointPolicy(every=5).due(16, 6, 1000.0, 0.0)
+    assert not CheckpointPolicy(every=0).due(10, 10, 1000.0, 0.0)
+
+
+@pytest.mark.parametrize(("share", "expected"), [(1e-12, [10]), (1e12, [10, 20])])
+def test_the_trainer_defers_the_default_checkpoint_by_the_time_its_write_took(
+    data, tmp_path, monkeypatch, share, expected
+):
+    # The first checkpoint comes at iteration 10; the next only when its write (measured
+    # by the trainer) is within the share of the time since: never for a tiny share.
+    monkeypatch.setattr(checkpoint_module, "CHECKPOINT_TIME_SHARE", share)
+    monitor = StopAt(StopFlag())
+    train(data, tmp_path / "m.h5", dtype="float64", monitor=monitor, **SETTINGS)
+    assert monitor.checkpoints == expected  # 25 is the final write
 
 
 def test_resuming_a_finished_run_with_a_larger_max_iter_continues_it(data, tmp_path):

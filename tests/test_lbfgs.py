@@ -125,3 +125,19 @@ def test_ring_buffer_keeps_the_newest_pairs():
     s_pairs, _ = state.ordered_pairs()
     np.testing.assert_array_equal(s_pairs[:, 0], [3.0, 4.0, 5.0])
     assert not state.add_pair(np.array([1.0, 0.0]), np.array([-1.0, 0.0]))  # negative curvature
+
+
+def test_checkpoint_arrays_are_the_ring_as_it_lies(rng):
+    # A full, wrapped ring: written without a copy, restored to the same pairs in order.
+    state = LbfgsState.start(np.zeros(4), 0.0, rng.normal(size=4), memory=3)
+    for k in range(1, 6):
+        state.add_pair(np.array([k, 1.0, 0.0, 0.0]), np.array([1.0, 1.0, 0.0, 0.0]))
+    arrays = state.to_arrays()
+    assert np.shares_memory(arrays["s_pairs"], state.s_pairs) and arrays["oldest"] == state.head
+    restored = LbfgsState.from_arrays(arrays)
+    np.testing.assert_array_equal(restored.ordered_pairs()[0][:, 0], [3.0, 4.0, 5.0])
+    # Older checkpoints stored the pairs oldest first and no "oldest".
+    older = {**arrays, "s_pairs": state.ordered_pairs()[0], "y_pairs": state.ordered_pairs()[1]}
+    del older["oldest"]
+    np.testing.assert_array_equal(LbfgsState.from_arrays(older).ordered_pairs()[0], state.ordered_pairs()[0])
+    assert np.array_equal(search_direction(LbfgsState.from_arrays(older)), search_direction(restored))

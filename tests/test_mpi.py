@@ -361,13 +361,13 @@ def test_ranks_holding_different_parameters_stop_loudly():
     state = LbfgsState.start(np.linspace(0, 1, 9), 1.0, np.ones(9), memory=3)
     state.iteration = CONSISTENCY_EVERY
     # Agreeing ranks: only rank 0's clock is heard.
-    assert _trainer(TwoRanks())._boundary(state, time_due=True) is True
+    assert _trainer(TwoRanks())._boundary(state, wanted=True) is True
     expected = f"different parameters at iteration {CONSISTENCY_EVERY}"
     with pytest.raises(RanksDisagree, match=expected) as caught:
-        _trainer(TwoRanks(partner_offset=1.0))._boundary(state, time_due=False)
+        _trainer(TwoRanks(partner_offset=1.0))._boundary(state, wanted=False)
     assert is_collective(caught.value)
     state.iteration += 1  # between checks only the clock is combined
-    assert _trainer(TwoRanks(partner_offset=1.0))._boundary(state, time_due=False) is False
+    assert _trainer(TwoRanks(partner_offset=1.0))._boundary(state, wanted=False) is False
 
 
 def test_an_error_on_one_rank_aborts_and_a_collective_one_passes(capsys):

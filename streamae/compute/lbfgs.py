@@ -101,14 +101,26 @@ class LbfgsState:
         order = self.oldest_first()
         return self.s_pairs[order], self.y_pairs[order]
 
+    def forget_pairs(self) -> None:
+        """Drop every pair (a restart from steepest descent); the next is stored in slot 0."""
+        self.pairs = 0
+        self.head = 0
+
     def to_arrays(self) -> dict:
-        """The state as arrays and scalars for a checkpoint (pairs stored oldest first)."""
-        s_valid, y_valid = self.ordered_pairs()
+        """The state as arrays and scalars for a checkpoint.
+
+        The pairs are the ring's first ``pairs`` rows as they lie, with ``oldest`` the
+        slot of the oldest: views, not copies, so that a checkpoint writes 2·pairs·p
+        values without first copying them (write them before the next iteration).  The
+        valid pairs always start at slot 0: the ring fills from 0, and a restart empties it.
+        """
+        full = self.pairs == self.memory
         return {
             "x": self.x.copy(),
             "g": self.g.copy(),
-            "s_pairs": s_valid,
-            "y_pairs": y_valid,
+            "s_pairs": self.s_pairs[: self.pairs],
+            "y_pairs": self.y_pairs[: self.pairs],
+            "oldest": int(self.head if full else 0),
             "f": float(self.f),
             "memory": int(self.memory),
             "iteration": int(self.iteration),
@@ -118,7 +130,8 @@ class LbfgsState:
 
     @classmethod
     def from_arrays(cls, arrays: dict) -> LbfgsState:
-        """Rebuild a state written by :meth:`to_arrays`."""
+        """Rebuild a state written by :meth:`to_arrays` (without ``oldest``, as older
+        checkpoints were: the pairs oldest first)."""
         x = np.asarray(arrays["x"], dtype=np.float64)
         memory = int(arrays["memory"])
         state = cls.start(x, float(arrays["f"]), np.asarray(arrays["g"], dtype=np.float64), memory)
@@ -128,7 +141,7 @@ class LbfgsState:
         state.s_pairs[:pairs] = s_valid
         state.y_pairs[:pairs] = y_valid
         state.pairs = pairs
-        state.head = pairs % memory
+        state.head = (int(arrays.get("oldest", 0)) + pairs) % memory
         state.iteration = int(arrays["iteration"])
         state.evaluations = int(arrays["evaluations"])
         state.finished = str(arrays.get("finished", ""))
@@ -338,7 +351,7 @@ def lbfgs_iteration(fun: ValueAndGradient, state: LbfgsState, rules: StopRules) 
     slope = float(state.g @ direction)
     if not slope < 0.0:
         # The model lost descent (rounding in float32 sums): restart from steepest descent.
-        state.pairs = 0
+        state.forget_pairs()
         direction = -state.g.copy()
         slope = float(state.g @ direction)
     step = 1.0

@@ -2,7 +2,8 @@
 
 A checkpoint is the model file itself, written atomically at an iteration boundary with
 everything the next iteration depends on: the L-BFGS state (point, J, ∇J, correction
-pairs oldest first, iteration and evaluation counters) and, for the model, the history
+pairs as they lie in the ring with the slot of the oldest, iteration and evaluation
+counters) and, for the model, the history
 so far and J's terms and ρ̂ at the point.  An empty ``finished`` marks a run that has
 not ended.
 
@@ -26,7 +27,7 @@ from streamae.compute.objective import Evaluation
 from streamae.compute.parameters import Hyperparameters
 from streamae.errors import DataError, UsageError
 from streamae.io.modelfile import HISTORY_FIELDS, Model
-from streamae.options import DEFAULT_CHECKPOINT_EVERY, TRAIN
+from streamae.options import CHECKPOINT_TIME_SHARE, DEFAULT_CHECKPOINT_EVERY, TRAIN
 from streamae.text import printable
 
 # Reasons a finished run may be continued by resuming with a larger max_iter; any
@@ -36,23 +37,37 @@ _CONTINUABLE_PREFIXES = ("reached ", "no iterations asked", "max_iter ")
 
 @dataclass(frozen=True)
 class CheckpointPolicy:
-    """Write a checkpoint every ``every`` iterations (0: never by count) and/or every
+    """Write a checkpoint every ``every`` iterations (0: never by count; None: the
+    default, every DEFAULT_CHECKPOINT_EVERY iterations or less often, so that writing
+    checkpoints takes at most CHECKPOINT_TIME_SHARE of the time) and/or every
     ``minutes`` minutes of wall time (None: never by time)."""
 
-    every: int = DEFAULT_CHECKPOINT_EVERY
+    every: int | None = None
     minutes: float | None = None
 
     def __post_init__(self) -> None:
         TRAIN["checkpoint_every"].check(self.every)
         TRAIN["checkpoint_minutes"].check(self.minutes)
 
-    def due_by_count(self, iteration: int) -> bool:
-        """True when iteration ``iteration`` ends a checkpoint interval."""
-        return self.every > 0 and iteration % self.every == 0
+    def due(
+        self, iteration: int, iterations_since: int, seconds_since: float, last_write_seconds: float
+    ) -> bool:
+        """True when a checkpoint is due after ``iteration``.
 
-    def due_by_time(self, seconds_since_last: float) -> bool:
-        """True when ``minutes`` have passed since the last checkpoint."""
-        return self.minutes is not None and seconds_since_last >= 60.0 * self.minutes
+        ``iterations_since`` and ``seconds_since`` count from the end of the last
+        checkpoint (or the start of the run), whose write took ``last_write_seconds``
+        (0 before the first).
+        """
+        if self.minutes is not None and seconds_since >= 60.0 * self.minutes:
+            return True
+        if self.every is None:
+            # The cost of the last write stands for the next: it grows with the pairs
+            # stored, which change by at most DEFAULT_CHECKPOINT_EVERY between writes.
+            return (
+                iterations_since >= DEFAULT_CHECKPOINT_EVERY
+                and last_write_seconds <= CHECKPOINT_TIME_SHARE * seconds_since
+            )
+        return self.every > 0 and iteration % self.every == 0
 
 
 @dataclass
@@ -234,6 +249,11 @@ def validate_optimizer(arrays: dict, p: int, path: str | Path) -> None:
         pairs[key] = value.astype(np.float64)
     if pairs["s_pairs"].shape != pairs["y_pairs"].shape:
         raise _damaged(path, "s_pairs and y_pairs hold different numbers of pairs")
+    # The slot of the oldest pair (absent in older checkpoints: the pairs oldest first).
+    oldest = _integer(arrays.get("oldest", 0), path, "oldest")
+    stored = pairs["s_pairs"].shape[0]
+    if not (oldest == 0 or 0 < oldest < stored == memory):
+        raise _damaged(path, f"oldest = {oldest} names no slot of a full ring of {stored} of {memory} pairs")
     curvature = np.einsum("ij,ij->i", pairs["s_pairs"], pairs["y_pairs"])
     if np.any(~(curvature > 0.0)):
         raise _damaged(path, "a correction pair has no positive curvature (y·s <= 0), e.g. all zeros")

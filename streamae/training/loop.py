@@ -297,7 +297,8 @@ class Trainer:
         stop signal arrives.
         """
         started = time.perf_counter()
-        last_checkpoint = started
+        # When the last checkpoint ended, at which iteration, and how long its write took.
+        last_checkpoint, last_checkpoint_iteration, last_write = started, state.iteration, 0.0
         earlier = progress.seconds  # training time of the runs this one continues
         if state.iteration >= self.rules.max_iter and not state.finished:
             asked = self.rules.max_iter
@@ -347,29 +348,34 @@ class Trainer:
                 if log is not None:
                     log.write(record)
                 self.monitor.on_iteration(record)
-                now = time.perf_counter()
-                time_due = self.comm.rank == 0 and self.policy.due_by_time(now - last_checkpoint)
-                clock_due = self._boundary(state, time_due)  # a collective: every rank, every time
-                if clock_due or self.policy.due_by_count(state.iteration):
-                    if not state.finished:  # the final write follows anyway
-                        self._checkpoint(state, progress)
-                        last_checkpoint = time.perf_counter()
+                # Rank 0's clock decides; _boundary tells every rank (a collective, every time).
+                wanted = self.comm.rank == 0 and self.policy.due(
+                    state.iteration,
+                    state.iteration - last_checkpoint_iteration,
+                    time.perf_counter() - last_checkpoint,
+                    last_write,
+                )
+                if self._boundary(state, wanted) and not state.finished:  # the final write follows anyway
+                    writing = time.perf_counter()
+                    self._checkpoint(state, progress)
+                    last_checkpoint = time.perf_counter()
+                    last_checkpoint_iteration, last_write = state.iteration, last_checkpoint - writing
         finally:
             if log is not None:
                 log.close()
         progress.seconds = earlier + time.perf_counter() - started
 
-    def _boundary(self, state: LbfgsState, time_due: bool) -> bool:
-        """Collective at the end of an iteration: True if rank 0's clock asks for a checkpoint.
+    def _boundary(self, state: LbfgsState, wanted: bool) -> bool:
+        """Collective at the end of an iteration: True if rank 0 asks for a checkpoint.
 
         Every CONSISTENCY_EVERY iterations (and at the end) it also checks that all
         ranks hold bit-identical parameters, raising :class:`RanksDisagree` if not.
         """
         if self.comm.size == 1:
-            return time_due
+            return wanted
         check = state.iteration % CONSISTENCY_EVERY == 0 or bool(state.finished)
         value = digest(state.x, state.g) if check else 0.0
-        buffer = np.array([-1.0 if time_due else 0.0, value, -value])
+        buffer = np.array([-1.0 if wanted else 0.0, value, -value])
         self.comm.allreduce_min(buffer)
         if buffer[1] != -buffer[2]:
             raise mark_collective(

@@ -247,7 +247,8 @@ def train(
     :class:`~streamae.errors.UsageError` naming the parameter.
 
     Checkpoints: the model file is rewritten every ``checkpoint_every`` iterations (0:
-    only at the end) and every ``checkpoint_minutes`` minutes; ``resume=True`` continues
+    only at the end; None: every 10, or less often when writing one would take more
+    than 5% of the time since the last) and every ``checkpoint_minutes`` minutes; ``resume=True`` continues
     from the model file at ``output``, exactly where it stopped (refused if the data or
     the hyperparameters differ).  ``stop_signals`` catches SIGTERM, SIGINT and SIGUSR1
     while training: the run stops at the last completed iteration, writes a checkpoint

@@ -272,6 +272,9 @@ DAMAGES = {
     "iteration-negative": (_set_attribute("iteration", -4), "negative"),
     "evaluations-fraction": (_set_attribute("evaluations", 2.5), "whole number"),
     "f-text": (_set_attribute("f", "cheap"), "not a number"),
+    # The ring is not full (fewer pairs than memory): its oldest pair must be in slot 0.
+    "oldest-in-a-partial-ring": (_set_attribute("oldest", 1), "oldest = 1"),
+    "oldest-negative": (_set_attribute("oldest", -1), "oldest = -1"),
 }
 
 
