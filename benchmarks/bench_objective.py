@@ -13,8 +13,12 @@ faults on re-allocated temporaries).  Ratios use the faster state of each baseli
 it runs `streamae train` itself (its defaults, the case's --hidden) for 2 and for 12 L-BFGS
 iterations per scheme: seconds per iteration = (t12 − t2) / 10, set beside evaluations of
 the same objective timed right after those runs × evaluations per iteration; three repeats
-(--train-repeats), the median of their ratios.  It prints the issue's table and the load
-average, and writes every sample to benchmarks/results/objective-<time>.json.
+(--train-repeats), the median of their ratios.  Those early iterations hold few L-BFGS
+pairs, so one more single-pass run goes on to iteration 140 with --log: its seconds per
+iteration over iterations 101-140, where the optimizer holds all 100 pairs and writes its
+checkpoints as it does for the rest of a run, against evaluations timed right after.  It
+prints the issue's table and the load average, and writes every sample to
+benchmarks/results/objective-<time>.json.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ BASELINES = {
     "PyTorch autograd": "torch-autograd",
 }
 TRAIN_ITERATIONS = (2, 12)
+# The window of the long run: from the iteration where L-BFGS holds all its (100) pairs.
+LONG_WINDOW = (100, 140)
 
 
 def streamae_objective(path: Path, n: int, s: int, scheme: str, threads: int):
@@ -82,12 +88,9 @@ def streamae_command() -> str:
     return str(beside) if beside.exists() else (shutil.which("streamae") or "streamae")
 
 
-def train_run(path: Path, s: int, scheme: str, iterations: int, threads: int, workdir: Path) -> dict:
-    """`streamae train` for ``iterations`` iterations: wall seconds, evaluations, time split."""
-    from streamae.io.modelfile import load_model
-
-    out = workdir / f"model-{scheme}-{iterations}.h5"
-    command = [
+def train_command(path: Path, out: Path, s: int, scheme: str, iterations: int, threads: int) -> list[str]:
+    """The `streamae train` command line of a timed run (its defaults otherwise)."""
+    return [
         streamae_command(),
         "train",
         str(path),
@@ -108,6 +111,14 @@ def train_run(path: Path, s: int, scheme: str, iterations: int, threads: int, wo
         "--force",
         "--quiet",
     ]
+
+
+def train_run(path: Path, s: int, scheme: str, iterations: int, threads: int, workdir: Path) -> dict:
+    """`streamae train` for ``iterations`` iterations: wall seconds, evaluations, time split."""
+    from streamae.io.modelfile import load_model
+
+    out = workdir / f"model-{scheme}-{iterations}.h5"
+    command = train_command(path, out, s, scheme, iterations, threads)
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     seconds = time.perf_counter() - started
@@ -122,6 +133,26 @@ def train_run(path: Path, s: int, scheme: str, iterations: int, threads: int, wo
         "iterations": model.iterations,
         "evaluations": model.info.get("evaluations"),
         "time_split": model.info.get("time_split"),
+    }
+
+
+def long_train_run(path: Path, s: int, threads: int, workdir: Path) -> dict | None:
+    """Single-pass `streamae train` to LONG_WINDOW[1] with --log: seconds and evaluations
+    per iteration over the window (None if the run stopped before its end)."""
+    out, log = workdir / "model-long.h5", workdir / "long.jsonl"
+    command = train_command(path, out, s, "single-pass", LONG_WINDOW[1], threads) + ["--log", str(log)]
+    subprocess.run(command, check=True, capture_output=True)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    by_iteration = {record["iteration"]: record for record in records if "iteration" in record}
+    out.unlink()
+    log.unlink()
+    first, last = (by_iteration.get(k) for k in LONG_WINDOW)
+    if first is None or last is None:
+        return None
+    span = LONG_WINDOW[1] - LONG_WINDOW[0]
+    return {
+        "seconds_per_iteration": (last["seconds"] - first["seconds"]) / span,
+        "evaluations_per_iteration": (last["evaluations"] - first["evaluations"]) / span,
     }
 
 
@@ -189,6 +220,16 @@ def run_case(name: str, spec: dict, args, workdir: Path, sgemm_samples: list[flo
                 runs["evaluation_seconds"] = float(np.median(beside))
                 train[scheme].append(runs)
             print(f"  train repeat {repeat + 1}/{args.train_repeats} done", file=sys.stderr, flush=True)
+    long_run = None
+    if not args.no_train and not args.no_long:
+        long_run = long_train_run(path, s, args.threads, workdir)
+        if long_run is not None:
+            beside = []
+            for _ in range(3):
+                started = time.perf_counter()
+                objectives["single-pass"](theta)
+                beside.append(time.perf_counter() - started)
+            long_run["evaluation_seconds"] = float(np.median(beside))
     for source in sources:
         source.close()
     for objective in objectives.values():
@@ -204,6 +245,7 @@ def run_case(name: str, spec: dict, args, workdir: Path, sgemm_samples: list[flo
         "times": times,
         "waiting": waits,
         "train": train,
+        "long_train": long_run,
     }
 
 
@@ -314,6 +356,7 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--no-baselines", action="store_true", help="time streamae only")
     parser.add_argument("--no-train", action="store_true", help="skip the `streamae train` runs")
+    parser.add_argument("--no-long", action="store_true", help="skip the run to iteration 140")
     parser.add_argument("--train-repeats", type=int, default=3, help="repeats of the train runs")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
     parser.add_argument("--workdir", default=None, help="where the temporary patch files go")
@@ -344,6 +387,19 @@ def main() -> None:
         f"over {len(sgemm_samples)} samples ({min(sgemm_samples):.0f}-{max(sgemm_samples):.0f})"
     )
     print(text)
+    for name, case in result["cases"].items():
+        long_run = case.get("long_train")
+        if long_run:
+            expected = long_run["evaluation_seconds"] * long_run["evaluations_per_iteration"]
+            ratio = long_run["seconds_per_iteration"] / expected
+            print(
+                f"({name}) train single-pass, iterations {LONG_WINDOW[0] + 1}-{LONG_WINDOW[1]} (all L-BFGS "
+                f"pairs held): {long_run['seconds_per_iteration']:.3f} s/iter against evaluation "
+                f"{long_run['evaluation_seconds']:.3f} s x {long_run['evaluations_per_iteration']:.2f} "
+                f"evaluations/iter = {expected:.3f} s: ratio {ratio:.2f}"
+            )
+        elif not args.no_train and not args.no_long:
+            print(f"({name}) the long train run stopped before iteration {LONG_WINDOW[1]}")
     for name, case in result["cases"].items():
         med = {label: float(np.median(v)) for label, v in case["times"].items() if v}
         two, single = med.get("streamae two-pass"), med.get("streamae single-pass")
