@@ -4,9 +4,10 @@ Run:  python benchmarks/bench_lbfgs.py [--parameters 308308] [--pairs 100] [--ro
 
 For p parameters (default: case (b), 784 -> 196) and a full ring of correction pairs, in
 rotation: (1) the search direction as `train` computes it (``search_direction``, the compact
-form over the Gram matrices, after the newest pair is projected as in a run) against two
-NumPy two-loop recursions: 0.1's (ρ = 1/y·s recomputed for every pair at every call) and
-its best version (the curvatures kept, so each pair is read twice); NumPy's BLAS at its
+form over the Gram matrices, after the newest pair is projected as in a run) against the
+same compact form with NumPy's BLAS products (fast, but its sums change with the thread
+count), and two NumPy two-loop recursions: 0.1's (ρ = 1/y·s recomputed for every pair at
+every call) and with the curvatures kept (each pair read twice); NumPy's BLAS at its
 default threads.  (2) a checkpoint's optimizer state written to a model file through
 ``write_model`` (the atomic HDF5 write `train` does, fsync and rename included): the pairs
 as the ring holds them (``to_arrays``, views) against 0.1's copy into oldest-first order.
@@ -45,6 +46,29 @@ def two_loop(state, curvatures: np.ndarray | None) -> np.ndarray:
         beta = rhos[k] * float(y @ direction)
         direction += (alphas[k] - beta) * s
     return direction
+
+
+def numpy_compact(state) -> np.ndarray:
+    """The compact form with NumPy's BLAS products (a full ring: every slot valid).
+
+    As fast as BLAS's gemv, but its sums follow OpenBLAS's threads: not the same bits for
+    another thread count, which exact resume needs."""
+    from streamae.compute.direction import compact_weights
+
+    order = state.oldest_first()
+    newest = order[-1]
+    vectors = np.stack([state.g, state.y_pairs[newest]]).T  # (p, 2)
+    s_products, y_products = state.s_pairs @ vectors, state.y_pairs @ vectors
+    sy, yy = state.sy.copy(), state.yy.copy()
+    sy[:, newest], yy[:, newest], yy[newest, :] = s_products[:, 1], y_products[:, 1], y_products[:, 1]
+    gamma = sy[newest, newest] / yy[newest, newest]
+    grid = np.ix_(order, order)
+    s_weights, y_weights = compact_weights(
+        sy[grid], yy[grid], s_products[order, 0], y_products[order, 0], gamma
+    )
+    s_by_slot, y_by_slot = np.empty(state.memory), np.empty(state.memory)
+    s_by_slot[order], y_by_slot[order] = s_weights, y_weights
+    return -gamma * state.g + s_by_slot @ state.s_pairs + y_by_slot @ state.y_pairs
 
 
 def full_state(p: int, pairs: int, rng: np.random.Generator):
@@ -95,11 +119,13 @@ def main() -> None:
     state = full_state(args.parameters, args.pairs, np.random.default_rng(0))
     curvatures = np.einsum("ij,ij->i", state.s_pairs, state.y_pairs)
     reference = two_loop(state, curvatures)
+    assert np.linalg.norm(numpy_compact(state) - reference) <= 1e-10 * np.linalg.norm(reference)
     agreement = float(np.linalg.norm(search_direction(state) - reference) / np.linalg.norm(reference))
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
         target = Path(workdir) / "checkpoint.h5"
         calls = {
             "direction: compact form (train)": lambda: search_direction(state),
+            "direction: compact form, NumPy's BLAS": lambda: numpy_compact(state),
             "direction: NumPy two-loop, curvatures kept": lambda: two_loop(state, curvatures),
             "direction: NumPy two-loop, 0.1": lambda: two_loop(state, None),
             "checkpoint: pairs as the ring holds them (train)": lambda: write_checkpoint(
