@@ -16,9 +16,10 @@ the same objective timed right after those runs × evaluations per iteration; th
 (--train-repeats), the median of their ratios.  Those early iterations hold few L-BFGS
 pairs, so one more single-pass run goes on to iteration 140 with --log: its seconds per
 iteration over iterations 101-140, where the optimizer holds all 100 pairs and writes its
-checkpoints as it does for the rest of a run, against evaluations timed right after.  It
-prints the issue's table and the load average, and writes every sample to
-benchmarks/results/objective-<time>.json.
+checkpoints as it does for the rest of a run, against evaluations timed right after and
+against its own evaluations' time in the same log (waiting + computing: what the optimizer
+adds, without the host's drift between runs).  It prints the issue's table and the load
+average, and writes every sample to benchmarks/results/objective-<time>.json.
 """
 
 from __future__ import annotations
@@ -138,7 +139,9 @@ def train_run(path: Path, s: int, scheme: str, iterations: int, threads: int, wo
 
 def long_train_run(path: Path, s: int, threads: int, workdir: Path) -> dict | None:
     """Single-pass `streamae train` to LONG_WINDOW[1] with --log: seconds and evaluations
-    per iteration over the window (None if the run stopped before its end)."""
+    per iteration over the window, and the seconds its evaluations themselves took
+    (waiting + computing, from the same log: free of the host's drift between runs).
+    None if the run stopped before the window's end."""
     out, log = workdir / "model-long.h5", workdir / "long.jsonl"
     command = train_command(path, out, s, "single-pass", LONG_WINDOW[1], threads) + ["--log", str(log)]
     subprocess.run(command, check=True, capture_output=True)
@@ -150,9 +153,11 @@ def long_train_run(path: Path, s: int, threads: int, workdir: Path) -> dict | No
     if first is None or last is None:
         return None
     span = LONG_WINDOW[1] - LONG_WINDOW[0]
+    inside = [by_iteration[k] for k in range(LONG_WINDOW[0] + 1, LONG_WINDOW[1] + 1) if k in by_iteration]
     return {
         "seconds_per_iteration": (last["seconds"] - first["seconds"]) / span,
         "evaluations_per_iteration": (last["evaluations"] - first["evaluations"]) / span,
+        "evaluating_per_iteration": sum(r["waiting_seconds"] + r["computing_seconds"] for r in inside) / span,
     }
 
 
@@ -396,7 +401,9 @@ def main() -> None:
                 f"({name}) train single-pass, iterations {LONG_WINDOW[0] + 1}-{LONG_WINDOW[1]} (all L-BFGS "
                 f"pairs held): {long_run['seconds_per_iteration']:.3f} s/iter against evaluation "
                 f"{long_run['evaluation_seconds']:.3f} s x {long_run['evaluations_per_iteration']:.2f} "
-                f"evaluations/iter = {expected:.3f} s: ratio {ratio:.2f}"
+                f"evaluations/iter = {expected:.3f} s: ratio {ratio:.2f}; within the run, its "
+                f"evaluations took {long_run['evaluating_per_iteration']:.3f} s/iter: ratio "
+                f"{long_run['seconds_per_iteration'] / long_run['evaluating_per_iteration']:.2f}"
             )
         elif not args.no_train and not args.no_long:
             print(f"({name}) the long train run stopped before iteration {LONG_WINDOW[1]}")
