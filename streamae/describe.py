@@ -8,6 +8,7 @@ Any other HDF5 file is described by what it holds.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -165,11 +166,20 @@ def _time_split(entry: object) -> dict | None:
     if not all(isinstance(value, int | float) and value >= 0 for value in values) or values[0] < 1:
         return None
     count, waiting, computing = values
-    return {
+    split = {
         "evaluations": int(count),
         "waiting_seconds": waiting / count,
         "computing_seconds": computing / count,
     }
+    besides = entry.get("besides_seconds")  # absent in files written before 0.2
+    if (
+        isinstance(besides, int | float)
+        and not isinstance(besides, bool)
+        and math.isfinite(besides)
+        and besides >= 0
+    ):
+        split["besides_share"] = besides / (waiting + computing + besides) if besides > 0 else 0.0
+    return split
 
 
 def _describe_model(path: Path) -> dict:
@@ -381,6 +391,11 @@ def format_description(info: dict) -> str:
                 f"{split['computing_seconds']:.3g} s computing, {split['waiting_seconds']:.3g} s "
                 f"waiting for data ({share:.0%}; {split['evaluations']:,} evaluations)",
             )
+            if "besides_share" in split:
+                add(
+                    "not evaluating",
+                    f"{split['besides_share']:.0%} of the training time (L-BFGS, checkpoints, the log)",
+                )
         add("trained on", _data_text(info["data"]))
         warm = info.get("warm_start")
         if warm is not None and (len(warm["stages"]) > 1 or warm["schedule"] not in (None, "none")):

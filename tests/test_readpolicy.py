@@ -105,6 +105,51 @@ def test_train_reports_waiting_and_computing(rng, patch_file, tmp_path):
     )
 
 
+def test_train_counts_the_time_its_iterations_spend_besides_evaluating(
+    rng, patch_file, tmp_path, monkeypatch
+):
+    # A search direction made 50 ms slower must show up in the time besides the
+    # evaluations, and nowhere in the evaluations' own split.
+    import time
+
+    from streamae.compute import lbfgs
+
+    slow = 0.05
+    direction = lbfgs.search_direction
+
+    def slowed(state):
+        time.sleep(slow)
+        return direction(state)
+
+    monkeypatch.setattr(lbfgs, "search_direction", slowed)
+    X = rng.uniform(0.1, 0.9, size=(2000, 16)).astype(np.float32)
+    out = tmp_path / "m.h5"
+    messages = []
+
+    class Monitor(TrainingMonitor):
+        def on_message(self, text: str) -> None:
+            messages.append(text)
+
+    model = streamae.train(
+        patch_file(X, chunk_rows=200),
+        out,
+        hidden=4,
+        max_iter=4,
+        grad_tol=0,
+        progress_tol=0,
+        monitor=Monitor(),
+    )
+    split = model.info["time_split"]
+    assert model.iterations == 4
+    assert split["besides_seconds"] >= 4 * slow
+    assert split["computing_seconds"] + split["waiting_seconds"] < model.info["seconds"]
+    expected = split["besides_seconds"] / (
+        split["besides_seconds"] + split["computing_seconds"] + split["waiting_seconds"]
+    )
+    assert describe(out)["evaluation_time"]["besides_share"] == pytest.approx(expected)
+    assert any("besides the evaluations" in text for text in messages)
+
+
 def test_models_without_the_time_split_still_describe(rng, patch_file, tmp_path):
     X = rng.uniform(0.1, 0.9, size=(500, 9)).astype(np.float32)
     out = tmp_path / "m.h5"

@@ -133,15 +133,19 @@ class CountedBlocks:
 
 @dataclass
 class TimeSplit:
-    """Evaluation time split into waiting for data and computing (this process).
+    """Evaluation time split into waiting for data and computing (this process), and the
+    time the iterations spent besides evaluating.
 
     ``waiting``: seconds the lanes waited for the source to deliver a block (reads not
-    hidden behind computing); ``computing``: the rest of the evaluations' wall time.
+    hidden behind computing); ``computing``: the rest of the evaluations' wall time;
+    ``besides``: the rest of the iterations' wall time (the L-BFGS arithmetic over the
+    correction pairs, checkpoints, the log), counted by :meth:`Trainer.run`.
     """
 
     evaluations: int = 0
     waiting: float = 0.0
     computing: float = 0.0
+    besides: float = 0.0
 
     def add(self, timing) -> None:
         """Count one evaluation's :class:`~streamae.compute.objective.Timing`."""
@@ -155,18 +159,26 @@ class TimeSplit:
             "evaluations": self.evaluations,
             "waiting_seconds": self.waiting,
             "computing_seconds": self.computing,
+            "besides_seconds": self.besides,
         }
 
     def summary(self) -> str:
-        """One sentence: per evaluation, how long computing and waiting for data took."""
+        """One sentence: per evaluation, how long computing and waiting for data took, and
+        the share of the training time spent besides evaluating."""
         count = max(1, self.evaluations)
         total = self.waiting + self.computing
         share = self.waiting / total if total > 0 else 0.0
         bound = "reading" if share > 0.2 else "computing"
-        return (
+        text = (
             f"per evaluation ({self.evaluations}): {self.computing / count:.3g} s computing, "
             f"{self.waiting / count:.3g} s waiting for data ({share:.0%}): {bound} bounds the run"
         )
+        if self.besides > 0:
+            text += (
+                f"; besides the evaluations (L-BFGS, checkpoints, the log): {self.besides:.3g} s, "
+                f"{self.besides / (total + self.besides):.0%} of the training time"
+            )
+        return text
 
 
 def make_record(
@@ -313,6 +325,7 @@ class Trainer:
             if log is not None and self.header is not None:
                 log.write(self.header)  # inside the try: the log is closed if this fails
             while not state.finished:
+                iteration_started = time.perf_counter()
                 self._evaluations.entries.clear()
                 self._iteration_split = TimeSplit()
                 try:
@@ -360,6 +373,8 @@ class Trainer:
                     self._checkpoint(state, progress)
                     last_checkpoint = time.perf_counter()
                     last_checkpoint_iteration, last_write = state.iteration, last_checkpoint - writing
+                spent = self._iteration_split.waiting + self._iteration_split.computing
+                self.time_split.besides += max(0.0, time.perf_counter() - iteration_started - spent)
         finally:
             if log is not None:
                 log.close()
