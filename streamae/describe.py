@@ -171,7 +171,7 @@ def _time_split(entry: object) -> dict | None:
         "waiting_seconds": waiting / count,
         "computing_seconds": computing / count,
     }
-    besides = entry.get("besides_seconds")  # absent in files written before 0.2
+    besides = entry.get("besides_seconds")  # absent in older files
     if (
         isinstance(besides, int | float)
         and not isinstance(besides, bool)
