@@ -137,6 +137,16 @@ def train_run(path: Path, s: int, scheme: str, iterations: int, threads: int, wo
     }
 
 
+def median_evaluation(objective, theta: np.ndarray, calls: int = 3) -> float:
+    """Median seconds of ``calls`` evaluations (timed right after a train run beside it)."""
+    seconds = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        objective(theta)
+        seconds.append(time.perf_counter() - started)
+    return float(np.median(seconds))
+
+
 def long_train_run(path: Path, s: int, threads: int, workdir: Path) -> dict | None:
     """Single-pass `streamae train` to LONG_WINDOW[1] with --log: seconds and evaluations
     per iteration over the window, and the seconds its evaluations themselves took
@@ -217,24 +227,14 @@ def run_case(name: str, spec: dict, args, workdir: Path, sgemm_samples: list[flo
         for repeat in range(args.train_repeats):
             for scheme in SCHEMES:
                 runs = {k: train_run(path, s, scheme, k, args.threads, workdir) for k in TRAIN_ITERATIONS}
-                beside = []
-                for _ in range(3):
-                    started = time.perf_counter()
-                    objectives[scheme](theta)
-                    beside.append(time.perf_counter() - started)
-                runs["evaluation_seconds"] = float(np.median(beside))
+                runs["evaluation_seconds"] = median_evaluation(objectives[scheme], theta)
                 train[scheme].append(runs)
             print(f"  train repeat {repeat + 1}/{args.train_repeats} done", file=sys.stderr, flush=True)
     long_run = None
     if not args.no_train and not args.no_long:
         long_run = long_train_run(path, s, args.threads, workdir)
         if long_run is not None:
-            beside = []
-            for _ in range(3):
-                started = time.perf_counter()
-                objectives["single-pass"](theta)
-                beside.append(time.perf_counter() - started)
-            long_run["evaluation_seconds"] = float(np.median(beside))
+            long_run["evaluation_seconds"] = median_evaluation(objectives["single-pass"], theta)
     for source in sources:
         source.close()
     for objective in objectives.values():

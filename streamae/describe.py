@@ -8,7 +8,6 @@ Any other HDF5 file is described by what it holds.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -172,13 +171,9 @@ def _time_split(entry: object) -> dict | None:
         "computing_seconds": computing / count,
     }
     besides = entry.get("besides_seconds")  # absent in older files
-    if (
-        isinstance(besides, int | float)
-        and not isinstance(besides, bool)
-        and math.isfinite(besides)
-        and besides >= 0
-    ):
-        split["besides_share"] = besides / (waiting + computing + besides) if besides > 0 else 0.0
+    if isinstance(besides, int | float) and besides >= 0:  # the check the other values pass
+        total = waiting + computing + besides
+        split["besides_share"] = besides / total if total > 0 else 0.0
     return split
 
 

@@ -122,6 +122,9 @@ def test_projection_entries_do_not_depend_on_their_neighbours(rng):
     project(matrix, rows[:1], np.stack([first, first]), alone)
     assert np.array_equal(together[:, 0], swapped[:, 1])
     assert together[0, 0] == alone[0, 0] == alone[0, 1]
+    single = np.empty((2, 1))  # an odd count: the last vector goes through the same loop
+    project(matrix, rows, first[None], single)
+    assert np.array_equal(single[:, 0], together[:, 0])
     np.testing.assert_allclose(together, matrix[rows] @ np.stack([first, second]).T, rtol=1e-12)
 
 

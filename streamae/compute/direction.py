@@ -46,33 +46,35 @@ PROJECT_BATCH = 16
 def project(matrix: np.ndarray, rows: np.ndarray, vectors: np.ndarray, out: np.ndarray) -> None:
     """out[a, b] = matrix[rows[a]] · vectors[b], in one sweep over the rows.
 
-    matrix: (memory, p) float64; rows: (r,) int64; vectors: (v, p) float64 with v even;
-    out: (r, v).  Each entry is summed by segments of SEGMENT elements, in segment order.
-    Vectors go two by two through one loop (a row segment is read once for both); every
-    entry, in either place of a pair, is summed by the same compiled code, so its bits
-    do not depend on what else the call computes.
+    matrix: (memory, p) float64; rows: (r,) int64; vectors: (v, p) float64; out: (r, v).
+    Each entry is summed by segments of SEGMENT elements, in segment order.  Vectors go
+    two by two through one loop (a row segment is read once for both; an odd last vector
+    is paired with itself); every entry, in either place of a pair, is summed by the same
+    compiled code, so its bits do not depend on what else the call computes.
     """
     p = matrix.shape[1]
+    count = vectors.shape[0]
     segments = (p + SEGMENT - 1) // SEGMENT
-    partials = np.empty((segments, rows.shape[0], vectors.shape[0]))
+    partials = np.empty((segments, rows.shape[0], count))
     for segment in prange(segments):
         start = segment * SEGMENT
         stop = min(start + SEGMENT, p)
         # Views looped from 0: LLVM does not vectorise a loop over range(start, stop).
         for a in range(rows.shape[0]):
             row = matrix[rows[a], start:stop]
-            for b in range(0, vectors.shape[0] - 1, 2):
+            for b in range(0, count, 2):
                 first = vectors[b, start:stop]
-                second = vectors[b + 1, start:stop]
+                second = vectors[min(b + 1, count - 1), start:stop]
                 first_total = 0.0
                 second_total = 0.0
                 for i in range(row.shape[0]):
                     first_total += row[i] * first[i]
                     second_total += row[i] * second[i]
                 partials[segment, a, b] = first_total
-                partials[segment, a, b + 1] = second_total
+                if b + 1 < count:
+                    partials[segment, a, b + 1] = second_total
     for a in range(rows.shape[0]):
-        for b in range(vectors.shape[0]):
+        for b in range(count):
             total = 0.0
             for segment in range(segments):
                 total += partials[segment, a, b]

@@ -161,10 +161,13 @@ class LbfgsState:
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
     """a·b for (p,) vectors, summed as the direction's sums are (thread-count independent)."""
-    out = np.empty((1, 2))
-    vectors = np.ascontiguousarray(b, dtype=np.float64)[None]
+    out = np.empty((1, 1))
+    rows = np.zeros(1, dtype=np.int64)
     project(
-        np.ascontiguousarray(a, dtype=np.float64)[None], np.zeros(1, dtype=np.int64), vectors[[0, 0]], out
+        np.ascontiguousarray(a, dtype=np.float64)[None],
+        rows,
+        np.ascontiguousarray(b, dtype=np.float64)[None],
+        out,
     )
     return float(out[0, 0])
 
@@ -175,12 +178,10 @@ def _project(state: LbfgsState, order: np.ndarray) -> tuple[np.ndarray, np.ndarr
     pending = [int(slot) for slot in order if not state.projected[slot]]
     while True:
         batch, pending = pending[:PROJECT_BATCH], pending[PROJECT_BATCH:]
-        # The gradient last, and again to make the count even (project pairs vectors).
-        count = len(batch) + 1 + (len(batch) + 1) % 2
-        vectors = np.empty((count, state.g.shape[0]))
+        vectors = np.empty((len(batch) + 1, state.g.shape[0]))
         vectors[: len(batch)] = state.y_pairs[batch]
-        vectors[len(batch) :] = state.g
-        s_products = np.empty((order.shape[0], count))
+        vectors[-1] = state.g
+        s_products = np.empty((order.shape[0], vectors.shape[0]))
         y_products = np.empty_like(s_products)
         project(state.s_pairs, order, vectors, s_products)
         project(state.y_pairs, order, vectors, y_products)
