@@ -50,6 +50,9 @@ _SPIN_SECONDS = 2e-4
 _FIRST_SLEEP = 2e-5
 _LONGEST_SLEEP = 1e-3
 
+# How long a rank that aborts the job waits after printing why (see abort_on_local_error).
+ABORT_GRACE_SECONDS = 1.0
+
 
 class Communicator(Protocol):
     """What the objective and the trainer need from a group of processes."""
@@ -318,6 +321,10 @@ def abort_on_local_error(comm: Communicator) -> Iterator[None]:
             file=sys.stderr,
             flush=True,
         )
+        # The launcher forwards a rank's stderr from a pipe; on MPI_Abort it kills the
+        # ranks, and what it has not yet read from that pipe is lost.  A moment's wait
+        # lets the message (the only clue to what went wrong) reach the job's log.
+        time.sleep(ABORT_GRACE_SECONDS)
         comm.abort(code)
         raise
 
