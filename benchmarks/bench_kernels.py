@@ -1,14 +1,20 @@
 """Re-measure the BLAS / row-vectorised crossover of streamae.compute.small.
 
-Run:  python benchmarks/bench_kernels.py [--rows 640] [--rounds 21] [--shapes 64x25,784x196,...]
+Run:  python benchmarks/bench_kernels.py [--rows 512] [--rounds 21] [--shapes 64x25,784x196,...]
 
 One core (Numba and OpenBLAS at one thread), float32, every contender taken in rotation,
 medians of ``rounds`` x ``calls`` calls, the load average recorded before and after.  For
 each layer shape (n x s):
 
-- the products of one compute block of ``rows`` rows, row-vectorised (compute/small.py)
+- the products of one compute block of ``rows`` rows (default: the objective's compute
+  block for the shape, ``compute_rows_for``; OpenBLAS's small-matrix kernels, taken up to
+  m·n·k = 10⁶ on this CPU, make the rates depend on it), row-vectorised (compute/small.py)
   against OpenBLAS called as the BLAS path calls it: the forward product W1·xᵀ (with and
-  without the transpose of x it needs), the error W2ᵀ·δ3ᵀ and the weight gradient Σ δ3 a2ᵀ;
+  without the transpose of x it needs), the decoder, the error W2ᵀ·δ3ᵀ and the weight
+  gradient Σ δ3 a2ᵀ;
+- OpenBLAS for the forward, decoder and error products with the weight operand stored
+  as the BLAS path stores it against the other way round (W1 or W1ᵀ contiguous, W2 or
+  W2ᵀ): the evidence for the layouts gradient_pass uses;
 - one single-pass gradient pass over 8 compute blocks, ``products="tiled"`` against
   ``"blas"`` (the whole block: products, transposes, the same elementwise kernels), in
   GFLOP/s of 10·rows·n·s.  This is what ``MEASURED`` holds and the crossover follows.
@@ -44,7 +50,12 @@ def _rotate(contenders: dict, rounds: int, calls: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=640, help="rows of a compute block")
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        help="rows of a compute block (default: the objective's for each shape)",
+    )
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--shapes", default=SHAPES, help="comma-separated n x s")
@@ -58,12 +69,17 @@ def main() -> None:
 
     numba.set_num_threads(1)
     load_before = os.getloadavg()
-    measured, product_rows, block_rows = {}, [], []
+    from streamae.compute.objective import compute_rows_for
+
+    measured, product_rows, layout_rows, block_rows = {}, [], [], []
+    block_sizes: set[int] = set()
     with threadpool_limits(1, user_api="blas"):
         for shape in args.shapes.split(","):
             n, s = (int(v) for v in shape.split("x"))
-            products = _products(n, s, args.rows, args.rounds, args.calls)
-            flops = 2.0 * args.rows * n * s
+            rows = args.rows or compute_rows_for(n, s, np.dtype(np.float32).itemsize)
+            block_sizes.add(rows)
+            products = _products(n, s, rows, args.rounds, args.calls)
+            flops = 2.0 * rows * n * s
             rate = {name: flops / seconds / 1e9 for name, seconds in products.items()}
             product_rows.append(
                 [f"{n}x{s}"]
@@ -72,14 +88,22 @@ def main() -> None:
                     for a, b in (
                         ("forward", "forward BLAS"),
                         ("transpose+forward", "forward BLAS"),
+                        ("decoder", "decoder BLAS"),
                         ("error", "error BLAS"),
                         ("dW2", "dW2 BLAS"),
                     )
                 ]
                 + [f"{products['transpose'] * 1e6:.1f}"]
             )
-            block = _block(n, s, args.rows, args.rounds)
-            block_rate = {k: 10.0 * 8 * args.rows * n * s / v / 1e9 for k, v in block.items()}
+            layout_rows.append(
+                [f"{n}x{s}"]
+                + [
+                    f"{rate[f'{name} BLAS']:.1f} / {rate[f'{name} BLAS other']:.1f}"
+                    for name in ("forward", "decoder", "error")
+                ]
+            )
+            block = _block(n, s, rows, args.rounds)
+            block_rate = {k: 10.0 * 8 * rows * n * s / v / 1e9 for k, v in block.items()}
             measured[(n, s)] = (block_rate["tiled"], block_rate["blas"])
             block_rows.append(
                 [
@@ -102,9 +126,19 @@ def main() -> None:
             "n x s",
             "W1·xᵀ row-vec / BLAS",
             "same + transpose / BLAS",
+            "b2 + W2·a2ᵀ row-vec / a2·W2ᵀ BLAS",
             "W2ᵀ·δ3ᵀ row-vec / BLAS",
             "Σ δ3 a2ᵀ row_dots / BLAS",
             "transpose x (us)",
+        ],
+    )
+    layout_text = table(
+        layout_rows,
+        [
+            "n x s",
+            "W1·xᵀ: W1ᵀ stored / W1 stored",
+            "a2·W2ᵀ: W2ᵀ stored / W2 stored",
+            "W2ᵀ·δ3ᵀ: W2 stored / W2ᵀ stored",
         ],
     )
     block_text = table(block_rows, ["n x s", "tiled GFLOP/s", "BLAS GFLOP/s", "tiled / BLAS"])
@@ -115,10 +149,13 @@ def main() -> None:
     eval_text = table(eval_rows, ["scheme", "products", "ms / evaluation (median)", "GFLOP/s"])
     print(
         f"load average (1 min) {load_before[0]:.2f} before, {load_mid[0]:.2f} after the shapes, "
-        f"{load_after[0]:.2f} after the evaluations; {args.rows}-row blocks, one core, float32"
+        f"{load_after[0]:.2f} after the evaluations; "
+        f"{'/'.join(map(str, sorted(block_sizes)))}-row blocks, one core, float32"
     )
     print("\nProducts of one block, GFLOP/s (2·rows·n·s each), row-vectorised / OpenBLAS:")
     print(products_text)
+    print("\nOpenBLAS by the weights' storage, GFLOP/s: as the BLAS path calls it / the other way:")
+    print(layout_text)
     print("\nOne single-pass gradient pass over 8 blocks (10·rows·n·s):")
     print(block_text)
     print(f"crossover: tiled where n*s <= {crossover} (0: nowhere; small.crossover's rule)")
@@ -135,27 +172,27 @@ def main() -> None:
         "measured": {f"{n}x{s}": v for (n, s), v in measured.items()},
         "crossover_ns": crossover,
         "evaluation_seconds": {f"{k[0]} {k[1]}": v for k, v in evaluation.items()},
-        "tables": [products_text, block_text, eval_text],
+        "tables": [products_text, layout_text, block_text, eval_text],
     }
     print(f"JSON: {save_json(result, args.json, 'kernels')}")
 
 
 def _products(n: int, s: int, rows: int, rounds: int, calls: int) -> dict:
-    """Median seconds of each product of one block, row-vectorised and by OpenBLAS."""
+    """Median seconds of each product of one block, row-vectorised, by OpenBLAS as the
+    BLAS path calls it, and by OpenBLAS with the weights stored the other way round.
+
+    Keys: "<product>" (row-vectorised), "<product> BLAS" (as gradient_pass calls it),
+    "<product> BLAS other" (the weight operand in the other storage order), "transpose".
+    """
     from numba import njit
 
     from streamae.compute import small
     from streamae.compute.lanes import SingleThreadedBlas  # noqa: F401 - loads SciPy's BLAS
 
     @njit(nogil=True)
-    def blas_abt(B, A, out, times):  # out = B · Aᵀ, as the BLAS path calls it
+    def gemm(A, B, out, times):  # compiled once per operand layout (C or F)
         for _ in range(times):
-            np.dot(B, A.T, out)
-
-    @njit(nogil=True)
-    def blas_atb(A, B, out, times):  # out = Aᵀ · Bᵀ (dW2 = δ3ᵀ a2 from z3 (rows, n), a2ᵀ (s, rows))
-        for _ in range(times):
-            np.dot(A.T, B.T, out)
+            np.dot(A, B, out)
 
     @njit(nogil=True)
     def rows_times(B, AT, bias, out, times):
@@ -183,23 +220,31 @@ def _products(n: int, s: int, rows: int, rounds: int, calls: int) -> dict:
     x = rng.random((rows, n), dtype=f32)
     xt = np.ascontiguousarray(x.T)
     W1 = rng.random((s, n), dtype=f32)
+    W1T = np.ascontiguousarray(W1.T)
     W2 = rng.random((n, s), dtype=f32)
     W2T = np.ascontiguousarray(W2.T)
+    b2 = rng.random(n, dtype=f32)
     z3 = rng.random((rows, n), dtype=f32)
     z3t = np.ascontiguousarray(z3.T)
     a2t = rng.random((s, rows), dtype=f32)
     hidden = np.empty((s, rows), dtype=f32)
+    output = np.empty((rows, n), dtype=f32)
     small_out = np.empty((n, s), dtype=f32)
     scratch = np.empty((n, rows), dtype=f32)
     none = np.empty(0, dtype=f32)
     contenders = {
         "forward": lambda c: rows_times(W1, xt, none, hidden, c),
         "transpose+forward": lambda c: transpose_rows_times(W1, x, scratch, none, hidden, c),
-        "forward BLAS": lambda c: blas_abt(W1, x, hidden, c),
+        "forward BLAS": lambda c: gemm(W1T.T, x.T, hidden, c),
+        "forward BLAS other": lambda c: gemm(W1, x.T, hidden, c),
+        "decoder": lambda c: rows_times(W2, a2t, b2, scratch, c),
+        "decoder BLAS": lambda c: gemm(a2t.T, W2T, output, c),
+        "decoder BLAS other": lambda c: gemm(a2t.T, W2.T, output, c),
         "error": lambda c: rows_times(W2T, z3t, none, hidden, c),
-        "error BLAS": lambda c: blas_abt(W2T, z3, hidden, c),
+        "error BLAS": lambda c: gemm(W2.T, z3.T, hidden, c),
+        "error BLAS other": lambda c: gemm(W2T, z3.T, hidden, c),
         "dW2": lambda c: dots_times(z3t, a2t, small_out, c),
-        "dW2 BLAS": lambda c: blas_atb(z3, a2t, small_out, c),
+        "dW2 BLAS": lambda c: gemm(z3.T, a2t.T, small_out, c),
         "transpose": lambda c: transpose_times(x, scratch, c),
     }
     for run in contenders.values():

@@ -249,6 +249,7 @@ class StreamedObjective:
         self._blas = SingleThreadedBlas()
         n, s = n_visible, self.n_hidden
         self.W1 = np.empty((s, n), dtype=self.dtype)
+        self.W1T = np.empty((n, s), dtype=self.dtype)
         self.W2 = np.empty((n, s), dtype=self.dtype)
         self.W2T = np.empty((s, n), dtype=self.dtype)
         # BLAS or the row-vectorised block (compute/small.py), by the measured
@@ -274,6 +275,7 @@ class StreamedObjective:
     def _load_parameters(self, theta: np.ndarray) -> None:
         params = unpack(np.asarray(theta, dtype=np.float64), self.n_visible, self.n_hidden)
         self.W1[...] = params.W1
+        self.W1T[...] = params.W1.T
         self.W2[...] = params.W2
         self.W2T[...] = params.W2.T
         self.b1[...] = params.b1
@@ -375,7 +377,7 @@ class StreamedObjective:
         b = self.buffers[lane]
         passes.forward_pass(
             x,
-            self.W1,
+            self.W1T,
             self.b1,
             self.activation,
             self.compute_rows,
@@ -390,6 +392,7 @@ class StreamedObjective:
         passes.gradient_pass(
             x,
             self.W1,
+            self.W1T,
             self.W2,
             self.W2T,
             self.b1,

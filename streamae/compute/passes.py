@@ -47,9 +47,10 @@ def accumulator_layout(n, s):
 
 
 @njit(**STRICT_OPTIONS)
-def forward_pass(x, W1, b1, activation, block_rows, hidden_buffer, sum_a2, cache):
+def forward_pass(x, W1T, b1, activation, block_rows, hidden_buffer, sum_a2, cache):
     """Pass 1: Σ a2 over the rows x (rows, n) into sum_a2 (s,) float64.
 
+    W1T: (n, s) W1ᵀ made contiguous (see :func:`gradient_pass` for why).
     activation: the hidden nonlinearity's flag (``kernels.SIGMOID`` or ``kernels.TANH``).
     hidden_buffer: (>= s·block_rows,) scratch.  cache: (s·rows,) to keep every block's
     a2 (transposed, block after block) for the in-core scheme, or (0,) to keep nothing.
@@ -59,7 +60,7 @@ def forward_pass(x, W1, b1, activation, block_rows, hidden_buffer, sum_a2, cache
     transposes x anyway, for the output layer.
     """
     rows = x.shape[0]
-    s = W1.shape[0]
+    s = W1T.shape[1]
     keep = cache.shape[0] > 0
     no_slope = np.empty((0, 1), dtype=x.dtype)
     for first in range(0, rows, block_rows):
@@ -69,7 +70,7 @@ def forward_pass(x, W1, b1, activation, block_rows, hidden_buffer, sum_a2, cache
             a2t = cache[s * first : s * (first + count)].reshape(s, count)
         else:
             a2t = hidden_buffer[: s * count].reshape(s, count)
-        np.dot(W1, xb.T, a2t)
+        np.dot(W1T.T, xb.T, a2t)
         hidden_forward(a2t, b1, activation, no_slope, sum_a2, sum_a2)
 
 
@@ -77,6 +78,7 @@ def forward_pass(x, W1, b1, activation, block_rows, hidden_buffer, sum_a2, cache
 def gradient_pass(
     x,
     W1,
+    W1T,
     W2,
     W2T,
     b1,
@@ -107,9 +109,15 @@ def gradient_pass(
     f′(z2) with the known ``sparsity`` (s,) (β·s, or (β/2)·s(q̂) for tanh: see
     :func:`streamae.compute.objective.sparsity_delta`).  Single-pass (``single`` true,
     ``sparsity`` zeros): e = W2ᵀδ3 ⊙ f′(z2) and the extras Σ g xᵀ, Σ g, Σ a2 are
-    accumulated so the sparsity term can be added after the pass.  ``W2T`` (s, n) is W2ᵀ
-    made contiguous.  ``tiled`` runs each block by :func:`_tiled_block` (every product
-    vectorised along the rows, see :mod:`streamae.compute.small`) instead of BLAS.
+    accumulated so the sparsity term can be added after the pass.  ``W1T`` (n, s) and
+    ``W2T`` (s, n) are W1ᵀ and W2ᵀ made contiguous: with those operands OpenBLAS runs
+    a2ᵀ = W1·xᵀ and z3 = a2·W2ᵀ faster for small layers, whose blocks (m·n·k ≤ 10⁶)
+    fall in its small-matrix kernels, which differ by transpose case (102
+    against 81 and 177 against 130 GFLOP/s at n = 64, s = 25, 512-row blocks, one core:
+    benchmarks/bench_kernels.py's layouts table, 2026-11-30 10:46), and level on whole
+    evaluations of the large layers (b) and (c) (measured in rotation).
+    ``tiled`` runs each block by :func:`_tiled_block` (every product vectorised along
+    the rows, see :mod:`streamae.compute.small`) instead of BLAS.
     ``cache`` (s·rows,) holds pass 1's activations (in-core) or is (0,).
     Scratch: hidden_buffer (>= s·block_rows,), eg_buffer (>= 2·s·block_rows,),
     output_buffer (>= block_rows·n,), block_dW1 (2s, n), block_dW2 (n, s), discard (s,)
@@ -160,10 +168,10 @@ def gradient_pass(
             slope_of(a2t, activation, slope)
         else:
             a2t = hidden_buffer[: s * count].reshape(s, count)
-            np.dot(W1, xb.T, a2t)
+            np.dot(W1T.T, xb.T, a2t)
             hidden_forward(a2t, b1, activation, slope, sum_a2, sum_g)
         z3 = output_buffer[: count * n].reshape(count, n)
-        np.dot(a2t.T, W2.T, z3)
+        np.dot(a2t.T, W2T, z3)
         acc[0] += output_backward(z3, b2, xb, linear, acc[db2 : db2 + n], column)
         np.dot(z3.T, a2t.T, block_dW2)
         add_into(acc[dW2 : dW2 + n * s], block_dW2)

@@ -121,7 +121,7 @@ class InCoreObjective(StreamedObjective):
         b = self.buffers[lane]
         forward_pass(
             x,
-            self.W1,
+            self.W1T,
             self.b1,
             self.activation,
             self.compute_rows,

@@ -21,20 +21,22 @@ output kernel is elementwise, so it runs on the transposed z3ᵀ and xᵀ; see
 :mod:`streamae.compute.passes`).  Nothing here knows the activation.
 
 Whether that beats OpenBLAS is measured, not assumed: :data:`MEASURED` holds one run of
-``python benchmarks/bench_kernels.py`` (2026-11-30, one core, 640-row blocks, float32,
-medians in rotation; load average 2.4 while the shapes ran, 12 during the last one) and
-:func:`use_tiled` follows it.  Product by product the row-vectorised kernels are level
-with OpenBLAS for case (a) (n = 64, s = 25: W1·xᵀ 66 against 73 GFLOP/s, W2ᵀ·δ3ᵀ 75
-against 71, Σ δ3 a2ᵀ 76 against 60; an earlier run 60/57, 60/61, 69/49) and ahead for
-the smallest layers (16 x 25: 46/39, 48/40), but behind from n·s ~ 4000 on (OpenBLAS's
-512-bit kernels reach 100-135 there).  What the whole block loses is the transpose of x
-(15 us a 640 x 64 block, a fifth of the products' time): the tiled block ran case (a)
-at 0.93x BLAS (0.89x in the earlier run) and won only at 16 x 25 (1.09x, 1.36x), so
-``auto`` takes it only up to n·s = 400.  Two limits found on the way: Numba's LLVM
-tunes this CPU for 256-bit vectors (a per-function ``"prefer-vector-width"="512"``
-made rows_product use zmm and ~10% faster, not adopted: it needs an llvmlite attribute
-hack), and the loop vectoriser keeps each output's four FMAs a dependent chain (the
-4 x 4 tile was the fastest of those tried, see :func:`_four_rows`).
+``python benchmarks/bench_kernels.py`` (2026-11-30 10:46 UTC, one core, the objective's
+512-row blocks, float32, medians in rotation, load average 1.05 at the start) and
+:func:`use_tiled` follows it.  In that run OpenBLAS won the whole block at every shape,
+so ``auto`` takes BLAS everywhere and the tiled path runs only when asked for
+(``products="tiled"``).  What turned it: at 512 rows a block of case (a) is m·n·k =
+819,200 ≤ 10⁶, where OpenBLAS (0.3.30, SkylakeX) runs its small-matrix kernels (for
+the transpose cases its permit function allows); with the weights stored as the BLAS path now stores them
+(see :func:`streamae.compute.passes.gradient_pass`) the forward product ran at 102
+against 81 GFLOP/s and the decoder at 177 against 130, and the row-vectorised products
+(92, 67) and the transpose of x (19 us a block) no longer keep up.  An earlier run, at
+640 rows and with the weights the other way, had the tiled block ahead at 16 x 25 only.
+Two limits found on the way: Numba's LLVM tunes this CPU for 256-bit vectors (a
+per-function ``"prefer-vector-width"="512"`` made rows_product use zmm and ~10% faster,
+not adopted: it needs an llvmlite attribute hack), and the loop vectoriser keeps each
+output's four FMAs a dependent chain (the 4 x 4 tile was the fastest of those tried, see
+:func:`_four_rows`).
 """
 
 from __future__ import annotations
@@ -45,19 +47,18 @@ from streamae.compute.kernels import KERNEL_OPTIONS, STRICT_OPTIONS
 
 PRODUCTS = ("auto", "blas", "tiled")
 
-# bench_kernels.py, 2026-11-30 (load average 2.4, the last shape 12): GFLOP/s (10·rows·n·s)
-# of one single-pass gradient pass over 8 blocks of 640 rows, one core, float32, as
-# (n, s): (tiled, OpenBLAS).  The whole block, not one product: that is what the choice
-# switches.
+# bench_kernels.py, 2026-11-30 10:46 UTC (load average 1.05): GFLOP/s (10·rows·n·s) of one
+# single-pass gradient pass over 8 blocks of 512 rows, one core, float32, as (n, s):
+# (tiled, OpenBLAS).  The whole block, not one product: that is what the choice switches.
 MEASURED = {
-    (16, 25): (26.0, 23.8),
-    (32, 16): (34.8, 39.1),
-    (64, 25): (41.4, 44.5),
-    (64, 64): (52.0, 65.1),
-    (64, 100): (49.5, 65.3),
-    (128, 50): (43.6, 57.6),
-    (192, 400): (56.1, 80.3),
-    (784, 196): (47.0, 88.1),
+    (16, 25): (39.2, 44.3),
+    (32, 16): (38.0, 47.2),
+    (64, 25): (52.6, 75.3),
+    (64, 64): (61.4, 87.9),
+    (64, 100): (75.0, 99.4),
+    (128, 50): (56.2, 97.0),
+    (192, 400): (68.4, 173.3),
+    (784, 196): (74.0, 166.6),
 }
 
 
