@@ -1,0 +1,44 @@
+"""The compiled passes (compute/passes.py): the choices they make by shape, against the dense twin.
+
+The schemes' tests (tests/test_schemes.py, tests/test_small.py) cover the passes on small
+layers; here are the shapes where a pass changes how it calls BLAS.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from naive import dense_objective
+
+from streamae.compute import passes
+from streamae.compute.parameters import Hyperparameters, initialize
+from streamae.compute.schemes import make_objective
+from streamae.io.patchfile import ArrayPatches
+
+
+@pytest.mark.parametrize(("n", "s"), [(64, 25), (16, 25)])
+@pytest.mark.parametrize("scheme", ["single-pass", "two-pass"])
+def test_input_layer_sums_split_or_stacked_equal_the_dense_twin(rng, scheme, n, s):
+    """Single-pass's Σ e xᵀ and Σ g xᵀ as two products (64 x 25, 512-row blocks) or one."""
+    rows, compute_rows = 1100, 512  # two full blocks and a 76-row one
+    volume = s * n * compute_rows
+    splits = volume <= passes.SMALL_GEMM_VOLUME < 2 * volume
+    assert splits is (n == 64)  # the full blocks take the branch this case is for
+    X = rng.uniform(0.05, 0.95, size=(rows, n))
+    theta = initialize(n, s, seed=5)
+    theta[2 * n * s :] = rng.normal(0.0, 0.3, size=s + n)
+    J, grad, _ = dense_objective(theta, X, hidden=s, rho=0.05, beta=2.0, lam=1e-3)
+    objective = make_objective(
+        ArrayPatches(X, block_rows=700),
+        Hyperparameters(hidden=s, rho=0.05, beta=2.0, lam=1e-3),
+        n_visible=n,
+        dtype=np.float64,
+        scheme=scheme,
+        compute_rows=compute_rows,
+        threads=2,
+    )
+    first, second = objective(theta), objective(theta)
+    objective.close()
+    assert first.cost == pytest.approx(J, rel=1e-12)
+    assert np.linalg.norm(first.gradient - grad) / np.linalg.norm(grad) < 1e-12
+    assert first.cost == second.cost and np.array_equal(first.gradient, second.gradient)
