@@ -14,7 +14,9 @@ each layer shape (n x s):
   gradient Σ δ3 a2ᵀ;
 - OpenBLAS for the forward, decoder and error products with the weight operand stored
   as the BLAS path stores it against the other way round (W1 or W1ᵀ contiguous, W2 or
-  W2ᵀ): the evidence for the layouts gradient_pass uses;
+  W2ᵀ), and single-pass's Σ [e; g] xᵀ as the pass calls it (one stacked product, or two
+  where passes.SMALL_GEMM_VOLUME says) against the other way: the evidence for the
+  choices gradient_pass makes;
 - one single-pass gradient pass over 8 compute blocks, ``products="tiled"`` against
   ``"blas"`` (the whole block: products, transposes, the same elementwise kernels), in
   GFLOP/s of 10·rows·n·s.  This is what ``MEASURED`` holds and the crossover follows.
@@ -80,7 +82,10 @@ def main() -> None:
             block_sizes.add(rows)
             products = _products(n, s, rows, args.rounds, args.calls)
             flops = 2.0 * rows * n * s
-            rate = {name: flops / seconds / 1e9 for name, seconds in products.items()}
+            rate = {
+                name: flops * (2.0 if name.startswith("input sums") else 1.0) / seconds / 1e9
+                for name, seconds in products.items()
+            }
             product_rows.append(
                 [f"{n}x{s}"]
                 + [
@@ -99,7 +104,7 @@ def main() -> None:
                 [f"{n}x{s}"]
                 + [
                     f"{rate[f'{name} BLAS']:.1f} / {rate[f'{name} BLAS other']:.1f}"
-                    for name in ("forward", "decoder", "error")
+                    for name in ("forward", "decoder", "error", "input sums")
                 ]
             )
             block = _block(n, s, rows, args.rounds)
@@ -139,6 +144,7 @@ def main() -> None:
             "W1·xᵀ: W1ᵀ stored / W1 stored",
             "a2·W2ᵀ: W2ᵀ stored / W2 stored",
             "W2ᵀ·δ3ᵀ: W2 stored / W2ᵀ stored",
+            "single-pass [e; g]·x: as called / split or stacked the other way",
         ],
     )
     block_text = table(block_rows, ["n x s", "tiled GFLOP/s", "BLAS GFLOP/s", "tiled / BLAS"])
@@ -186,13 +192,20 @@ def _products(n: int, s: int, rows: int, rounds: int, calls: int) -> dict:
     """
     from numba import njit
 
-    from streamae.compute import small
+    from streamae.compute import passes, small
     from streamae.compute.lanes import SingleThreadedBlas  # noqa: F401 - loads SciPy's BLAS
 
     @njit(nogil=True)
     def gemm(A, B, out, times):  # compiled once per operand layout (C or F)
         for _ in range(times):
             np.dot(A, B, out)
+
+    @njit(nogil=True)
+    def gemm_halves(A, B, out, times):  # out = A · B as two products of half A's rows each
+        half = A.shape[0] // 2
+        for _ in range(times):
+            np.dot(A[:half], B, out[:half])
+            np.dot(A[half:], B, out[half:])
 
     @njit(nogil=True)
     def rows_times(B, AT, bias, out, times):
@@ -227,6 +240,12 @@ def _products(n: int, s: int, rows: int, rounds: int, calls: int) -> dict:
     z3 = rng.random((rows, n), dtype=f32)
     z3t = np.ascontiguousarray(z3.T)
     a2t = rng.random((s, rows), dtype=f32)
+    eg = rng.random((2 * s, rows), dtype=f32)
+    input_sums = np.empty((2 * s, n), dtype=f32)
+    volume = s * n * rows  # the rule of passes._input_layer_sums
+    split = volume <= passes.SMALL_GEMM_VOLUME < 2 * volume
+    stacked_call = lambda c: gemm(eg, x, input_sums, c)  # noqa: E731
+    split_call = lambda c: gemm_halves(eg, x, input_sums, c)  # noqa: E731
     hidden = np.empty((s, rows), dtype=f32)
     output = np.empty((rows, n), dtype=f32)
     small_out = np.empty((n, s), dtype=f32)
@@ -245,6 +264,8 @@ def _products(n: int, s: int, rows: int, rounds: int, calls: int) -> dict:
         "error BLAS other": lambda c: gemm(W2T, z3.T, hidden, c),
         "dW2": lambda c: dots_times(z3t, a2t, small_out, c),
         "dW2 BLAS": lambda c: gemm(z3.T, a2t.T, small_out, c),
+        "input sums BLAS": split_call if split else stacked_call,
+        "input sums BLAS other": stacked_call if split else split_call,
         "transpose": lambda c: transpose_times(x, scratch, c),
     }
     for run in contenders.values():

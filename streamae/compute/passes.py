@@ -117,10 +117,11 @@ def gradient_pass(
     accumulated so the sparsity term can be added after the pass.  ``W1T`` (n, s) and
     ``W2T`` (s, n) are W1ᵀ and W2ᵀ made contiguous: with those operands OpenBLAS runs
     a2ᵀ = W1·xᵀ and z3 = a2·W2ᵀ faster for small layers, whose blocks (m·n·k ≤ 10⁶)
-    fall in its small-matrix kernels, which differ by transpose case (102
-    against 81 and 177 against 130 GFLOP/s at n = 64, s = 25, 512-row blocks, one core:
-    benchmarks/bench_kernels.py's layouts table, 2026-11-30 10:46), and level on whole
-    evaluations of the large layers (b) and (c) (measured in rotation).
+    fall in its small-matrix kernels, which differ by transpose case (at n = 64,
+    s = 25, 512-row blocks, one core: 101 against 93 and 168 against 119 GFLOP/s,
+    benchmarks/bench_kernels.py's layouts table, 2026-11-30 11:36; 102/81 and 177/130
+    at 10:46).  For the large layers (b) and (c) whole evaluations ran level either way
+    (in rotation), though one product alone in cache ran 3-10% faster the other way.
     ``tiled`` runs each block by :func:`_tiled_block` (every product vectorised along
     the rows, see :mod:`streamae.compute.small`) instead of BLAS.
     ``cache`` (s·rows,) holds pass 1's activations (in-core) or is (0,).
@@ -262,9 +263,9 @@ def _input_layer_sums(eg, xb, single, block_dW1, sum_ex, sum_gx):
     volume = s * xb.shape[1] * xb.shape[0]
     if single and volume <= SMALL_GEMM_VOLUME < 2 * volume:
         # Each half in OpenBLAS's small-matrix kernels beats the stacked product outside
-        # them: 28.9 against 33.2 us a 512-row block at n = 64, s = 25, one core, where
-        # stacking won at 64 x 64, 16 x 25, 192 x 400 and 784 x 196 (measured in compiled
-        # loops over 16 blocks).
+        # them: 166 against 105 GFLOP/s at n = 64, s = 25 (512-row blocks) and 109 against
+        # 57 at 32 x 16 (1024 rows), one core, where stacking won at every other shape
+        # (benchmarks/bench_kernels.py's layouts table, 2026-11-30 11:36).
         np.dot(eg[:s], xb, block_dW1[:s])
         np.dot(eg[s:], xb, block_dW1[s:])
         add_into(sum_ex, block_dW1[:s])
