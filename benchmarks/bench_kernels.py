@@ -67,7 +67,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import numba
-    from threadpoolctl import threadpool_limits
+
+    # The BLAS Numba's np.dot calls, loaded now so that the one-thread limit applies to it.
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     numba.set_num_threads(1)
     load_before = os.getloadavg()
@@ -76,6 +79,9 @@ def main() -> None:
     measured, product_rows, layout_rows, block_rows = {}, [], [], []
     block_sizes: set[int] = set()
     with threadpool_limits(1, user_api="blas"):
+        blas_threads = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+        if blas_threads != {1}:
+            raise SystemExit(f"BLAS runs {sorted(blas_threads)} threads under the limit: not one core")
         for shape in args.shapes.split(","):
             n, s = (int(v) for v in shape.split("x"))
             rows = args.rows or compute_rows_for(n, s, np.dtype(np.float32).itemsize)
@@ -193,7 +199,6 @@ def _products(n: int, s: int, rows: int, rounds: int, calls: int) -> dict:
     from numba import njit
 
     from streamae.compute import passes, small
-    from streamae.compute.lanes import SingleThreadedBlas  # noqa: F401 - loads SciPy's BLAS
 
     @njit(nogil=True)
     def gemm(A, B, out, times):  # compiled once per operand layout (C or F)

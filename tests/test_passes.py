@@ -36,6 +36,7 @@ def test_input_layer_sums_split_or_stacked_equal_the_dense_twin(rng, scheme, n, 
         scheme=scheme,
         compute_rows=compute_rows,
         threads=2,
+        products="blas",
     )
     first, second = objective(theta), objective(theta)
     objective.close()

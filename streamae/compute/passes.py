@@ -118,10 +118,10 @@ def gradient_pass(
     ``W2T`` (s, n) are W1ᵀ and W2ᵀ made contiguous: with those operands OpenBLAS runs
     a2ᵀ = W1·xᵀ and z3 = a2·W2ᵀ faster for small layers, whose blocks (m·n·k ≤ 10⁶)
     fall in its small-matrix kernels, which differ by transpose case (at n = 64,
-    s = 25, 512-row blocks, one core: 101 against 93 and 168 against 119 GFLOP/s,
-    benchmarks/bench_kernels.py's layouts table, 2026-11-30 11:36; 102/81 and 177/130
-    at 10:46).  For the large layers (b) and (c) whole evaluations ran level either way
-    (in rotation), though one product alone in cache ran 3-10% faster the other way.
+    s = 25, 512-row blocks, one core: 90 against 69 and 167 against 136 GFLOP/s,
+    benchmarks/bench_kernels.py's layouts table, 2026-11-30 11:45).  For the large
+    layers the two ways ran within 4% of each other there, and whole evaluations of (b)
+    and (c) ran level either way (in rotation).
     ``tiled`` runs each block by :func:`_tiled_block` (every product vectorised along
     the rows, see :mod:`streamae.compute.small`) instead of BLAS.
     ``cache`` (s·rows,) holds pass 1's activations (in-core) or is (0,).
@@ -263,9 +263,9 @@ def _input_layer_sums(eg, xb, single, block_dW1, sum_ex, sum_gx):
     volume = s * xb.shape[1] * xb.shape[0]
     if single and volume <= SMALL_GEMM_VOLUME < 2 * volume:
         # Each half in OpenBLAS's small-matrix kernels beats the stacked product outside
-        # them: 166 against 105 GFLOP/s at n = 64, s = 25 (512-row blocks) and 109 against
-        # 57 at 32 x 16 (1024 rows), one core, where stacking won at every other shape
-        # (benchmarks/bench_kernels.py's layouts table, 2026-11-30 11:36).
+        # them: 109 against 91 GFLOP/s at n = 64, s = 25 (512-row blocks) and 111 against
+        # 73 at 32 x 16 (1024 rows), one core, where stacking won at every other shape
+        # (benchmarks/bench_kernels.py's layouts table, 2026-11-30 11:45).
         np.dot(eg[:s], xb, block_dW1[:s])
         np.dot(eg[s:], xb, block_dW1[s:])
         add_into(sum_ex, block_dW1[:s])

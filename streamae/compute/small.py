@@ -21,18 +21,18 @@ output kernel is elementwise, so it runs on the transposed z3ᵀ and xᵀ; see
 :mod:`streamae.compute.passes`).  Nothing here knows the activation.
 
 Whether that beats OpenBLAS is measured, not assumed: :data:`MEASURED` holds one run of
-``python benchmarks/bench_kernels.py`` (2026-11-30 11:36 UTC, one core, the objective's
-compute blocks, float32, medians in rotation, load average 0.95 at the start) and
-:func:`use_tiled` follows it.  In that run, and in two before it (10:46, 11:33),
-OpenBLAS won the whole block at every shape, so ``auto`` takes BLAS everywhere and the
-tiled path runs only when asked for (``products="tiled"``).  What turned it: a 512-row block of case (a) is
-m·n·k = 819,200 ≤ 10⁶, where OpenBLAS (0.3.30, SkylakeX) runs its small-matrix kernels
-(for the transpose cases its permit function allows); with the weights stored as the
-BLAS path now stores them (see :func:`streamae.compute.passes.gradient_pass`) the forward
-product ran at 101 against 93 GFLOP/s and the decoder at 168 against 119 (10:46: 102
-against 81, 177 against 130), and the row-vectorised products and the transpose of x
-(15-19 us a block) no longer keep up.  An earlier run, at 640 rows and with the weights
-the other way, had the tiled block ahead at 16 x 25 only.
+``python benchmarks/bench_kernels.py`` (2026-11-30 11:45 UTC, one core for both, the
+objective's compute blocks, float32, medians in rotation, load average 1.18 at the start)
+and :func:`use_tiled` follows it.  In that run the tiled block won only at 16 x 25
+(1.04x, within the host's run-to-run spread), so ``auto`` takes it for n·s ≤ 400 and
+BLAS above.  What keeps BLAS ahead for case (a): a 512-row block is m·n·k = 819,200 ≤
+10⁶, where OpenBLAS (0.3.30, SkylakeX) runs its small-matrix kernels (for the transpose
+cases its permit function allows), and with the weights stored as the BLAS path stores
+them (see :func:`streamae.compute.passes.gradient_pass`) the forward product ran at 90
+against 69 GFLOP/s and the decoder at 167 against 136, where the row-vectorised products
+and the transpose of x (20 us a block) do not keep up.  (Three earlier runs the same
+morning had BLAS ahead at every shape, but they let OpenBLAS use both cores for the large
+shapes: the benchmark loaded SciPy's BLAS only after setting the one-thread limit.)
 Two limits found on the way: Numba's LLVM tunes this CPU for 256-bit vectors (a
 per-function ``"prefer-vector-width"="512"`` made rows_product use zmm and ~10% faster,
 not adopted: it needs an llvmlite attribute hack), and the loop vectoriser keeps each
@@ -48,19 +48,19 @@ from streamae.compute.kernels import KERNEL_OPTIONS, STRICT_OPTIONS
 
 PRODUCTS = ("auto", "blas", "tiled")
 
-# bench_kernels.py, 2026-11-30 11:36 UTC (load average 0.95 at the start): GFLOP/s
+# bench_kernels.py, 2026-11-30 11:45 UTC (load average 1.18 at the start): GFLOP/s
 # (10·rows·n·s) of one single-pass gradient pass over 8 blocks of the objective's rows
 # (1024 for 16 x 25 and 32 x 16, 512 for the others), one core, float32, as (n, s):
 # (tiled, OpenBLAS).  The whole block, not one product: that is what the choice switches.
 MEASURED = {
-    (16, 25): (43.4, 46.1),
-    (32, 16): (44.4, 55.1),
-    (64, 25): (56.5, 73.4),
-    (64, 64): (64.8, 83.5),
-    (64, 100): (66.6, 92.8),
-    (128, 50): (63.8, 77.2),
-    (192, 400): (63.7, 133.5),
-    (784, 196): (74.7, 183.4),
+    (16, 25): (33.1, 31.9),
+    (32, 16): (37.3, 56.3),
+    (64, 25): (38.1, 63.0),
+    (64, 64): (46.0, 58.9),
+    (64, 100): (45.5, 59.4),
+    (128, 50): (69.9, 81.9),
+    (192, 400): (63.7, 107.9),
+    (784, 196): (72.5, 108.2),
 }
 
 
