@@ -176,6 +176,7 @@ def run_case(name: str, spec: dict, args, workdir: Path, sgemm_samples: list[flo
 
     m = int(spec["m"] * args.size)
     n, s = spec["n"], spec["s"]
+    first_sample = len(sgemm_samples)
     path = write_patches(workdir / f"case-{name}.h5", m, n)
     cat_seconds = min(read_through(path) for _ in range(2))  # warms the page cache too
     theta = initialize(n, s, seed=0)
@@ -251,6 +252,9 @@ def run_case(name: str, spec: dict, args, workdir: Path, sgemm_samples: list[flo
         "waiting": waits,
         "train": train,
         "long_train": long_run,
+        # The sgemm samples of this case's own rounds: the host drifts within a run, so
+        # the table's shares (of the whole run's median) can be read against these.
+        "sgemm_samples": sgemm_samples[first_sample:],
     }
 
 
@@ -409,6 +413,18 @@ def main() -> None:
             print(f"({name}) the long train run stopped before iteration {LONG_WINDOW[1]}")
     for name, case in result["cases"].items():
         med = {label: float(np.median(v)) for label, v in case["times"].items() if v}
+        own = case["sgemm_samples"]
+        if own:
+            flops = 10.0 * case["m"] * case["n"] * case["s"]
+            shares = ", ".join(
+                f"{label.split(' ', 1)[1]} {100 * flops / med[label] / 1e9 / float(np.median(own)):.0f}%"
+                for label in med
+                if label.startswith("streamae ")
+            )
+            print(
+                f"({name}) sgemm during this case's rounds: median {np.median(own):.1f} GFLOP/s "
+                f"({min(own):.0f}-{max(own):.0f}); against it: {shares}"
+            )
         two, single = med.get("streamae two-pass"), med.get("streamae single-pass")
         if two and single:
             print(f"({name}) two-pass / single-pass: {two / single:.2f}")
