@@ -15,7 +15,7 @@ each layer shape (n x s):
 - OpenBLAS for the forward, decoder and error products with the weight operand stored
   as the BLAS path stores it against the other way round (W1 or W1ᵀ contiguous, W2 or
   W2ᵀ), and single-pass's Σ [e; g] xᵀ as the pass calls it (one stacked product, or two
-  where passes.SMALL_GEMM_VOLUME says) against the other way: the evidence for the
+  where passes.splits_input_sums says) against the other way: the evidence for the
   choices gradient_pass makes;
 - one single-pass gradient pass over 8 compute blocks, ``products="tiled"`` against
   ``"blas"`` (the whole block: products, transposes, the same elementwise kernels), in
@@ -247,8 +247,7 @@ def _products(n: int, s: int, rows: int, rounds: int, calls: int) -> dict:
     a2t = rng.random((s, rows), dtype=f32)
     eg = rng.random((2 * s, rows), dtype=f32)
     input_sums = np.empty((2 * s, n), dtype=f32)
-    volume = s * n * rows  # the rule of passes._input_layer_sums
-    split = volume <= passes.SMALL_GEMM_VOLUME < 2 * volume
+    split = passes.splits_input_sums(s, n, rows)
     stacked_call = lambda c: gemm(eg, x, input_sums, c)  # noqa: E731
     split_call = lambda c: gemm_halves(eg, x, input_sums, c)  # noqa: E731
     hidden = np.empty((s, rows), dtype=f32)

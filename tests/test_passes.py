@@ -21,9 +21,8 @@ from streamae.io.patchfile import ArrayPatches
 def test_input_layer_sums_split_or_stacked_equal_the_dense_twin(rng, scheme, n, s):
     """Single-pass's Σ e xᵀ and Σ g xᵀ as two products (64 x 25, 512-row blocks) or one."""
     rows, compute_rows = 1100, 512  # two full blocks and a 76-row one
-    volume = s * n * compute_rows
-    splits = volume <= passes.SMALL_GEMM_VOLUME < 2 * volume
-    assert splits is (n == 64)  # the full blocks take the branch this case is for
+    # The full blocks take the branch this case is for.
+    assert passes.splits_input_sums(s, n, compute_rows) is (n == 64)
     X = rng.uniform(0.05, 0.95, size=(rows, n))
     theta = initialize(n, s, seed=5)
     theta[2 * n * s :] = rng.normal(0.0, 0.3, size=s + n)

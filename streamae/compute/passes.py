@@ -252,26 +252,34 @@ def _tiled_block(
 
 
 @njit(**STRICT_OPTIONS)
+def splits_input_sums(s, n, rows):
+    """Whether single-pass's [e; g]·x (2s x rows times rows x n) runs as two products.
+
+    Two when each half falls within :data:`SMALL_GEMM_VOLUME` and the whole does not:
+    each half in OpenBLAS's small-matrix kernels beats the stacked product outside them
+    (109 against 91 GFLOP/s at n = 64, s = 25, 512 rows; 111 against 73 at 32 x 16,
+    1024 rows; one core), and stacking won at every other shape measured
+    (benchmarks/bench_kernels.py's layouts table, 2026-11-30 11:45).
+    """
+    volume = s * n * rows
+    return volume <= SMALL_GEMM_VOLUME < 2 * volume
+
+
+@njit(**STRICT_OPTIONS)
 def _input_layer_sums(eg, xb, single, block_dW1, sum_ex, sum_gx):
     """Add Σ e xᵀ of a block into sum_ex (s·n,), and with ``single`` Σ g xᵀ into sum_gx.
 
     eg (2s, count) is [e; g], xb (count, n) the block's rows; block_dW1 (2s, n) scratch.
-    Single-pass stacks [e; g] so both sums are one product (K = count rows), except
-    where each half falls within :data:`SMALL_GEMM_VOLUME` and the whole does not.
+    Single-pass stacks [e; g] so both sums are one product (K = count rows), or runs
+    two where :func:`splits_input_sums` says.
     """
     s = eg.shape[0] // 2
-    volume = s * xb.shape[1] * xb.shape[0]
-    if single and volume <= SMALL_GEMM_VOLUME < 2 * volume:
-        # Each half in OpenBLAS's small-matrix kernels beats the stacked product outside
-        # them: 109 against 91 GFLOP/s at n = 64, s = 25 (512-row blocks) and 111 against
-        # 73 at 32 x 16 (1024 rows), one core, where stacking won at every other shape
-        # (benchmarks/bench_kernels.py's layouts table, 2026-11-30 11:45).
-        np.dot(eg[:s], xb, block_dW1[:s])
-        np.dot(eg[s:], xb, block_dW1[s:])
-        add_into(sum_ex, block_dW1[:s])
-        add_into(sum_gx, block_dW1[s:])
-    elif single:
-        np.dot(eg, xb, block_dW1)
+    if single:
+        if splits_input_sums(s, xb.shape[1], xb.shape[0]):
+            np.dot(eg[:s], xb, block_dW1[:s])
+            np.dot(eg[s:], xb, block_dW1[s:])
+        else:
+            np.dot(eg, xb, block_dW1)
         add_into(sum_ex, block_dW1[:s])
         add_into(sum_gx, block_dW1[s:])
     else:
