@@ -81,6 +81,10 @@ def read_through(path: Path, block: int = 16 << 20) -> float:
     return time.perf_counter() - started
 
 
+# Longer than OpenBLAS threads spin after a call (2^28 cycles by default).
+OPENBLAS_PARK_SECONDS = 0.5
+
+
 def sgemm_rate(size: int = 4096) -> float:
     """GFLOP/s of one large float32 matrix product with NumPy's BLAS (its current threads)."""
     rng = np.random.default_rng(1)
@@ -90,7 +94,11 @@ def sgemm_rate(size: int = 4096) -> float:
     np.matmul(a, b, out=out)
     started = time.perf_counter()
     np.matmul(a, b, out=out)
-    return 2.0 * size**3 / (time.perf_counter() - started) / 1e9
+    rate = 2.0 * size**3 / (time.perf_counter() - started) / 1e9
+    # OpenBLAS's threads busy-wait for more work after a product (~0.1 s, its
+    # THREAD_TIMEOUT): let them park before the next contender runs beside them.
+    time.sleep(OPENBLAS_PARK_SECONDS)
+    return rate
 
 
 def save_json(data: dict, out: str | None, stem: str) -> Path:

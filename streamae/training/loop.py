@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamae.compute.lanes import SingleThreadedBlas
 from streamae.compute.lbfgs import LbfgsState, StepReport, StopRules, lbfgs_iteration
 from streamae.compute.objective import Evaluation, StreamedObjective
 from streamae.errors import DataError, Interrupted, StreamaeError
@@ -308,6 +309,20 @@ class Trainer:
         Raises :class:`Interrupted` (on every rank) after writing a checkpoint when a
         stop signal arrives.
         """
+        # BLAS at one thread for the whole loop, not only inside the passes: between
+        # evaluations it sees only vectors of p values (the line search's slopes, the
+        # norms), where a second OpenBLAS thread gains microseconds and then busy-waits
+        # for more work (~0.1 s, OpenBLAS's THREAD_TIMEOUT) on a core that the next
+        # evaluation's lanes need.  784 -> 196, in-core, 12 iterations: the evaluations
+        # took 0.427 and 0.440 s (medians of two runs) inside the loop against 0.390 s for
+        # the same objective right after it, in the same process; 0.394 s inside with that
+        # wait cut short (OPENBLAS_THREAD_TIMEOUT=4), 0.412 and 0.402 s with this limit
+        # (0.428 and 0.413 s right after).
+        with SingleThreadedBlas():
+            self._iterate(state, progress)
+
+    def _iterate(self, state: LbfgsState, progress: Progress) -> None:
+        """The loop of :meth:`run`."""
         started = time.perf_counter()
         # When the last checkpoint ended, at which iteration, and how long its write took.
         last_checkpoint, last_checkpoint_iteration, last_write = started, state.iteration, 0.0
