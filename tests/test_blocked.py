@@ -94,3 +94,28 @@ def test_save_round_trips_and_repr_is_short(planted, tmp_path):
     text = repr(again)
     assert text == "Model(64 inputs -> 25 hidden, sigmoid decoder, 0 iterations)"
     assert len(repr(planted)) < 200
+
+
+def test_the_encoders_products_run_at_one_blas_thread_and_restore_it(planted, rng, monkeypatch):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import streamae.compute.blocked as blocked
+
+    seen = []
+    real_matmul = np.matmul
+
+    def recording_matmul(*args, **kwargs):
+        seen.append([e["num_threads"] for e in threadpool_info() if e["user_api"] == "blas"])
+        return real_matmul(*args, **kwargs)
+
+    X = rng.uniform(0.0, 1.0, size=(300, 64))
+    expected = planted.reconstruct(X, block_rows=100)
+    with threadpool_limits(limits=2, user_api="blas"):
+        monkeypatch.setattr(blocked.np, "matmul", recording_matmul)
+        result = planted.reconstruct(X, block_rows=100)
+        monkeypatch.undo()
+        after = [e["num_threads"] for e in threadpool_info() if e["user_api"] == "blas"]
+    np.testing.assert_array_equal(result, expected)
+    # Two threads would leave OpenBLAS's spare one spinning beside the activation kernels.
+    assert len(seen) == 6 and all(threads and set(threads) == {1} for threads in seen)
+    assert after and set(after) == {2}

@@ -12,6 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 from streamae.compute import kernels
+from streamae.compute.lanes import SingleThreadedBlas
 from streamae.errors import UsageError
 
 # Rows per block: enough for the matrix products to run at full speed, small enough that
@@ -76,11 +77,19 @@ class Encoder:
         self.sum_a2 = np.zeros(s, dtype=np.float64)
         self.squared_error = 0.0
         self.n_encoded = 0
+        # The products at one BLAS thread: with two, OpenBLAS's spare thread busy-waits
+        # ~0.1 s after each product on a core that the parallel activation kernels next to
+        # it need.  `streamae encode --reconstruct`, 10^6 x 64 -> 25, three runs each of the
+        # whole command, alternating: 1.83-1.96 s with two threads, 1.63-1.69 s with
+        # OPENBLAS_NUM_THREADS=1; 6*10^4 x 784 -> 196: 1.63-1.74 s against 1.57-1.91 s,
+        # level within the host's noise.
+        self._one_blas_thread = SingleThreadedBlas()
 
     def hidden_layer(self, x: np.ndarray) -> np.ndarray:
         """a2 (rows, s) of a block x (rows, n), as a view of the reused ``hidden`` buffer."""
         a2 = self.hidden[: x.shape[0]]
-        np.matmul(x, self.W1.T, out=a2)
+        with self._one_blas_thread:
+            np.matmul(x, self.W1.T, out=a2)
         kernels.hidden_activation(a2, self.b1, self.activation, self.partial, self.sum_a2)
         self.n_encoded += x.shape[0]
         return a2
@@ -88,7 +97,8 @@ class Encoder:
     def output_layer(self, a2: np.ndarray, x: np.ndarray) -> np.ndarray:
         """a3 (rows, n) from a2 (rows, s) of the block x (rows, n), a view of ``output``."""
         a3 = self.output[: x.shape[0]]
-        np.matmul(a2, self.W2.T, out=a3)
+        with self._one_blas_thread:
+            np.matmul(a2, self.W2.T, out=a3)
         self.squared_error += output_activation(a3, self.b2, x, self.linear, self.partial)
         return a3
 
