@@ -180,3 +180,15 @@ def test_tiled_and_blas_agree_in_float32(rng):
         objective.close()
     assert results["tiled"].cost == pytest.approx(results["blas"].cost, rel=1e-6)
     assert relative(results["tiled"].gradient, results["blas"].gradient) < 1e-5
+
+
+def test_the_tiled_kernels_refuse_rows_that_are_not_contiguous(rng):
+    # The register tiles load whole vectors along a row; a strided view would feed them
+    # the wrong values, so the kernels refuse it rather than compute.
+    AT = rng.normal(size=(8, 64))
+    with pytest.raises(ValueError, match="contiguous"):
+        small.rows_product(rng.normal(size=(4, 8)), AT[:, ::2], np.empty(0), np.empty((4, 32)))
+    with pytest.raises(ValueError, match="contiguous"):
+        small.row_dots(AT[:, ::2], AT[:, ::2], np.empty((8, 8)))
+    with pytest.raises(ValueError, match="contiguous"):
+        small.transpose_into(AT.T, np.empty((8, 64)).T)
