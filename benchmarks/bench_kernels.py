@@ -1,4 +1,4 @@
-"""Re-measure the BLAS / row-vectorised crossover of streamae.compute.small.
+"""Re-measure the BLAS / row-vectorised choice of streamae.compute.small.
 
 Run:  python benchmarks/bench_kernels.py [--rows 512] [--rounds 21] [--shapes 64x25,784x196,...]
 
@@ -10,8 +10,9 @@ each layer shape (n x s):
   block for the shape, ``compute_rows_for``; OpenBLAS's small-matrix kernels, taken up to
   m·n·k = 10⁶ on this CPU, make the rates depend on it), row-vectorised (compute/small.py)
   against OpenBLAS called as the BLAS path calls it: the forward product W1·xᵀ (with and
-  without the transpose of x it needs), the decoder, the error W2ᵀ·δ3ᵀ and the weight
-  gradient Σ δ3 a2ᵀ;
+  without the transpose of x it needs), the decoder, the error W2ᵀ·δ3ᵀ, the weight
+  gradient Σ δ3 a2ᵀ, and single-pass's input-layer sums Σ [e; g] xᵀ with the block's rows
+  as the tiles' k (what ``MEASURED_SUMS`` holds and that choice follows);
 - OpenBLAS for the forward, decoder and error products with the weight operand stored
   as the BLAS path stores it against the other way round (W1 or W1ᵀ contiguous, W2 or
   W2ᵀ), and single-pass's Σ [e; g] xᵀ as the pass calls it (one stacked product, or two
@@ -19,11 +20,11 @@ each layer shape (n x s):
   choices gradient_pass makes;
 - one single-pass gradient pass over 8 compute blocks, ``products="tiled"`` against
   ``"blas"`` (the whole block: products, transposes, the same elementwise kernels), in
-  GFLOP/s of 10·rows·n·s.  This is what ``MEASURED`` holds and the crossover follows.
+  GFLOP/s of 10·rows·n·s.  This is what ``MEASURED`` holds and the choice follows.
 
 Then one full evaluation of case (a) (--eval-rows x 64 -> 25 in memory, one core) by
 single-pass and in-core through make_objective with each product choice.  It prints the
-``MEASURED`` table to paste into streamae/compute/small.py.  About 2 minutes.
+``MEASURED`` and ``MEASURED_SUMS`` tables to paste into streamae/compute/small.py.  About 2 minutes.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def main() -> None:
     load_before = os.getloadavg()
     from streamae.compute.objective import compute_rows_for
 
-    measured, product_rows, layout_rows, block_rows = {}, [], [], []
+    measured, measured_sums, product_rows, layout_rows, block_rows = {}, {}, [], [], []
     block_sizes: set[int] = set()
     with threadpool_limits(1, user_api="blas"):
         blas_threads = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
@@ -102,10 +103,12 @@ def main() -> None:
                         ("decoder", "decoder BLAS"),
                         ("error", "error BLAS"),
                         ("dW2", "dW2 BLAS"),
+                        ("input sums", "input sums BLAS"),
                     )
                 ]
                 + [f"{products['transpose'] * 1e6:.1f}"]
             )
+            measured_sums[(n, s)] = (rate["input sums"], rate["input sums BLAS"])
             layout_rows.append(
                 [f"{n}x{s}"]
                 + [
@@ -127,7 +130,8 @@ def main() -> None:
             print(f"{n}x{s} done, load {os.getloadavg()[0]:.2f}", flush=True)
     from streamae.compute import small
 
-    crossover = small.crossover(measured)
+    choices = {f"{n}x{s}": small.nearest_choice(measured, n, s) for (n, s) in measured}
+    choices_sums = {f"{n}x{s}": small.nearest_choice(measured_sums, n, s) for (n, s) in measured_sums}
     load_mid = os.getloadavg()
     evaluation = _evaluation(args.eval_rows, args.eval_rounds)
     load_after = os.getloadavg()
@@ -140,6 +144,7 @@ def main() -> None:
             "b2 + W2·a2ᵀ row-vec / a2·W2ᵀ BLAS",
             "W2ᵀ·δ3ᵀ row-vec / BLAS",
             "Σ δ3 a2ᵀ row_dots / BLAS",
+            "single-pass [e; g]·x tiles / BLAS",
             "transpose x (us)",
         ],
     )
@@ -164,29 +169,40 @@ def main() -> None:
         f"{load_after[0]:.2f} after the evaluations; "
         f"{'/'.join(map(str, sorted(block_sizes)))}-row blocks, one core, float32"
     )
-    print("\nProducts of one block, GFLOP/s (2·rows·n·s each), row-vectorised / OpenBLAS:")
+    print(
+        "\nProducts of one block, GFLOP/s (2·rows·n·s each; the input sums 2·rows·2s·n), "
+        "row-vectorised / OpenBLAS:"
+    )
     print(products_text)
     print("\nOpenBLAS by the weights' storage, GFLOP/s: as the BLAS path calls it / the other way:")
     print(layout_text)
     print("\nOne single-pass gradient pass over 8 blocks (10·rows·n·s):")
     print(block_text)
-    print(f"crossover: tiled where n*s <= {crossover} (0: nowhere; small.crossover's rule)")
+    print("auto's choice at each measured shape: " + _choice_text(choices))
     print(f"\nCase (a), {args.eval_rows} x 64 -> 25 in memory, one core, one evaluation:")
     print(eval_text)
-    print("MEASURED = {")
-    for (n, s), (t, b) in measured.items():
-        print(f"    ({n}, {s}): ({t:.1f}, {b:.1f}),")
-    print("}")
+    print("auto's choice for the input sums: " + _choice_text(choices_sums))
+    for name, values in (("MEASURED", measured), ("MEASURED_SUMS", measured_sums)):
+        print(name + " = {")
+        for (n, s), (t, b) in values.items():
+            print(f"    ({n}, {s}): ({t:.1f}, {b:.1f}),")
+        print("}")
     result = {
         "machine": machine(),
         "args": vars(args),
         "load_average": [load_before, load_mid, load_after],
         "measured": {f"{n}x{s}": v for (n, s), v in measured.items()},
-        "crossover_ns": crossover,
+        "auto_tiled": choices,
+        "measured_sums": {f"{n}x{s}": v for (n, s), v in measured_sums.items()},
+        "auto_tiled_sums": choices_sums,
         "evaluation_seconds": {f"{k[0]} {k[1]}": v for k, v in evaluation.items()},
         "tables": [products_text, layout_text, block_text, eval_text],
     }
     print(f"JSON: {save_json(result, args.json, 'kernels')}")
+
+
+def _choice_text(choices: dict) -> str:
+    return ", ".join(f"{shape} {'tiles' if tiled else 'BLAS'}" for shape, tiled in choices.items())
 
 
 def _products(n: int, s: int, rows: int, rounds: int, calls: int) -> dict:
@@ -268,6 +284,7 @@ def _products(n: int, s: int, rows: int, rounds: int, calls: int) -> dict:
         "error BLAS other": lambda c: gemm(W2T, z3.T, hidden, c),
         "dW2": lambda c: dots_times(z3t, a2t, small_out, c),
         "dW2 BLAS": lambda c: gemm(z3.T, a2t.T, small_out, c),
+        "input sums": lambda c: rows_times(eg, x, none, input_sums, c),
         "input sums BLAS": split_call if split else stacked_call,
         "input sums BLAS other": stacked_call if split else split_call,
         "transpose": lambda c: transpose_times(x, scratch, c),

@@ -91,18 +91,25 @@ def test_kernels_in_float32_are_within_float32_rounding(rng):
     assert relative(dots, out.astype(np.float64) @ AT.astype(np.float64).T) < 1e-6
 
 
-def test_the_choice_follows_the_measured_crossover(monkeypatch):
-    assert small.TILED_MAX_NS == small.crossover(small.MEASURED)
-    assert small.crossover({(4, 4): (2.0, 1.0), (8, 8): (2.0, 1.0), (16, 16): (1.0, 2.0)}) == 64
-    # A shape where BLAS wins stops the walk: a later noisy "win" does not count.
-    assert small.crossover({(4, 4): (1.0, 2.0), (99, 99): (9.0, 1.0)}) == 0
-    monkeypatch.setattr(small, "TILED_MAX_NS", 64 * 25)
-    assert small.use_tiled(64, 25)  # at the crossover: tiled
-    assert not small.use_tiled(64, 26)  # above it: BLAS
-    assert small.use_tiled(784, 196, "tiled")
-    assert not small.use_tiled(8, 3, "blas")
-    with pytest.raises(ValueError, match="products"):
-        small.use_tiled(8, 3, "fast")
+def test_the_choice_follows_the_nearest_measured_shape(monkeypatch):
+    table = {(4, 4): (1.0, 2.0), (8, 8): (2.0, 1.0), (64, 64): (1.0, 2.0)}
+    assert not small.nearest_choice(table, 4, 4)  # measured: BLAS won
+    assert small.nearest_choice(table, 8, 8) and small.nearest_choice(table, 4, 20)  # 80: nearer 64
+    assert not small.nearest_choice(table, 2, 500)  # 1000: nearer 4096 (in log) than 64
+    assert not small.nearest_choice(table, 4, 8)  # 32: as near 16 as 64 in log: the smaller
+    assert not small.nearest_choice({}, 8, 8)  # nothing measured: BLAS
+    monkeypatch.setattr(small, "MEASURED", {(64, 25): (2.0, 1.0)})
+    assert small.use_tiled(64, 25) and small.use_tiled(784, 196)
+    monkeypatch.setattr(small, "MEASURED", {(64, 25): (1.0, 2.0)})
+    assert not small.use_tiled(64, 25)
+    assert small.use_tiled(64, 25, "tiled") and not small.use_tiled(8, 3, "blas")
+    monkeypatch.setattr(small, "MEASURED_SUMS", {(64, 25): (2.0, 1.0)})
+    assert small.use_tiled_sums(64, 25) and not small.use_tiled_sums(64, 25, "blas")
+    monkeypatch.setattr(small, "MEASURED_SUMS", {(64, 25): (1.0, 2.0)})
+    assert not small.use_tiled_sums(64, 25) and small.use_tiled_sums(64, 25, "tiled")
+    for choose in (small.use_tiled, small.use_tiled_sums):
+        with pytest.raises(ValueError, match="products"):
+            choose(8, 3, "fast")
 
 
 def problem(rng, n, s, rows, decoder, activation="sigmoid"):
@@ -120,16 +127,18 @@ def problem(rng, n, s, rows, decoder, activation="sigmoid"):
     [(13, 7, 1), (13, 7, 37), (64, 25, 100), (66, 27, 513), (17, 9, 7), (33, 30, 33)],
 )
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_both_sides_of_the_crossover_equal_the_dense_twin(
+def test_every_choice_equals_the_dense_twin(
     rng, monkeypatch, scheme, n, s, compute_rows, decoder, activation
 ):
     X, hyper, theta = problem(rng, n, s, 1100, decoder, activation)
     J, grad, _ = dense_objective(
         theta, X, hidden=s, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder, activation=activation
     )
-    # "auto" on either side of a crossover placed at this layer's n·s.
-    for threshold, expect_tiled in ((n * s, True), (n * s - 1, False)):
-        monkeypatch.setattr(small, "TILED_MAX_NS", threshold)
+    # "auto" with measurements that make tiles win or lose at this very shape, for the
+    # block and for the input sums: all four combinations.
+    for block_tiled, sums_tiled in ((True, True), (True, False), (False, True), (False, False)):
+        monkeypatch.setattr(small, "MEASURED", {(n, s): (2.0, 1.0) if block_tiled else (1.0, 2.0)})
+        monkeypatch.setattr(small, "MEASURED_SUMS", {(n, s): (2.0, 1.0) if sums_tiled else (1.0, 2.0)})
         objective = make_objective(
             ArrayPatches(X, block_rows=301),
             hyper,
@@ -139,7 +148,7 @@ def test_both_sides_of_the_crossover_equal_the_dense_twin(
             compute_rows=compute_rows,
             threads=2,
         )
-        assert objective.tiled is expect_tiled
+        assert objective.tiled is block_tiled and objective.tiled_sums is sums_tiled
         first = objective(theta)
         second = objective(theta)
         objective.close()
@@ -156,7 +165,7 @@ def test_tiled_gradient_matches_central_differences(rng, scheme, activation):
     objective = make_objective(
         ArrayPatches(X, block_rows=13), hyper, n_visible=n, dtype=np.float64, scheme=scheme, products="tiled"
     )
-    assert objective.tiled
+    assert objective.tiled and objective.tiled_sums
     analytic = objective(theta).gradient
     numeric = np.empty_like(theta)
     epsilon = 1e-5

@@ -21,7 +21,7 @@ import numpy as np
 from streamae.compute import kernels, passes
 from streamae.compute.lanes import Lanes, SingleThreadedBlas, lane_ranges
 from streamae.compute.parameters import Hyperparameters, parameter_count, unpack
-from streamae.compute.small import use_tiled
+from streamae.compute.small import use_tiled, use_tiled_sums
 from streamae.errors import DataError
 from streamae.runtime.mpi import Communicator, SingleProcess
 from streamae.text import printable
@@ -209,7 +209,7 @@ class StreamedObjective:
     ``source`` streams this process's rows; ``comm`` adds the sums across processes.
     Call it with theta (p,) float64.  ``dtype`` is the kernels' compute type (float32 or
     float64).  ``threads`` is the number of compute lanes (default: Numba's thread count).
-    ``products``: "auto" (the measured BLAS/tiled crossover), "blas" or "tiled".
+    ``products``: "auto" (the measured BLAS/tiled choice), "blas" or "tiled".
     """
 
     scheme = "two-pass"
@@ -253,8 +253,9 @@ class StreamedObjective:
         self.W2 = np.empty((n, s), dtype=self.dtype)
         self.W2T = np.empty((s, n), dtype=self.dtype)
         # BLAS or the row-vectorised block (compute/small.py), by the measured
-        # crossover (compute/small.py) unless the caller forces one.
+        # choice (compute/small.py) unless the caller forces one.
         self.tiled = use_tiled(n, s, products)
+        self.tiled_sums = use_tiled_sums(n, s, products)
         self.b1 = np.empty(s, dtype=self.dtype)
         self.b2 = np.empty(n, dtype=self.dtype)
         self.sparsity_row = np.zeros(s, dtype=self.dtype)
@@ -402,6 +403,7 @@ class StreamedObjective:
             sparsity,
             single,
             self.tiled,
+            self.tiled_sums,
             self.compute_rows,
             cache,
             b.hidden,

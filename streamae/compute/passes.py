@@ -93,6 +93,7 @@ def gradient_pass(
     sparsity,
     single,
     tiled,
+    tiled_sums,
     block_rows,
     cache,
     hidden_buffer,
@@ -123,7 +124,8 @@ def gradient_pass(
     layers the two ways ran within 4% of each other there, and whole evaluations of (b)
     and (c) ran level either way (in rotation).
     ``tiled`` runs each block by :func:`_tiled_block` (every product vectorised along
-    the rows, see :mod:`streamae.compute.small`) instead of BLAS.
+    the rows, see :mod:`streamae.compute.small`) instead of BLAS; ``tiled_sums`` runs the
+    input layer's sums Σ [e; g] xᵀ as register tiles instead of BLAS (either path).
     ``cache`` (s·rows,) holds pass 1's activations (in-core) or is (0,).
     Scratch: hidden_buffer (>= s·block_rows,), eg_buffer (>= 2·s·block_rows,),
     output_buffer (>= block_rows·n,), block_dW1 (2s, n), block_dW2 (n, s), discard (s,)
@@ -153,6 +155,7 @@ def gradient_pass(
                 linear,
                 sparsity,
                 single,
+                tiled_sums,
                 block_cache,
                 hidden_buffer,
                 eg,
@@ -183,7 +186,7 @@ def gradient_pass(
         add_into(acc[dW2 : dW2 + n * s], block_dW2)
         np.dot(W2.T, z3.T, e2t)
         hidden_backward(e2t, slope, sparsity, acc[db1 : db1 + s])
-        _input_layer_sums(eg, xb, single, block_dW1, acc[dW1 : dW1 + s * n], acc[gx : gx + s * n])
+        _input_layer_sums(eg, xb, single, tiled_sums, block_dW1, acc[dW1 : dW1 + s * n], acc[gx : gx + s * n])
 
 
 @njit(**STRICT_OPTIONS)
@@ -198,6 +201,7 @@ def _tiled_block(
     linear,
     sparsity,
     single,
+    tiled_sums,
     cache,
     hidden_buffer,
     eg,
@@ -245,10 +249,9 @@ def _tiled_block(
     add_into(acc[dW2 : dW2 + n * s], block_dW2)
     rows_product(W2T, z3t, no_bias, e2t)
     hidden_backward(e2t, slope, sparsity, acc[db1 : db1 + s])
-    # Σ [e; g] xᵀ stays with BLAS: x is at hand row-major, which makes it an ordinary GEMM
-    # (K = rows), and OpenBLAS ran it faster than row_dots (42 against 51 us for 640 rows,
-    # n = 64, s = 25, benchmarks/bench_kernels.py's part table).
-    _input_layer_sums(eg, xb, single, block_dW1, acc[dW1 : dW1 + s * n], acc[gx : gx + s * n])
+    # Σ [e; g] xᵀ takes x row-major as it is: an ordinary GEMM (K = rows) for BLAS, or the
+    # broadcast tiles with the block's rows as their k (see _input_layer_sums).
+    _input_layer_sums(eg, xb, single, tiled_sums, block_dW1, acc[dW1 : dW1 + s * n], acc[gx : gx + s * n])
 
 
 @njit(**STRICT_OPTIONS)
@@ -266,22 +269,27 @@ def splits_input_sums(s, n, rows):
 
 
 @njit(**STRICT_OPTIONS)
-def _input_layer_sums(eg, xb, single, block_dW1, sum_ex, sum_gx):
+def _input_layer_sums(eg, xb, single, tiles, block_dW1, sum_ex, sum_gx):
     """Add Σ e xᵀ of a block into sum_ex (s·n,), and with ``single`` Σ g xᵀ into sum_gx.
 
     eg (2s, count) is [e; g], xb (count, n) the block's rows; block_dW1 (2s, n) scratch.
-    Single-pass stacks [e; g] so both sums are one product (K = count rows), or runs
-    two where :func:`splits_input_sums` says.
+    ``tiles``: by :func:`streamae.compute.small.rows_product` with the block's rows as
+    its k (each output a weight-broadcast FMA chain over the rows, x's rows loaded as
+    vectors).  Otherwise BLAS: single-pass stacks [e; g] so both sums are one product
+    (K = count rows), or runs two where :func:`splits_input_sums` says.
     """
     s = eg.shape[0] // 2
-    if single:
+    if tiles:
+        used = 2 * s if single else s
+        rows_product(eg[:used], xb, np.empty(0, dtype=xb.dtype), block_dW1[:used])
+    elif single:
         if splits_input_sums(s, xb.shape[1], xb.shape[0]):
             np.dot(eg[:s], xb, block_dW1[:s])
             np.dot(eg[s:], xb, block_dW1[s:])
         else:
             np.dot(eg, xb, block_dW1)
-        add_into(sum_ex, block_dW1[:s])
-        add_into(sum_gx, block_dW1[s:])
     else:
         np.dot(eg[:s], xb, block_dW1[:s])
-        add_into(sum_ex, block_dW1[:s])
+    add_into(sum_ex, block_dW1[:s])
+    if single:
+        add_into(sum_gx, block_dW1[s:])

@@ -270,7 +270,7 @@ def make_objective(
     ``scheme`` / ``reason`` saying which scheme runs and why.  ``memory_budget`` (bytes)
     bounds what in-core may hold (default: :func:`default_memory_budget`).  ``products``
     picks BLAS or the row-vectorised block for small layers (see
-    :mod:`streamae.compute.small`; "auto" follows the measured crossover).
+    :mod:`streamae.compute.small`; "auto" follows the measurements there).
     """
     scheme = TRAIN["scheme"].check(scheme)
     memory_budget = TRAIN["memory_budget"].check(memory_budget)

@@ -111,14 +111,35 @@ def fma_tile(typingctx, B, AT, out, j, r, P, V):
     p_count, v_count = _literal(P), _literal(V)
     if p_count is None or v_count is None or not _same_float_matrices(B, AT, out):
         return None
-    signature = types.void(B, AT, out, j, r, P, V)
+    return types.void(B, AT, out, j, r, P, V), _fma_tile_codegen(p_count, v_count, masked=False)
+
+
+@intrinsic
+def fma_tile_masked(typingctx, B, AT, out, j, r, valid, P):
+    """:func:`fma_tile` over one vector of which only the first ``valid`` lanes exist.
+
+    out[j:j+P, r:r+valid] += B[j:j+P, :k] · AT[:k, r:r+valid], 0 < valid <= L: the rows
+    past the last whole vector, by masked loads and stores that touch nothing beyond.
+    """
+    p_count = _literal(P)
+    if p_count is None or not _same_float_matrices(B, AT, out):
+        return None
+    return types.void(B, AT, out, j, r, valid, P), _fma_tile_codegen(p_count, 1, masked=True)
+
+
+def _fma_tile_codegen(p_count: int, v_count: int, masked: bool):
+    """The code of a P x V tile (see :func:`fma_tile`); ``masked``: one vector, its first
+    ``valid`` lanes only (the argument after ``r``)."""
 
     def codegen(context, builder, sig, args):
-        (b_array, at_array, out_array), (j_value, r_value) = _operands(context, builder, sig, args, 3, 2)
+        indices = 3 if masked else 2
+        (b_array, at_array, out_array), positions = _operands(context, builder, sig, args, 3, indices)
+        j_value, r_value = positions[:2]
         element = b_array.item
         lanes = lanes_of(sig.args[0].dtype)
         vector = ir.VectorType(element, lanes)
         fma = _fma(builder, vector)
+        memory = _MaskedMemory(builder, vector, positions[2]) if masked else _Memory(builder)
         k_len = builder.extract_value(b_array.shape, 1)
         columns = [builder.add(r_value, _const(v * lanes)) for v in range(v_count)]
         out_rows = [builder.add(j_value, _const(i)) for i in range(p_count)]
@@ -126,12 +147,11 @@ def fma_tile(typingctx, B, AT, out, j, r, P, V):
         for i in range(p_count):
             for v in range(v_count):
                 slot = cgutils.alloca_once(builder, vector)
-                start = builder.load(out_array.pointer(out_rows[i], columns[v], vector), align=1)
-                builder.store(start, slot)
+                builder.store(memory.load(out_array.pointer(out_rows[i], columns[v], vector)), slot)
                 slots.append(slot)
         with cgutils.for_range(builder, k_len) as loop:
             k = loop.index
-            values = [builder.load(at_array.pointer(k, columns[v], vector), align=1) for v in range(v_count)]
+            values = [memory.load(at_array.pointer(k, columns[v], vector)) for v in range(v_count)]
             for i in range(p_count):
                 weight = builder.load(b_array.pointer(out_rows[i], k, element))
                 weights = _broadcast(builder, weight, vector)
@@ -141,10 +161,58 @@ def fma_tile(typingctx, B, AT, out, j, r, P, V):
         for i in range(p_count):
             for v in range(v_count):
                 target = out_array.pointer(out_rows[i], columns[v], vector)
-                builder.store(builder.load(slots[i * v_count + v]), target, align=1)
+                memory.store(builder.load(slots[i * v_count + v]), target)
         return context.get_dummy_value()
 
-    return signature, codegen
+    return codegen
+
+
+class _Memory:
+    """Whole-vector loads and stores (unaligned)."""
+
+    def __init__(self, builder):
+        self.builder = builder
+
+    def load(self, pointer):
+        return self.builder.load(pointer, align=1)
+
+    def store(self, value, pointer):
+        self.builder.store(value, pointer, align=1)
+
+
+class _MaskedMemory(_Memory):
+    """Loads and stores of a vector's first ``valid`` lanes (``llvm.masked.*``): the other
+    lanes read as zero and are never written, and their memory is never touched."""
+
+    def __init__(self, builder, vector_type, valid):
+        super().__init__(builder)
+        lanes = vector_type.count
+        bound = builder.trunc(valid, ir.IntType(32))
+        splat = _broadcast(builder, bound, ir.VectorType(ir.IntType(32), lanes))
+        self.mask = builder.icmp_unsigned("<", _indices(list(range(lanes))), splat)
+        self.zero = ir.Constant(vector_type, [0.0] * lanes)
+        pointer_type = vector_type.as_pointer()
+        mask_type = self.mask.type
+        i32 = ir.IntType(32)
+        suffix = f"v{lanes}f{32 if isinstance(vector_type.element, ir.FloatType) else 64}"
+        module = builder.module
+        self.load_function = cgutils.get_or_insert_function(
+            module,
+            ir.FunctionType(vector_type, [pointer_type, i32, mask_type, vector_type]),
+            f"llvm.masked.load.{suffix}.p0{suffix}",
+        )
+        self.store_function = cgutils.get_or_insert_function(
+            module,
+            ir.FunctionType(ir.VoidType(), [vector_type, pointer_type, i32, mask_type]),
+            f"llvm.masked.store.{suffix}.p0{suffix}",
+        )
+        self.alignment = ir.Constant(i32, 1)
+
+    def load(self, pointer):
+        return self.builder.call(self.load_function, [pointer, self.alignment, self.mask, self.zero])
+
+    def store(self, value, pointer):
+        self.builder.call(self.store_function, [value, pointer, self.alignment, self.mask])
 
 
 def _indices(values: list[int]) -> ir.Constant:

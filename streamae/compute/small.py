@@ -11,10 +11,12 @@ of two forms whose vectors run along the block's rows:
   (bias folded in) and the back-propagated error eᵀ = W2ᵀ·δ3ᵀ.
 - :func:`row_dots`, ``out (p, q) = A (p, rows) · B (q, rows)ᵀ``: the weight gradient
   Σ δ3 a2ᵀ, dot products several hundred rows long, in tiles of 4 x 4 outputs whose
-  vectors of partial sums share one horizontal-sum tree.  Σ [e; g] xᵀ stays with
-  OpenBLAS (x is at hand row-major, an ordinary GEMM there, and OpenBLAS ran it
-  faster), and so does pass 1's forward product (it would need the transpose for
-  itself alone).
+  vectors of partial sums share one horizontal-sum tree.
+
+Σ [e; g] xᵀ takes x row-major as it comes, in either path: :func:`rows_product` with the
+block's rows as its k (x's rows are the vectors), or OpenBLAS, by its own measured
+choice; pass 1's forward product stays with OpenBLAS (it would need the transpose for
+itself alone).
 
 The elementwise kernels of :mod:`streamae.compute.kernels` run unchanged between them (the
 output kernel is elementwise, so it runs on the transposed z3ᵀ and xᵀ; see
@@ -28,16 +30,24 @@ the decoder 0.40x, W2ᵀ·δ3ᵀ 0.87x).  With the tiles (runs at 14:50 and 15:0
 decoder 0.60–0.71x (OpenBLAS's small-matrix kernel for a2·W2ᵀ is its fastest), and the
 transpose of x 6–11 against 20 us.
 
-Whether the whole block beats OpenBLAS is measured, not assumed: :data:`MEASURED` holds
-the 15:04 run's whole-block rates and :func:`use_tiled` follows them.  In the two runs the
-tiled block won at 16 x 25 (1.09x, 1.26x) and at the mid-sized layers 64 x 64, 64 x 100
-and 128 x 50 (1.04–1.18x), and lost at 32 x 16 (0.85x, 0.97x), at 64 x 25 (0.84x,
-0.93x) and at the large layers (0.77–0.91x); the crossover rule below stops at the first
-loss, so ``auto`` takes it for n·s ≤ 400 only.  For the notes' case (64 x 25), whole
-single-pass evaluations of case (a) with two lanes, read from the file, paired in
-alternation (41 rounds), took 1.15x (single-pass) and 1.05x (two-pass) the time of
-BLAS's: the per-block transpose of x and the elementwise work in the transposed layout
-cost more than the faster products save.  OpenBLAS (0.3.30, SkylakeX) runs a block of
+Whether the tiles beat OpenBLAS is measured, not assumed, for two switches:
+:data:`MEASURED` holds whole-block rates (the tiled block against the BLAS block) and
+:data:`MEASURED_SUMS` the rates of single-pass's input-layer sums Σ [e; g] xᵀ alone
+(tiles, with the block's rows as their k, against OpenBLAS in the BLAS block);
+:func:`use_tiled` and :func:`use_tiled_sums` take, for a layer, what won at the
+measured shape nearest it (:func:`nearest_choice`).  Over three runs (14:50, 15:04,
+15:12) the tiled block won at 16 x 25 (1.09–1.26x) and at the mid-sized layers 64 x 64,
+64 x 100 and 128 x 50 (1.04–1.18x), and lost at the notes' 64 x 25 (0.84–0.93x) and at
+the large layers (0.66–0.91x); 32 x 16 went either way (0.85–1.03x).  The input sums by
+tiles won at every shape from 32 x 16 to 128 x 50 (1.15–1.47x in the 15:12 run) and lost
+at 16 x 25 (one vector a row), 192 x 400 and 784 x 196.  Checked on whole evaluations
+with two lanes, paired in alternation: case (a) (64 x 25, read from its file, 31
+rounds) with tiled sums took 0.92x (single-pass), 0.99x (two-pass) and 0.98x (in-core)
+the time of all-BLAS; the tiled block in memory took 0.90x / 0.88x (single-pass), 0.93x /
+0.89x (two-pass) and 0.98x / 0.99x (in-core) of the BLAS block's at 64 x 64 / 128 x 50
+(21 rounds), 0.95x at 32 x 16; at 64 x 25 it took 1.15x (single-pass) and 1.17x
+(in-core), where the per-block transpose of x and the elementwise work in the transposed
+layout cost more than its faster products save.  OpenBLAS (0.3.30, SkylakeX) runs a block of
 m·n·k ≤ 10⁶ in small-matrix kernels that skip packing (see
 :func:`streamae.compute.passes.gradient_pass` for the weights' storage chosen for
 them); the decoder's is the one the tiles come nowhere near.
@@ -45,57 +55,90 @@ them); the decoder's is the one the tiles come nowhere near.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 from numba import njit
 
 from streamae.compute.kernels import KERNEL_OPTIONS, STRICT_OPTIONS
-from streamae.compute.simd import VECTOR_BYTES, dot_tile, fma_tile, transpose_tile
+from streamae.compute.simd import VECTOR_BYTES, dot_tile, fma_tile, fma_tile_masked, transpose_tile
 
 PRODUCTS = ("auto", "blas", "tiled")
 
-# bench_kernels.py, 2026-11-30 15:04 UTC (load average 0.47 at the start, 0.94 at the end):
-# GFLOP/s (10·rows·n·s) of one single-pass gradient pass over 8 blocks of the objective's
-# rows (1024 for 16 x 25 and 32 x 16, 512 for the others), one core, float32, as (n, s):
-# (tiled, OpenBLAS).  The whole block, not one product: that is what the choice switches.
+# bench_kernels.py, 2026-11-30 15:10–15:12 UTC (load average 0.64 at the start, 0.78 after
+# the shapes): GFLOP/s (10·rows·n·s) of one single-pass gradient pass over 8 blocks of the
+# objective's rows (1024 for 16 x 25 and 32 x 16, 512 for the others), one core, float32,
+# as (n, s): (tiled, OpenBLAS).  The whole block, not one product: that is what the
+# choice switches.
 MEASURED = {
-    (16, 25): (38.0, 30.3),
-    (32, 16): (47.7, 49.1),
-    (64, 25): (49.3, 53.2),
-    (64, 64): (73.3, 62.2),
-    (64, 100): (75.1, 72.2),
-    (128, 50): (49.9, 47.2),
-    (192, 400): (92.3, 107.2),
-    (784, 196): (71.9, 93.5),
+    (16, 25): (45.7, 38.8),
+    (32, 16): (53.5, 51.9),
+    (64, 25): (66.7, 73.4),
+    (64, 64): (79.0, 71.4),
+    (64, 100): (85.8, 77.4),
+    (128, 50): (83.2, 73.2),
+    (192, 400): (92.9, 102.0),
+    (784, 196): (71.5, 108.9),
+}
+
+# The same run: GFLOP/s (2·rows·2s·n) of single-pass's input-layer sums Σ [e; g] xᵀ of one
+# block, as (n, s): (rows_product's tiles with the block's rows as their k, OpenBLAS as
+# gradient_pass calls it).
+MEASURED_SUMS = {
+    (16, 25): (93.8, 99.9),
+    (32, 16): (148.1, 100.9),
+    (64, 25): (133.1, 106.4),
+    (64, 64): (142.9, 114.2),
+    (64, 100): (141.5, 120.7),
+    (128, 50): (140.9, 122.4),
+    (192, 400): (137.2, 145.3),
+    (784, 196): (77.3, 151.3),
 }
 
 
-def crossover(measured: dict) -> int:
-    """The largest n·s up to which the tiled block beat BLAS at every measured shape.
+def nearest_choice(measured: dict, n_visible: int, n_hidden: int) -> bool:
+    """Whether the tiles won at the measured shape nearest this layer's, in log(n·s).
 
-    Shapes are taken in order of n·s and the walk stops at the first BLAS win, so one
-    noisy sample among large layers cannot switch small ones over (0: tiled nowhere).
+    measured: ``{(n, s): (tiles rate, BLAS rate)}``.  A tie in distance goes to the smaller
+    shape; an empty table means BLAS.  The tiles win in a band of sizes (they lose at the
+    smallest shapes, whose rows fill one vector, and at the large layers, where OpenBLAS's
+    packed kernels reach their full rate), which a single n·s threshold cannot express.
     """
-    limit = 0
-    for (n, s), (tiled, blas) in sorted(measured.items(), key=lambda item: item[0][0] * item[0][1]):
-        if tiled <= blas:
-            break
-        limit = n * s
-    return limit
+    if not measured:
+        return False
+    size = n_visible * n_hidden
 
+    def distance(shape: tuple[int, int]) -> tuple[Fraction, int]:
+        other = shape[0] * shape[1]  # the ratio of the sizes, exact: log distance without rounding
+        return Fraction(max(size, other), min(size, other)), other
 
-# The choice of "auto": tiled for layers with n·s up to this (0: BLAS everywhere).
-TILED_MAX_NS = crossover(MEASURED)
+    nearest = min(measured, key=distance)
+    tiles, blas = measured[nearest]
+    return tiles > blas
 
 
 def use_tiled(n_visible: int, n_hidden: int, products: str = "auto") -> bool:
     """Whether the row-vectorised block (the passes' tiled path) runs this layer size.
 
-    ``products``: "auto" (the measured crossover, :data:`TILED_MAX_NS`), "blas" or "tiled".
+    ``products``: "auto" (:func:`nearest_choice` over :data:`MEASURED`), "blas" or "tiled".
     """
     if products not in PRODUCTS:
         raise ValueError(f"products must be one of {', '.join(PRODUCTS)}, got {products!r}")
     if products != "auto":
         return products == "tiled"
-    return n_visible * n_hidden <= TILED_MAX_NS
+    return nearest_choice(MEASURED, n_visible, n_hidden)
+
+
+def use_tiled_sums(n_visible: int, n_hidden: int, products: str = "auto") -> bool:
+    """Whether the input layer's sums Σ [e; g] xᵀ run as register tiles for this layer size.
+
+    ``products``: "auto" (:func:`nearest_choice` over :data:`MEASURED_SUMS`), "blas" or
+    "tiled" (tiles for those sums too).
+    """
+    if products not in PRODUCTS:
+        raise ValueError(f"products must be one of {', '.join(PRODUCTS)}, got {products!r}")
+    if products != "auto":
+        return products == "tiled"
+    return nearest_choice(MEASURED_SUMS, n_visible, n_hidden)
 
 
 # Product-only kernels: no activation here (the elementwise kernels own those).  The
@@ -119,7 +162,7 @@ def rows_product(B, AT, bias, out):
     AT is the other factor stored transposed, one contiguous row per k; bias is (p,) or
     (0,) for none.  Any p, k and rows.  Output rows go in tiles of 8, 4, 2 and 1
     (:func:`_output_tiles`), each swept along the rows by register tiles of two vectors,
-    then scalars (:func:`_row_tiles`).  Each output is summed over k in
+    then one, then one masked for the last rows (:func:`_row_tiles`).  Each output is summed over k in
     increasing order, one FMA per term, starting from its bias.
     """
     if not (rows_are_contiguous(B) and rows_are_contiguous(AT) and rows_are_contiguous(out)):
@@ -151,32 +194,45 @@ def _output_tiles(B, AT, out):
 
 @njit(**PRODUCT_OPTIONS)
 def _row_tiles(B, AT, out, j, count):
-    """out[j:j+count] += B[j:j+count] · AT along all rows: tiles of two vectors, then scalars.
-
-    The rows past the last whole tile (fewer than 2L; none in the objective's default
-    compute blocks, multiples of 256 rows, only in a share's last block) go one value at
-    a time.
-    """
+    """out[j:j+count] += B[j:j+count] · AT along all rows: tiles of two vectors, then one,
+    then one masked vector for the rows past the last whole one."""
     rows = AT.shape[1]
     lanes = VECTOR_BYTES // out.itemsize
     r = 0
     while r + 2 * lanes <= rows:
-        if count == 8:
-            fma_tile(B, AT, out, j, r, 8, 2)
-        elif count == 4:
-            fma_tile(B, AT, out, j, r, 4, 2)
-        elif count == 2:
-            fma_tile(B, AT, out, j, r, 2, 2)
-        else:
-            fma_tile(B, AT, out, j, r, 1, 2)
+        _tile(B, AT, out, j, r, count, 2, lanes)
         r += 2 * lanes
-    k_len = B.shape[1]
-    for i in range(j, j + count):
-        for c in range(r, rows):
-            total = out[i, c]
-            for k in range(k_len):
-                total = total + B[i, k] * AT[k, c]
-            out[i, c] = total
+    if r + lanes <= rows:
+        _tile(B, AT, out, j, r, count, 1, lanes)
+        r += lanes
+    if r < rows:
+        _tile(B, AT, out, j, r, count, 0, rows - r)
+
+
+@njit(inline="always", **PRODUCT_OPTIONS)
+def _tile(B, AT, out, j, r, count, vectors, valid):
+    """One register tile of ``count`` (8, 4, 2 or 1) outputs by ``vectors`` vectors of
+    rows, or (``vectors`` 0) by one vector of which ``valid`` lanes exist.
+
+    Inlined, so ``vectors`` stays the literal constant of the call site that
+    :func:`streamae.compute.simd.fma_tile` needs.
+    """
+    if count == 8:
+        _sized_tile(B, AT, out, j, r, 8, vectors, valid)
+    elif count == 4:
+        _sized_tile(B, AT, out, j, r, 4, vectors, valid)
+    elif count == 2:
+        _sized_tile(B, AT, out, j, r, 2, vectors, valid)
+    else:
+        _sized_tile(B, AT, out, j, r, 1, vectors, valid)
+
+
+@njit(inline="always", **PRODUCT_OPTIONS)
+def _sized_tile(B, AT, out, j, r, outputs, vectors, valid):
+    if vectors == 0:
+        fma_tile_masked(B, AT, out, j, r, valid, outputs)
+    else:
+        fma_tile(B, AT, out, j, r, outputs, vectors)
 
 
 @njit(**PRODUCT_OPTIONS)
