@@ -31,6 +31,11 @@ def _fma_3x1(B, AT, out, j, r):
 
 
 @njit
+def _fma_masked_4(B, AT, out, j, r, valid):
+    simd.fma_tile_masked(B, AT, out, j, r, valid, 4)
+
+
+@njit
 def _dots_4x4(A, B, out, i, j, vector_rows):
     simd.dot_tile(A, B, out, i, j, vector_rows, 4, 4)
 
@@ -67,6 +72,29 @@ def test_fma_tile_adds_its_block_of_b_times_at(rng, dtype, tile, p, v, k):
     again = start.copy()
     tile(B, AT, again, j, r)
     assert np.array_equal(out, again)  # bitwise repeatable
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("valid", [1, 5, "all"])
+def test_fma_tile_masked_touches_only_its_valid_lanes(rng, dtype, valid):
+    L = lanes(dtype)
+    valid = L if valid == "all" else valid
+    k, r = 6, 3
+    # The tile's vector ends exactly at the end of the array's rows when valid < L: a
+    # load or store past them would read or write the next row (or past the buffer).
+    rows = r + valid
+    B = rng.normal(size=(5, k)).astype(dtype)
+    AT = rng.normal(size=(k, rows)).astype(dtype)
+    start = rng.normal(size=(5, rows)).astype(dtype)
+    out = start.copy()
+    _fma_masked_4(B, AT, out, 1, r, valid)
+    expected = start.astype(np.float64).copy()
+    expected[1:5, r : r + valid] += B[1:5].astype(np.float64) @ AT[:, r : r + valid]
+    tolerance = 1e-12 if dtype == np.float64 else 1e-5
+    assert np.allclose(out, expected, rtol=tolerance, atol=tolerance * k)
+    untouched = np.ones(out.shape, dtype=bool)
+    untouched[1:5, r : r + valid] = False
+    assert np.array_equal(out[untouched], start[untouched])
 
 
 def test_fma_tile_sums_over_k_in_order_with_one_rounding_per_term():
