@@ -226,7 +226,7 @@ def _tiled_block(
     count, n = xb.shape
     s = W1.shape[0]
     dW1, dW2, db1, db2, gx, _, _, _ = accumulator_layout(n, s)
-    no_bias = np.empty(0, dtype=xb.dtype)
+    no_bias = xb[0, :0]  # a zero-length view: no bias, and no allocation per block
     e2t = eg[:s]
     slope = eg[s:]
     xt = transposed[: n * count].reshape(n, count)
@@ -281,7 +281,8 @@ def _input_layer_sums(eg, xb, single, tiles, block_dW1, sum_ex, sum_gx):
     s = eg.shape[0] // 2
     if tiles:
         used = 2 * s if single else s
-        rows_product(eg[:used], xb, np.empty(0, dtype=xb.dtype), block_dW1[:used])
+        no_bias = xb[0, :0]  # a zero-length view: no bias, and no allocation per block
+        rows_product(eg[:used], xb, no_bias, block_dW1[:used])
     elif single:
         if splits_input_sums(s, xb.shape[1], xb.shape[0]):
             np.dot(eg[:s], xb, block_dW1[:s])

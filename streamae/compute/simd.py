@@ -94,10 +94,14 @@ def _broadcast(builder, scalar, vector_type):
     return builder.shuffle_vector(single, undefined, _indices([0] * vector_type.count))
 
 
+def _suffix(vector_type) -> str:
+    """The LLVM intrinsic name suffix of a float vector type: v16f32, v8f64."""
+    return f"v{vector_type.count}f{32 if isinstance(vector_type.element, ir.FloatType) else 64}"
+
+
 def _fma(builder, vector_type):
-    suffix = f"v{vector_type.count}f{32 if isinstance(vector_type.element, ir.FloatType) else 64}"
     function_type = ir.FunctionType(vector_type, [vector_type] * 3)
-    return cgutils.get_or_insert_function(builder.module, function_type, f"llvm.fma.{suffix}")
+    return cgutils.get_or_insert_function(builder.module, function_type, f"llvm.fma.{_suffix(vector_type)}")
 
 
 @intrinsic
@@ -194,7 +198,7 @@ class _MaskedMemory(_Memory):
         pointer_type = vector_type.as_pointer()
         mask_type = self.mask.type
         i32 = ir.IntType(32)
-        suffix = f"v{lanes}f{32 if isinstance(vector_type.element, ir.FloatType) else 64}"
+        suffix = _suffix(vector_type)
         module = builder.module
         self.load_function = cgutils.get_or_insert_function(
             module,

@@ -31,24 +31,26 @@ decoder 0.60–0.71x (OpenBLAS's small-matrix kernel for a2·W2ᵀ is its fastes
 transpose of x 6–11 against 20 us.
 
 Whether the tiles beat OpenBLAS is measured, not assumed, for two switches:
-:data:`MEASURED` holds whole-block rates (the tiled block against the BLAS block) and
-:data:`MEASURED_SUMS` the rates of single-pass's input-layer sums Σ [e; g] xᵀ alone
-(tiles, with the block's rows as their k, against OpenBLAS in the BLAS block);
-:func:`use_tiled` and :func:`use_tiled_sums` take, for a layer, what won at the
-measured shape nearest it (:func:`nearest_choice`).  Over three runs (14:50, 15:04,
-15:12) the tiled block won at 16 x 25 (1.09–1.26x) and at the mid-sized layers 64 x 64,
-64 x 100 and 128 x 50 (1.04–1.18x), and lost at the notes' 64 x 25 (0.84–0.93x) and at
-the large layers (0.66–0.91x); 32 x 16 went either way (0.85–1.03x).  The input sums by
-tiles won at every shape from 32 x 16 to 128 x 50 (1.15–1.47x in the 15:12 run) and lost
-at 16 x 25 (one vector a row), 192 x 400 and 784 x 196.  Checked on whole evaluations
+:data:`MEASURED` holds whole-block rates (the tiled block against the BLAS block, the
+input sums by OpenBLAS in both) and :data:`MEASURED_SUMS` the rates of single-pass's
+input-layer sums Σ [e; g] xᵀ alone (tiles, with the block's rows as their k, against
+OpenBLAS in the BLAS block); :func:`use_tiled` and :func:`use_tiled_sums` take, for a
+layer, what won at the measured shape nearest it (:func:`nearest_choice`).  Over three
+runs with the input sums by OpenBLAS (14:50, 15:04, 16:59) the tiled block won at 16 x 25
+(1.09–1.30x) and at the mid-sized layers 64 x 64, 64 x 100 and 128 x 50 (1.01–1.18x), and
+lost at 32 x 16 (0.85–0.97x), at the notes' 64 x 25 (0.84–0.93x) and at the large layers
+(0.77–0.91x).  The input sums by tiles won at every shape from 32 x 16 to 128 x 50 in the
+15:12 and 16:59 runs (1.14–1.47x), at 16 x 25 in one of them (1.05x; 0.94x in the other),
+and lost at 192 x 400 and 784 x 196.  Checked on whole evaluations
 with two lanes, paired in alternation: case (a) (64 x 25, read from its file, 31
 rounds) with tiled sums took 0.92x (single-pass), 0.99x (two-pass) and 0.98x (in-core)
 the time of all-BLAS; the tiled block in memory took 0.90x / 0.88x (single-pass), 0.93x /
 0.89x (two-pass) and 0.98x / 0.99x (in-core) of the BLAS block's at 64 x 64 / 128 x 50
-(21 rounds), 0.95x at 32 x 16; at 64 x 25 it took 1.15x (single-pass) and 1.17x
-(in-core), where the per-block transpose of x and the elementwise work in the transposed
-layout cost more than its faster products save.  OpenBLAS (0.3.30, SkylakeX) runs a block of
-m·n·k ≤ 10⁶ in small-matrix kernels that skip packing (see
+(21 rounds), and 0.95x at 32 x 16, where the table above says BLAS (auto follows the
+table; the whole-evaluation margin there is within the host's noise); at 64 x 25 it
+took 1.15x (single-pass) and 1.17x (in-core), where the per-block transpose of x and
+the elementwise work in the transposed layout cost more than its faster products save.
+OpenBLAS (0.3.30, SkylakeX) runs a block of m·n·k ≤ 10⁶ in small-matrix kernels that skip packing (see
 :func:`streamae.compute.passes.gradient_pass` for the weights' storage chosen for
 them); the decoder's is the one the tiles come nowhere near.
 """
@@ -64,34 +66,34 @@ from streamae.compute.simd import VECTOR_BYTES, dot_tile, fma_tile, fma_tile_mas
 
 PRODUCTS = ("auto", "blas", "tiled")
 
-# bench_kernels.py, 2026-11-30 15:10–15:12 UTC (load average 0.64 at the start, 0.78 after
-# the shapes): GFLOP/s (10·rows·n·s) of one single-pass gradient pass over 8 blocks of the
-# objective's rows (1024 for 16 x 25 and 32 x 16, 512 for the others), one core, float32,
-# as (n, s): (tiled, OpenBLAS).  The whole block, not one product: that is what the
-# choice switches.
+# bench_kernels.py, 2026-11-30 16:58–16:59 UTC (load average 0.59 at the start): GFLOP/s
+# (10·rows·n·s) of one single-pass gradient pass over 8 blocks of the objective's rows
+# (1024 for 16 x 25 and 32 x 16, 512 for the others), one core, float32, as (n, s):
+# (tiled, OpenBLAS), the input sums by OpenBLAS in both (they are switched on their own,
+# below).  The whole block, not one product: that is what the choice switches.
 MEASURED = {
-    (16, 25): (45.7, 38.8),
-    (32, 16): (53.5, 51.9),
-    (64, 25): (66.7, 73.4),
-    (64, 64): (79.0, 71.4),
-    (64, 100): (85.8, 77.4),
-    (128, 50): (83.2, 73.2),
-    (192, 400): (92.9, 102.0),
-    (784, 196): (71.5, 108.9),
+    (16, 25): (53.7, 41.4),
+    (32, 16): (54.4, 57.8),
+    (64, 25): (64.8, 74.0),
+    (64, 64): (83.3, 80.3),
+    (64, 100): (86.5, 85.5),
+    (128, 50): (83.4, 82.1),
+    (192, 400): (99.4, 111.7),
+    (784, 196): (85.3, 110.7),
 }
 
 # The same run: GFLOP/s (2·rows·2s·n) of single-pass's input-layer sums Σ [e; g] xᵀ of one
 # block, as (n, s): (rows_product's tiles with the block's rows as their k, OpenBLAS as
 # gradient_pass calls it).
 MEASURED_SUMS = {
-    (16, 25): (93.8, 99.9),
-    (32, 16): (148.1, 100.9),
-    (64, 25): (133.1, 106.4),
-    (64, 64): (142.9, 114.2),
-    (64, 100): (141.5, 120.7),
-    (128, 50): (140.9, 122.4),
-    (192, 400): (137.2, 145.3),
-    (784, 196): (77.3, 151.3),
+    (16, 25): (134.7, 127.7),
+    (32, 16): (160.6, 112.4),
+    (64, 25): (148.8, 120.0),
+    (64, 64): (157.3, 126.9),
+    (64, 100): (156.9, 134.4),
+    (128, 50): (154.9, 135.6),
+    (192, 400): (148.0, 160.6),
+    (784, 196): (99.3, 158.5),
 }
 
 
