@@ -115,9 +115,11 @@ def main() -> None:
                 size = path.stat().st_size
                 path.unlink()
             split = report["time_split"]
-            eval_seconds = split["waiting_seconds"] + split["computing_seconds"]
+            # Every evaluation, the one at the starting point too (the split keeps it apart).
+            iterations_seconds = split["waiting_seconds"] + split["computing_seconds"]
+            eval_seconds = iterations_seconds + split.get("start_seconds", 0.0)
             reads_per_evaluation = {"two-pass": 2, "single-pass": 1}.get(report["scheme"], 0)
-            evaluations = split["evaluations"]
+            evaluations = split["evaluations"] + ("start_seconds" in split)
             entry = {
                 "m": m,
                 "file_bytes": size,
@@ -126,7 +128,7 @@ def main() -> None:
                 "seconds_per_evaluation": eval_seconds / evaluations,
                 "examples_per_second": m * evaluations / eval_seconds,
                 "data_gb_per_second": size * reads_per_evaluation * evaluations / eval_seconds / 1e9,
-                "waiting_fraction": split["waiting_seconds"] / eval_seconds,
+                "waiting_fraction": split["waiting_seconds"] / max(1e-12, iterations_seconds),
                 **report,
             }
             result["sizes"][str(m)] = entry

@@ -174,6 +174,9 @@ def _time_split(entry: object) -> dict | None:
     if isinstance(besides, int | float) and besides >= 0:  # the check the other values pass
         total = waiting + computing + besides
         split["besides_share"] = besides / total if total > 0 else 0.0
+    start = entry.get("start_seconds")  # absent in older files, where the start is counted above
+    if isinstance(start, int | float) and start >= 0:
+        split["start_seconds"] = start
     return split
 
 
@@ -391,6 +394,9 @@ def format_description(info: dict) -> str:
                     "not evaluating",
                     f"{split['besides_share']:.0%} of the training time (L-BFGS, checkpoints, the log)",
                 )
+            if "start_seconds" in split:
+                start = split["start_seconds"]
+                add("first evaluation", f"{start:.3g} s (at the starting point; not counted above)")
         add("trained on", _data_text(info["data"]))
         warm = info.get("warm_start")
         if warm is not None and (len(warm["stages"]) > 1 or warm["schedule"] not in (None, "none")):

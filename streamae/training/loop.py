@@ -134,19 +134,24 @@ class CountedBlocks:
 
 @dataclass
 class TimeSplit:
-    """Evaluation time split into waiting for data and computing (this process), and the
-    time the iterations spent besides evaluating.
+    """The iterations' evaluation time split into waiting for data and computing (this
+    process), the time the iterations spent besides evaluating, and the evaluation at the
+    starting point on its own.
 
     ``waiting``: seconds the lanes waited for the source to deliver a block (reads not
     hidden behind computing); ``computing``: the rest of the evaluations' wall time;
     ``besides``: the rest of the iterations' wall time (the L-BFGS arithmetic over the
-    correction pairs, checkpoints, the log), counted by :meth:`Trainer.run`.
+    correction pairs, checkpoints, the log), counted by :meth:`Trainer.run`.  ``start``:
+    the wall time of the evaluation at the starting point, which is not in the others: on
+    a cold Numba cache it includes compiling the kernels (~10 s), which averaged into
+    the iterations' evaluations would overstate each of them many times over.
     """
 
     evaluations: int = 0
     waiting: float = 0.0
     computing: float = 0.0
     besides: float = 0.0
+    start: float = 0.0
 
     def add(self, timing) -> None:
         """Count one evaluation's :class:`~streamae.compute.objective.Timing`."""
@@ -161,11 +166,13 @@ class TimeSplit:
             "waiting_seconds": self.waiting,
             "computing_seconds": self.computing,
             "besides_seconds": self.besides,
+            "start_seconds": self.start,
         }
 
     def summary(self) -> str:
-        """One sentence: per evaluation, how long computing and waiting for data took, and
-        the share of the training time spent besides evaluating."""
+        """One sentence: per evaluation of the iterations, how long computing and waiting for
+        data took, the share of the training time spent besides evaluating, and the
+        evaluation at the starting point when it took much longer than the others."""
         count = max(1, self.evaluations)
         total = self.waiting + self.computing
         share = self.waiting / total if total > 0 else 0.0
@@ -178,6 +185,11 @@ class TimeSplit:
             text += (
                 f"; besides the evaluations (L-BFGS, checkpoints, the log): {self.besides:.3g} s, "
                 f"{self.besides / (total + self.besides):.0%} of the training time"
+            )
+        if self.start > 2 * total / count:
+            text += (
+                f"; the evaluation at the starting point took {self.start:.3g} s "
+                "(with a cold Numba cache it compiles the kernels)"
             )
         return text
 
@@ -277,15 +289,19 @@ class Trainer:
         # Waiting for data vs computing: over the whole run, and over the current iteration.
         self.time_split = TimeSplit()
         self._iteration_split = TimeSplit()
+        self._at_start = False  # true while start() evaluates (kept out of the split)
 
     def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """J and ∇J at theta (p,), or StopRequested when any rank was asked to stop."""
         # One tiny collective per evaluation: every rank abandons the same evaluation.
         if self.comm.any(self.stop.requested):
             raise StopRequested
+        started = time.perf_counter()
         evaluation = self.objective(theta)
         timing = getattr(self.objective, "timing", None)
-        if timing is not None:
+        if self._at_start:
+            self.time_split.start += time.perf_counter() - started
+        elif timing is not None:
             self.time_split.add(timing)
             self._iteration_split.add(timing)
         self._evaluations.entries.append((theta.copy(), evaluation))
@@ -293,10 +309,13 @@ class Trainer:
 
     def start(self, theta0: np.ndarray, memory: int) -> tuple[LbfgsState, Progress]:
         """The state and progress at theta0 (one evaluation), before the first iteration."""
+        self._at_start = True
         try:
             f0, g0 = self.value_and_gradient(theta0)
         except StopRequested:
             raise mark_collective(self._interrupted(None)) from None
+        finally:
+            self._at_start = False
         if not np.isfinite(f0):
             # J is a reduced number: every rank sees the same, so every rank raises.
             raise mark_collective(DataError("J is not finite at the starting point; check the data and rho."))
