@@ -78,17 +78,22 @@ def test_a_file_opened_by_the_policy_streams_the_same_rows(rng, tmp_path, prefet
     np.testing.assert_array_equal(expected, X[17:1101])
 
 
+class MessageMonitor(TrainingMonitor):
+    """Keeps the messages a training run prints at its end (the time split among them)."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def on_message(self, text: str) -> None:
+        self.messages.append(text)
+
+
 def test_train_reports_waiting_and_computing(rng, patch_file, tmp_path):
     X = rng.uniform(0.1, 0.9, size=(3000, 16)).astype(np.float32)
     path = patch_file(X, chunk_rows=200)
     out, log = tmp_path / "m.h5", tmp_path / "log.jsonl"
-    messages = []
-
-    class Monitor(TrainingMonitor):
-        def on_message(self, text: str) -> None:
-            messages.append(text)
-
-    model = streamae.train(path, out, hidden=5, max_iter=3, log=log, scheme="single-pass", monitor=Monitor())
+    monitor = MessageMonitor()
+    model = streamae.train(path, out, hidden=5, max_iter=3, log=log, scheme="single-pass", monitor=monitor)
     records = [json.loads(line) for line in log.read_text().splitlines()]
     records = [r for r in records if r.get("event") != "start"]  # the run header
     assert records and all(r["waiting_seconds"] >= 0 and r["computing_seconds"] > 0 for r in records)
@@ -97,12 +102,20 @@ def test_train_reports_waiting_and_computing(rng, patch_file, tmp_path):
     assert split["evaluations"] == model.info["evaluations"] - 1
     assert split["computing_seconds"] == pytest.approx(sum(r["computing_seconds"] for r in records))
     assert split["start_seconds"] > 0
-    assert any(text.startswith("per evaluation") for text in messages)
-    assert any("rows per read" in text for text in messages)
+    assert any(text.startswith("per evaluation") for text in monitor.messages)
+    assert any("rows per read" in text for text in monitor.messages)
     described = describe(out)
     assert described["evaluation_time"]["evaluations"] == split["evaluations"]
     assert described["evaluation_time"]["computing_seconds"] == pytest.approx(
         split["computing_seconds"] / split["evaluations"]
+    )
+
+
+def _train_small(rng, patch_file, out, monitor, **options):
+    """Train 16 -> 4 on 2000 rows for exactly ``max_iter`` iterations (no early stop)."""
+    X = rng.uniform(0.1, 0.9, size=(2000, 16)).astype(np.float32)
+    return streamae.train(
+        patch_file(X, chunk_rows=200), out, hidden=4, grad_tol=0, progress_tol=0, monitor=monitor, **options
     )
 
 
@@ -123,23 +136,9 @@ def test_train_counts_the_time_its_iterations_spend_besides_evaluating(
         return direction(state)
 
     monkeypatch.setattr(lbfgs, "search_direction", slowed)
-    X = rng.uniform(0.1, 0.9, size=(2000, 16)).astype(np.float32)
     out = tmp_path / "m.h5"
-    messages = []
-
-    class Monitor(TrainingMonitor):
-        def on_message(self, text: str) -> None:
-            messages.append(text)
-
-    model = streamae.train(
-        patch_file(X, chunk_rows=200),
-        out,
-        hidden=4,
-        max_iter=4,
-        grad_tol=0,
-        progress_tol=0,
-        monitor=Monitor(),
-    )
+    monitor = MessageMonitor()
+    model = _train_small(rng, patch_file, out, monitor, max_iter=4)
     split = model.info["time_split"]
     assert model.iterations == 4
     assert split["besides_seconds"] >= 4 * slow
@@ -148,7 +147,7 @@ def test_train_counts_the_time_its_iterations_spend_besides_evaluating(
         split["besides_seconds"] + split["computing_seconds"] + split["waiting_seconds"]
     )
     assert describe(out)["evaluation_time"]["besides_share"] == pytest.approx(expected)
-    assert any("besides the evaluations" in text for text in messages)
+    assert any("besides the evaluations" in text for text in monitor.messages)
 
 
 def test_the_evaluation_at_the_start_stays_out_of_the_per_evaluation_split(
@@ -169,28 +168,13 @@ def test_the_evaluation_at_the_start_stays_out_of_the_per_evaluation_split(
         return evaluate(self, theta)
 
     monkeypatch.setattr(SinglePassObjective, "__call__", slowed_first)
-    X = rng.uniform(0.1, 0.9, size=(2000, 16)).astype(np.float32)
     out = tmp_path / "m.h5"
-    messages = []
-
-    class Monitor(TrainingMonitor):
-        def on_message(self, text: str) -> None:
-            messages.append(text)
-
-    model = streamae.train(
-        patch_file(X, chunk_rows=200),
-        out,
-        hidden=4,
-        max_iter=3,
-        grad_tol=0,
-        progress_tol=0,
-        scheme="single-pass",
-        monitor=Monitor(),
-    )
+    monitor = MessageMonitor()
+    model = _train_small(rng, patch_file, out, monitor, max_iter=3, scheme="single-pass")
     split = model.info["time_split"]
     assert split["start_seconds"] >= slow
     assert split["computing_seconds"] + split["waiting_seconds"] < slow
-    summary = next(text for text in messages if text.startswith("per evaluation"))
+    summary = next(text for text in monitor.messages if text.startswith("per evaluation"))
     assert "starting point took" in summary
     described = describe(out)["evaluation_time"]
     assert described["start_seconds"] == pytest.approx(split["start_seconds"])
