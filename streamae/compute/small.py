@@ -123,11 +123,7 @@ def use_tiled(n_visible: int, n_hidden: int, products: str = "auto") -> bool:
 
     ``products``: "auto" (:func:`nearest_choice` over :data:`MEASURED`), "blas" or "tiled".
     """
-    if products not in PRODUCTS:
-        raise ValueError(f"products must be one of {', '.join(PRODUCTS)}, got {products!r}")
-    if products != "auto":
-        return products == "tiled"
-    return nearest_choice(MEASURED, n_visible, n_hidden)
+    return _choice(MEASURED, n_visible, n_hidden, products)
 
 
 def use_tiled_sums(n_visible: int, n_hidden: int, products: str = "auto") -> bool:
@@ -136,11 +132,16 @@ def use_tiled_sums(n_visible: int, n_hidden: int, products: str = "auto") -> boo
     ``products``: "auto" (:func:`nearest_choice` over :data:`MEASURED_SUMS`), "blas" or
     "tiled" (tiles for those sums too).
     """
+    return _choice(MEASURED_SUMS, n_visible, n_hidden, products)
+
+
+def _choice(measured: dict, n_visible: int, n_hidden: int, products: str) -> bool:
+    """``products`` checked; "auto" reads ``measured`` (see :func:`nearest_choice`)."""
     if products not in PRODUCTS:
         raise ValueError(f"products must be one of {', '.join(PRODUCTS)}, got {products!r}")
     if products != "auto":
         return products == "tiled"
-    return nearest_choice(MEASURED_SUMS, n_visible, n_hidden)
+    return nearest_choice(measured, n_visible, n_hidden)
 
 
 # Product-only kernels: no activation here (the elementwise kernels own those).  The

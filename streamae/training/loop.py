@@ -289,17 +289,20 @@ class Trainer:
         # Waiting for data vs computing: over the whole run, and over the current iteration.
         self.time_split = TimeSplit()
         self._iteration_split = TimeSplit()
-        self._at_start = False  # true while start() evaluates (kept out of the split)
 
     def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """J and ∇J at theta (p,), or StopRequested when any rank was asked to stop."""
+        return self._evaluate(theta, at_start=False)
+
+    def _evaluate(self, theta: np.ndarray, at_start: bool) -> tuple[float, np.ndarray]:
+        """:meth:`value_and_gradient`; ``at_start``: time it apart from the iterations'."""
         # One tiny collective per evaluation: every rank abandons the same evaluation.
         if self.comm.any(self.stop.requested):
             raise StopRequested
         started = time.perf_counter()
         evaluation = self.objective(theta)
         timing = getattr(self.objective, "timing", None)
-        if self._at_start:
+        if at_start:
             self.time_split.start += time.perf_counter() - started
         elif timing is not None:
             self.time_split.add(timing)
@@ -309,13 +312,10 @@ class Trainer:
 
     def start(self, theta0: np.ndarray, memory: int) -> tuple[LbfgsState, Progress]:
         """The state and progress at theta0 (one evaluation), before the first iteration."""
-        self._at_start = True
         try:
-            f0, g0 = self.value_and_gradient(theta0)
+            f0, g0 = self._evaluate(theta0, at_start=True)
         except StopRequested:
             raise mark_collective(self._interrupted(None)) from None
-        finally:
-            self._at_start = False
         if not np.isfinite(f0):
             # J is a reduced number: every rank sees the same, so every rank raises.
             raise mark_collective(DataError("J is not finite at the starting point; check the data and rho."))
