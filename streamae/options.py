@@ -272,6 +272,7 @@ DTYPES = ("float32", "float64")
 SCHEMES = ("auto", "two-pass", "single-pass", "in-core")
 COLORS = ("gray", "rgb")
 NORMALIZATIONS = ("ufldl", "zscore", "zca", "unit", "none")
+STORAGE_TYPES = ("float32", "float16")
 COMPRESSIONS = ("none", "gzip", "lzf")
 SORT_ORDERS = ("none", "activation", "norm")
 # The largest --scale: a 64x enlargement of a 28x28 grid of 400 units is already ~36000 px wide.
@@ -284,6 +285,9 @@ DEFAULT_CHECKPOINT_EVERY = 10
 CHECKPOINT_TIME_SHARE = 0.05
 # L-BFGS correction pairs kept (the notes' minFunc keeps 100).
 DEFAULT_LBFGS_PAIRS = 100
+# The relative-progress stop rule's defaults, chosen by measurement (docs/time-to-model.md).
+DEFAULT_TOLERANCE = 1e-4
+DEFAULT_TOLERANCE_WINDOW = 10
 
 FORCE = Option("force", bool, False, "Replace the output file if it exists.", short="-f")
 QUIET = Option(
@@ -456,6 +460,26 @@ TRAIN = OptionSet(
         _seed("Seed of the initial weights."),
         Option("grad_tol", float, 1e-5, "Stop when max |gradient| is below this.", low=0),
         Option("progress_tol", float, 1e-9, "Stop when J changes by less than this.", low=0),
+        # The relative-progress rule (issue 24; compute/lbfgs.py, relative_progress_reason).
+        Option(
+            "tolerance",
+            float,
+            DEFAULT_TOLERANCE,
+            "Stop when J fell by less than this fraction of its value over the last "
+            "--tolerance-window full-data iterations: the model is done (0: never; the notes' "
+            "run is --warm-start none --tolerance 0).",
+            low=0,
+            high=1,
+            high_open=True,
+        ),
+        Option(
+            "tolerance_window",
+            int,
+            DEFAULT_TOLERANCE_WINDOW,
+            "Iterations over which --tolerance measures the fall of J.",
+            low=1,
+            high=10_000,
+        ),
         Option(
             "lbfgs_pairs",
             int,
@@ -650,6 +674,16 @@ EXTRACT = OptionSet(
             "none",
             "HDF5 compression of /patches; gzip reads slower than training consumes data.",
             choices=COMPRESSIONS,
+        ),
+        # Float16 storage (issue 24): half the bytes per pass; decoded per block when read.
+        Option(
+            "storage",
+            str,
+            "float32",
+            "Type of the stored patches: float16 halves the bytes every pass reads (about 3 "
+            "significant digits, values up to 65504); train and encode convert each block as they "
+            "read it.",
+            choices=STORAGE_TYPES,
         ),
         Option(
             "variable",

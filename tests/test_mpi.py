@@ -340,18 +340,9 @@ def _trainer(comm):
     from streamae.compute.lbfgs import StopRules
     from streamae.runtime.signals import StopFlag
     from streamae.training.checkpoint import CheckpointPolicy
-    from streamae.training.loop import Trainer, TrainingMonitor
+    from streamae.training.loop import RunContext, Trainer, TrainingMonitor
 
-    return Trainer(
-        None,
-        StopRules(),
-        comm=comm,
-        monitor=TrainingMonitor(),
-        stop=StopFlag(),
-        policy=CheckpointPolicy(),
-        save=None,
-        log=None,
-    )
+    return Trainer(None, StopRules(), RunContext(comm, TrainingMonitor(), StopFlag(), CheckpointPolicy()))
 
 
 def test_ranks_holding_different_parameters_stop_loudly():

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from streamae._version import __version__
-from streamae.errors import UsageError
+from streamae.errors import DataError, UsageError
 from streamae.extraction.cache import ImageCache, group_by_budget
 from streamae.extraction.color import COLOR_CHANNELS
 from streamae.extraction.normalize import Normalizer, Statistics
@@ -116,6 +116,11 @@ def extract(
             raise UsageError(
                 "vectors=FILE takes no sources; give either images or vectors.", parameter="vectors"
             )
+        if o.storage != "float32":
+            raise UsageError(
+                "storage applies to patches cut from images; vectors=FILE are written as they are.",
+                parameter="storage",
+            )
         from streamae.extraction.vectors import extract_vectors
 
         return extract_vectors(o.vectors, output, chunk_rows=chunk_rows, force=force)
@@ -183,7 +188,7 @@ def extract(
             buffer,
             normalizer,
             chunk=chunk,
-            compression=compression,
+            compression=(compression, np.dtype(o.storage)),
             attributes={
                 "patch_shape": np.array([patch[0], patch[1], channels], dtype=np.int64),
                 "normalization": json.dumps(normalizer.describe()),
@@ -298,13 +303,18 @@ def _write(
     normalizer: Normalizer,
     *,
     chunk: int,
-    compression: str,
+    compression: tuple[str, np.dtype],
     attributes: dict,
     progress: Progress | None,
 ) -> None:
-    """Pass 2: cut, normalise and write every block into a new HDF5 file at ``temporary``."""
+    """Pass 2: cut, normalise and write every block into a new HDF5 file at ``temporary``.
+
+    ``compression``: the HDF5 filter and the stored type (float32, or float16: each block
+    rounded to nearest by NumPy before it is written, refused if a value overflows)."""
 
     m, n = plan.total_rows, buffer.shape[1]
+    compression, storage = compression
+    stored = buffer if storage == buffer.dtype else np.empty(buffer.shape, dtype=storage)
     options = {} if compression == "none" else {"compression": compression}
     if compression == "gzip":
         options["compression_opts"] = GZIP_LEVEL
@@ -312,10 +322,11 @@ def _write(
     # the cache only needs to hold one.
     with hdf5_output(temporary, rdcc_nbytes=max(1 << 20, 2 * chunk * n * 4)) as handle:
         dataset = handle.create_dataset(
-            PATCHES_DATASET, shape=(m, n), dtype=np.float32, chunks=(chunk, n), **options
+            PATCHES_DATASET, shape=(m, n), dtype=storage, chunks=(chunk, n), **options
         )
         for start, block in _cut_blocks(plan, cache, buffer, progress, "writing"):
             normalizer.apply(block)
+            block = _stored_as(block, stored[: block.shape[0]], start)
             dataset.write_direct(block, dest_sel=np.s_[start : start + block.shape[0]])
             check_written(handle)  # a full disk ends the run now, not after the last block
         for name, array in normalizer.datasets().items():
@@ -324,6 +335,22 @@ def _write(
         for key, value in attributes.items():
             handle.attrs[key] = value
         handle.attrs["streamae_version"] = __version__
+
+
+def _stored_as(block: np.ndarray, out: np.ndarray, first_row: int) -> np.ndarray:
+    """``block`` (rows, n) float32 in ``out``'s type (rounded to nearest), or ``block``
+    itself when the types agree; raises DataError when a value overflows float16."""
+    if out.dtype == block.dtype:
+        return block
+    with np.errstate(over="ignore"):
+        np.copyto(out, block, casting="same_kind")
+    if not np.all(np.isfinite(out)):
+        row = first_row + int(np.flatnonzero(~np.all(np.isfinite(out), axis=1))[0])
+        raise DataError(
+            f"patch {row} holds a value beyond {out.dtype}'s range (largest {np.finfo(out.dtype).max:g}) "
+            "after normalisation; extract with storage=float32 or a normalize mode that bounds the values."
+        )
+    return out
 
 
 def _cut_blocks(

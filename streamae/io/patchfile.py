@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from streamae.errors import DataError, InputFileError, StorageError
+from streamae.io.convert import StagingBuffers, convert_rows
 from streamae.io.hdf5 import MODEL_FORMAT, PATCHES_DATASET, decode_attribute, list_datasets, open_hdf5
 from streamae.io.rawread import RawRows
 from streamae.text import printable
@@ -167,7 +168,7 @@ def validate_patch_dataset(
             f"{path}: {name} has shape {found_dataset.shape}, not (rows, features); "
             f"a patch file holds one flattened patch per row: {redo}."
         )
-    if found_dataset.dtype.kind != "f" or found_dataset.dtype.itemsize not in (4, 8):
+    if found_dataset.dtype.kind != "f" or found_dataset.dtype.itemsize not in (2, 4, 8):
         advice = (
             "extract the patches again with a normalize mode such as normalize='unit' "
             "(or convert them to float32)"
@@ -175,7 +176,7 @@ def validate_patch_dataset(
             else "convert it to float32 or float64"
         )
         raise InputFileError(
-            f"{path}: {name} holds {found_dataset.dtype} values, not float32 or float64; {advice}."
+            f"{path}: {name} holds {found_dataset.dtype} values, not float16, float32 or float64; {advice}."
         )
     m, n = found_dataset.shape
     if found_dataset.is_virtual:
@@ -457,8 +458,11 @@ class PatchFile:
             raise
         self._dataset = dataset
         self.dtype = np.dtype(dtype)
+        # Rows stored in another type (float16 files) are read as stored and decoded per
+        # block into the compute type (io/convert.py), in a staging buffer per thread.
+        self._staging = StagingBuffers(dataset.dtype) if dataset.dtype != self.dtype else None
         # Byte runs read by several threads where the dataset allows it (io/rawread.py).
-        self._raw = RawRows.for_dataset(dataset, self.dtype)
+        self._raw = RawRows.for_dataset(dataset, dataset.dtype if self._staging else self.dtype)
         self.block_rows = int(block_rows or default_block_rows(self.layout))
         if self.block_rows < 1:
             raise ValueError("block_rows must be at least 1")
@@ -540,6 +544,16 @@ class PatchFile:
         self.check_unchanged()
 
     def _read(self, first: int, last: int, out: np.ndarray, parallel: bool = True, raw: bool = True) -> None:
+        """Rows [first, last) of /patches into ``out`` (last − first, n), timed, decoded
+        from the file's type into out's when they differ (read into a staging buffer)."""
+        if self._staging is None:
+            self._read_stored(first, last, out, parallel, raw)
+            return
+        stored = self._staging.get(last - first, out.shape[1])
+        self._read_stored(first, last, stored, parallel, raw)
+        convert_rows(stored, out)
+
+    def _read_stored(self, first: int, last: int, out: np.ndarray, parallel: bool, raw: bool) -> None:
         """Rows [first, last) of /patches into ``out`` (last − first, n), timed; as byte
         runs where the dataset allows (``raw``, on ``parallel`` threads), else by HDF5."""
         started = time.perf_counter()

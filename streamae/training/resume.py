@@ -32,6 +32,8 @@ RESUMABLE = (
     "seed",
     "grad_tol",
     "progress_tol",
+    "tolerance",
+    "tolerance_window",
     "scheme",
     "chunk_rows",
     "lbfgs_pairs",
@@ -97,6 +99,8 @@ def stored_settings(path: str | os.PathLike) -> dict[str, object]:
             "max_iter",
             "grad_tol",
             "progress_tol",
+            "tolerance",
+            "tolerance_window",
             "scheme",
             "lbfgs_pairs",
         ):

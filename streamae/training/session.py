@@ -57,7 +57,7 @@ from streamae.training.checkpoint import (
     resume_point,
 )
 from streamae.training.likely_mistakes import data_warnings, resume_warnings
-from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
+from streamae.training.loop import CountedBlocks, Outputs, RunContext, Trainer, TrainingMonitor
 from streamae.training.resume import Settings, resolve_settings, stored_settings
 from streamae.training.runlog import format_header, run_header
 from streamae.training.validation import (
@@ -352,7 +352,13 @@ def _train(
             dataset = dataset_path(dataset)
             held_options = _held_out_options(validation, validation_fraction, validate_every, early_stop)
             policy = CheckpointPolicy(every=checkpoint_every, minutes=checkpoint_minutes)
-            rules = StopRules(max_iter=max_iter, grad_tol=grad_tol, progress_tol=progress_tol)
+            rules = StopRules(
+                max_iter=max_iter,
+                grad_tol=grad_tol,
+                progress_tol=progress_tol,
+                tolerance=o.tolerance,
+                window=o.tolerance_window,
+            )
             setup = _open(
                 data,
                 output,
@@ -485,6 +491,8 @@ def _train(
             "max_iter": max_iter,
             "grad_tol": grad_tol,
             "progress_tol": progress_tol,
+            "tolerance": o.tolerance,
+            "tolerance_window": o.tolerance_window,
             "lbfgs_pairs": memory,
             # chunk_rows as asked (None: the read policy's choice, made again on resume); the
             # rows per read used are "chunk_rows" above.
@@ -526,19 +534,18 @@ def _train(
             trainer_ = Trainer(
                 objective_,
                 rules_,
-                comm=comm,
-                monitor=monitor,
-                stop=stop,
-                policy=policy,
-                save=saver(objective_, record),
-                log=log,
-                append_log=log_begun[0],
-                resume_hint=(
-                    f"the checkpoint {output} holds it; continue with resume=True"
-                    + (f" and dataset={layout.dataset!r}" if layout.dataset != DEFAULT_DATASET else "")
-                    + " (the other settings come from the checkpoint)."
+                RunContext(comm=comm, monitor=monitor, stop=stop, policy=policy),
+                Outputs(
+                    save=saver(objective_, record),
+                    log=log,
+                    append_log=log_begun[0],
+                    resume_hint=(
+                        f"the checkpoint {output} holds it; continue with resume=True"
+                        + (f" and dataset={layout.dataset!r}" if layout.dataset != DEFAULT_DATASET else "")
+                        + " (the other settings come from the checkpoint)."
+                    ),
+                    header=header if header_due[0] else None,
                 ),
-                header=header if header_due[0] else None,
                 tags={"stage": stage.number, "sample_rows": stage.rows},
                 # Held-out evaluation (and early stopping) belongs to the full-data stage.
                 after_iteration=(

@@ -31,6 +31,7 @@ Choices (DESIGN.md, "Fewer passes"):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -223,10 +224,14 @@ def where_to_begin(plan: WarmPlan, resumed: ResumePoint | None, stored: object, 
 
 
 def stage_rules(stage: Stage, first_iteration: int, rules: StopRules) -> StopRules:
-    """The stop rules of ``stage`` beginning at ``first_iteration`` (iterations count on)."""
+    """The stop rules of ``stage`` beginning at ``first_iteration`` (iterations count on
+    over the stages; the stage's budget counts its own, named in the finish line)."""
     budget = rules.max_iter if stage.iterations is None else stage.iterations
-    return StopRules(
-        max_iter=first_iteration + budget, grad_tol=rules.grad_tol, progress_tol=rules.progress_tol
+    return dataclasses.replace(
+        rules,
+        max_iter=first_iteration + budget,
+        first_iteration=first_iteration,
+        counted="full-data iterations" if stage.is_final else f"iterations on the {stage.rows:,}-row sample",
     )
 
 
