@@ -90,9 +90,12 @@ class ConsoleMonitor:
     def on_finish(self, model, reason: str) -> None:
         self.close()
         if self.enabled:
+            from streamae.training.warmstart import describe_iterations
+
             info = model.info
+            done = describe_iterations(model.history, int(model.data["shape"][0]))
             click.echo(
-                f"finished after {model.iterations} iterations ({reason}): J = {info['cost']:.6g} "
+                f"finished after {done} ({reason}): J = {info['cost']:.6g} "
                 f"(reconstruction {info['reconstruction']:.6g}, weight decay "
                 f"{info['weight_decay']:.6g}, sparsity {info['sparsity']:.6g}), "
                 f"{info['seconds']:.1f} s, {info['evaluations']} evaluations",

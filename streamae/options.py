@@ -551,12 +551,12 @@ TRAIN = OptionSet(
         Option(
             "warm_start",
             str,
-            "none",
-            "Coarse-to-fine warm start: none (the notes' run), sample sizes such as "
-            "20000,200000, or auto (5 rows per parameter, x10 per stage, below a tenth of "
-            "the data; none when the data is too small to gain).  Each stage runs L-BFGS on "
-            "whole chunks spread over the file and hands its weights to the next; the last "
-            "stage is the full data with --max-iter and the tolerances.",
+            "auto",
+            "Coarse-to-fine warm start: auto (from 50 rows per parameter on: samples of 5 rows "
+            "per parameter, x10 per stage, below a tenth of the data; below it, none), none (the "
+            "notes' run) or sample sizes such as 20000,200000.  Each stage runs L-BFGS on whole "
+            "chunks spread over the file and hands its weights to the next; the last stage is the "
+            "full data with --max-iter (full-data iterations) and the tolerances.",
         ),
         Option(
             "keep_state",

@@ -419,7 +419,7 @@ def lbfgs_iteration(fun: ValueAndGradient, state: LbfgsState, rules: StopRules) 
     elif float(np.max(np.abs(s))) < rules.progress_tol:
         state.finished = f"step below {rules.progress_tol:g}"
     elif state.iteration >= rules.max_iter:
-        state.finished = f"reached max_iter: {rules.budget} {rules.counted}"
+        state.finished = f"reached {rules.budget} {rules.counted}"
     return StepReport(
         state.iteration, state.f, _norm(state.g), result.step, result.evaluations, state.finished
     )

@@ -408,7 +408,7 @@ class Trainer:
         if done > asked:  # a resumed run: say so rather than "reached"
             return f"max_iter {asked} is below the {done} {self.rules.counted} done"
         if done == asked:
-            return "no iterations asked" if asked == 0 else f"reached max_iter: {asked} {self.rules.counted}"
+            return "no iterations asked" if asked == 0 else f"reached {asked} {self.rules.counted}"
         return relative_progress_reason(progress.history["cost"][self.rules.first_iteration :], self.rules)
 
     def _one_iteration(self, state: LbfgsState, progress: Progress, log, seconds_before: float) -> bool:

@@ -407,6 +407,7 @@ def _train(
             ranks=comm.size,
             command=command,
         )
+        header["warm_start"] = plan.reason  # which schedule runs, "chosen because ..."
         monitor.on_message(format_header(header))
         for note in settings.notes if settings is not None else ():
             monitor.on_message(f"resume: {note}")

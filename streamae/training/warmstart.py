@@ -47,6 +47,9 @@ from streamae.training.checkpoint import Progress, ResumePoint
 from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
 
 AUTO_ROWS_PER_PARAMETER = 5
+# ``auto`` warm-starts above this many rows per parameter (the first sample is then less
+# than a tenth of the data); up to it, it is the plain run (see choose_schedule).
+AUTO_MIN_ROWS_PER_PARAMETER = 50
 AUTO_GROWTH = 10
 AUTO_LAST_FRACTION = 10
 STAGE_BUDGET_FULL_EVALUATIONS = 10
@@ -76,6 +79,7 @@ class WarmPlan:
     schedule: str
     stages: tuple[Stage, ...]
     chunk_rows: int
+    reason: str = ""  # which schedule runs and why, for the run header
 
     @property
     def sizes(self) -> list[int]:
@@ -92,6 +96,18 @@ class WarmPlan:
             "stage_first_iteration": first_iteration,
             "stage_done": done,
         }
+
+
+def describe_iterations(history: dict, n_rows: int) -> str:
+    """The iterations of a run in words, full-data ones apart from those on samples
+    ("400 full-data iterations and 102 on samples", or "400 iterations" for a plain run):
+    ``max_iter`` counts the former, so a report never shows a budget exceeded."""
+    rows = np.asarray(history.get("sample_rows", []))
+    full = int(np.sum(rows == n_rows))
+    on_samples = int(rows.size - full)
+    if on_samples == 0:
+        return f"{full} iterations"
+    return f"{full} full-data iterations and {on_samples} on samples"
 
 
 def parse_schedule(text: str) -> str | list[int]:
@@ -123,10 +139,42 @@ def parse_schedule(text: str) -> str | list[int]:
     return sizes
 
 
+def choose_schedule(schedule: str, n_rows: int, n_parameters: int) -> tuple[str | list[int], str]:
+    """The schedule a run follows and why, in words for the run header.
+
+    ``auto`` (the default) warm-starts when the data holds more than
+    ``AUTO_MIN_ROWS_PER_PARAMETER`` rows per parameter (below that the first sample would
+    be more than a tenth of the data, and stages cost as many passes as they save), and
+    is the notes' plain run below it.
+    """
+    parsed = parse_schedule(schedule)
+    if parsed == "none":
+        return parsed, "none, as asked: the notes' run, L-BFGS on the full data from the start"
+    if parsed != "auto":
+        return parsed, f"the sample sizes asked for ({schedule.strip()})"
+    ratio = n_rows / max(1, n_parameters)
+    threshold = f"{AUTO_MIN_ROWS_PER_PARAMETER} rows per parameter"
+    sizes = auto_sizes(n_rows, n_parameters)
+    if not sizes:
+        return "none", (
+            f"auto chose none because the data holds {ratio:,.1f} rows per parameter "
+            f"({n_rows:,} rows, {n_parameters:,} parameters), not above {threshold}: a sample "
+            "stage would cost about as many passes as it saves"
+        )
+    return sizes, (
+        f"auto chose {len(sizes)} sample stage(s) of {', '.join(f'{s:,}' for s in sizes)} rows because "
+        f"the data holds {ratio:,.0f} rows per parameter ({n_rows:,} rows, {n_parameters:,} "
+        f"parameters), above {threshold}: the stages find the model's region in a few passes' worth "
+        "of rows"
+    )
+
+
 def auto_sizes(n_rows: int, n_parameters: int) -> list[int]:
     """``auto``'s sample sizes: 5·p, ×10 per stage, while below m/10 (empty: no gain)."""
     sizes = []
     size = AUTO_ROWS_PER_PARAMETER * n_parameters
+    if n_rows <= AUTO_MIN_ROWS_PER_PARAMETER * n_parameters:
+        return sizes
     while size * AUTO_LAST_FRACTION < n_rows:
         sizes.append(size)
         size *= AUTO_GROWTH
@@ -146,10 +194,11 @@ def plan_warm_start(schedule: str, layout: PatchLayout, n_parameters: int, max_i
     ``max_iter`` 0 there are no sample stages (nothing is trained).
     """
     parsed = parse_schedule(schedule)
+    chosen, reason = choose_schedule(schedule, layout.n_rows, n_parameters)
     m = layout.n_rows
     unit = layout.chunk_rows or default_block_rows(layout)
     n_chunks = -(-m // unit)
-    sizes = auto_sizes(m, n_parameters) if parsed == "auto" else ([] if parsed == "none" else parsed)
+    sizes = [] if chosen == "none" else chosen
     stages: list[Stage] = []
     last_count = 0
     for size in sizes if max_iter > 0 else []:
@@ -169,7 +218,9 @@ def plan_warm_start(schedule: str, layout: PatchLayout, n_parameters: int, max_i
         stages.append(Stage(len(stages) + 1, rows, chunks, stage_budget(max_iter, rows, m)))
         last_count = count
     stages.append(Stage(len(stages) + 1, m, None, None))
-    return WarmPlan(schedule=schedule.strip().lower(), stages=tuple(stages), chunk_rows=unit)
+    if parsed == "auto" and len(stages) == 1 and sizes:
+        reason = "auto chose none because its first sample rounds to every chunk of the file"
+    return WarmPlan(schedule=schedule.strip().lower(), stages=tuple(stages), chunk_rows=unit, reason=reason)
 
 
 @dataclass(frozen=True)
@@ -231,8 +282,15 @@ def stage_rules(stage: Stage, first_iteration: int, rules: StopRules) -> StopRul
         rules,
         max_iter=first_iteration + budget,
         first_iteration=first_iteration,
-        counted="full-data iterations" if stage.is_final else f"iterations on the {stage.rows:,}-row sample",
+        counted=_counted(stage),
     )
+
+
+def _counted(stage: Stage) -> str:
+    """How a stage's finish line names its iterations."""
+    if not stage.is_final:
+        return f"iterations on the {stage.rows:,}-row sample"
+    return "full-data iterations" if stage.number > 1 else "iterations"
 
 
 def begin_stage(

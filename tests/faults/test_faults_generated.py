@@ -41,10 +41,10 @@ def patch_datasets(draw) -> tuple[np.ndarray, tuple[int, ...] | None]:
 
 
 def trainable(array: np.ndarray) -> bool:
-    """What train must accept: 2-D float32/float64, not empty, finite values in [0, 1]."""
+    """What train must accept: 2-D float16/32/64, not empty, finite values in [0, 1]."""
     return (
         array.ndim == 2
-        and array.dtype in (np.float32, np.float64)
+        and array.dtype in (np.float16, np.float32, np.float64)
         and array.size > 0
         and bool(np.all(np.isfinite(array)))
         and bool(array.min() >= 0.0 and array.max() <= 1.0)
