@@ -235,11 +235,12 @@ def one_case(case: str, patches: int, folder: Path, arguments) -> list[dict]:
     """(ii) the notes' run, (i) the defaults, (iii) Adam, on one case."""
     path = make_data(case, patches, folder)
     hyper = HYPER[case]
+    budget = {"max_iter": arguments.max_iter}
     notes = lbfgs_run(
-        "notes' run", path, folder / "notes.h5", {**hyper, "warm_start": "none", "tolerance": 0.0}
+        "notes' run", path, folder / "notes.h5", {**hyper, **budget, "warm_start": "none", "tolerance": 0.0}
     )
     reference = notes["final"]
-    runs = [lbfgs_run("defaults", path, folder / "defaults.h5", dict(hyper)), notes]
+    runs = [lbfgs_run("defaults", path, folder / "defaults.h5", {**hyper, **budget}), notes]
     if not arguments.no_adam:
         runs.append(adam_case(path, hyper, reference, arguments))
     rows = [
@@ -394,6 +395,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default="photos,mnist")
     parser.add_argument("--patches", type=float, default=1e6, help="photo patches")
+    parser.add_argument("--max-iter", type=int, default=400, help="the notes' 400 (smaller: a smoke run)")
     parser.add_argument("--adam-lrs", default="1e-3,3e-3,1e-2,3e-2")
     parser.add_argument("--adam-batches", default="1024,4096")
     parser.add_argument("--adam-epochs", type=int, default=40)

@@ -79,8 +79,9 @@ def test_a_plan_rounds_to_whole_chunks_and_budgets_each_stage(data):
     assert plan.sizes == [750, 1000, ROWS]  # 600 rows need 3 chunks of 250: 0, 5.5 -> 6, 11
     first, second, last = plan.stages
     assert first.chunks.tolist() == [0, 6, 11] and last.chunks is None
-    # At most 10 full evaluations' worth of rows per sample stage, never above max_iter.
-    assert first.iterations == -(-STAGE_BUDGET_FULL_EVALUATIONS * ROWS // 750) == 40
+    # At most 40 full evaluations' worth of rows per sample stage, never above max_iter.
+    assert first.iterations == -(-STAGE_BUDGET_FULL_EVALUATIONS * ROWS // 750) == 160
+    assert plan_warm_start("600,1000", layout, 100, max_iter=100).stages[0].iterations == 100
     assert plan_warm_start("600", layout, 100, max_iter=7).stages[0].iterations == 7
     assert plan_warm_start("none", layout, 100, max_iter=400).sizes == [ROWS]
     assert plan_warm_start("500,1000", layout, 100, max_iter=0).sizes == [ROWS]
