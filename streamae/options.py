@@ -552,8 +552,8 @@ TRAIN = OptionSet(
             "warm_start",
             str,
             "auto",
-            "Coarse-to-fine warm start: auto (from 50 rows per parameter on: samples of 5 rows "
-            "per parameter, x10 per stage, below a tenth of the data; below it, none), none (the "
+            "Coarse-to-fine warm start: auto (above 25 rows per parameter: samples of 5 rows "
+            "per parameter, x10 per stage below a tenth of the data; up to it, none), none (the "
             "notes' run) or sample sizes such as 20000,200000.  Each stage runs L-BFGS on whole "
             "chunks spread over the file and hands its weights to the next; the last stage is the "
             "full data with --max-iter (full-data iterations) and the tolerances.",

@@ -19,7 +19,7 @@ from streamae.training.session import train
 from streamae.training.warmstart import AUTO_MIN_ROWS_PER_PARAMETER, choose_schedule
 
 P = 2 * 16 * 5 + 5 + 16  # parameters of 16 -> 5 -> 16
-ROWS = 12_000  # 66 rows per parameter: above auto's threshold of 50
+ROWS = 12_000  # 66 rows per parameter: above auto's threshold of 25
 COMMON = {"hidden": 5, "dtype": "float64", "chunk_rows": 500, "stop_signals": False, "scheme": "two-pass"}
 
 
@@ -99,7 +99,7 @@ def test_a_run_still_improving_is_not_stopped(small, tmp_path):
 def test_default_is_auto_above_the_threshold_and_none_below_and_the_header_says_why(big, small, tmp_path):
     assert choose_schedule("auto", AUTO_MIN_ROWS_PER_PARAMETER * P + 1, P)[0] != "none"
     chosen, reason = choose_schedule("auto", AUTO_MIN_ROWS_PER_PARAMETER * P, P)
-    assert chosen == "none" and "not above 50 rows per parameter" in reason
+    assert chosen == "none" and "not above 25 rows per parameter" in reason
     shown = {}
     for name, data in (("big", big), ("small", small)):
         monitor = Records()
@@ -160,3 +160,14 @@ def test_two_ranks_give_one_process_answer_with_the_defaults(big, tmp_path):
     assert one.info["warm_start"]["stages"] == two.info["warm_start"]["stages"] == [1000, ROWS]
     assert two.iterations == one.iterations and two.info["finished"] == one.info["finished"]
     assert relative_difference(two.theta, one.theta) < 1e-9
+
+
+def test_the_defaults_keep_held_out_evaluation_working(big, tmp_path):
+    held = write_patch_file(tmp_path / "held.h5", _values(1000, seed=9), chunk_rows=500)
+    model = train(big, tmp_path / "v.h5", **COMMON, max_iter=4, validation=str(held))
+    assert model.info["warm_start"]["stages"] == [1000, ROWS]  # auto warm-started
+    assert len(model.validation["cost"]) == 5  # the start and every full-data iteration
+    monitor = Records()
+    fraction = train(big, tmp_path / "f.h5", **COMMON, max_iter=4, validation_fraction=0.1, monitor=monitor)
+    assert fraction.info["warm_start"]["stages"] == [fraction.data["shape"][0]]
+    assert "auto chose none because validation_fraction holds chunks of the file out" in monitor.messages[0]

@@ -64,12 +64,13 @@ def test_schedules_parse_or_name_the_parameter():
         assert caught.value.parameter == "warm_start"
 
 
-def test_auto_grows_tenfold_from_five_rows_per_parameter_below_a_tenth():
+def test_auto_grows_tenfold_from_five_rows_per_parameter_above_25_rows_per_parameter():
     p = 2 * 64 * 25 + 25 + 64  # the notes' 8x8 -> 25
     assert auto_sizes(10**6, p) == [5 * p]
     assert auto_sizes(10**7, p) == [5 * p, 50 * p]
     assert auto_sizes(10**8, p) == [5 * p, 50 * p, 500 * p]
-    assert auto_sizes(10 * 5 * p, p) == []  # the first sample would be a tenth: no gain
+    assert auto_sizes(25 * p, p) == []  # the first sample would be a fifth: the plain run
+    assert auto_sizes(25 * p + 1, p) == [5 * p]
     assert auto_sizes(60_000, 2 * 784 * 196 + 196 + 784) == []  # MNIST 784 -> 196
 
 

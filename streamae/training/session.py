@@ -68,8 +68,10 @@ from streamae.training.validation import (
     split_ranges,
 )
 from streamae.training.warmstart import (
+    SampleFile,
     SampleStages,
     begin_stage,
+    parse_schedule,
     plan_warm_start,
     stage_rules,
     where_to_begin,
@@ -376,7 +378,8 @@ def _train(
             held_source, held_name, held_info = _held_out_source(
                 held_options, setup, data, dataset, dtype, chunk_rows, seed, file_locking, comm, stack
             )
-            if warm_start != "none" and held_options["validation_fraction"] is not None:
+            holds_out = held_options["validation_fraction"] is not None
+            if parse_schedule(warm_start) not in ("none", "auto") and holds_out:
                 # A stage's sample is drawn from every chunk of the file, held-out ones too.
                 raise UsageError(
                     "warm_start cannot be combined with validation_fraction (a stage's sample could "
@@ -384,7 +387,7 @@ def _train(
                     parameter="warm_start",
                 )
             n_parameters = 2 * setup.layout.n_features * hidden + hidden + setup.layout.n_features
-            plan = plan_warm_start(warm_start, setup.layout, n_parameters, max_iter)
+            plan = plan_warm_start(warm_start, setup.layout, n_parameters, max_iter, holds_out=holds_out)
             threads_used = resolve_threads(threads, local_ranks=local_ranks)
             apply_threads(threads_used)
         layout = setup.layout
@@ -571,13 +574,8 @@ def _train(
             held_out.record(0, x0)  # the starting point: the baseline to improve on
         samples = SampleStages(
             plan,
-            data=data,
-            dtype=compute_dtype,
-            file_locking=file_locking,
-            dataset=layout.dataset,
-            comm=comm,
-            monitor=monitor,
-            stop=stop,
+            source=SampleFile(data, compute_dtype, file_locking, layout.dataset),
+            context=RunContext(comm=comm, monitor=monitor, stop=stop, policy=policy),
             rules=rules,
             memory=memory,
             build_objective=build_objective,

@@ -12,14 +12,15 @@ Choices (DESIGN.md, "Fewer passes"):
 - ``auto`` (the default): the first sample holds about ``AUTO_ROWS_PER_PARAMETER`` (5)
   rows per parameter: small enough that L-BFGS runs its full budget on it for a few
   full-data evaluations' worth of rows, large enough that its optimum lies in the full
-  one's basin; each next stage is ``AUTO_GROWTH`` (10) times larger; stages stop below
-  m / ``AUTO_LAST_FRACTION`` (10), since a larger sample costs nearly as much as the
-  data.  So ``auto`` warm-starts only above ``AUTO_MIN_ROWS_PER_PARAMETER`` (50) rows per
+  one's basin; each next stage is ``AUTO_GROWTH`` (10) times larger; later stages stop
+  below m / ``AUTO_LAST_FRACTION`` (10), since a larger sample costs nearly as much as the
+  data.  ``auto`` warm-starts above ``AUTO_MIN_ROWS_PER_PARAMETER`` (25) rows per
   parameter and is the plain run up to it (:func:`choose_schedule` says which, and why,
-  in the run header).  Measured (docs/time-to-model.md, full-data passes, deterministic):
-  10⁶ photo patches (304 rows per parameter) 71 passes to the stop at 1.00013 x the
-  notes' J400 against its 411; 2·10⁵ (61 rows per parameter) 174 passes at 0.9984 x J400
-  against 417.  MNIST's 10⁴ digits hold 0.03 rows per parameter: ``auto`` is ``none``.
+  in the run header).  Measured (docs/time-to-model.md, full-data passes, deterministic),
+  the default run against the notes' run: 10⁶ photo patches (304 rows per parameter)
+  71 passes to its stop at 1.00065 x the notes' J400 against 411; 2·10⁵ (61 rows per
+  parameter) 174 at 0.9984 x against 417; 10⁵ (30 rows per parameter) 187 at 1.0002 x
+  against 409.  MNIST's 10⁴ digits hold 0.03 rows per parameter: ``auto`` is ``none``.
 - A sample stage's iteration budget is ``max_iter`` capped so that the stage costs at
   most ``STAGE_BUDGET_FULL_EVALUATIONS`` (40) full-data evaluations' worth of rows
   (iterations × rows ≤ 40·m): a small first sample runs up to the notes' 400 iterations
@@ -47,15 +48,14 @@ from streamae.compute.lbfgs import LbfgsState, StopRules
 from streamae.errors import Interrupted, UsageError
 from streamae.io.chunksample import ChunkSample, chunks_for_rows, rank_part, sample_rows, spread_chunks
 from streamae.io.patchfile import PatchLayout, default_block_rows
-from streamae.runtime.mpi import Communicator, mark_collective
-from streamae.runtime.signals import StopFlag
+from streamae.runtime.mpi import mark_collective
 from streamae.training.checkpoint import Progress, ResumePoint
-from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
+from streamae.training.loop import CountedBlocks, RunContext, Trainer
 
 AUTO_ROWS_PER_PARAMETER = 5
-# ``auto`` warm-starts above this many rows per parameter (the first sample is then less
-# than a tenth of the data); up to it, it is the plain run (see choose_schedule).
-AUTO_MIN_ROWS_PER_PARAMETER = 50
+# ``auto`` warm-starts above this many rows per parameter (its first sample is then less
+# than a fifth of the data); up to it, it is the plain run (see choose_schedule).
+AUTO_MIN_ROWS_PER_PARAMETER = 25
 AUTO_GROWTH = 10
 AUTO_LAST_FRACTION = 10
 STAGE_BUDGET_FULL_EVALUATIONS = 40
@@ -145,19 +145,24 @@ def parse_schedule(text: str) -> str | list[int]:
     return sizes
 
 
-def choose_schedule(schedule: str, n_rows: int, n_parameters: int) -> tuple[str | list[int], str]:
+def choose_schedule(
+    schedule: str, n_rows: int, n_parameters: int, *, holds_out: bool = False
+) -> tuple[str | list[int], str]:
     """The schedule a run follows and why, in words for the run header.
 
     ``auto`` (the default) warm-starts when the data holds more than
     ``AUTO_MIN_ROWS_PER_PARAMETER`` rows per parameter (below that the first sample would
-    be more than a tenth of the data, and stages cost as many passes as they save), and
-    is the notes' plain run below it.
+    be more than a fifth of the data: measured, docs/time-to-model.md), and
+    is the notes' plain run below it, or when ``holds_out`` (chunks of the file held out
+    for validation, which a sample could contain).
     """
     parsed = parse_schedule(schedule)
     if parsed == "none":
         return parsed, "none, as asked: the notes' run, L-BFGS on the full data from the start"
     if parsed != "auto":
         return parsed, f"the sample sizes asked for ({schedule.strip()})"
+    if holds_out:
+        return "none", "auto chose none because validation_fraction holds chunks of the file out"
     ratio = n_rows / max(1, n_parameters)
     threshold = f"{AUTO_MIN_ROWS_PER_PARAMETER} rows per parameter"
     sizes = auto_sizes(n_rows, n_parameters)
@@ -176,11 +181,13 @@ def choose_schedule(schedule: str, n_rows: int, n_parameters: int) -> tuple[str 
 
 
 def auto_sizes(n_rows: int, n_parameters: int) -> list[int]:
-    """``auto``'s sample sizes: 5·p, ×10 per stage, while below m/10 (empty: no gain)."""
-    sizes = []
-    size = AUTO_ROWS_PER_PARAMETER * n_parameters
+    """``auto``'s sample sizes: above 25 rows per parameter, 5·p, then ×10 per stage while
+    below m/10 (empty: the plain run)."""
     if n_rows <= AUTO_MIN_ROWS_PER_PARAMETER * n_parameters:
-        return sizes
+        return []
+    size = AUTO_ROWS_PER_PARAMETER * n_parameters
+    sizes = [size]
+    size *= AUTO_GROWTH
     while size * AUTO_LAST_FRACTION < n_rows:
         sizes.append(size)
         size *= AUTO_GROWTH
@@ -192,7 +199,9 @@ def stage_budget(max_iter: int, rows: int, n_rows: int) -> int:
     return max(1, min(max_iter, -(-STAGE_BUDGET_FULL_EVALUATIONS * n_rows // rows)))
 
 
-def plan_warm_start(schedule: str, layout: PatchLayout, n_parameters: int, max_iter: int) -> WarmPlan:
+def plan_warm_start(
+    schedule: str, layout: PatchLayout, n_parameters: int, max_iter: int, *, holds_out: bool = False
+) -> WarmPlan:
     """The stages of ``schedule`` on the file ``layout`` describes.
 
     Sample sizes are rounded up to whole chunks; a size that would need every chunk is
@@ -200,7 +209,7 @@ def plan_warm_start(schedule: str, layout: PatchLayout, n_parameters: int, max_i
     ``max_iter`` 0 there are no sample stages (nothing is trained).
     """
     parsed = parse_schedule(schedule)
-    chosen, reason = choose_schedule(schedule, layout.n_rows, n_parameters)
+    chosen, reason = choose_schedule(schedule, layout.n_rows, n_parameters, holds_out=holds_out)
     m = layout.n_rows
     unit = layout.chunk_rows or default_block_rows(layout)
     n_chunks = -(-m // unit)
@@ -327,26 +336,32 @@ def begin_stage(
     return state, progress
 
 
+@dataclass(frozen=True)
+class SampleFile:
+    """The file the samples are drawn from: its path, the compute type the blocks are
+    delivered in, whether HDF5 locks it, and the dataset."""
+
+    path: object
+    dtype: type
+    file_locking: bool | None
+    dataset: str
+
+
 @dataclass
 class SampleStages:
     """The sample stages of a run, built from what the session provides.
 
+    ``context`` is the run's shared :class:`RunContext` (ranks, monitor, stop flag);
     ``build_objective(source)`` makes the objective over a block source (the session's
     scheme choice: in-core holds a sample that fits); ``make_trainer(objective, rules,
     stage, first_iteration)`` a :class:`Trainer` whose records carry the stage and whose
     checkpoints record it; ``save_stage_end(objective, state, progress, stage,
-    first_iteration)``
-    writes the checkpoint that closes a stage (a collective).
+    first_iteration)`` writes the checkpoint that closes a stage (a collective).
     """
 
     plan: WarmPlan
-    data: object
-    dtype: type
-    file_locking: bool | None
-    dataset: str
-    comm: Communicator
-    monitor: TrainingMonitor
-    stop: StopFlag
+    source: SampleFile
+    context: RunContext
     rules: StopRules
     memory: int
     build_objective: Callable
@@ -389,23 +404,24 @@ class SampleStages:
         continuing: bool,
         x0: np.ndarray | None = None,
     ) -> tuple[LbfgsState, Progress]:
-        mine = rank_part(stage.chunks, self.comm.rank, self.comm.size)
-        self.monitor.on_message(
+        comm, monitor = self.context.comm, self.context.monitor
+        mine = rank_part(stage.chunks, comm.rank, comm.size)
+        monitor.on_message(
             f"warm start: stage {stage.number} of {len(self.plan.stages)}: {stage.rows:,} rows in "
             f"{len(stage.chunks)} chunks spread over the file, at most {stage.iterations} iterations"
         )
         with contextlib.ExitStack() as stack:
             sample = stack.enter_context(
                 ChunkSample(
-                    self.data,
+                    self.source.path,
                     mine,
                     chunk_rows=self.plan.chunk_rows,
-                    dtype=self.dtype,
-                    file_locking=self.file_locking,
-                    dataset=self.dataset,
+                    dtype=self.source.dtype,
+                    file_locking=self.source.file_locking,
+                    dataset=self.source.dataset,
                 )
             )
-            counted = CountedBlocks(sample, self.monitor, self.stop, abandon=self.comm.size == 1)
+            counted = CountedBlocks(sample, monitor, self.context.stop, abandon=comm.size == 1)
             objective = self.build_objective(counted)
             close = getattr(objective, "close", None)
             if close is not None:
@@ -418,7 +434,7 @@ class SampleStages:
                 x = x0 if carried is None else carried[0].x
                 state, progress = begin_stage(trainer, x, self.memory, carried)
             trainer.run(state, progress)
-            self.monitor.on_message(
+            monitor.on_message(
                 f"warm start: stage {stage.number} ended at iteration {state.iteration} "
                 f"({state.finished or 'stopped'}); J on its sample {state.f:.6g}"
             )
