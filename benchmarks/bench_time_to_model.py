@@ -20,9 +20,10 @@ normalisation, the notes' settings) and ``mnist`` (the 10,000 MNIST test digits 
 tests, 784 -> 196, λ 3e-3, β 3, ρ 0.1).
 
 Out of core (``--out-of-core ROWS``): ROWS photo patches written as float32 and as float16,
-each file's pages dropped from the page cache (``posix_fadvise(DONTNEED)``), then one cold single-pass evaluation and the
-default run in a child process (wall time, passes, waiting vs computing, peak RSS), then
-50 plain full-data L-BFGS iterations from its model (how much J still falls).
+each file's pages dropped from the page cache (``posix_fadvise(DONTNEED)``), then one cold
+single-pass evaluation and the default run in a child process (wall time, passes, waiting
+vs computing, peak RSS), then 50 plain full-data L-BFGS iterations from its model (how
+much J still falls).
 
     python benchmarks/bench_time_to_model.py --cases photos,mnist --patches 1e6
     python benchmarks/bench_time_to_model.py --out-of-core 1e8 --scratch /big/disk
