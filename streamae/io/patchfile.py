@@ -458,11 +458,13 @@ class PatchFile:
             raise
         self._dataset = dataset
         self.dtype = np.dtype(dtype)
-        # Rows stored in another type (float16 files) are read as stored and decoded per
-        # block into the compute type (io/convert.py), in a staging buffer per thread.
-        self._staging = StagingBuffers(dataset.dtype) if dataset.dtype != self.dtype else None
+        # Rows stored in another type (float16 files) are read as stored (in this machine's
+        # byte order: HDF5 swaps) and decoded per block into the compute type
+        # (io/convert.py), in a staging buffer per thread.
+        stored = dataset.dtype.newbyteorder("=")
+        self._staging = StagingBuffers(stored) if stored != self.dtype else None
         # Byte runs read by several threads where the dataset allows it (io/rawread.py).
-        self._raw = RawRows.for_dataset(dataset, dataset.dtype if self._staging else self.dtype)
+        self._raw = RawRows.for_dataset(dataset, stored if self._staging else self.dtype)
         self.block_rows = int(block_rows or default_block_rows(self.layout))
         if self.block_rows < 1:
             raise ValueError("block_rows must be at least 1")
