@@ -19,9 +19,9 @@ from typing import Protocol
 import numpy as np
 
 from streamae.compute import kernels, passes
+from streamae.compute.calibration import choose as choose_products
 from streamae.compute.lanes import Lanes, SingleThreadedBlas, lane_ranges
 from streamae.compute.parameters import Hyperparameters, parameter_count, unpack
-from streamae.compute.small import use_tiled, use_tiled_sums
 from streamae.errors import DataError
 from streamae.runtime.mpi import Communicator, SingleProcess
 from streamae.text import printable
@@ -209,7 +209,8 @@ class StreamedObjective:
     ``source`` streams this process's rows; ``comm`` adds the sums across processes.
     Call it with theta (p,) float64.  ``dtype`` is the kernels' compute type (float32 or
     float64).  ``threads`` is the number of compute lanes (default: Numba's thread count).
-    ``products``: "auto" (the measured BLAS/tiled choice), "blas" or "tiled".
+    ``products``: "auto" (BLAS or tiles as calibrated on this host, see
+    :mod:`streamae.compute.calibration`), "blas" or "tiled".
     """
 
     scheme = "two-pass"
@@ -252,10 +253,10 @@ class StreamedObjective:
         self.W1T = np.empty((n, s), dtype=self.dtype)
         self.W2 = np.empty((n, s), dtype=self.dtype)
         self.W2T = np.empty((s, n), dtype=self.dtype)
-        # BLAS or the row-vectorised block (compute/small.py), by the measured
-        # choice (compute/small.py) unless the caller forces one.
-        self.tiled = use_tiled(n, s, products)
-        self.tiled_sums = use_tiled_sums(n, s, products)
+        # BLAS or the row-vectorised block (compute/small.py), as measured on this host
+        # for this objective (compute/calibration.py) unless the caller forces one.
+        choice = choose_products(self.scheme, n, s, self.dtype, self.compute_rows, products, self.comm)
+        self.tiled, self.tiled_sums, self.products_reason = choice.tiled, choice.tiled_sums, choice.reason
         self.b1 = np.empty(s, dtype=self.dtype)
         self.b2 = np.empty(n, dtype=self.dtype)
         self.sparsity_row = np.zeros(s, dtype=self.dtype)
