@@ -11,7 +11,8 @@ alike; the measurement stops after :data:`ROUNDS` rounds or :data:`BUDGET_SECOND
 (whichever first; at least :data:`MIN_ROUNDS`).
 
 The decision (:func:`decide`) needs a margin larger than the noise: the noise is the
-largest relative spread (interquartile range over median) of any arm's samples, the margin
+largest relative spread (a robust standard deviation over the median,
+:func:`relative_spread`) of any arm's samples, the margin
 ``max(noise, MIN_MARGIN)``, and an arm with tiles wins only if its median beats BLAS's by
 more than that margin; otherwise BLAS.  BLAS is the default because its speed is what
 every other program on the host sees too; the tiles must earn their place.
@@ -57,6 +58,10 @@ BUDGET_SECONDS = 0.5
 # Work of one sample (floating-point operations, 10·rows·n·s for one evaluation): ~1 ms.
 SAMPLE_FLOP = 5e7
 MAX_SAMPLE_BLOCKS = 8
+# Blocks of more work than this are not measured: BLAS.  One such block takes over 20 ms,
+# so the calibration would not fit its budget, and at such sizes OpenBLAS's packed kernels
+# reach their full rate (the tiles lost at 192 x 400 and 784 x 196 on both hosts measured).
+MAX_MEASURED_FLOP = 2e9
 # The arms: name -> (tiled block, tiled input sums).
 ARMS = {
     "blas": (False, False),
@@ -129,19 +134,27 @@ def decide(samples: Mapping[str, list[float]], min_margin: float = MIN_MARGIN) -
     """The arm to run from seconds per sample of each arm (BLAS unless one wins by the margin).
 
     Returns ``{"chosen", "seconds" (median of each arm), "noise", "margin"}``: noise is
-    the largest interquartile range over median of any arm, margin ``max(noise,
-    min_margin)``; an arm with tiles is chosen only if its median is below BLAS's by more
+    the largest :func:`relative_spread` of any arm, margin ``max(noise, min_margin)``; an arm with tiles is chosen only if its median is below BLAS's by more
     than ``margin`` of BLAS's, and of those the fastest.
     """
     medians = {arm: float(np.median(values)) for arm, values in samples.items()}
-    noise = max(
-        float(np.subtract(*np.percentile(values, [75, 25]))) / medians[arm] for arm, values in samples.items()
-    )
+    noise = max(relative_spread(values) for values in samples.values())
     margin = max(noise, min_margin)
     blas = medians["blas"]
     winners = [arm for arm in medians if arm != "blas" and medians[arm] < blas * (1.0 - margin)]
     chosen = min(winners, key=medians.__getitem__) if winners else "blas"
     return {"chosen": chosen, "seconds": medians, "noise": noise, "margin": margin}
+
+
+def relative_spread(values: list[float]) -> float:
+    """A robust relative standard deviation of one sample: 1.4826 · MAD / median.
+
+    The median absolute deviation ignores the few samples a busy host stretches by a
+    scheduler's time slice (up to half of them), which would make a standard deviation or
+    an interquartile range of a handful of samples meaningless.
+    """
+    median = float(np.median(values))
+    return 1.4826 * float(np.median(np.abs(np.asarray(values) - median))) / median
 
 
 def entry_key(scheme: str, n_visible: int, n_hidden: int, dtype: np.dtype, rows: int) -> str:
@@ -275,6 +288,8 @@ def choose(
 
     if config.DISABLE_JIT:
         return Choice(False, False, "BLAS: NUMBA_DISABLE_JIT is set, nothing to measure")
+    if 10.0 * rows * n_visible * n_hidden > MAX_MEASURED_FLOP:
+        return Choice(False, False, "BLAS: a block too large to measure within the budget")
     args = (scheme, n_visible, n_hidden, np.dtype(dtype), int(rows))
     if comm is None or comm.size == 1:
         entry = calibrate(*args)
