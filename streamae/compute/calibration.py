@@ -134,8 +134,9 @@ def decide(samples: Mapping[str, list[float]], min_margin: float = MIN_MARGIN) -
     """The arm to run from seconds per sample of each arm (BLAS unless one wins by the margin).
 
     Returns ``{"chosen", "seconds" (median of each arm), "noise", "margin"}``: noise is
-    the largest :func:`relative_spread` of any arm, margin ``max(noise, min_margin)``; an arm with tiles is chosen only if its median is below BLAS's by more
-    than ``margin`` of BLAS's, and of those the fastest.
+    the largest :func:`relative_spread` of any arm, margin ``max(noise, min_margin)``; an
+    arm with tiles is chosen only if its median is below BLAS's by more than ``margin`` of
+    BLAS's, and of those the fastest.
     """
     medians = {arm: float(np.median(values)) for arm, values in samples.items()}
     noise = max(relative_spread(values) for values in samples.values())
