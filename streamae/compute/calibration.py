@@ -41,8 +41,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -71,8 +71,7 @@ ARMS = {
 }
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(NamedTuple):
     """The products a layer runs with: the tiled block, the tiled input sums, and why."""
 
     tiled: bool
