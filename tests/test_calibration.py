@@ -211,3 +211,19 @@ def test_a_real_calibration_times_every_arm(cache):
     assert entry["rounds"] >= calibration.MIN_ROUNDS and entry["source"] == "measured"
     assert entry["chosen"] in calibration.ARMS and entry["stored"] is True
     assert entry["margin"] >= calibration.MIN_MARGIN
+
+
+def test_info_host_prints_the_host_and_what_was_chosen(cache, monkeypatch):
+    from helpers import invoke
+
+    monkeypatch.setattr(calibration, "measure", Stopwatch(timings(tiled=0.5)))
+    calibration.choose(*SHAPE)
+    result = invoke("info", "--host")
+    assert result.exit_code == 0
+    text = result.stdout
+    assert "-bit vectors" in text and "BLAS: " in text and "numba " in text
+    assert f"{calibration.entry_key(*SHAPE)}: tiled (medians: blas 1e+03 ms" in text
+    assert str(calibration.cache_path(calibration.current_host())) in text
+    as_json = json.loads(invoke("info", "--host", "--json").stdout)
+    assert as_json["entries"][calibration.entry_key(*SHAPE)]["chosen"] == "tiled"
+    assert as_json["vector_bits"] in (128, 256, 512)

@@ -323,3 +323,63 @@ def _reason(entry: dict) -> str:
         else f"BLAS: the best tiles ({best_tiles}) {gain:+.1%} against BLAS"
     )
     return f"{verdict}, margin {entry['margin']:.1%} (noise {entry['noise']:.1%}); {entry['source']}"
+
+
+def host_report() -> dict:
+    """This host and its calibrations (for ``streamae info --host``; JSON-ready).
+
+    Keys: host (:func:`streamae.runtime.host.describe_host`), vector_bits, configured
+    (what :func:`streamae.runtime.configure` set), cache_file, entries (key -> entry),
+    min_margin.
+    """
+    from streamae.runtime.host import vector_bits
+    from streamae.runtime.process import configure
+
+    configuration = configure()
+    host = current_host()
+    path = cache_path(host)
+    return {
+        "host": host,
+        "vector_bits": vector_bits(),
+        "configured": configuration.lines(),
+        "cache_file": str(path),
+        "entries": load(path, host),
+        "min_margin": MIN_MARGIN,
+    }
+
+
+def format_host_report(report: dict) -> str:
+    """The report of :func:`host_report` as readable lines."""
+    host = report["host"]
+    lines = [
+        f"CPU: {host['vendor']} {host['model']}; Numba compiles for {host['numba_cpu']} "
+        f"with {report['vector_bits']}-bit vectors",
+        "BLAS: "
+        + (
+            "; ".join(f"{b['api']} {b['version']} ({b['architecture']}, {b['file']})" for b in host["blas"])
+            or "none found"
+        ),
+        "versions: " + ", ".join(f"{name} {version}" for name, version in host["versions"].items()),
+        "configured: " + "; ".join(report["configured"]),
+        f"calibrations (products='auto'): {report['cache_file']}",
+    ]
+    if not report["entries"]:
+        lines.append(
+            "  none yet: train, encode and objective measure each layer size on first use "
+            "(well under a second)"
+        )
+    for key, entry in report["entries"].items():
+        seconds = ", ".join(f"{arm} {value * 1e3:.3g} ms" for arm, value in entry["seconds"].items())
+        lines.append(
+            f"  {key}: {entry['chosen']} (medians: {seconds}; noise {entry['noise']:.1%}, "
+            f"margin {entry['margin']:.1%}; measured {entry.get('measured_at', '?')})"
+        )
+    lines.append(
+        f"The tiles are chosen only when they beat BLAS by more than the noise and at least "
+        f"{report['min_margin']:.0%}; delete the file above to measure again."
+    )
+    return "\n".join(lines)
+
+
+def _blas_text(blas: dict) -> str:
+    return f"{blas['api']} {blas['version']} ({blas['architecture']}, {blas['file']})"

@@ -34,7 +34,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
-from streamae.runtime.cpu import FEATURE_VARIABLES, prefer_full_width
+from streamae.runtime.cpu import FEATURE_VARIABLES, NO_NARROW_PREFERENCE, prefer_full_width
 from streamae.runtime.threads import set_aside_bad_thread_settings, thread_problem_found
 
 WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
@@ -50,10 +50,17 @@ class Configuration:
 
     def lines(self) -> list[str]:
         """One readable line per change or note (for ``streamae info --host``)."""
-        out = [f"set {name}={value}" for name, value in self.set.items()]
+        out = [f"set {name}={_shown(value)}" for name, value in self.set.items()]
         out += [f"removed {name}" for name in self.removed]
         out += list(self.notes)
         return out or ["nothing to set: the user's settings kept"]
+
+
+def _shown(value: str) -> str:
+    """A variable's value for a reader: the host's long feature list is named, not printed."""
+    if value.endswith("," + NO_NARROW_PREFERENCE) and len(value) > 80:
+        return f"<this CPU's features>,{NO_NARROW_PREFERENCE}"
+    return value
 
 
 _lock = threading.Lock()
