@@ -29,7 +29,7 @@ from streamae.compute.objective import (
     sparsity_delta,
 )
 from streamae.compute.parameters import Hyperparameters, unpack
-from streamae.compute.passes import accumulator_layout, forward_pass
+from streamae.compute.passes import accumulator_layout
 from streamae.io.patchfile import ArrayPatches
 from streamae.options import SCHEMES, TRAIN
 from streamae.runtime.memory import available_memory
@@ -54,8 +54,9 @@ class TwoPassObjective(StreamedObjective):
         self.sparsity_row[...] = sparsity_delta(self.hyper, rho_hat)
         for b in self.buffers:
             b.acc[:] = 0.0
+        plan = self._plan(single=False)
         with self._blas:
-            self._stream(lambda lane, x: self._gradient_visit(lane, x, False, self.no_cache))
+            self._stream(lambda lane, x: self._gradient_visit(lane, x, plan, self.no_cache))
         self.timing.passes += 1
         # totals = [Σ ½‖a3 − x‖², ΣΔW1, ΣΔW2, Σδ2, Σδ3]: after the first entry it is laid
         # out exactly like theta, so one reduction carries J and ∇J together.
@@ -75,8 +76,9 @@ class SinglePassObjective(StreamedObjective):
         started = self._begin(theta)
         for b in self.buffers:
             b.acc[:] = 0.0
+        plan = self._plan(single=True)
         with self._blas:
-            self._stream(lambda lane, x: self._gradient_visit(lane, x, True, self.no_cache))
+            self._stream(lambda lane, x: self._gradient_visit(lane, x, plan, self.no_cache))
         self.timing.passes += 1
         n, s = self.n_visible, self.n_hidden
         dW1, _, db1, _, gx, g, a2, size = accumulator_layout(n, s)
@@ -118,17 +120,7 @@ class InCoreObjective(StreamedObjective):
         self.timing.passes += 1
 
     def _cached_pass1(self, lane: int, x: np.ndarray) -> None:
-        b = self.buffers[lane]
-        forward_pass(
-            x,
-            self.W1T,
-            self.b1,
-            self.activation,
-            self.compute_rows,
-            b.hidden,
-            b.sum_a2,
-            self.caches[lane],
-        )
+        self._pass1_visit(lane, x, self.caches[lane])
 
     def mean_activation(self, theta: np.ndarray) -> np.ndarray:
         """ρ̂ (s,) over all rows of all ranks (fills the activation cache as a side effect)."""
@@ -150,7 +142,8 @@ class InCoreObjective(StreamedObjective):
         self.sparsity_row[...] = sparsity_delta(self.hyper, rho_hat)
         for b in self.buffers:
             b.acc[:] = 0.0
-        self._run(lambda lane, x: self._gradient_visit(lane, x, False, self.caches[lane]))
+        plan = self._plan(single=False)
+        self._run(lambda lane, x: self._gradient_visit(lane, x, plan, self.caches[lane]))
         totals = self._reduce_lanes("acc", 1 + self.n_parameters)
         self.comm.allreduce_sum(totals)
         self._finish(started)
