@@ -407,6 +407,15 @@ class StreamedObjective:
         b = self.buffers[lane]
         passes.gradient_pass(x, self.weights, plan, cache, b.scratch, b.acc)
 
+    def _stream_gradient(self, single: bool) -> None:
+        """The gradient pass over the source: the lanes' acc zeroed, then summed anew."""
+        for b in self.buffers:
+            b.acc[:] = 0.0
+        plan = self._plan(single)
+        with self._blas:
+            self._stream(lambda lane, x: self._gradient_visit(lane, x, plan, self.no_cache))
+        self.timing.passes += 1
+
     def _sum_a2(self, visit) -> np.ndarray:
         """Run pass 1 with ``visit``; returns ρ̂ (s,) over all rows of all ranks."""
         for b in self.buffers:

@@ -52,12 +52,7 @@ class TwoPassObjective(StreamedObjective):
         started = self._begin(theta)
         rho_hat = self._sum_a2(self._pass1_visit)  # pass 1
         self.sparsity_row[...] = sparsity_delta(self.hyper, rho_hat)
-        for b in self.buffers:
-            b.acc[:] = 0.0
-        plan = self._plan(single=False)
-        with self._blas:
-            self._stream(lambda lane, x: self._gradient_visit(lane, x, plan, self.no_cache))
-        self.timing.passes += 1
+        self._stream_gradient(single=False)
         # totals = [Σ ½‖a3 − x‖², ΣΔW1, ΣΔW2, Σδ2, Σδ3]: after the first entry it is laid
         # out exactly like theta, so one reduction carries J and ∇J together.
         totals = self._reduce_lanes("acc", 1 + self.n_parameters)
@@ -74,12 +69,7 @@ class SinglePassObjective(StreamedObjective):
     def __call__(self, theta: np.ndarray) -> Evaluation:
         """J and ∇J at theta (p,) float64."""
         started = self._begin(theta)
-        for b in self.buffers:
-            b.acc[:] = 0.0
-        plan = self._plan(single=True)
-        with self._blas:
-            self._stream(lambda lane, x: self._gradient_visit(lane, x, plan, self.no_cache))
-        self.timing.passes += 1
+        self._stream_gradient(single=True)
         n, s = self.n_visible, self.n_hidden
         dW1, _, db1, _, gx, g, a2, size = accumulator_layout(n, s)
         totals = self._reduce_lanes("acc", size)
