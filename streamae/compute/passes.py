@@ -57,7 +57,7 @@ def accumulator_layout(n, s):
 def forward_pass(x, W1T, b1, activation, block_rows, hidden_buffer, sum_a2, cache):
     """Pass 1: Σ a2 over the rows x (rows, n) into sum_a2 (s,) float64.
 
-    W1T: (n, s) W1ᵀ made contiguous (see :func:`gradient_pass` for why).
+    W1T: (n, s) W1ᵀ made contiguous (see :class:`Weights` for why).
     activation: the hidden nonlinearity's flag (``kernels.SIGMOID`` or ``kernels.TANH``).
     hidden_buffer: (>= s·block_rows,) scratch.  cache: (s·rows,) to keep every block's
     a2 (transposed, block after block) for the in-core scheme, or (0,) to keep nothing.
