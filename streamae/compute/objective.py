@@ -180,7 +180,8 @@ class LaneBuffers:
     column (n,) the output kernel's partial column sums.  The tiled path
     (:mod:`streamae.compute.small`) also uses transposed (n·rows,) for xᵀ, row_buffer
     (2·rows,) for the output kernel's zero bias and partial sums along the rows, and
-    row_sink (rows,) float64 for the sums it does not need.
+    row_sink (rows,) float64 for the sums it does not need.  ``scratch`` bundles the block
+    scratch as the gradient pass takes it (:class:`streamae.compute.passes.Scratch`).
     """
 
     def __init__(self, rows: int, n_visible: int, n_hidden: int, dtype: np.dtype) -> None:
