@@ -324,8 +324,9 @@ def _block(n: int, s: int, rows: int, rounds: int) -> dict:
         objectives[products] = objective
 
     def run(objective, calls: int) -> None:
+        plan = objective._plan(single=True)
         for _ in range(calls):
-            objective._gradient_visit(0, X, True, objective.no_cache)
+            objective._gradient_visit(0, X, plan, objective.no_cache)
 
     contenders = {name: (lambda c, o=o: run(o, c)) for name, o in objectives.items()}
     for contender in contenders.values():
