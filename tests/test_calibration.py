@@ -50,7 +50,7 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 
 def test_the_tiles_need_more_than_the_margin():
-    assert calibration.decide(timings(tiled=0.96))["chosen"] == "blas"  # 4% < 5%
+    assert calibration.decide(timings(tiled=0.98))["chosen"] == "blas"  # 2% < 3%
     assert calibration.decide(timings(tiled=0.94))["chosen"] == "tiled"
     # The fastest of the arms that beat the margin.
     assert calibration.decide(timings(tiled=0.9, **{"tiled sums": 0.8}))["chosen"] == "tiled sums"

@@ -49,8 +49,9 @@ import numpy as np
 FORMAT = 1
 # The least advantage the tiles need over BLAS, as a fraction of BLAS's time, even when
 # the samples agree more closely than that: below it, a host's drift between the
-# calibration and the run can reverse the order.
-MIN_MARGIN = 0.05
+# calibration and the run can reverse the order.  3%: where the floor alone keeps BLAS, the
+# run is at most 3% slower than with the tiles (the target auto is held to).
+MIN_MARGIN = 0.03
 ROUNDS = 9
 MIN_ROUNDS = 5
 # Measuring stops after this long (after MIN_ROUNDS rounds at least).
