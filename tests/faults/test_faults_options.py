@@ -128,6 +128,22 @@ def test_write_patches_helper_is_valid(tmp_path):
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["info", "--host", "{file}"], "not both"),
+        (["info"], "--host"),
+        (["info", "--json"], "--host"),
+    ],
+    ids=["a file and --host", "neither", "--json alone"],
+)
+def test_info_host_takes_no_file_and_info_needs_one_or_the_other(args, fragment, good_patches):
+    result = invoke(*[str(good_patches) if a == "{file}" else a for a in args])
+    message = assert_clean_case(result, "info", 2, fragments=[fragment])
+    if "{file}" in args:
+        assert good_patches.name in message
+
+
 @pytest.mark.parametrize("value", ["float64", "half", "", "FLOAT16 ", "float16;rm"])
 def test_extract_refuses_a_storage_type_it_does_not_write(value, tmp_path, small_image):
     out = tmp_path / "out.h5"
