@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, save_json, table  # noqa: E402
+from common import machine, print_host, save_json, table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST = REPO / "tests" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
@@ -236,6 +236,8 @@ def one_case(case: str, patches: int, folder: Path, arguments) -> list[dict]:
     path = make_data(case, patches, folder)
     hyper = HYPER[case]
     budget = {"max_iter": arguments.max_iter}
+    # Compile the kernels (Numba's first call) before anything is timed.
+    lbfgs_run("warm-up", path, folder / "warm-up.h5", {**hyper, "max_iter": 1, "warm_start": "none"})
     notes = lbfgs_run(
         "notes' run", path, folder / "notes.h5", {**hyper, **budget, "warm_start": "none", "tolerance": 0.0}
     )
@@ -300,7 +302,9 @@ def drop_cached(path: Path) -> str:
 
 CHILD = """
 import json, resource, sys, time
+import streamae.runtime
 from streamae.training.session import train
+streamae.runtime.configure()  # as the command line does, before the kernels are defined
 started = time.perf_counter()
 model = train(sys.argv[1], sys.argv[2], force=True, stop_signals=False)
 print(json.dumps({"wall": time.perf_counter() - started, "finished": model.info["finished"],
@@ -405,7 +409,9 @@ def main() -> None:
     )
     parser.add_argument("--json", default=None)
     arguments = parser.parse_args()
-    report = {"machine": machine(), "command": " ".join(sys.argv), "rows": [], "out_of_core": []}
+    host = print_host()
+    report = {"host": host, "machine": machine(), "command": " ".join(sys.argv)}
+    report.update(rows=[], out_of_core=[])
     with tempfile.TemporaryDirectory(prefix="bench-ttm-", dir=arguments.scratch) as scratch:
         folder = Path(scratch)
         for case in [c for c in arguments.cases.split(",") if c]:
