@@ -71,13 +71,6 @@ def make_data(case: str, patches: int, folder: Path, storage: str = "float32") -
     return path
 
 
-def passes(history: dict, n_rows: int) -> np.ndarray:
-    """Cumulative full-data passes at the end of each iteration (a sample's evaluation: r/m)."""
-    evaluations = np.asarray(history["evaluations"], dtype=np.float64)
-    fractions = np.asarray(history["sample_rows"], dtype=np.float64) / n_rows
-    return np.cumsum(np.diff(evaluations, prepend=0.0) * fractions)
-
-
 def first_within(costs, on_full, done, seconds, target: float) -> tuple[float | None, float | None]:
     """(passes, seconds) when a full-data J first is ≤ ``target``; Nones if never."""
     hits = np.flatnonzero(np.asarray(on_full) & (np.asarray(costs) <= target))
@@ -89,6 +82,7 @@ def first_within(costs, on_full, done, seconds, target: float) -> tuple[float | 
 def lbfgs_run(name: str, path: Path, out: Path, options: dict) -> dict:
     """One ``train`` call; its history in passes, its final J and why it stopped."""
     from streamae.training.session import train
+    from streamae.training.warmstart import full_data_passes
 
     started = time.perf_counter()
     model = train(path, out, force=True, checkpoint_every=0, stop_signals=False, **options)
@@ -99,7 +93,7 @@ def lbfgs_run(name: str, path: Path, out: Path, options: dict) -> dict:
         "name": name,
         "costs": history["cost"],
         "on_full": history["sample_rows"] == m,
-        "passes": passes(history, m),
+        "passes": full_data_passes(history, m),
         "seconds": history["seconds"],
         "final": float(model.info["cost"]),
         "wall": wall,
@@ -357,6 +351,8 @@ def more_iterations(path: Path, model_path: Path, iterations: int = 50) -> tuple
 
 def out_of_core(rows: int, folder: Path, skip_more: bool) -> list[dict]:
     """The default run on ``rows`` photo patches stored as float32 and as float16."""
+    from streamae.training.warmstart import full_data_passes
+
     results = []
     for storage in ("float32", "float16"):
         path = make_data("photos", rows, folder, storage)
@@ -378,7 +374,7 @@ def out_of_core(rows: int, folder: Path, skip_more: bool) -> list[dict]:
             "file_gib": path.stat().st_size / 2**30,
             "cold_evaluation_s": cold,
             "cache_dropped_by": how,
-            "passes": float(passes(history, m)[-1]),
+            "passes": float(full_data_passes(history, m)[-1]),
             **child,
         }
         if not skip_more:

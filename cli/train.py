@@ -90,15 +90,22 @@ class ConsoleMonitor:
     def on_finish(self, model, reason: str) -> None:
         self.close()
         if self.enabled:
-            from streamae.training.warmstart import describe_iterations
+            from streamae.training.warmstart import describe_iterations, full_data_passes
 
             info = model.info
-            done = describe_iterations(model.history, int(model.data["shape"][0]))
+            m = int(model.data["shape"][0])
+            done = describe_iterations(model.history, m)
+            passes = full_data_passes(model.history, m)
             click.echo(
                 f"finished after {done} ({reason}): J = {info['cost']:.6g} "
                 f"(reconstruction {info['reconstruction']:.6g}, weight decay "
                 f"{info['weight_decay']:.6g}, sparsity {info['sparsity']:.6g}), "
-                f"{info['seconds']:.1f} s, {info['evaluations']} evaluations",
+                f"{info['seconds']:.1f} s, {info['evaluations']} evaluations"
+                + (
+                    f" ({passes[-1]:.1f} full-data passes)"
+                    if "on samples" in done  # evaluations on samples count a fraction of a pass
+                    else ""
+                ),
                 err=True,
             )
 

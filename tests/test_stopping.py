@@ -171,3 +171,23 @@ def test_the_defaults_keep_held_out_evaluation_working(big, tmp_path):
     fraction = train(big, tmp_path / "f.h5", **COMMON, max_iter=4, validation_fraction=0.1, monitor=monitor)
     assert fraction.info["warm_start"]["stages"] == [fraction.data["shape"][0]]
     assert "auto chose none because validation_fraction holds chunks of the file out" in monitor.messages[0]
+
+
+def test_the_finish_line_counts_full_data_iterations_and_passes(big, tmp_path):
+    from click.testing import CliRunner
+
+    from streamae.cli.main import cli
+    from streamae.training.warmstart import full_data_passes
+
+    args = ["train", str(big), "-o", str(tmp_path / "m.h5"), "--hidden", "5", "--max-iter", "6"]
+    done = CliRunner().invoke(cli, [*args, "--chunk-rows", "500", "--tolerance", "0"])
+    assert done.exit_code == 0, done.output
+    model = load_model(tmp_path / "m.h5")
+    on_samples = int(np.sum(model.history["sample_rows"] != ROWS))
+    passes = full_data_passes(model.history, ROWS)[-1]
+    # A sample evaluation counts its rows over all of them (plain NumPy twin of the sum).
+    steps = np.diff(model.history["evaluations"], prepend=0.0)
+    assert passes == pytest.approx(float(np.sum(steps * model.history["sample_rows"] / ROWS)))
+    line = next(text for text in done.output.splitlines() if text.startswith("finished after"))
+    assert line.startswith(f"finished after 6 full-data iterations and {on_samples} on samples (reached 6 ")
+    assert f"({passes:.1f} full-data passes)" in line

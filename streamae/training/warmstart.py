@@ -116,6 +116,14 @@ def describe_iterations(history: dict, n_rows: int) -> str:
     return f"{full} full-data iterations and {on_samples} on samples"
 
 
+def full_data_passes(history: dict, n_rows: int) -> np.ndarray:
+    """Full-data passes at the end of each iteration of ``history`` (cumulative, (k,)):
+    an evaluation on a sample of r rows counts r / ``n_rows``, one on all the rows 1."""
+    evaluations = np.asarray(history.get("evaluations", []), dtype=np.float64)
+    fractions = np.asarray(history.get("sample_rows", []), dtype=np.float64) / n_rows
+    return np.cumsum(np.diff(evaluations, prepend=0.0) * fractions)
+
+
 def parse_schedule(text: str) -> str | list[int]:
     """``"none"``, ``"auto"`` or the list of sample sizes in ``text`` ("20000,200000").
 
