@@ -62,21 +62,31 @@ def test_every_option_has_help_and_a_default_inside_its_range():
                 option.check(option.default)  # raises if a default is outside its own range
 
 
-def test_in_flags_says_parameters_as_flags():
-    assert in_flags("hidden must be an integer ≥ 1, got 0.", TRAIN, "hidden") == (
+def test_an_error_is_reported_by_its_parameter_not_by_its_text():
+    assert in_flags("hidden must be an integer ≥ 1, got 0.", "hidden", TRAIN) == (
         "--hidden must be an integer ≥ 1, got 0."
     )
-    assert in_flags("lam must be a finite number ≥ 0, got -1.0.", TRAIN, "lam").startswith("--lambda must")
-    assert (
-        in_flags("x.h5 exists; pass force=True to replace it.", TRAIN)
-        == "x.h5 exists; pass --force to replace it."
+    assert in_flags("lam must be a finite number ≥ 0, got -1.0.", "lam", TRAIN).startswith("--lambda must")
+    # Without a parameter, or a message that does not open with it, nothing is rewritten.
+    assert in_flags("x.h5 exists; pass force=True to replace it.", None, TRAIN).endswith(
+        "force=True to replace it."
     )
-    assert in_flags("or train with decoder='linear'.", TRAIN) == "or train with --decoder linear."
-    assert in_flags("pass file_locking=False", TRAIN) == "pass --no-file-locking"
-    # A name that is not a parameter is left alone, and so is the rest of the sentence.
-    assert in_flags("set HDF5_USE_FILE_LOCKING=FALSE; hidden units", TRAIN) == (
-        "set HDF5_USE_FILE_LOCKING=FALSE; hidden units"
-    )
+    assert in_flags("the hidden units", "hidden", TRAIN) == "the hidden units"
+
+
+def test_settings_in_messages_are_said_in_the_callers_words():
+    assert specs.setting("force", True) == "force=True"
+    assert specs.setting("decoder", "linear") == "decoder='linear'"
+    assert specs.again_with(resume=True) == "resume=True"
+    with specs.speaking_flags(TRAIN, again=lambda changes: f"`streamae train {sorted(changes)}`"):
+        assert specs.setting("force", True) == "--force"
+        assert specs.setting("decoder", "linear") == "--decoder linear"
+        assert specs.setting("file_locking", False) == "--no-file-locking"
+        assert specs.setting("lam", 0.5) == "--lambda 0.5"
+        assert specs.setting("not_an_option", 3) == "not_an_option=3"
+        assert specs.said("lam") == "--lambda"
+        assert specs.again_with(resume=True) == "`streamae train ['resume']`"
+    assert specs.setting("force", True) == "force=True"  # the library's words again
 
 
 def test_a_new_option_needs_no_other_declaration():

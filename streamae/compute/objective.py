@@ -23,6 +23,7 @@ from streamae.compute.lanes import Lanes, SingleThreadedBlas, lane_ranges
 from streamae.compute.parameters import Hyperparameters, parameter_count, unpack
 from streamae.compute.small import use_tiled, use_tiled_sums
 from streamae.errors import DataError
+from streamae.options import setting
 from streamae.runtime.mpi import Communicator, SingleProcess
 from streamae.text import printable
 
@@ -518,6 +519,7 @@ def check_values(
         raise DataError(
             f"{name}: {dataset} holds values in [{summary.minimum:.4g}, {summary.maximum:.4g}], "
             "outside the sigmoid decoder's range [0, 1]; normalise at extraction "
-            "(extract with normalize='ufldl' or 'unit') or train with decoder='linear'."
+            f"(extract with {setting('normalize', 'ufldl')} or 'unit') or train with "
+            f"{setting('decoder', 'linear')}."
         )
     return summary
