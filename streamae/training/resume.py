@@ -19,11 +19,6 @@ from streamae.errors import UsageError
 from streamae.options import TRAIN, resumable, setting, stored_settings_in
 from streamae.text import printable
 
-# Settings that travel with a checkpoint (declared with ``on_resume`` in options.py); a
-# fresh run takes their defaults from the spec.
-DEFAULTS: dict[str, object] = {option.name: option.default for option in resumable(TRAIN)}
-
-
 @dataclass
 class Settings:
     """The settings in effect (parameter name → value) and notes on how they were chosen."""
@@ -79,7 +74,9 @@ def resolve_settings(
     values: dict[str, object] = {}
     notes: list[str] = []
     from_checkpoint: list[str] = []
-    for name, default in DEFAULTS.items():
+    # Settings that travel with a checkpoint (declared with ``on_resume`` in options.py); a
+    # fresh run takes their defaults from the spec.
+    for name, default in ((option.name, option.default) for option in resumable(TRAIN)):
         value = given.get(name)
         before = None if stored is None else stored.get(name)
         if value is None:
