@@ -1,7 +1,8 @@
 """The ``streamae`` command: a click group whose subcommands live one per module.
 
-Heavy imports (NumPy, Numba, h5py) happen inside the commands, so ``streamae --help``
-compiles nothing.
+``streamae --help`` imports the ``streamae`` package, and NumPy, Numba and h5py with its
+public API, but compiles nothing: kernels compile on first use (or load from Numba's
+cache).
 """
 
 from __future__ import annotations
