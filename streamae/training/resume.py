@@ -19,6 +19,7 @@ from streamae.errors import UsageError
 from streamae.options import TRAIN, resumable, setting, stored_settings_in
 from streamae.text import printable
 
+
 @dataclass
 class Settings:
     """The settings in effect (parameter name → value) and notes on how they were chosen."""
