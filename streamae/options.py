@@ -1,10 +1,14 @@
 """Every option of every command, declared once: name, type, range or choices, default, help.
 
-The library validates keyword arguments with these specs (:meth:`OptionSet.validate`)
-and its messages name the *parameter* ("hidden must be an integer ≥ 1, got 0"); the
-command line builds its click options from the same specs and maps a parameter name to
-its flag (``lam`` → ``--lambda``) when it reports an error.  Adding an option means
-adding one :class:`Option` here plus the code that uses the value.
+The library validates keyword arguments with these specs (:meth:`OptionSet.validate`),
+text with a grammar of its own included (``warm_start``), and its messages name the
+*parameter* ("hidden must be an integer ≥ 1, got 0"); the command line builds its click
+options from the same specs, reports an error by the flag of the parameter it carries, and
+has the library say settings in flags (:func:`setting`, :func:`speaking_flags`).  A
+training option also says where model files and checkpoints keep it (``stored``) and
+what ``resume`` does with it (``on_resume``): model files, checkpoints, ``--resume`` and
+``info`` read that.  Adding an option means adding one :class:`Option` here plus the code
+that uses the value (``tests/test_options.py`` follows a throw-away one through).
 
 This module imports nothing heavy (no NumPy, Numba or h5py), so ``streamae --help``
 stays cheap to build from it.
