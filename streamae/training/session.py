@@ -1,10 +1,13 @@
 """Training and gradient checking as library functions (the CLI calls these; no click here).
 
-``train`` opens the patch file (this process's share of it under MPI), checks the
-values once, runs L-BFGS on the streamed objective (:mod:`streamae.training.loop`) and writes
-the model file, with checkpoints along the way (:mod:`streamae.training.checkpoint`).  What a
-user sees while it runs goes through a :class:`TrainingMonitor`, so the CLI, a notebook
-and a batch job can each show progress their own way.
+``train`` runs one :class:`_Session` through its phases: open the data (this process's
+share of it under MPI, in one call to :func:`streamae.io.trainingdata.open_training_data`)
+and read a checkpoint; plan the stages (the stop rules, the warm start, where a resumed run
+begins); check the values once; run L-BFGS on the streamed objective
+(:mod:`streamae.training.loop`), stage after stage, with checkpoints along the way
+(:mod:`streamae.training.checkpoint`); write the model.  What a user sees while it runs goes
+through a :class:`TrainingMonitor`, so the CLI, a notebook and a batch job can each show
+progress their own way.
 """
 
 from __future__ import annotations
