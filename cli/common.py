@@ -51,10 +51,15 @@ def reported_errors(
     Within the block the library says settings as the flags of ``option_set``'s command
     (and, through ``again``, how to run the command again); an error about a parameter
     is reported by that parameter's flag.
+    The process is configured for the kernels first (:func:`streamae.runtime.configure`),
+    before the command imports any of them: the command line owns its process.
     """
     from streamae.options import speaking_flags
 
     try:
+        from streamae.runtime.process import configure
+
+        configure()
         with speaking_flags(option_set, again):
             yield
     except StreamaeError as error:

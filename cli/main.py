@@ -1,8 +1,7 @@
 """The ``streamae`` command: a click group whose subcommands live one per module.
 
-``streamae --help`` imports the ``streamae`` package, and NumPy, Numba and h5py with its
-public API, but compiles nothing: kernels compile on first use (or load from Numba's
-cache).
+Heavy imports (NumPy, Numba, h5py) happen inside the commands, so ``streamae --help``
+compiles nothing.
 """
 
 from __future__ import annotations

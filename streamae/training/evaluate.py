@@ -13,6 +13,7 @@ from streamae.errors import UsageError
 from streamae.io.patchfile import ArrayPatches
 from streamae.io.readpolicy import open_patches
 from streamae.options import DEFAULT_DATASET, TRAIN, dataset_path
+from streamae.runtime.process import configure
 
 __all__ = ["objective"]
 
@@ -35,6 +36,7 @@ def objective(
     ``rho``, ``beta``, ``lam``, ``decoder`` and ``activation``, with the defaults and
     checks of :data:`streamae.options.TRAIN`.
     """
+    configure()  # the process set up for the kernels, unless the caller did it (idempotent)
     hyper = _hyperparameters(hyperparameters)
     compute_dtype = np.dtype(TRAIN["dtype"].check(dtype)).type
     if isinstance(data, np.ndarray):
