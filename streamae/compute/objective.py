@@ -338,9 +338,9 @@ class StreamedObjective:
         block-by-block stream.  A lane reads ``LANE_READ_BYTES`` of rows at a time into its
         own buffer (the read releases the GIL and copies on the lane's core) and computes on
         them while they are in its cache; no lane waits for another until the pass ends.
-        Against one thread reading 8 MiB blocks through HDF5 for both lanes, one single-pass
-        evaluation of 10^6 x 64 -> 25 with the page cache warm took 0.167 against 0.215 s,
-        waiting 22 against 43 ms (``benchmarks/bench_read.py``, 2026-11-30, medians of 7).
+        This beats one thread reading 8 MiB blocks through HDF5 for both lanes, in time and
+        in time spent waiting (``benchmarks/bench_read.py``; figures in
+        ``benchmarks/README.md``).
         """
         source = self.source
         shares = lane_ranges(source.n_rows, self.compute_rows, self.lanes.count)
