@@ -109,6 +109,13 @@ def reported_errors(debug: bool, option_set=None) -> Iterator[None]:
         sys.exit(EXIT_RUNTIME)
 
 
+def say(message: object = "", err: bool = False) -> None:
+    """``click.echo`` for text that may hold names from the user or from files: each line is
+    made printable (an output named with escape codes is shown escaped, never obeyed)."""
+    text = "\n".join(printable(line, None) for line in str(message).split("\n"))
+    click.echo(text, err=err)
+
+
 def stderr_is_terminal() -> bool:
     """True when progress bars can redraw in place (stderr is a terminal)."""
     try:

@@ -9,7 +9,7 @@ import click
 
 from streamae.options import EXTRACT
 
-from .common import EXIT_CODES_HELP, reported_errors, spec_options, stderr_is_terminal
+from .common import EXIT_CODES_HELP, reported_errors, say, spec_options, stderr_is_terminal
 
 # Plain-line progress (stderr not a terminal): one line per this fraction of a pass.
 PLAIN_PROGRESS_STEP = 0.1
@@ -50,9 +50,7 @@ class ExtractProgress:
             self._bar.update(done - self._bar.n)
         elif done >= self._next_report * total or done == total:
             seconds = time.perf_counter() - self._started
-            click.echo(
-                f"{self.STAGES.get(stage, stage)}: {done:,}/{total:,} patches, {seconds:.1f} s", err=True
-            )
+            say(f"{self.STAGES.get(stage, stage)}: {done:,}/{total:,} patches, {seconds:.1f} s", err=True)
             while self._next_report * total <= done:
                 self._next_report += PLAIN_PROGRESS_STEP
 
@@ -92,14 +90,14 @@ def extract(sources, output, quiet, debug, **options):
 
         def warn(text: str) -> None:
             warned.append(text)
-            click.echo(f"warning: {text}", err=True)
+            say(f"warning: {text}", err=True)
 
         try:
             result = run_extract(list(sources), output, progress=progress, warn=warn, **options)
         finally:
             progress.close()
         if options["vectors"] is not None:
-            click.echo(
+            say(
                 f"wrote {result['rows']:,} vectors of {result['features']} values (as they are) to "
                 f"{result['path']} in {result['seconds']:.1f} s",
                 err=True,
@@ -107,7 +105,7 @@ def extract(sources, output, quiet, debug, **options):
             return
         h, w, c = result.patch_shape
         seconds = max(result.seconds, 1e-9)
-        click.echo(
+        say(
             f"wrote {result.rows:,} patches of {h}x{w}x{c} ({result.normalization['mode']}) from "
             f"{result.images:,} images to {result.path} in {result.seconds:.1f} s "
             f"({result.rows / seconds:,.0f} patches/s)"
@@ -149,7 +147,7 @@ def _extract_audio(sources, output, options: dict) -> None:
         force=options["force"],
     )
     _, size, kept = result["patch_shape"]
-    click.echo(
+    say(
         f"wrote {result['rows']:,} windows of {size} samples x {kept} channel(s) "
         f"({result['normalization']['mode']}) to {output} in {result['seconds']:.1f} s",
         err=True,

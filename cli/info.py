@@ -9,7 +9,7 @@ import click
 
 from streamae.options import INFO
 
-from .common import EXIT_CODES_HELP, reported_errors, spec_options
+from .common import EXIT_CODES_HELP, reported_errors, say, spec_options
 
 
 @click.command(
@@ -32,6 +32,6 @@ def info(file: Path, as_json: bool, dataset: str, debug: bool) -> None:
 
         description = describe(file, dataset=None if dataset == INFO["dataset"].default else dataset)
         if as_json:
-            click.echo(json.dumps(description, indent=2, sort_keys=False))
+            say(json.dumps(description, indent=2, sort_keys=False))
         else:
-            click.echo(format_description(description))
+            say(format_description(description))

@@ -15,6 +15,7 @@ from .common import (
     EXIT_CODES_HELP,
     TRAIN_EXIT_CODES_HELP,
     reported_errors,
+    say,
     spec_options,
     stderr_is_terminal,
 )
@@ -91,7 +92,7 @@ class ConsoleMonitor:
         self.close()
         if self.enabled:
             info = model.info
-            click.echo(
+            say(
                 f"finished after {model.iterations} iterations ({reason}): J = {info['cost']:.6g} "
                 f"(reconstruction {info['reconstruction']:.6g}, weight decay "
                 f"{info['weight_decay']:.6g}, sparsity {info['sparsity']:.6g}), "
@@ -105,7 +106,7 @@ class ConsoleMonitor:
 
             tqdm.write(text, file=sys.stderr)
         else:
-            click.echo(text, err=True)
+            say(text, err=True)
 
 
 def format_record(record: dict) -> str:
@@ -170,7 +171,7 @@ def train(data, output, quiet, debug, **options) -> None:
         finally:
             monitor.close()
         if comm.rank == 0 and not quiet:
-            click.echo(f"model written to {output}", err=True)
+            say(f"model written to {output}", err=True)
 
 
 def resume_command(data: str, output: str) -> str:
@@ -199,9 +200,9 @@ def gradcheck(quiet, debug, **options) -> None:
         from streamae.training.gradcheck import gradcheck as check
 
         difference = check(**options).relative_difference
-        click.echo(f"relative difference: {difference:.3e}")
+        say(f"relative difference: {difference:.3e}")
         if not difference <= GRADCHECK_THRESHOLD:
-            click.echo(
+            say(
                 f"Error: the gradient check failed: {difference:.3e} is above {GRADCHECK_THRESHOLD:g}.",
                 err=True,
             )

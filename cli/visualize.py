@@ -8,7 +8,7 @@ import click
 
 from streamae.options import VISUALIZE
 
-from .common import EXIT_CODES_HELP, reported_errors, spec_options
+from .common import EXIT_CODES_HELP, reported_errors, say, spec_options
 
 
 @click.command(
@@ -45,11 +45,11 @@ def visualize(model: Path, quiet: bool, debug: bool, **values) -> None:
             raise UsageError(
                 f"{model}: nothing to write; give -o features.png, --curves PATH or --activations PATH."
             )
-        if len({path.resolve() for path in outputs}) != len(outputs):
-            raise UsageError("-o, --curves and --activations name the same file; give each its own path.")
         # Refuse unwritable outputs before reading anything, and never write over the model.
         for path in outputs:
             check_output_path(path, force=force, inputs=(model,))
+        if len({path.resolve() for path in outputs}) != len(outputs):
+            raise UsageError("-o, --curves and --activations name the same file; give each its own path.")
         loaded = load_model(model)
         written = []
         # Audio windows are stored as 1 x samples x channels patches: a 1-D model.
@@ -113,4 +113,4 @@ def visualize(model: Path, quiet: bool, debug: bool, **values) -> None:
             plot_activations(loaded, activations, name=str(model), force=force, inputs=(model,))
             written.append(f"{activations}: histogram of {loaded.n_hidden} mean activations")
         for line in written:
-            click.echo(f"Wrote {line}.")
+            say(f"Wrote {line}.")

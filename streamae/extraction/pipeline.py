@@ -31,6 +31,7 @@ from streamae.extraction.sampling import SamplingPlan, cut_patches, plan_samplin
 from streamae.extraction.sources import expand_sources
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
 from streamae.io.hdf5 import PATCH_FORMAT, PATCHES_DATASET
+from streamae.io.inputs import check_regular_input
 from streamae.options import DEFAULT_NUM_PATCHES, ExtractOptions
 
 # Default HDF5 chunk: about 1 MiB of rows.  Big enough for fast sequential reads, small
@@ -130,6 +131,8 @@ def extract(
     if grid is None:
         num_patches = DEFAULT_NUM_PATCHES if num_patches is None else num_patches
     like = [normalize_like] if normalize_like is not None else []
+    for reference in like:  # a FIFO, device, folder or loop is refused before any work
+        check_regular_input(reference, "a patch file written by streamae extract")
     check_output_path(output, force=force, inputs=[*_existing(sources), *like])
 
     files = expand_sources(sources)

@@ -99,7 +99,12 @@ def _check_kind(path: Path) -> None:
     """Refuse an existing output that is not a regular file (FIFO, device, socket), forced or not."""
     try:
         mode = os.stat(path).st_mode  # follows a link: what would be written through it
-    except OSError:
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UsageError(
+                f"{printable(path, 120)}: is a symbolic link that loops (it leads back to itself); "
+                "remove the link or choose another output path."
+            ) from None
         return  # absent (or unreachable: the checks that follow say why)
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return
@@ -153,6 +158,14 @@ def check_output_path(
     return path
 
 
+def _resolved(path: Path) -> Path:
+    """``path`` resolved, or made absolute where it cannot be (a link loop)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
 def _same_file(first: Path, second: Path) -> bool:
     """True when both paths exist and are the same file (device and inode): hard links too."""
     try:
@@ -170,7 +183,7 @@ def check_distinct_outputs(named: dict[str, str | os.PathLike | None]) -> None:
     given = [(name, Path(value)) for name, value in named.items() if value is not None]
     for index, (name, path) in enumerate(given):
         for other_name, other in given[index + 1 :]:
-            if path.resolve() == other.resolve() or _same_file(path, other):
+            if _resolved(path) == _resolved(other) or _same_file(path, other):
                 raise UsageError(
                     f"{path}: given as both the {name} and the {other_name} file, so one would "
                     "overwrite the other; choose two different paths.",
