@@ -131,24 +131,38 @@ def _window(size: object, name: str) -> int | None:
 
 def _extract_audio(sources, output, options: dict) -> None:
     """`streamae extract` for WAV sources: 1-D windows (see streamae.extraction.audio)."""
-    from streamae.extraction.audio import extract_audio
+    from streamae.extraction.audio import AudioRequest, extract_audio
+    from streamae.extraction.pipeline import refuse_unused
 
+    refuse_unused(options, AUDIO_TAKES, "WAV sources")
     result = extract_audio(
         list(sources),
         output,
-        patch_size=_window(options["patch_size"], "patch_size"),
-        num_patches=options["num_patches"],
-        stride=_window(options["stride"], "stride"),
-        channels=options["channels"],
-        normalize=options["normalize"],
-        zca_epsilon=options["zca_epsilon"],
-        seed=options["seed"],
-        chunk_rows=options["chunk_rows"],
-        force=options["force"],
+        AudioRequest(
+            patch_size=_window(options["patch_size"], "patch_size"),
+            num_patches=options["num_patches"],
+            stride=_window(options["stride"], "stride"),
+            channels=options["channels"],
+            normalize=options["normalize"],
+            zca_epsilon=options["zca_epsilon"],
+            seed=options["seed"],
+            chunk_rows=options["chunk_rows"],
+            force=options["force"],
+            normalize_like=options["normalize_like"],
+            skip_bad=options["skip_bad"],
+            compression=options["compression"],
+        ),
+        warn=lambda text: say(f"warning: {text}", err=True),
     )
     _, size, kept = result["patch_shape"]
     say(
         f"wrote {result['rows']:,} windows of {size} samples x {kept} channel(s) "
-        f"({result['normalization']['mode']}) to {output} in {result['seconds']:.1f} s",
+        f"({result['normalization']['mode']}) to {output} in {result['seconds']:.1f} s"
+        + (f"; skipped {len(result['skipped'])} unreadable files" if result["skipped"] else ""),
         err=True,
     )
+
+
+# The options of extract that WAV sources use; the others are refused when given.
+AUDIO_TAKES = ("patch_size", "num_patches", "stride", "channels", "normalize", "zca_epsilon", "seed",
+               "chunk_rows", "force", "normalize_like", "skip_bad", "compression", "vectors")  # fmt: skip

@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from streamae.compute.kernels import JIT_OPTIONS, SEGMENT_ROWS, segment_count
+from streamae.errors import DataError
 from streamae.options import DEFAULT_ZCA_EPSILON, NORMALIZATIONS
 
 MODES = NORMALIZATIONS  # declared once, in streamae.options
@@ -188,6 +189,22 @@ class Statistics:
             covariance = self.cross / m - np.outer(offset, offset)
             return Normalizer("zca", mean=mean, matrix=zca_matrix(covariance, epsilon), epsilon=epsilon)
         return Normalizer(self.mode)
+
+
+def check_finite_rows(block: np.ndarray, first: int, mode: str | None) -> None:
+    """Refuse a normalised (rows, n) block holding NaN or Inf, naming the first such row."""
+    finite = np.isfinite(block).all(axis=1)
+    if finite.all():
+        return
+    row = first + int(np.flatnonzero(~finite)[0])
+    cause = {
+        "zca": "zca_epsilon is too small for this data's smallest variances",
+        "zscore": "the data's values are too large for float32",
+    }.get(mode or "", "the values are too large for float32")
+    raise DataError(
+        f"patch {row} normalised to NaN or Inf ({mode}): {cause}; choose a larger zca_epsilon, "
+        "another normalize mode, or scale the data."
+    )
 
 
 def zca_matrix(covariance: np.ndarray, epsilon: float) -> np.ndarray:

@@ -25,7 +25,7 @@ from streamae._version import __version__
 from streamae.errors import UsageError
 from streamae.extraction.cache import ImageCache, group_by_budget
 from streamae.extraction.color import COLOR_CHANNELS
-from streamae.extraction.normalize import Normalizer, Statistics
+from streamae.extraction.normalize import Normalizer, Statistics, check_finite_rows
 from streamae.extraction.readers import ImageEntry, inventory
 from streamae.extraction.sampling import SamplingPlan, cut_patches, plan_sampling
 from streamae.extraction.sources import expand_sources
@@ -33,6 +33,7 @@ from streamae.io.atomic import atomic_output, check_output_path, check_written, 
 from streamae.io.hdf5 import PATCH_FORMAT, PATCHES_DATASET
 from streamae.io.inputs import check_regular_input
 from streamae.options import DEFAULT_NUM_PATCHES, ExtractOptions
+from streamae.text import printable
 
 # Default HDF5 chunk: about 1 MiB of rows.  Big enough for fast sequential reads, small
 # enough that h5py's default 1 MiB chunk cache holds one.
@@ -119,7 +120,8 @@ def extract(
             )
         from streamae.extraction.vectors import extract_vectors
 
-        return extract_vectors(o.vectors, output, chunk_rows=chunk_rows, force=force)
+        refuse_unused(o.as_dict(), VECTORS_TAKE, "vectors=FILE (its rows are written as they are)")
+        return extract_vectors(o.vectors, output, chunk_rows=chunk_rows, force=force, compression=compression)
     if not sources:
         raise UsageError(
             "give the images to cut patches from (sources), or vectors=FILE.", parameter="vectors"
@@ -162,6 +164,7 @@ def extract(
     stored = None
     if normalize_like is not None:
         stored = stored_normalizer(normalize_like, (patch[0], patch[1], channels))
+        refuse_other_mode(normalize, stored.mode, normalize_like)
         normalize = stored.mode
     chunk = min(int(chunk_rows), m) if chunk_rows else default_chunk_rows(n, m)
     block_rows = max(chunk, BLOCK_BYTES // (4 * n) // chunk * chunk)
@@ -212,6 +215,36 @@ def extract(
     )
 
 
+# The options of extract that vectors=FILE uses (its rows are written as they are).
+VECTORS_TAKE = ("vectors", "chunk_rows", "compression", "force")
+
+
+def refuse_unused(values: dict, takes: Sequence[str], what: str) -> None:
+    """Refuse an option given (not at its default) that ``what`` does not use: none is ignored."""
+    from streamae.options import EXTRACT
+
+    for option in EXTRACT.library_options():
+        if option.name in takes or option.name not in values:
+            continue
+        default = option.default
+        if option.parse is not None and default is not None:
+            default = option.parse(default)  # "8" as the options hold it: (8, 8)
+        if values[option.name] not in (default, option.default):
+            raise UsageError(f"{option.name} does not apply to {what}; leave it out.", parameter=option.name)
+
+
+def refuse_other_mode(normalize: str, stored: str, reference: str | os.PathLike) -> None:
+    """Refuse normalize=MODE given beside normalize_like=FILE that records another mode."""
+    from streamae.options import EXTRACT
+
+    if normalize != EXTRACT["normalize"].default and normalize != stored:
+        raise UsageError(
+            f"{printable(reference)}: records the {stored} normalisation, but normalize={normalize!r} "
+            "was given too; leave normalize out (the file's mode applies).",
+            parameter="normalize",
+        )
+
+
 def _readable_entries(
     files: Sequence[Path],
     variable: str | None,
@@ -238,7 +271,7 @@ def _readable_entries(
                 pass
         except InputFileError as error:
             skipped.append({"path": os.fspath(path), "reason": str(error)})
-            text = f"skipped {error}"
+            text = f"skipped {printable(error, None)}"  # names from a folder listing: no raw escapes
             if warn is not None:
                 warn(text)
             else:
@@ -319,6 +352,7 @@ def _write(
         )
         for start, block in _cut_blocks(plan, cache, buffer, progress, "writing"):
             normalizer.apply(block)
+            check_finite_rows(block, start, normalizer.mode)
             dataset.write_direct(block, dest_sel=np.s_[start : start + block.shape[0]])
             check_written(handle)  # a full disk ends the run now, not after the last block
         for name, array in normalizer.datasets().items():
