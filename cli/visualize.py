@@ -55,7 +55,8 @@ def visualize(model: Path, quiet: bool, debug: bool, **values) -> None:
         # Audio windows are stored as 1 x samples x channels patches: a 1-D model.
         shape_of = loaded.patch_shape
         one_dimensional = shape_of is not None and len(shape_of) == 3 and shape_of[0] == 1
-        signals = options.spectra or (one_dimensional and options.patch_shape is None)
+        signals = one_dimensional and options.patch_shape is None
+        refuse_unused_drawing(options, str(model), signals=signals, drawing=output is not None)
         if output is not None and options.reconstructions is not None:
             from streamae.reconstruction_grid import render_reconstructions
 
@@ -114,3 +115,28 @@ def visualize(model: Path, quiet: bool, debug: bool, **values) -> None:
             written.append(f"{activations}: histogram of {loaded.n_hidden} mean activations")
         for line in written:
             say(f"Wrote {line}.")
+
+
+# Options of the tile grid that the line plots of a 1-D model do not use.
+GRID_ONLY = ("cols", "scale", "sort", "space")
+
+
+def refuse_unused_drawing(options, model: str, *, signals: bool, drawing: bool) -> None:
+    """Refuse an option the chosen drawing would ignore (every option acts or is refused)."""
+    from streamae.errors import UsageError
+    from streamae.options import VISUALIZE
+
+    if options.spectra and not signals:
+        raise UsageError(
+            f"{model}: spectra applies to models of 1-D signals (audio windows), not to this one; "
+            "leave spectra out.",
+            parameter="spectra",
+        )
+    if signals and drawing and options.reconstructions is None:
+        for name in GRID_ONLY:
+            if getattr(options, name) != VISUALIZE[name].default:
+                raise UsageError(
+                    f"{model}: {name} applies to the tile grid of image features, but this model's "
+                    "units are 1-D signals drawn as line plots; leave it out.",
+                    parameter=name,
+                )

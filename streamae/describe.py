@@ -186,8 +186,9 @@ def _describe_model(path: Path) -> dict:
     final = {key: _last(history, key) for key in ("cost", "reconstruction", "weight_decay", "sparsity")}
     # A model saved before its first iteration has no history; the trainer also keeps
     # the final terms in the ``info`` attribute, so use those instead.
+    kept = "best_iteration" in model.info  # an early stop kept an earlier point: its own J
     for key, value in final.items():
-        if value is None and isinstance(model.info.get(key), int | float):
+        if (value is None or kept) and isinstance(model.info.get(key), int | float):
             final[key] = float(model.info[key])
     rho_hat = model.rho_hat
     return {

@@ -64,7 +64,9 @@ from streamae.training.validation import (
     HeldOutObjective,
     Validation,
     held_out_chunks,
+    kept_iterate,
     parse_validation,
+    refuse_training_rows,
     split_ranges,
 )
 from streamae.training.warmstart import (
@@ -699,12 +701,13 @@ def _best_model(model: Model, held_out: Validation, objective: StreamedObjective
     every rank); the optimizer state belongs to the last point, so it is dropped.
     """
     best = held_out.best_theta
-    model.rho_hat = objective.mean_activation(best)
+    model.rho_hat, kept = kept_iterate(objective, best)  # J and |∇J| of the point kept
     for name, values in _split(best, objective.n_visible, objective.n_hidden).items():
         setattr(model, name, values)
     model.optimizer = None
     model.info = {
         **model.info,
+        **kept,
         "best_iteration": held_out.best_iteration,
         "best_validation_cost": held_out.best_cost,
         "kept": "the parameters of the best held-out J (early stop)",
@@ -728,11 +731,11 @@ def _held_out_options(validation, fraction, every, early_stop) -> dict:
             parameter="validation_fraction",
         )
     held = checked["validation"] is not None or checked["validation_fraction"] is not None
-    if not held and checked["early_stop"] is not None:
-        raise UsageError(
-            "early_stop needs held-out data; give validation or validation_fraction too.",
-            parameter="early_stop",
-        )
+    for name in ("early_stop", "validate_every"):  # neither means anything without held-out data
+        if not held and checked[name] != VALIDATION[name].default:
+            raise UsageError(
+                f"{name} needs held-out data; give validation or validation_fraction too.", parameter=name
+            )
     return checked
 
 
@@ -771,6 +774,7 @@ def _held_out_source(options, setup, data, dataset, dtype, chunk_rows, seed, fil
         return None, None, None
     path, held_dataset = parse_validation(options["validation"], dataset)
     held_dataset = dataset_path(held_dataset)
+    refuse_training_rows(path, held_dataset, data, dataset)
     with _explained_lock_failure(path):
         layout = inspect_patch_file(path, held_dataset, file_locking=file_locking)
     if layout.n_features != setup.layout.n_features:

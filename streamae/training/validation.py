@@ -19,6 +19,7 @@ decision at the same iteration.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from streamae.compute.parameters import Hyperparameters
 from streamae.compute.schemes import SinglePassObjective
 from streamae.errors import UsageError
 from streamae.io.modelfile import VALIDATION_FIELDS
+from streamae.text import printable
 
 
 def parse_validation(text: str, default_dataset: str) -> tuple[Path, str]:
@@ -42,7 +44,28 @@ def parse_validation(text: str, default_dataset: str) -> tuple[Path, str]:
     head, colon, tail = text.rpartition(":")
     if colon and head and tail.startswith("/"):
         return Path(head), tail
+    if colon and head and not Path(text).exists() and Path(head).is_file():
+        if not tail:  # "held.h5:": a dataset was meant but not given
+            raise UsageError(
+                f"{printable(text)}: names no dataset after the colon; give FILE:/DATASET or FILE alone.",
+                parameter="validation",
+            )
+        return Path(head), "/" + tail  # "held.h5:X" names the dataset /X of an existing file
     return Path(text), default_dataset
+
+
+def refuse_training_rows(path: Path, dataset: str, data: object, data_dataset: str) -> None:
+    """Refuse held-out data that is the training data itself (same file and dataset)."""
+    try:
+        same = Path(os.fspath(data)).exists() and os.path.samefile(path, os.fspath(data))
+    except (OSError, TypeError):
+        return  # not a path, or not there: the checks that open it say why
+    if same and "/" + dataset.strip("/") == "/" + str(data_dataset).strip("/"):
+        raise UsageError(
+            f"{printable(path)}: the held-out data is the training data itself ({dataset}), so it "
+            "would measure nothing held out; give another file or dataset, or use validation_fraction.",
+            parameter="validation",
+        )
 
 
 def held_out_chunks(n_rows: int, chunk_rows: int, fraction: float, seed: int) -> np.ndarray:
@@ -171,3 +194,19 @@ class Validation:
     def arrays(self) -> dict[str, np.ndarray]:
         """The history as float64 arrays (for the model file)."""
         return {name: np.asarray(values, dtype=np.float64) for name, values in self.history.items()}
+
+
+def kept_iterate(objective, theta: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """(ρ̂ (s,), the info entries) of the parameters an early stop keeps: J, its terms and |∇J|.
+
+    One full evaluation of the training objective at ``theta`` (collective under MPI), so the
+    model file, the finish line and ``info`` report the point the file holds, not the last one.
+    """
+    evaluation = objective(np.asarray(theta, dtype=np.float64))
+    return evaluation.rho_hat, {
+        "cost": float(evaluation.cost),
+        "reconstruction": float(evaluation.reconstruction),
+        "weight_decay": float(evaluation.weight_decay),
+        "sparsity": float(evaluation.sparsity),
+        "grad_norm": float(np.linalg.norm(evaluation.gradient)),
+    }
