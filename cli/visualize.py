@@ -128,15 +128,14 @@ def refuse_unused_drawing(options, model: str, *, signals: bool, drawing: bool) 
 
     if options.spectra and not signals:
         raise UsageError(
-            f"{model}: spectra applies to models of 1-D signals (audio windows), not to this one; "
-            "leave spectra out.",
+            f"spectra applies to models of 1-D signals (audio windows), not to {model}; leave it out.",
             parameter="spectra",
         )
     if signals and drawing and options.reconstructions is None:
         for name in GRID_ONLY:
             if getattr(options, name) != VISUALIZE[name].default:
                 raise UsageError(
-                    f"{model}: {name} applies to the tile grid of image features, but this model's "
-                    "units are 1-D signals drawn as line plots; leave it out.",
+                    f"{name} applies to the tile grid of image features, but the units of {model} are "
+                    "1-D signals drawn as line plots; leave it out.",
                     parameter=name,
                 )

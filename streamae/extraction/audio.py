@@ -134,7 +134,7 @@ def read_wav(path: str | os.PathLike) -> Recording:
     if largest > FLOAT32_MAX:
         raise InputFileError(
             f"{printable(path)}: the WAV file holds samples up to {largest:.3g}, beyond float32's range "
-            "(patches are float32); scale the recording to [-1, 1] and export it again."
+            "(patches are float32); save the recording again scaled to [-1, 1]."
         )
     return Recording(
         samples=values.reshape(frames, channels), rate=int(rate), bits=int(bits), encoding=encoding

@@ -267,7 +267,15 @@ class Normalizer:
         raise ValueError(f"unknown mode {mode!r}")
 
     def apply(self, block: np.ndarray) -> None:
-        """Normalise one (rows, n) float32 block in place."""
+        """Normalise one (rows, n) float32 block in place.
+
+        Overflow gives Inf or NaN silently here: the writers check every block with
+        :func:`check_finite_rows` and say why in one sentence (no raw NumPy warning).
+        """
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            self._apply(block)
+
+    def _apply(self, block: np.ndarray) -> None:
         if self.mode == "ufldl":
             # All patches constant: σ = 0, every value is the mean, which maps to 0.5.
             ufldl_apply(block, UFLDL_CLIP * self.sigma if self.sigma > 0 else np.inf)

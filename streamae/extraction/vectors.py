@@ -68,8 +68,8 @@ def _open_rows(path: Path, dataset: str | None):
             )
         if found.size and found.id.get_storage_size() == 0 and found.fillvalue == 0:
             raise InputFileError(
-                f"{path}:{printable(dataset, 60)}: the dataset declares {found.shape} values but none "
-                "was ever written; write the data first or give another dataset."
+                f"{path}:{printable(dataset, 60)}: the dataset declares {found.shape} values but was "
+                "never written; write the data first or give another dataset."
             )
         yield found
 

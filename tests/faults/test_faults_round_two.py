@@ -1,0 +1,230 @@
+"""Issue 25's classes 2-9 on the new surfaces, each as parametrised CLI (and API) cases."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from helpers import invoke, write_patch_file
+
+from .faultkit import assert_clean_case, listing, write_model
+
+
+def write_wav(path: Path, samples: np.ndarray, *, rate: int = 8000, fmt: str = "<f8") -> Path:
+    """A float WAV (tag 3) of one channel holding ``samples``."""
+    payload = np.asarray(samples, dtype=fmt).tobytes()
+    width = np.dtype(fmt).itemsize
+    header = struct.pack("<HHIIHH", 3, 1, rate, rate * width, width, 8 * width)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(header)) + header
+    body += b"data" + struct.pack("<I", len(payload)) + payload
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+@pytest.fixture
+def wav(tmp_path: Path) -> Path:
+    return write_wav(tmp_path / "tone.wav", np.sin(np.linspace(0, 200, 4000)) * 0.5)
+
+
+@pytest.fixture
+def vectors(tmp_path: Path) -> Path:
+    path = tmp_path / "v.npy"
+    np.save(path, np.random.default_rng(1).normal(size=(50, 6)).astype(np.float32))
+    return path
+
+
+# --------------------------------------------------------------------------- class 2
+
+
+@pytest.mark.parametrize("extra", [["--color", "rgb"], ["--variable", "x"]])
+def test_audio_refuses_the_options_it_cannot_use(tmp_path, wav, extra):
+    out = tmp_path / "out.h5"
+    result = invoke("extract", wav, "-o", out, "--patch-size", "16", "--num-patches", "20", *extra)
+    assert_clean_case(result, "extract", 2, fragments=["WAV"])
+    assert not out.exists()
+
+
+def test_audio_applies_normalize_like(tmp_path, wav):
+    reference = tmp_path / "ref.h5"
+    assert invoke("extract", wav, "-o", reference, "--patch-size", "16", "--num-patches", "200",
+                  "--normalize", "zca", "-q").exit_code == 0  # fmt: skip
+    out = tmp_path / "out.h5"
+    assert invoke("extract", wav, "-o", out, "--patch-size", "16", "--num-patches", "50",
+                  "--normalize-like", reference, "-q").exit_code == 0  # fmt: skip
+    with h5py.File(out) as handle, h5py.File(reference) as ref:
+        assert '"zca"' in handle.attrs["normalization"]
+        np.testing.assert_array_equal(handle["zca/matrix"][()], ref["zca/matrix"][()])
+
+
+def test_audio_skip_bad_skips_with_one_warning(tmp_path, wav):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not a wav at all")
+    out = tmp_path / "out.h5"
+    result = invoke("extract", wav, bad, "-o", out, "--patch-size", "16", "--num-patches", "20", "--skip-bad")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("warning: skipped") == 1
+
+
+@pytest.mark.parametrize("extra", [["--normalize-like", "{ref}"], ["--num-patches", "5"], ["--color", "rgb"]])
+def test_vectors_refuse_options_they_would_ignore(tmp_path, vectors, good_patches, extra):
+    out = tmp_path / "out.h5"
+    extra = [e.format(ref=good_patches) for e in extra]
+    result = invoke("extract", "--vectors", vectors, "-o", out, *extra)
+    assert_clean_case(result, "extract", 2, fragments=["vectors"])
+    assert not out.exists()
+
+
+def test_vectors_apply_compression(tmp_path, vectors):
+    out = tmp_path / "out.h5"
+    assert invoke("extract", "--vectors", vectors, "-o", out, "--compression", "gzip").exit_code == 0
+    with h5py.File(out) as handle:
+        assert handle["patches"].compression == "gzip"
+
+
+def test_validate_every_alone_is_refused(tmp_path, good_patches):
+    out = tmp_path / "m.h5"
+    result = invoke("train", good_patches, "-o", out, "--validate-every", "3", "--max-iter", "1")
+    assert_clean_case(result, "train", 2, fragments=["--validate-every", "held-out"])
+
+
+@pytest.fixture
+def one_d_model(tmp_path: Path) -> Path:
+    return write_model(tmp_path / "audio-model.h5", n=32, s=4, patch_shape=(1, 32, 1))
+
+
+@pytest.mark.parametrize(
+    "extra", [["--cols", "2"], ["--scale", "2"], ["--sort", "norm"], ["--space", "whitened"]]
+)
+def test_visualize_of_a_1d_model_refuses_grid_options(tmp_path, one_d_model, extra):
+    out = tmp_path / "f.png"
+    result = invoke("visualize", one_d_model, "-o", out, *extra)
+    assert_clean_case(result, "visualize", 2, fragments=[extra[0]])
+    assert not out.exists()
+
+
+def test_spectra_of_an_image_model_is_refused(tmp_path, good_model):
+    result = invoke("visualize", good_model, "-o", tmp_path / "f.png", "--spectra")
+    assert_clean_case(result, "visualize", 2, fragments=["--spectra"])
+
+
+# --------------------------------------------------------------------------- class 3
+
+
+def test_a_float64_wav_beyond_float32_is_refused(tmp_path):
+    loud = write_wav(tmp_path / "loud.wav", np.full(400, 1e300))
+    out = tmp_path / "out.h5"
+    result = invoke(
+        "extract", loud, "-o", out, "--patch-size", "16", "--num-patches", "10", "--normalize", "none"
+    )
+    assert_clean_case(result, "extract", (1, 2), names=[loud], fragments=["float32"])
+    assert not out.exists()
+
+
+def test_zca_that_normalises_to_nan_or_inf_is_refused(tmp_path, monkeypatch):
+    import streamae.extraction.normalize as normalize
+
+    monkeypatch.setattr(
+        normalize, "zca_matrix", lambda covariance, epsilon: np.full(covariance.shape, np.inf)
+    )
+    quiet = write_wav(tmp_path / "q.wav", np.sin(np.linspace(0, 50, 2000)))
+    out = tmp_path / "out.h5"
+    result = invoke(
+        "extract", quiet, "-o", out, "--patch-size", "8", "--num-patches", "20", "--normalize", "zca"
+    )
+    assert_clean_case(result, "extract", 1, fragments=["NaN or Inf"])
+    assert not out.exists()
+
+
+def test_validation_naming_the_training_data_is_refused(tmp_path, good_patches):
+    result = invoke(
+        "train", good_patches, "-o", tmp_path / "m.h5", "--validation", good_patches, "--max-iter", "1"
+    )
+    assert_clean_case(result, "train", 2, names=[good_patches], fragments=["training data"])
+
+
+def test_vectors_refuse_a_dataset_never_written(tmp_path):
+    source = tmp_path / "src.h5"
+    with h5py.File(source, "w") as handle:
+        handle.create_dataset("X", shape=(1000, 8), dtype="f4", chunks=(100, 8))
+    out = tmp_path / "out.h5"
+    result = invoke("extract", "--vectors", f"{source}:/X", "-o", out)
+    assert_clean_case(result, "extract", 2, names=[source], fragments=["never written"])
+    assert not out.exists()
+
+
+def test_the_tanh_histogram_draws_every_unit(tmp_path):
+    from streamae.compute.parameters import Hyperparameters
+    from streamae.io.modelfile import load_model
+    from streamae.render import activation_histogram
+
+    model = load_model(write_model(tmp_path / "m.h5"))
+    model.hyper = Hyperparameters(hidden=model.n_hidden, activation="tanh")
+    model.rho_hat = np.linspace(-0.95, -0.5, model.n_hidden)
+    assert activation_histogram(model).counts.sum() == model.n_hidden
+
+
+# --------------------------------------------------------------------------- classes 5, 7, 8
+
+
+def test_a_null_dataspace_in_vectors_is_one_sentence(tmp_path):
+    source = tmp_path / "null.h5"
+    with h5py.File(source, "w") as handle:
+        handle.create_dataset("X", data=h5py.Empty("f4"))
+    result = invoke("extract", "--vectors", f"{source}:/X", "-o", tmp_path / "o.h5")
+    assert_clean_case(result, "extract", 2, names=[source])
+
+
+@pytest.mark.parametrize("command", ["info", "export"])
+def test_a_model_declaring_an_unwritten_huge_dataset_is_refused_without_allocating(tmp_path, command):
+    import resource
+
+    model = write_model(tmp_path / "m.h5")
+    with h5py.File(model, "r+") as handle:
+        del handle["rho_hat"]
+        handle.create_dataset("rho_hat", shape=(2**27,), dtype="f8", chunks=(2**20,))  # 1 GiB declared
+    assert model.stat().st_size < 100_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    args = [model] if command == "info" else [model, "-o", tmp_path / "w.npz"]
+    result = invoke(command, *args)
+    assert_clean_case(result, command, (1, 2), names=[model])
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown < 256 * 1024, f"peak RSS grew by {grown} KiB"
+
+
+@pytest.mark.parametrize("spelling", ["{p}:patches", "{p}:/patches"])
+def test_validation_file_colon_dataset_finds_the_dataset(tmp_path, good_patches, spelling):
+    held = write_patch_file(tmp_path / "held.h5", np.full((64, 64), 0.5, np.float32), patch_shape=(8, 8, 1))
+    result = invoke("train", good_patches, "-o", tmp_path / "m.h5", "--validation", spelling.format(p=held),
+                    "--max-iter", "1", "--hidden", "2", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "loop"])
+def test_a_special_wav_is_said_for_what_it_is(tmp_path, kind):
+    import os
+
+    path = tmp_path / "sound.wav"
+    {"fifo": lambda: os.mkfifo(path), "folder": path.mkdir, "loop": lambda: path.symlink_to(path)}[kind]()
+    before = listing(tmp_path)
+    result = invoke("extract", path, "-o", tmp_path / "o.h5", "--patch-size", "16")
+    message = assert_clean_case(result, "extract", 2, names=[path])
+    assert "no such" not in message
+    assert listing(tmp_path) == before
+
+
+def test_a_wav_with_sample_rate_zero_is_refused(tmp_path):
+    zero = write_wav(tmp_path / "zero.wav", np.zeros(100), rate=0)
+    result = invoke("extract", zero, "-o", tmp_path / "o.h5", "--patch-size", "16")
+    assert_clean_case(result, "extract", 2, names=[zero], fragments=["sample rate"])
+
+
+def test_skip_bad_warnings_escape_file_names(tmp_path, wav):
+    bad = tmp_path / "bad\x1b[2J.wav"
+    bad.write_bytes(b"junk")
+    result = invoke("extract", wav, bad, "-o", tmp_path / "o.h5", "--patch-size", "16", "--num-patches", "5",
+                    "--skip-bad")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "\x1b" not in result.stderr
