@@ -309,7 +309,7 @@ def stored_normalizer(path: str | os.PathLike, patch_shape: tuple[int, int, int]
             f"({shown}); extract with the same patch size and colour as that file.",
             parameter="normalize_like",
         )
-    description, arrays = read_normalization(path)
+    description, arrays = read_normalization(path, n_features=math.prod(patch_shape))
     if description is None:
         raise UsageError(
             f"{path}: the file records no normalization to reuse; give a patch file written by "
