@@ -628,7 +628,7 @@ def _train(
         with agreed_phase(comm):
             if output is not None and comm.rank == 0:
                 # The opening checks ran already; replacing our own checkpoint is expected.
-                write_model(output, model, force=True, inputs=(data,), claim=setup.claim)
+                write_model(output, model, force=True, inputs=(data,), claim=setup.claim, verify=True)
     monitor.on_finish(model, model.info.get("finished", ""))
     return model
 

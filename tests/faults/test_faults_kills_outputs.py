@@ -20,11 +20,11 @@ from streamae.io.atomic import FOLDER_MARKER, TEMP_SUFFIX
 
 from .faultkit import FIGURES, write_model
 from .test_faults_kills import LONG_KILLS, MAX_ATTEMPTS_FACTOR, SEED, plan_moments, run_and_kill, timed_run
+from .test_faults_round_two import write_wav
 
 # Kills per test in CI (each is followed by a full run that must clean up, so they cost twice);
 # ``--long`` runs LONG_KILLS.  Measured with 20 each: see the issue 25 report.
 KILLS = 6
-from .test_faults_round_two import write_wav
 
 
 def _leftovers(folder: Path) -> list[str]:

@@ -228,3 +228,101 @@ def test_skip_bad_warnings_escape_file_names(tmp_path, wav):
                     "--skip-bad")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert "\x1b" not in result.stderr
+
+
+# --------------------------------------------------------------------------- class 4
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda h: _replace(h, "zscore/mean", np.zeros(3)),
+        lambda h: _replace(h, "zscore/std", np.full(64, np.nan)),
+        lambda h: _replace(h, "zscore/std", -np.ones(64)),
+        lambda h: _replace(h, "zscore/mean", np.zeros((64, 64))),
+    ],
+    ids=["short mean", "NaN std", "negative std", "mean of another shape"],
+)
+def test_normalize_like_refuses_a_damaged_reference(tmp_path, damage):
+    image = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (32, 32), dtype=np.uint8)).save(image)
+    reference = tmp_path / "ref.h5"
+    assert invoke("extract", image, "-o", reference, "--num-patches", "50", "--normalize", "zscore",
+                  "-q").exit_code == 0  # fmt: skip
+    with h5py.File(reference, "r+") as handle:
+        damage(handle)
+    out = tmp_path / "out.h5"
+    result = invoke("extract", image, "-o", out, "--num-patches", "20", "--normalize-like", reference)
+    assert_clean_case(result, "extract", 2, names=[reference])
+    assert not out.exists()
+
+
+def _replace(handle, name: str, values: np.ndarray) -> None:
+    del handle[name]
+    handle.create_dataset(name, data=values)
+
+
+def test_model_save_refuses_what_load_model_would_and_keeps_the_good_file(tmp_path):
+    from streamae.errors import DataError
+    from streamae.io.modelfile import load_model
+
+    path = write_model(tmp_path / "m.h5")
+    before = path.read_bytes()
+    model = load_model(path)
+    model.W1 = model.W1.copy()
+    model.W1[0, 0] = np.nan
+    with pytest.raises(DataError, match="not written"):
+        model.save(path, force=True)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.h5"]
+
+
+def test_reconstructions_of_damaged_patches_is_one_sentence(tmp_path, good_model):
+    data = np.random.default_rng(1).uniform(0.1, 0.9, (40, 64)).astype(np.float32)
+    data[:, 3] = np.nan
+    bad = write_patch_file(tmp_path / "bad.h5", data, patch_shape=(8, 8, 1))
+    result = invoke("visualize", good_model, "-o", tmp_path / "r.png", "--reconstructions", bad)
+    assert_clean_case(result, "visualize", (1, 2), names=[bad])
+
+
+# --------------------------------------------------------------------------- class 5 and the API
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_values_near_the_float64_limit_are_encoded_or_said(tmp_path, dtype):
+    from streamae.io.modelfile import load_model
+
+    model = load_model(write_model(tmp_path / "m.h5"))
+    x = np.full((5, 64), 1e307)
+    if dtype == "float64":
+        assert np.isfinite(model.encode(x)).all() and np.isfinite(model.reconstruct(x)).all()
+    else:
+        from streamae.errors import UsageError
+
+        with pytest.raises(UsageError, match="float32's range"):
+            model.encode(x, dtype=dtype)
+
+
+def test_encode_with_default_options_keeps_the_array_dtype(tmp_path):
+    from streamae.encoding import encode
+    from streamae.io.modelfile import load_model
+    from streamae.options import EncodeOptions
+
+    model = load_model(write_model(tmp_path / "m.h5"))
+    x = np.random.default_rng(0).uniform(size=(4, 64))
+    assert encode(model, x).dtype == encode(model, x, None, EncodeOptions()).dtype == np.float64
+
+
+def test_encode_refuses_data_normalised_unlike_the_model(tmp_path, good_model, good_patches):
+    from streamae.io.modelfile import load_model
+
+    model = load_model(good_model)
+    model.normalization = {"mode": "zca"}
+    trained = tmp_path / "zca-model.h5"
+    model.save(trained)
+    with h5py.File(good_patches, "r+") as handle:
+        handle.attrs["normalization"] = '{"mode": "ufldl", "sigma": 0.1}'
+    result = invoke("encode", trained, good_patches, "-o", tmp_path / "f.h5")
+    assert_clean_case(result, "encode", 2, names=[good_patches], fragments=["--normalize-like"])
