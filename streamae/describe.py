@@ -108,7 +108,8 @@ def _dataset_listing(group: h5py.Group) -> list[dict]:
 
     def visit(name: str, item: object) -> None:
         if isinstance(item, h5py.Dataset):
-            found.append({"name": "/" + name, "shape": list(item.shape), "dtype": str(item.dtype)})
+            shape = list(item.shape) if item.shape is not None else None  # None: a null dataspace
+            found.append({"name": "/" + name, "shape": shape, "dtype": str(item.dtype)})
 
     group.visititems(visit)
     return sorted(found, key=lambda entry: entry["name"])

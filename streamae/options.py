@@ -272,6 +272,15 @@ def parse_bytes(value: object) -> int:
     return int(size)
 
 
+def _file_text(value: object) -> str:
+    """``FILE[:DATASET]`` given as text or as a path object (``Path("held.h5")``)."""
+    if isinstance(value, str | os.PathLike) and not isinstance(value, bytes):
+        text = os.fspath(value)
+        if isinstance(text, str):
+            return text
+    raise ValueError(f"must be a file name (FILE or FILE:/DATASET), got {_shown(value)}.")
+
+
 # --- shared by several commands ----------------------------------------------------------
 
 DECODERS = ("sigmoid", "linear")
@@ -342,6 +351,7 @@ VALIDATION = OptionSet(
             None,
             "Held-out data FILE[:DATASET] evaluated during training (not trained on).",
             nullable=True,
+            parse=_file_text,
         ),
         Option(
             "validation_fraction",

@@ -56,7 +56,7 @@ def list_datasets(group: h5py.Group) -> list[str]:
 
     def visit(name: str, item: object) -> None:
         if isinstance(item, h5py.Dataset):
-            names.append("/" + name)
+            names.append(group.name.rstrip("/") + "/" + name)  # full paths: /g/x below /g
 
     group.visititems(visit)
     return sorted(names)

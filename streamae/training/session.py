@@ -66,6 +66,7 @@ from streamae.training.validation import (
     held_out_chunks,
     kept_iterate,
     parse_validation,
+    refuse_state_with_early_stop,
     refuse_training_rows,
     split_ranges,
 )
@@ -353,6 +354,7 @@ def _train(
             compute_dtype = np.dtype(dtype).type
             dataset = dataset_path(dataset)
             held_options = _held_out_options(validation, validation_fraction, validate_every, early_stop)
+            refuse_state_with_early_stop(o.keep_state, held_options["early_stop"])
             policy = CheckpointPolicy(every=checkpoint_every, minutes=checkpoint_minutes)
             rules = StopRules(max_iter=max_iter, grad_tol=grad_tol, progress_tol=progress_tol)
             setup = _open(

@@ -54,6 +54,17 @@ def parse_validation(text: str, default_dataset: str) -> tuple[Path, str]:
     return Path(text), default_dataset
 
 
+def refuse_state_with_early_stop(keep_state: bool, early_stop: int | None) -> None:
+    """Refuse keep_state with early_stop: an early stop keeps an earlier iterate than the
+    L-BFGS state belongs to, so the state could not be kept honestly (it would be dropped)."""
+    if keep_state and early_stop is not None:
+        raise UsageError(
+            f"keep_state=True cannot be honoured with early_stop={early_stop}: an early stop keeps the "
+            "best held-out parameters, not the last ones the L-BFGS state belongs to; leave one out.",
+            parameter="keep_state",
+        )
+
+
 def refuse_training_rows(path: Path, dataset: str, data: object, data_dataset: str) -> None:
     """Refuse held-out data that is the training data itself (same file and dataset)."""
     try:

@@ -326,3 +326,38 @@ def test_encode_refuses_data_normalised_unlike_the_model(tmp_path, good_model, g
         handle.attrs["normalization"] = '{"mode": "ufldl", "sigma": 0.1}'
     result = invoke("encode", trained, good_patches, "-o", tmp_path / "f.h5")
     assert_clean_case(result, "encode", 2, names=[good_patches], fragments=["--normalize-like"])
+
+
+# --------------------------------------------------------------------------- also looked at
+
+
+def test_the_api_takes_validation_as_a_path(tmp_path, good_patches):
+    from streamae.training.session import train
+
+    held = write_patch_file(tmp_path / "held.h5", np.full((64, 64), 0.5, np.float32), patch_shape=(8, 8, 1))
+    model = train(good_patches, None, max_iter=1, hidden=2, validation=held)
+    assert len(model.validation["cost"]) >= 1
+
+
+def test_keep_state_with_early_stop_is_refused(tmp_path, good_patches):
+    result = invoke("train", good_patches, "-o", tmp_path / "m.h5", "--validation-fraction", "0.3",
+                    "--early-stop", "2", "--keep-state", "--max-iter", "1")  # fmt: skip
+    assert_clean_case(result, "train", 2, fragments=["--keep-state", "--early-stop"])
+
+
+def test_a_group_given_as_dataset_lists_its_own_datasets(tmp_path):
+    path = tmp_path / "g.h5"
+    with h5py.File(path, "w") as handle:
+        handle["outside"] = np.zeros((3, 4), "f4")
+        handle["g/inside"] = np.zeros((3, 4), "f4")
+    result = invoke("info", path, "--dataset", "/g")
+    message = assert_clean_case(result, "info", 2, names=[path])
+    assert "/g/inside" in message and "outside" not in message
+
+
+def test_info_of_a_null_dataspace_is_one_sentence(tmp_path):
+    path = tmp_path / "null.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("patches", data=h5py.Empty("f4"))
+        handle.attrs["format"] = "streamae.patches/1"
+    assert_clean_case(invoke("info", path), "info", (1, 2), names=[path])
