@@ -181,6 +181,12 @@ def _time_split(entry: object) -> dict | None:
     return split
 
 
+def _final_grad_norm(model, history: dict) -> float | None:
+    """|∇J| at the parameters the file holds: the kept point's after an early stop."""
+    kept = model.info.get("grad_norm") if "best_iteration" in model.info else None
+    return float(kept) if isinstance(kept, int | float) else _last(history, "grad_norm")
+
+
 def _describe_model(path: Path) -> dict:
     model = load_model(path)  # validates weights and shapes, with one-sentence errors
     history = model.history
@@ -200,7 +206,7 @@ def _describe_model(path: Path) -> dict:
         "patch_shape": list(model.patch_shape) if model.patch_shape else None,
         "hyperparameters": model.hyper.as_attributes(),
         "iterations": model.iterations,
-        "final": final | {"grad_norm": _last(history, "grad_norm")},
+        "final": final | {"grad_norm": _final_grad_norm(model, history)},
         "seconds": _last(history, "seconds"),
         "finished": model.info.get("finished"),
         "evaluation_time": _time_split(model.info.get("time_split")),
