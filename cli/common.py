@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 
 import click
@@ -70,9 +71,24 @@ def reported_errors(debug: bool, option_set=None) -> Iterator[None]:
     """Turn expected failures into one line on stderr and the documented exit code.
 
     Parameter names in the message are printed as the flags of ``option_set``'s command.
+    Warnings raised meanwhile (NumPy's "overflow encountered", say) are held back: after a
+    failure the one sentence stands alone; after a success each is said once as a
+    ``warning:`` line.  Warnings the filters turn into errors (the test suite's) still raise.
     """
+    with warnings.catch_warnings(record=True) as held:
+        try:
+            yield
+        except BaseException:
+            held.clear()
+            _report(debug, option_set)
+    for message in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in held):
+        say(f"warning: {message}", err=True)
+
+
+def _report(debug: bool, option_set) -> None:
+    """Say the exception being handled as reported_errors promises (re-raised with --debug)."""
     try:
-        yield
+        raise
     except StreamaeError as error:
         if debug:
             raise

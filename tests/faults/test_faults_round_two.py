@@ -361,3 +361,28 @@ def test_info_of_a_null_dataspace_is_one_sentence(tmp_path):
         handle.create_dataset("patches", data=h5py.Empty("f4"))
         handle.attrs["format"] = "streamae.patches/1"
     assert_clean_case(invoke("info", path), "info", (1, 2), names=[path])
+
+
+@pytest.mark.parametrize("fails", [True, False])
+def test_numpy_warnings_are_held_back_beside_an_error(capsys, fails):
+    import warnings
+
+    from streamae.cli.common import reported_errors
+    from streamae.errors import UsageError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # as outside the test suite, where warnings print
+        try:
+            with reported_errors(False):
+                warnings.warn("overflow encountered in cast", RuntimeWarning, stacklevel=1)
+                if fails:
+                    raise UsageError("data.h5: bad values; give other data.")
+        except SystemExit as stop:
+            assert stop.code == 2
+    err = capsys.readouterr().err
+    expected = (
+        "Error: data.h5: bad values; give other data.\n"
+        if fails
+        else ("warning: RuntimeWarning: overflow encountered in cast\n")
+    )
+    assert err == expected
