@@ -338,3 +338,33 @@ def test_generated_hostile_value(tmp_path, command, option, hostile):
     assert not problems, f"{problems}\nstderr: {result.stderr}"
     assert _snapshot(folder) == before, "a failed run changed the files"
     assert_no_temporaries(folder)
+
+
+# Library-only options (no flag) meet the same numbers through the options objects the API builds.
+API_NUMBERS = [0, -1, math.nan, math.inf, -math.inf, 10**30, "abc", None, True]
+
+
+def library_only_options() -> list[tuple[str, Option]]:
+    return [(name, option) for name, spec in COMMANDS.items() for option in spec if not option.cli]
+
+
+@pytest.mark.parametrize(
+    ("command", "option"), library_only_options(), ids=[f"{c}-{o.name}" for c, o in library_only_options()]
+)
+def test_library_only_options_refuse_hostile_numbers(command, option):
+    from streamae.options import Options
+
+    assert option.kind in (int, float), f"{command} {option.name}: give its kind hostile values here"
+    spec = COMMANDS[command]
+    options_class = next(cls for cls in Options.__subclasses__() if cls.spec is spec)
+    for value in API_NUMBERS:
+        try:
+            option.check(value)
+        except UsageError:
+            with pytest.raises(UsageError) as refused:
+                options_class(**{option.name: value})
+            assert refused.value.parameter == option.name
+            FIGURES.record_case(f"{command} (gen, API)", True)
+        else:
+            options_class(**{option.name: value})  # a legal value builds
+            FIGURES.record_case(f"{command} (gen, API)", True)
