@@ -111,6 +111,7 @@ def extract(
         sources = [sources]
     if o.vectors is not None:
         return _extract_vectors(o, sources, output)
+    refuse_unused(o.as_dict(), IMAGES_TAKE, "image sources")
     num_patches = _sample_count(o, sources)
     like = [o.normalize_like] if o.normalize_like is not None else []
     for reference in like:  # a FIFO, device, folder or loop is refused before any work
@@ -232,6 +233,10 @@ def _attributes(o: ExtractOptions, sources: Sequence, shape: tuple[int, int, int
     }
 
 
+# The options of extract that image sources use (channels is audio's).
+IMAGES_TAKE = ("patch_size", "num_patches", "stride", "color", "normalize", "zca_epsilon", "seed",
+               "chunk_rows", "compression", "variable", "normalize_like", "skip_bad", "vectors",
+               "force")  # fmt: skip
 # The options of extract that vectors=FILE uses (its rows are written as they are).
 VECTORS_TAKE = ("vectors", "chunk_rows", "compression", "force")
 

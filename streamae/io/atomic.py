@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import hashlib
 import os
@@ -240,7 +239,9 @@ def remove_stale_temporaries(target: Path) -> None:
         pid_text = name[len(prefix) : -len(TEMP_SUFFIX)]
         aside = pid_text.endswith(".old")  # an old folder moved aside (no atomic swap here)
         pid_text = pid_text.removesuffix(".old")
-        if pid_text.isdigit() and _process_alive(int(pid_text)) and int(pid_text) != os.getpid():
+        if not pid_text.isdigit():
+            continue  # another target's temporary (".weights." also starts ".weights.npz.")
+        if _process_alive(int(pid_text)) and int(pid_text) != os.getpid():
             continue
         if aside and not os.path.lexists(target):
             with contextlib.suppress(OSError):
@@ -484,9 +485,8 @@ _AT_FDCWD = -100
 
 def _renameat2(source: Path, target: Path, flags: int) -> bool:
     """renameat2(source, target, flags); False where the system lacks it (then fall back)."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library already loaded
         call = libc.renameat2
     except (OSError, AttributeError, TypeError):
         return False

@@ -386,3 +386,22 @@ def test_numpy_warnings_are_held_back_beside_an_error(capsys, fails):
         else ("warning: RuntimeWarning: overflow encountered in cast\n")
     )
     assert err == expected
+
+
+def test_images_refuse_channels(tmp_path, inputs):
+    out = tmp_path / "out.h5"
+    result = invoke("extract", inputs["image"], "-o", out, "--channels", "keep", "--num-patches", "5")
+    assert_clean_case(result, "extract", 2, fragments=["--channels"])
+    assert not out.exists()
+
+
+def test_a_folder_export_keeps_a_live_neighbour_temporary(tmp_path, good_model):
+    """``weights`` and ``weights.npz`` share a prefix: one run's cleanup never takes the other's file."""
+    import os
+
+    from streamae.export import export_weights
+
+    neighbour = tmp_path / f".weights.npz.{os.getpid()}.streamae-tmp"
+    neighbour.write_bytes(b"being written")
+    export_weights(good_model, tmp_path / "weights")
+    assert neighbour.read_bytes() == b"being written"
