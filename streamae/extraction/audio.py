@@ -392,7 +392,7 @@ def _write_windows(temporary: Path, blocks, normalizer, shape: tuple[int, int], 
         )
         for first, rows in blocks():
             normalizer.apply(rows)
-            check_finite_rows(rows, first, normalizer.mode)
+            check_finite_rows(rows, first, normalizer)
             dataset.write_direct(rows, dest_sel=np.s_[first : first + rows.shape[0]])
             check_written(handle)
         for name, array in normalizer.datasets().items():

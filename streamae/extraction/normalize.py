@@ -191,19 +191,20 @@ class Statistics:
         return Normalizer(self.mode)
 
 
-def check_finite_rows(block: np.ndarray, first: int, mode: str | None) -> None:
+def check_finite_rows(block: np.ndarray, first: int, normalizer: Normalizer) -> None:
     """Refuse a normalised (rows, n) block holding NaN or Inf, naming the first such row."""
     finite = np.isfinite(block).all(axis=1)
     if finite.all():
         return
     row = first + int(np.flatnonzero(~finite)[0])
-    cause = {
-        "zca": "zca_epsilon is too small for this data's smallest variances",
-        "zscore": "the data's values are too large for float32",
-    }.get(mode or "", "the values are too large for float32")
+    if normalizer.mode == "zca":
+        raise DataError(
+            f"patch {row} normalised to NaN or Inf: the data's smallest variances are too small for "
+            f"zca_epsilon={normalizer.epsilon:g}; choose a larger one, or another normalize mode."
+        )
     raise DataError(
-        f"patch {row} normalised to NaN or Inf ({mode}): {cause}; choose a larger zca_epsilon, "
-        "another normalize mode, or scale the data."
+        f"patch {row} normalised to NaN or Inf ({normalizer.mode}): the values are too large for "
+        "float32; scale the data or choose another normalize mode."
     )
 
 

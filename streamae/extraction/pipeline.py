@@ -374,7 +374,7 @@ def _write(
         )
         for start, block in _cut_blocks(plan, cache, buffer, progress, "writing"):
             normalizer.apply(block)
-            check_finite_rows(block, start, normalizer.mode)
+            check_finite_rows(block, start, normalizer)
             dataset.write_direct(block, dest_sel=np.s_[start : start + block.shape[0]])
             check_written(handle)  # a full disk ends the run now, not after the last block
         for name, array in normalizer.datasets().items():

@@ -405,3 +405,17 @@ def test_a_folder_export_keeps_a_live_neighbour_temporary(tmp_path, good_model):
     neighbour.write_bytes(b"being written")
     export_weights(good_model, tmp_path / "weights")
     assert neighbour.read_bytes() == b"being written"
+
+
+def test_image_zca_with_a_tiny_epsilon_is_refused_not_written(tmp_path):
+    from PIL import Image
+
+    stripes = np.zeros((40, 40), np.uint8)
+    stripes[::2] = 255  # rank-deficient patches: zero variances, whitened by 1/sqrt(epsilon)
+    image = tmp_path / "stripes.png"
+    Image.fromarray(stripes).save(image)
+    out = tmp_path / "z.h5"
+    result = invoke("extract", image, "-o", out, "--normalize", "zca", "--zca-epsilon", "1e-300",
+                    "--num-patches", "200", "-q")  # fmt: skip
+    assert_clean_case(result, "extract", 1, fragments=["NaN or Inf", "--zca-epsilon"])
+    assert not out.exists()
