@@ -24,9 +24,15 @@ from streamae._version import __version__
 from streamae.compute.parameters import Hyperparameters, pack
 from streamae.errors import DataError, InputFileError, StorageError, UsageError
 from streamae.io.atomic import OutputClaim, atomic_output, hdf5_output
-from streamae.io.hdf5 import MODEL_FORMAT, PATCH_FORMAT, decode_attribute, list_datasets, open_hdf5
+from streamae.io.hdf5 import (
+    MODEL_FORMAT,
+    PATCH_FORMAT,
+    check_declared_size,
+    decode_attribute,
+    list_datasets,
+    open_hdf5,
+)
 from streamae.options import TRAIN
-from streamae.text import printable
 
 HISTORY_FIELDS = (
     "cost",
@@ -269,7 +275,7 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
         optimizer = {}
         for key in group:
             if isinstance(_get(group, key), h5py.Dataset):
-                check_declared_size(group[key], path)
+                check_declared_size(group[key], path, "train it again")
             optimizer[key] = np.asarray(group[key][()])
         optimizer.update({key: decode_attribute(value) for key, value in group.attrs.items()})
     patch_shape = attrs.get("patch_shape")
@@ -350,7 +356,7 @@ def _numbers(dataset: h5py.Dataset, path: Path, shape: tuple[int | None, ...] | 
             f"{path}: {name} has shape {dataset.shape}, not {wanted}; the model file is damaged, "
             "train it again."
         )
-    check_declared_size(dataset, path)
+    check_declared_size(dataset, path, "train it again")
     try:
         return np.asarray(dataset[()], dtype=np.float64)
     except OSError as error:
@@ -358,43 +364,6 @@ def _numbers(dataset: h5py.Dataset, path: Path, shape: tuple[int | None, ...] | 
             f"{path}: reading {name} failed ({_brief(error)}); the file may be truncated or damaged, "
             "train it again or restore a copy."
         ) from error
-
-
-def check_declared_size(dataset: h5py.Dataset, path: Path) -> None:
-    """Refuse, before reading, a dataset whose declared size its file cannot back.
-
-    A 17 KB file may declare a 1 GiB dataset never written (HDF5 then reads zeros, after
-    allocating it all): refused when an uncompressed dataset stores fewer bytes than it
-    declares, or when reading it as float64 would take more memory than is available.
-    """
-    if dataset.shape is None:
-        raise InputFileError(
-            f"{path}: {printable(dataset.name, 80)} has no shape (a null dataspace); the model file is "
-            "damaged, train it again."
-        )
-    declared = int(dataset.size) * int(dataset.dtype.itemsize)
-    stored = int(dataset.id.get_storage_size())
-    if declared and dataset.compression is None and stored < declared:
-        raise InputFileError(
-            f"{path}: {printable(dataset.name, 80)} declares {declared:,} bytes but the file stores "
-            f"{stored:,}; the model file is damaged or was never completely written, train it again."
-        )
-    available = _available_memory()
-    if available is not None and int(dataset.size) * 8 > available:
-        raise InputFileError(
-            f"{path}: {printable(dataset.name, 80)} declares {dataset.shape} values, more than the "
-            f"{available:,} bytes of memory available; check that this is a streamae model file."
-        )
-
-
-def _available_memory() -> int | None:
-    """Bytes of memory available now (MemAvailable), or None where it cannot be told."""
-    from streamae.runtime.memory import available_memory
-
-    try:
-        return available_memory()
-    except (ValueError, OSError):
-        return None
 
 
 def _brief(value: object, limit: int = 60) -> str:

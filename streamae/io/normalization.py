@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from streamae.errors import InputFileError
-from streamae.io.hdf5 import decode_attribute, open_hdf5
+from streamae.io.hdf5 import check_declared_size, decode_attribute, open_hdf5
 from streamae.text import printable
 
 ARRAYS = {"zscore": ("zscore/mean", "zscore/std"), "zca": ("zca/mean", "zca/matrix")}
@@ -99,5 +99,6 @@ def _read(path: Path, file_locking: bool | None, n: int | None) -> tuple[dict | 
                     f"{printable(path)}: /{name} has shape {dataset.shape}, not {wanted} for patches of "
                     f"{n} values; extract that file again, or give another one."
                 )
+            check_declared_size(dataset, path, "extract that file again")
             arrays[name] = np.asarray(dataset[()], dtype=np.float64)
     return description, arrays

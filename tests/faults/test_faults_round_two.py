@@ -419,3 +419,18 @@ def test_image_zca_with_a_tiny_epsilon_is_refused_not_written(tmp_path):
                     "--num-patches", "200", "-q")  # fmt: skip
     assert_clean_case(result, "extract", 1, fragments=["NaN or Inf", "--zca-epsilon"])
     assert not out.exists()
+
+
+def test_normalize_like_with_a_never_written_zca_matrix_is_refused(tmp_path, inputs):
+    reference = tmp_path / "ref.h5"
+    assert invoke("extract", inputs["image"], "-o", reference, "--num-patches", "50", "--normalize", "zca",
+                  "-q").exit_code == 0  # fmt: skip
+    with h5py.File(reference, "r+") as handle:
+        del handle["zca/matrix"]
+        handle.create_dataset("zca/matrix", shape=(64, 64), dtype="f8", chunks=(8, 8))  # reads as zeros
+    out = tmp_path / "out.h5"
+    result = invoke(
+        "extract", inputs["image"], "-o", out, "--num-patches", "20", "--normalize-like", reference
+    )
+    assert_clean_case(result, "extract", 2, names=[reference], fragments=["never completely written"])
+    assert not out.exists()
