@@ -71,12 +71,17 @@ def reported_errors(debug: bool, option_set=None) -> Iterator[None]:
     """Turn expected failures into one line on stderr and the documented exit code.
 
     Parameter names in the message are printed as the flags of ``option_set``'s command.
+    The process is configured for the kernels first (:func:`streamae.runtime.configure`),
+    before the command imports any of them: the command line owns its process.
     Warnings raised meanwhile (NumPy's "overflow encountered", say) are held back: after a
     failure the one sentence stands alone; after a success each is said once as a
     ``warning:`` line.  Warnings the filters turn into errors (the test suite's) still raise.
     """
     with warnings.catch_warnings(record=True) as held:
         try:
+            from streamae.runtime.process import configure
+
+            configure()
             yield
         except BaseException:
             held.clear()

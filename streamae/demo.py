@@ -18,6 +18,7 @@ from pathlib import Path
 from streamae.errors import UsageError
 from streamae.io.atomic import check_output_path
 from streamae.options import DEMO
+from streamae.runtime.process import configure
 from streamae.text import printable
 
 DEMO_OUTPUTS = ("patches.h5", "model.h5", "features.png", "curves.png")
@@ -50,6 +51,7 @@ def run_demo(
 ) -> DemoResult:
     """Run extract -> train -> visualize into ``directory`` (created if missing; removed again
     if it was created and the demo fails)."""
+    configure()  # the process set up for the kernels, unless the caller did it (idempotent)
     # Checked before anything is made; messages name the parameter (the CLI says the flag).
     DEMO.validate({"output_dir": directory, "num_patches": num_patches, "max_iter": max_iter, "force": force})
     directory = Path(directory)

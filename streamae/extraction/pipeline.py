@@ -33,6 +33,7 @@ from streamae.io.atomic import atomic_output, check_output_path, check_written, 
 from streamae.io.hdf5 import PATCH_FORMAT, PATCHES_DATASET
 from streamae.io.inputs import check_regular_input
 from streamae.options import DEFAULT_NUM_PATCHES, ExtractOptions
+from streamae.runtime.process import configure
 from streamae.text import printable
 
 # Default HDF5 chunk: about 1 MiB of rows.  Big enough for fast sequential reads, small
@@ -105,6 +106,7 @@ def extract(
     sources then; see :func:`streamae.extraction.vectors.extract_vectors`, whose summary
     dict is returned).
     """
+    configure()  # the process set up for the kernels, unless the caller did it (idempotent)
     started = time.perf_counter()
     o = ExtractOptions.build(options, values)
     if isinstance(sources, str | os.PathLike):
