@@ -26,7 +26,6 @@ import json
 import os
 import struct
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -251,12 +250,9 @@ def _read_recordings(
         except InputFileError as error:
             if not skip_bad:
                 raise
-            skipped.append({"path": os.fspath(path), "reason": str(error)})
-            text = f"skipped {printable(error, None)}"
-            if warn is not None:
-                warn(text)
-            else:
-                warnings.warn(text, stacklevel=3)
+            from streamae.extraction.pipeline import skip_with_warning
+
+            skip_with_warning(path, error, skipped, warn)
             continue
         kept.append(path)
     if not recordings:

@@ -282,7 +282,6 @@ def _readable_entries(
     appended to ``skipped`` as ``{"path", "reason"}``; decoding now means a bad file
     cannot end the run half-way through a pass.
     """
-    import warnings
 
     from streamae.errors import InputFileError
     from streamae.extraction.readers import KIND_PILLOW, read_entries
@@ -294,20 +293,32 @@ def _readable_entries(
             for _ in read_entries([e for e in found if e.kind == KIND_PILLOW], color):
                 pass
         except InputFileError as error:
-            skipped.append({"path": os.fspath(path), "reason": str(error)})
-            text = f"skipped {printable(error, None)}"  # names from a folder listing: no raw escapes
-            if warn is not None:
-                warn(text)
-            else:
-                warnings.warn(text, stacklevel=3)
+            skip_with_warning(path, error, skipped, warn)
             continue
         entries.extend(found)
     if not entries:
         raise InputFileError(
-            f"none of the {len(files)} source files could be read ({skipped[0]['path']} was the "
-            "first); check the files."
+            f"none of the {len(files)} source files could be read ({printable(skipped[0]['path'])} was "
+            "the first); check the files."
         )
     return entries
+
+
+def skip_with_warning(
+    path: Path, error: Exception, skipped: list[dict], warn: Callable[[str], None] | None
+) -> None:
+    """Record a skipped source in ``skipped`` and say it once (``warn``, else :func:`warnings.warn`).
+
+    The text is made printable: file names come from a folder listing anyone may have written.
+    """
+    import warnings
+
+    skipped.append({"path": os.fspath(path), "reason": str(error)})
+    text = f"skipped {printable(error, None)}"
+    if warn is not None:
+        warn(text)
+    else:
+        warnings.warn(text, stacklevel=4)
 
 
 def stored_normalizer(path: str | os.PathLike, patch_shape: tuple[int, int, int]) -> Normalizer:
