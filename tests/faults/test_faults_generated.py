@@ -287,7 +287,7 @@ class Hung(BaseException):
     """Raised by the alarm in a case that ran past CASE_SECONDS (not an Exception: nothing catches it)."""
 
 
-def _invoke_with_timeout(argv: list[object]):
+def invoke_with_timeout(argv: list[object]):
     def alarm(signum, frame):
         raise Hung
 
@@ -322,7 +322,7 @@ def test_generated_hostile_value(tmp_path, command, option, hostile):
     argv = _case_argv(command, option, hostile, folder)
     before = _snapshot(folder)
     try:
-        result = _invoke_with_timeout(argv)
+        result = invoke_with_timeout(argv)
     except Hung:
         FIGURES.record_case(f"{command} (gen)", False)
         pytest.fail(f"streamae {command} {option.cli_flag} {hostile.label}: running after {CASE_SECONDS} s")
