@@ -17,7 +17,7 @@ from pathlib import Path
 
 from streamae.errors import UsageError
 from streamae.io.atomic import check_output_path
-from streamae.options import DEMO
+from streamae.options import DEMO, setting
 from streamae.runtime.process import configure
 from streamae.text import printable
 
@@ -62,7 +62,7 @@ def run_demo(
     except OSError as error:
         raise UsageError(
             f"{printable(directory, 120)}: the output folder cannot be created ({error.strerror}); "
-            "choose another output_dir='DIR'."
+            f"choose another {setting('output_dir', 'DIR')}."
         ) from None
     try:
         return _run_stages(directory, num_patches, max_iter, force, train_monitor, extract_progress)
@@ -81,11 +81,12 @@ def check_output_folder(directory: Path) -> None:
     except OSError as error:
         raise UsageError(
             f"{printable(directory, 120)}: cannot be used as the output folder ({error.strerror}); "
-            "choose another output_dir='DIR'."
+            f"choose another {setting('output_dir', 'DIR')}."
         ) from None
     if directory.exists() and not directory.is_dir():
         raise UsageError(
-            f"{printable(directory, 120)}: exists and is not a directory; choose another output_dir='DIR'."
+            f"{printable(directory, 120)}: exists and is not a directory; "
+            f"choose another {setting('output_dir', 'DIR')}."
         )
 
 

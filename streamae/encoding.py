@@ -34,7 +34,7 @@ from streamae.io.hdf5 import FEATURES_FORMAT
 from streamae.io.modelfile import Model, load_model
 from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, default_block_rows, inspect_patch_file
 from streamae.io.readpolicy import open_patches
-from streamae.options import DEFAULT_DATASET, ENCODE, EncodeOptions, dataset_path
+from streamae.options import DEFAULT_DATASET, ENCODE, EncodeOptions, dataset_path, setting
 from streamae.runtime.process import configure
 from streamae.text import printable
 
@@ -120,7 +120,8 @@ def _check_activation(activation: str | None, model: Model, model_name: str) -> 
     if activation is not None and activation != model.hyper.activation:
         raise UsageError(
             f"{model_name} was trained with {model.hyper.activation} hidden units, not {activation}; "
-            f"leave the activation out (the model's is used) or give activation='{model.hyper.activation}'.",
+            "leave the activation out (the model's is used) or give "
+            f"{setting('activation', model.hyper.activation)}.",
             parameter="activation",
         )
 
@@ -169,7 +170,7 @@ def check_same_normalization(model: Model, model_name: str, data_path: Path) -> 
     described, arrays = read_normalization(data_path, n_features=model.n_visible)
     if described is None:
         return
-    fix = "extract it with --normalize-like pointing at the model's training patches"
+    fix = f"extract it with {setting('normalize_like', 'TRAINING_PATCHES')} (the model's training data)"
     if described["mode"] != trained["mode"]:
         raise UsageError(
             f"{data_path}: its patches are normalised with {printable(described['mode'], 20)} but "

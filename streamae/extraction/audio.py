@@ -38,6 +38,7 @@ from streamae.extraction.normalize import DEFAULT_ZCA_EPSILON, MODES, Statistics
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
 from streamae.io.hdf5 import PATCH_FORMAT, PATCHES_DATASET
 from streamae.io.inputs import check_regular_input, open_regular
+from streamae.options import setting
 from streamae.text import printable
 
 AUDIO_SUFFIXES = (".wav", ".wave")
@@ -278,7 +279,8 @@ def _signals(
     widths = {s.shape[1] for s in signals}
     if len(widths) > 1:
         raise UsageError(
-            "the recordings have different channel counts; mix them (channels='mix') or give alike files.",
+            f"the recordings have different channel counts; mix them ({setting('channels', 'mix')}) or give "
+            "alike files.",
             parameter="channels",
         )
     short = [path for path, s in zip(files, signals, strict=True) if s.shape[0] < r.patch_size]

@@ -28,7 +28,7 @@ from numba import njit, prange
 
 from streamae.compute.kernels import JIT_OPTIONS, SEGMENT_ROWS, segment_count
 from streamae.errors import DataError
-from streamae.options import DEFAULT_ZCA_EPSILON, NORMALIZATIONS
+from streamae.options import DEFAULT_ZCA_EPSILON, NORMALIZATIONS, setting
 
 MODES = NORMALIZATIONS  # declared once, in streamae.options
 # The notes' target range of ufldl, and the clip in standard deviations.
@@ -200,7 +200,8 @@ def check_finite_rows(block: np.ndarray, first: int, normalizer: Normalizer) -> 
     if normalizer.mode == "zca":
         raise DataError(
             f"patch {row} normalised to NaN or Inf: the data's smallest variances are too small for "
-            f"zca_epsilon={normalizer.epsilon:g}; choose a larger one, or another normalize mode."
+            f"{setting('zca_epsilon', normalizer.epsilon, f'{normalizer.epsilon:g}')}; choose a larger "
+            "one, or another normalize mode."
         )
     raise DataError(
         f"patch {row} normalised to NaN or Inf ({normalizer.mode}): the values are too large for "

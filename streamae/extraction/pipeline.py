@@ -32,7 +32,7 @@ from streamae.extraction.sources import expand_sources
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
 from streamae.io.hdf5 import PATCH_FORMAT, PATCHES_DATASET
 from streamae.io.inputs import check_regular_input
-from streamae.options import DEFAULT_NUM_PATCHES, ExtractOptions
+from streamae.options import DEFAULT_NUM_PATCHES, ExtractOptions, said, setting
 from streamae.runtime.process import configure
 from streamae.text import printable
 
@@ -159,8 +159,13 @@ def _extract_vectors(o: ExtractOptions, sources: Sequence, output: str | os.Path
     from streamae.extraction.vectors import extract_vectors
 
     if sources:
-        raise UsageError("vectors=FILE takes no sources; give either images or vectors.", parameter="vectors")
-    refuse_unused(o.as_dict(), VECTORS_TAKE, "vectors=FILE (its rows are written as they are)")
+        raise UsageError(
+            f"{setting('vectors', 'FILE', 'FILE')} takes no sources; give either images or vectors.",
+            parameter="vectors",
+        )
+    refuse_unused(
+        o.as_dict(), VECTORS_TAKE, f"{setting('vectors', 'FILE', 'FILE')} (its rows are written as they are)"
+    )
     return extract_vectors(
         o.vectors, output, chunk_rows=o.chunk_rows, force=o.force, compression=o.compression
     )
@@ -263,8 +268,8 @@ def refuse_other_mode(normalize: str, stored: str, reference: str | os.PathLike)
 
     if normalize != EXTRACT["normalize"].default and normalize != stored:
         raise UsageError(
-            f"{printable(reference)}: records the {stored} normalisation, but normalize={normalize!r} "
-            "was given too; leave normalize out (the file's mode applies).",
+            f"{printable(reference)}: records the {stored} normalisation, but {setting('normalize', normalize)} "
+            f"was given too; leave {said('normalize')} out (the file's mode applies).",
             parameter="normalize",
         )
 
@@ -447,6 +452,6 @@ def _check_sizes(entries: Sequence[ImageEntry], patch: tuple[int, int]) -> None:
         if entry.height < patch[0] or entry.width < patch[1]:
             raise UsageError(
                 f"{entry.label}: the image is {entry.height}x{entry.width} pixels (height x width), "
-                f"smaller than the {patch[0]}x{patch[1]} patch; choose a smaller patch_size=HxW or leave "
-                "the image out."
+                f"smaller than the {patch[0]}x{patch[1]} patch; choose a smaller "
+                f"{setting('patch_size', 'HxW', 'HxW')} or leave the image out."
             )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from streamae.errors import OutputExistsError, StorageError, StreamaeError, UsageError
 from streamae.io.inputs import file_kind
+from streamae.options import setting
 from streamae.text import printable
 
 if TYPE_CHECKING:  # h5py is imported when a file is written, not with this module
@@ -150,10 +151,10 @@ def check_output_path(
             )
     if path.is_symlink() and not force:
         raise OutputExistsError(
-            f"{path}: the output path is a symbolic link; pass force=True to replace the link."
+            f"{path}: the output path is a symbolic link; pass {setting('force', True)} to replace the link."
         )
     if path.exists() and not force:
-        raise OutputExistsError(f"{path} exists; pass force=True to replace it.")
+        raise OutputExistsError(f"{path} exists; pass {setting('force', True)} to replace it.")
     return path
 
 
@@ -567,19 +568,21 @@ def check_folder_output(
     if path.is_symlink():
         if not force:
             raise OutputExistsError(
-                f"{printable(path, 120)}: the output path is a symbolic link; pass force=True to "
-                "replace the link (what it points to is left alone)."
+                f"{printable(path, 120)}: the output path is a symbolic link; pass "
+                f"{setting('force', True)} to replace the link (what it points to is left alone)."
             )
         return path
     if path.exists() and not force:
-        raise OutputExistsError(f"{printable(path, 120)} exists; pass force=True to replace it.")
+        raise OutputExistsError(
+            f"{printable(path, 120)} exists; pass {setting('force', True)} to replace it."
+        )
     if path.is_dir():
         foreign = _foreign_entry(path)
         if foreign is not None:
             raise UsageError(
                 f"{printable(path, 120)}: the folder holds {printable(foreign, 80)!r}, which streamae "
-                "did not write, so it is not replaced even with force=True; remove the folder or "
-                "choose another output path."
+                f"did not write, so it is not replaced even with {setting('force', True)}; remove the "
+                "folder or choose another output path."
             )
     return path
 

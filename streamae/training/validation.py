@@ -30,7 +30,12 @@ from streamae.compute.parameters import Hyperparameters
 from streamae.compute.schemes import SinglePassObjective
 from streamae.errors import UsageError
 from streamae.io.modelfile import VALIDATION_FIELDS
+from streamae.io.trainingdata import held_out_chunks, split_ranges
+from streamae.options import said, setting
 from streamae.text import printable
+
+# The split of the training file's chunks is io's (it opens the two sides); named here too.
+__all__ = ["HeldOutObjective", "Validation", "held_out_chunks", "parse_validation", "split_ranges"]
 
 
 def parse_validation(text: str, default_dataset: str) -> tuple[Path, str]:
@@ -59,7 +64,8 @@ def refuse_state_with_early_stop(keep_state: bool, early_stop: int | None) -> No
     L-BFGS state belongs to, so the state could not be kept honestly (it would be dropped)."""
     if keep_state and early_stop is not None:
         raise UsageError(
-            f"keep_state=True cannot be honoured with early_stop={early_stop}: an early stop keeps the "
+            f"{setting('keep_state', True)} cannot be honoured with {setting('early_stop', early_stop)}: an "
+            "early stop keeps the "
             "best held-out parameters, not the last ones the L-BFGS state belongs to; leave one out.",
             parameter="keep_state",
         )
@@ -74,50 +80,10 @@ def refuse_training_rows(path: Path, dataset: str, data: object, data_dataset: s
     if same and "/" + dataset.strip("/") == "/" + str(data_dataset).strip("/"):
         raise UsageError(
             f"{printable(path)}: the held-out data is the training data itself ({dataset}), so it "
-            "would measure nothing held out; give another file or dataset, or use validation_fraction.",
+            "would measure nothing held out; give another file or dataset, or use "
+            f"{said('validation_fraction')}.",
             parameter="validation",
         )
-
-
-def held_out_chunks(n_rows: int, chunk_rows: int, fraction: float, seed: int) -> np.ndarray:
-    """The sorted indices of the whole chunks held out of training (a seeded choice).
-
-    round(fraction × chunks) chunks, at least one and at most all but one: both the
-    training and the held-out set must hold rows.
-    """
-    n_chunks = -(-n_rows // chunk_rows)
-    if n_chunks < 2:
-        raise UsageError(
-            f"validation_fraction needs at least two chunks of {chunk_rows} rows to hold one out, "
-            f"but the data has {n_rows} rows; give a validation file instead or smaller chunks.",
-            parameter="validation_fraction",
-        )
-    count = min(n_chunks - 1, max(1, round(fraction * n_chunks)))
-    # A generator of its own, seeded apart from the initial weights' (same seed, other stream).
-    chosen = np.random.default_rng([seed, 0x5A11D]).choice(n_chunks, size=count, replace=False)
-    return np.sort(chosen)
-
-
-def split_ranges(
-    share: tuple[int, int], n_rows: int, chunk_rows: int, held: np.ndarray
-) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """(training ranges, held-out ranges) of one rank's chunk-aligned ``share`` of rows.
-
-    Adjacent chunks of the same side are merged into one range, so the training stream
-    of a file with nothing held out is the share itself.
-    """
-    held_set = set(int(c) for c in held)
-    train: list[tuple[int, int]] = []
-    held_out: list[tuple[int, int]] = []
-    start, stop = share
-    for first in range(start, stop, chunk_rows):
-        last = min(first + chunk_rows, stop, n_rows)
-        side = held_out if first // chunk_rows in held_set else train
-        if side and side[-1][1] == first:
-            side[-1] = (side[-1][0], last)
-        else:
-            side.append((first, last))
-    return train, held_out
 
 
 class HeldOutObjective:
@@ -201,6 +167,19 @@ class Validation:
                 f"kept the best parameters, of iteration {self.best_iteration}"
             )
         return None
+
+    def restore(self, arrays: dict[str, np.ndarray], iteration: int, theta: np.ndarray) -> None:
+        """Continue the held-out ``arrays`` of a checkpoint taken after ``iteration``, at ``theta``.
+
+        The history goes on where it stopped.  The checkpoint keeps no earlier parameters,
+        so early stopping counts afresh from ``theta`` (evaluated once, not recorded).
+        """
+        for name in VALIDATION_FIELDS:
+            self.history[name] = [float(v) for v in np.asarray(arrays.get(name, []), dtype=np.float64)]
+        if self.early_stop is not None:
+            self.best_cost = self.evaluate(theta).cost
+            self.best_theta = np.array(theta, dtype=np.float64, copy=True)
+            self.best_iteration = iteration
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The history as float64 arrays (for the model file)."""
