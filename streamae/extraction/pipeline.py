@@ -268,8 +268,9 @@ def refuse_other_mode(normalize: str, stored: str, reference: str | os.PathLike)
 
     if normalize != EXTRACT["normalize"].default and normalize != stored:
         raise UsageError(
-            f"{printable(reference)}: records the {stored} normalisation, but {setting('normalize', normalize)} "
-            f"was given too; leave {said('normalize')} out (the file's mode applies).",
+            f"{printable(reference)}: records the {stored} normalisation, but "
+            f"{setting('normalize', normalize)} was given too; leave {said('normalize')} out (the file's "
+            "mode applies).",
             parameter="normalize",
         )
 
