@@ -110,7 +110,7 @@ def read_wav(path: str | os.PathLike) -> Recording:
         )
     if rate < 1:
         raise InputFileError(
-            f"{printable(path)}: the WAV header gives a sample rate of {rate} Hz; export the file again."
+            f"{printable(path)}: the WAV header gives a sample rate of {rate} Hz; save the recording again."
         )
     width = (bits + 7) // 8
     frames = len(payload) // align
