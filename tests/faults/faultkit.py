@@ -45,14 +45,17 @@ class Figures:
         self.cases[command] += 1
         self.clear[command] += int(ok)
 
-    def record_kill(self, command: str, torn: bool, mid_write: bool = False, left: bool = False) -> None:
+    def record_kill(
+        self, command: str, torn: bool, mid_write: bool = False, left: bool | None = None
+    ) -> None:
         """One SIGKILL of ``command``; ``torn`` if it left a torn or lost file; ``mid_write``
         if a temporary of an atomic write existed at the moment of the kill; ``left`` if a
         temporary was still there after the next run that writes the same target."""
         self.kills[command] += 1
         self.torn[command] += int(torn)
         self.mid_write[command] += int(mid_write)
-        self.left[command] += int(left)
+        if left is not None:  # only harnesses that run the next write and look say it
+            self.left[command] += int(left)
 
     def record_resume(self, command: str, matched: bool) -> None:
         """One resumed run completed; ``matched`` if it equals the uninterrupted run."""
