@@ -8,7 +8,7 @@ import click
 
 from streamae.options import VISUALIZE
 
-from .common import EXIT_CODES_HELP, reported_errors, spec_options
+from .common import EXIT_CODES_HELP, reported_errors, say, spec_options
 
 
 @click.command(
@@ -31,7 +31,7 @@ def visualize(model: Path, quiet: bool, debug: bool, **values) -> None:
         from streamae.io.atomic import check_output_path
         from streamae.io.modelfile import load_model
         from streamae.options import VisualizeOptions
-        from streamae.render import plot_activations, plot_curves, render_features
+        from streamae.render import plot_activations, plot_curves
 
         options = VisualizeOptions(**values)
         force = options.force
@@ -45,67 +45,20 @@ def visualize(model: Path, quiet: bool, debug: bool, **values) -> None:
             raise UsageError(
                 f"{model}: nothing to write; give -o features.png, --curves PATH or --activations PATH."
             )
-        if len({path.resolve() for path in outputs}) != len(outputs):
-            raise UsageError("-o, --curves and --activations name the same file; give each its own path.")
         # Refuse unwritable outputs before reading anything, and never write over the model.
         for path in outputs:
             check_output_path(path, force=force, inputs=(model,))
+        if len({path.resolve() for path in outputs}) != len(outputs):
+            raise UsageError("-o, --curves and --activations name the same file; give each its own path.")
         loaded = load_model(model)
         written = []
         # Audio windows are stored as 1 x samples x channels patches: a 1-D model.
         shape_of = loaded.patch_shape
         one_dimensional = shape_of is not None and len(shape_of) == 3 and shape_of[0] == 1
-        signals = options.spectra or (one_dimensional and options.patch_shape is None)
-        if output is not None and options.reconstructions is not None:
-            from streamae.reconstruction_grid import render_reconstructions
-
-            pictured = render_reconstructions(
-                loaded,
-                options.reconstructions,
-                output,
-                pairs=options.pairs,
-                seed=options.seed,
-                cols=options.cols,
-                scale=options.scale,
-                patch_shape=options.patch_shape,
-                name=str(model),
-                force=force,
-                inputs=(model,),
-            )
-            written.append(
-                f"{output}: {pictured.rows.size} patches of {options.reconstructions} "
-                "beside their reconstructions"
-            )
-        elif output is not None and signals:
-            from streamae.render_signals import render_signal_features
-
-            picture = render_signal_features(
-                loaded.W1, output, spectra=options.spectra, force=force, inputs=(model,)
-            )
-            written.append(
-                f"{output}: {loaded.n_hidden} units of {loaded.n_visible} samples as line plots"
-                + (" with spectra" if options.spectra else "")
-                + f", {picture.shape[1]} x {picture.shape[0]} pixels"
-            )
-        elif output is not None:
-            grid = render_features(
-                loaded,
-                output,
-                cols=options.cols,
-                scale=options.scale,
-                sort=options.sort,
-                patch_shape=options.patch_shape,
-                name=str(model),
-                force=force,
-                inputs=(model,),
-                space=options.space,
-            )
-            height, width = grid.image.shape[:2]
-            rows, columns = grid.grid
-            written.append(
-                f"{output}: {loaded.n_hidden} features in {rows} x {columns} tiles of "
-                f"{'x'.join(map(str, grid.tile_shape))}, {width} x {height} pixels"
-            )
+        signals = one_dimensional and options.patch_shape is None
+        refuse_unused_drawing(options, str(model), signals=signals, drawing=output is not None)
+        if output is not None:
+            written.append(_draw_main(loaded, model, output, options, signals))
         if curves is not None:
             plot_curves(loaded, curves, name=str(model), force=force, inputs=(model,))
             written.append(f"{curves}: training curves over {len(loaded.history['cost'])} iterations")
@@ -113,4 +66,82 @@ def visualize(model: Path, quiet: bool, debug: bool, **values) -> None:
             plot_activations(loaded, activations, name=str(model), force=force, inputs=(model,))
             written.append(f"{activations}: histogram of {loaded.n_hidden} mean activations")
         for line in written:
-            click.echo(f"Wrote {line}.")
+            say(f"Wrote {line}.")
+
+
+# Options of the tile grid that the line plots of a 1-D model do not use.
+GRID_ONLY = ("cols", "scale", "sort", "space")
+
+
+def refuse_unused_drawing(options, model: str, *, signals: bool, drawing: bool) -> None:
+    """Refuse an option the chosen drawing would ignore (every option acts or is refused)."""
+    from streamae.errors import UsageError
+    from streamae.options import VISUALIZE
+
+    if options.spectra and not signals:
+        raise UsageError(
+            f"spectra applies to models of 1-D signals (audio windows), not to {model}; leave it out.",
+            parameter="spectra",
+        )
+    if signals and drawing and options.reconstructions is None:
+        for name in GRID_ONLY:
+            if getattr(options, name) != VISUALIZE[name].default:
+                raise UsageError(
+                    f"{name} applies to the tile grid of image features, but the units of {model} are "
+                    "1-D signals drawn as line plots; leave it out.",
+                    parameter=name,
+                )
+
+
+def _draw_main(loaded, model: Path, output: Path, options, signals: bool) -> str:
+    """Draw -o: reconstructions, 1-D line plots or the tile grid; returns the summary line."""
+    from streamae.render import render_features
+
+    force = options.force
+    if options.reconstructions is not None:
+        from streamae.reconstruction_grid import render_reconstructions
+
+        pictured = render_reconstructions(
+            loaded,
+            options.reconstructions,
+            output,
+            pairs=options.pairs,
+            seed=options.seed,
+            cols=options.cols,
+            scale=options.scale,
+            patch_shape=options.patch_shape,
+            name=str(model),
+            force=force,
+            inputs=(model,),
+        )
+        pairs = pictured.rows.size
+        return f"{output}: {pairs} patches of {options.reconstructions} beside their reconstructions"
+    if signals:
+        from streamae.render_signals import render_signal_features
+
+        picture = render_signal_features(
+            loaded.W1, output, spectra=options.spectra, force=force, inputs=(model,)
+        )
+        return (
+            f"{output}: {loaded.n_hidden} units of {loaded.n_visible} samples as line plots"
+            + (" with spectra" if options.spectra else "")
+            + f", {picture.shape[1]} x {picture.shape[0]} pixels"
+        )
+    grid = render_features(
+        loaded,
+        output,
+        cols=options.cols,
+        scale=options.scale,
+        sort=options.sort,
+        patch_shape=options.patch_shape,
+        name=str(model),
+        force=force,
+        inputs=(model,),
+        space=options.space,
+    )
+    height, width = grid.image.shape[:2]
+    rows, columns = grid.grid
+    return (
+        f"{output}: {loaded.n_hidden} features in {rows} x {columns} tiles of "
+        f"{'x'.join(map(str, grid.tile_shape))}, {width} x {height} pixels"
+    )

@@ -150,6 +150,13 @@ class Option:
             ):
                 raise self._bad(value)
             value = int(value)
+            # No count or size reaches 2**63 (NumPy and HDF5 overflow past it); a seed may.
+            if self.high is None and self.name != "seed" and abs(value) > MAX_SEED:
+                raise UsageError(
+                    f"{self.name} must be {self.describe_range()} and at most {MAX_SEED}, "
+                    f"got {_number(value) if abs(value) < 10**60 else 'a larger number'}.",
+                    parameter=self.name,
+                )
         elif self.kind is float:
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise self._bad(value)
@@ -845,7 +852,8 @@ GRADCHECK = OptionSet(
         Option("decoder", str, "sigmoid", "Output layer.", choices=DECODERS),
         ACTIVATION,
         Option("block_rows", int, None, "Rows per streamed block (default: a third of --rows).", low=1),
-        Option("epsilon", float, 1e-4, "Central-difference step.", low=0, low_open=True),
+        # At most 1: a larger step measures nothing about the gradient (and overflows).
+        Option("epsilon", float, 1e-4, "Central-difference step.", low=0, low_open=True, high=1),
         _seed("Seed of the point and the random data."),
         Option(
             "rho",
@@ -1145,7 +1153,8 @@ DEMO = OptionSet(
             short="-o",
         ),
         Option("num_patches", int, DEFAULT_NUM_PATCHES, "Patches to extract.", low=1),
-        Option("max_iter", int, 400, "L-BFGS iterations.", low=0),
+        # At least 1: the demo plots the training curves, which need one iteration.
+        Option("max_iter", int, 400, "L-BFGS iterations.", low=1),
         QUIET,
         FORCE,
         DEBUG,

@@ -78,9 +78,22 @@ def reconstruction_grid(
     rows = np.sort(generator.choice(layout.n_rows, size=min(pairs, layout.n_rows), replace=False))
     with open_hdf5(Path(data)) as handle:
         stored = np.asarray(handle[PATCHES_DATASET][rows], dtype=np.float64)  # few rows, increasing
+    bad = np.flatnonzero(~np.isfinite(stored).all(axis=1))
+    if bad.size:
+        raise UsageError(
+            f"{data}: row {rows[bad[0]]} of its patches holds NaN or Inf; repair or extract the file again.",
+            parameter="reconstructions",
+        )
     rebuilt = model.reconstruct(stored, dtype=np.float64)
-    description, arrays = read_normalization(data)
-    inputs, outputs = denormalize(stored, description, arrays), denormalize(rebuilt, description, arrays)
+    description, arrays = read_normalization(data, n_features=layout.n_features)
+    try:
+        inputs, outputs = denormalize(stored, description, arrays), denormalize(rebuilt, description, arrays)
+    except np.linalg.LinAlgError:
+        raise UsageError(
+            f"{data}: its /zca/matrix cannot be inverted to draw the patches in the input's space; "
+            "extract the file again.",
+            parameter="reconstructions",
+        ) from None
     k = rows.size
     pair_rows, pair_cols = grid_shape(k, cols)
     grid = (pair_rows, 2 * pair_cols)

@@ -153,7 +153,8 @@ def validate_patch_dataset(
     remedy = "give a patch file written by `streamae extract`" if default else "give a 2-D floating dataset"
     found = _follow(handle, path, dataset)
     if not isinstance(found, h5py.Dataset):
-        present = [printable(entry, 80) for entry in list_datasets(handle)]
+        below = found if isinstance(found, h5py.Group) else handle  # a group: its own datasets
+        present = [printable(entry, 80) for entry in list_datasets(below)]
         listing = ", ".join(present[:10]) + (" ..." if len(present) > 10 else "")
         held = f"it holds {listing}" if present else "it holds no datasets"
         if handle.attrs.get("format") == MODEL_FORMAT:

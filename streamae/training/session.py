@@ -61,7 +61,14 @@ from streamae.training.likely_mistakes import data_warnings, resume_warnings
 from streamae.training.loop import CountedBlocks, Outputs, RunContext, Trainer, TrainingMonitor
 from streamae.training.resume import Settings, resolve_settings, stored_settings
 from streamae.training.runlog import format_header, run_header
-from streamae.training.validation import HeldOutObjective, Validation, parse_validation
+from streamae.training.validation import (
+    HeldOutObjective,
+    Validation,
+    kept_iterate,
+    parse_validation,
+    refuse_state_with_early_stop,
+    refuse_training_rows,
+)
 from streamae.training.warmstart import (
     Beginning,
     SampleFile,
@@ -292,7 +299,7 @@ class _Session:
     def open(self, stack: contextlib.ExitStack) -> None:
         """Claim the outputs (rank 0), open this rank's share of the data, read the checkpoint."""
         o, comm = self.o, self.comm
-        held = _held_out_request(o)
+        held = _held_out_request(o, self.data)
         if o.resume and self.output is None:
             raise UsageError(
                 f"{setting('resume', True)} needs a model file to continue from ({said('output')}).",
@@ -602,8 +609,11 @@ class _Session:
         """Write the finished model (rank 0; a collective)."""
         with agreed_phase(self.comm):
             if self.output is not None and self.comm.rank == 0:
-                # The opening checks ran already; replacing our own checkpoint is expected.
-                write_model(self.output, model, force=True, inputs=(self.data,), claim=self.claim)
+                # The opening checks ran already; replacing our own checkpoint is expected.  Read
+                # back before it replaces anything: never a model info/export/--resume refuse.
+                write_model(
+                    self.output, model, force=True, inputs=(self.data,), claim=self.claim, verify=True
+                )
 
 
 @dataclass
@@ -631,19 +641,22 @@ def _terms(current: Evaluation) -> dict:
     }
 
 
-def _held_out_request(o: TrainOptions) -> HeldOutRequest | None:
+def _held_out_request(o: TrainOptions, data: str | os.PathLike | None = None) -> HeldOutRequest | None:
     """The held-out rows the options ask for, checked against each other (None: none)."""
     if o.validation is not None and o.validation_fraction is not None:
         raise UsageError(
             "validation and validation_fraction both choose the held-out rows; give one of them.",
             parameter="validation_fraction",
         )
+    refuse_state_with_early_stop(o.keep_state, o.early_stop)
     if o.validation is None and o.validation_fraction is None:
-        if o.early_stop is not None:
-            raise UsageError(
-                "early_stop needs held-out data; give validation or validation_fraction too.",
-                parameter="early_stop",
-            )
+        for name in ("early_stop", "validate_every"):  # neither means anything without held-out data
+            if getattr(o, name) != TRAIN[name].default:
+                raise UsageError(
+                    f"{name} needs held-out data; give {said('validation')} or "
+                    f"{said('validation_fraction')} too.",
+                    parameter=name,
+                )
         return None
     if o.validation_fraction is not None:
         if o.warm_start.strip().lower() not in ("none", "auto"):  # auto is none then (warmstart.py)
@@ -656,6 +669,8 @@ def _held_out_request(o: TrainOptions) -> HeldOutRequest | None:
         return HeldOutRequest(fraction=o.validation_fraction, seed=o.seed)
     dataset = dataset_path(o.dataset)
     path, held_dataset = parse_validation(o.validation, dataset)
+    if data is not None:
+        refuse_training_rows(path, dataset_path(held_dataset), data, dataset)
     return HeldOutRequest(file=path, dataset=dataset_path(held_dataset))
 
 
@@ -703,12 +718,13 @@ def _best_model(model: Model, held_out: Validation, objective: StreamedObjective
     every rank); the optimizer state belongs to the last point, so it is dropped.
     """
     best = held_out.best_theta
-    model.rho_hat = objective.mean_activation(best)
+    model.rho_hat, kept = kept_iterate(objective, best)  # J and |∇J| of the point kept
     for name, values in _split(best, objective.n_visible, objective.n_hidden).items():
         setattr(model, name, values)
     model.optimizer = None
     model.info = {
         **model.info,
+        **kept,
         "best_iteration": held_out.best_iteration,
         "best_validation_cost": held_out.best_cost,
         "kept": "the parameters of the best held-out J (early stop)",

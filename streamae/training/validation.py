@@ -19,6 +19,7 @@ decision at the same iteration.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from streamae.compute.schemes import SinglePassObjective
 from streamae.errors import UsageError
 from streamae.io.modelfile import VALIDATION_FIELDS
 from streamae.io.trainingdata import held_out_chunks, split_ranges
+from streamae.options import said, setting
+from streamae.text import printable
 
 # The split of the training file's chunks is io's (it opens the two sides); named here too.
 __all__ = ["HeldOutObjective", "Validation", "held_out_chunks", "parse_validation", "split_ranges"]
@@ -46,7 +49,41 @@ def parse_validation(text: str, default_dataset: str) -> tuple[Path, str]:
     head, colon, tail = text.rpartition(":")
     if colon and head and tail.startswith("/"):
         return Path(head), tail
+    if colon and head and not Path(text).exists() and Path(head).is_file():
+        if not tail:  # "held.h5:": a dataset was meant but not given
+            raise UsageError(
+                f"{printable(text)}: names no dataset after the colon; give FILE:/DATASET or FILE alone.",
+                parameter="validation",
+            )
+        return Path(head), "/" + tail  # "held.h5:X" names the dataset /X of an existing file
     return Path(text), default_dataset
+
+
+def refuse_state_with_early_stop(keep_state: bool, early_stop: int | None) -> None:
+    """Refuse keep_state with early_stop: an early stop keeps an earlier iterate than the
+    L-BFGS state belongs to, so the state could not be kept honestly (it would be dropped)."""
+    if keep_state and early_stop is not None:
+        raise UsageError(
+            f"{setting('keep_state', True)} cannot be honoured with {setting('early_stop', early_stop)}: an "
+            "early stop keeps the "
+            "best held-out parameters, not the last ones the L-BFGS state belongs to; leave one out.",
+            parameter="keep_state",
+        )
+
+
+def refuse_training_rows(path: Path, dataset: str, data: object, data_dataset: str) -> None:
+    """Refuse held-out data that is the training data itself (same file and dataset)."""
+    try:
+        same = Path(os.fspath(data)).exists() and os.path.samefile(path, os.fspath(data))
+    except (OSError, TypeError):
+        return  # not a path, or not there: the checks that open it say why
+    if same and "/" + dataset.strip("/") == "/" + str(data_dataset).strip("/"):
+        raise UsageError(
+            f"{printable(path)}: the held-out data is the training data itself ({dataset}), so it "
+            "would measure nothing held out; give another file or dataset, or use "
+            f"{said('validation_fraction')}.",
+            parameter="validation",
+        )
 
 
 class HeldOutObjective:
@@ -147,3 +184,19 @@ class Validation:
     def arrays(self) -> dict[str, np.ndarray]:
         """The history as float64 arrays (for the model file)."""
         return {name: np.asarray(values, dtype=np.float64) for name, values in self.history.items()}
+
+
+def kept_iterate(objective, theta: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """(ρ̂ (s,), the info entries) of the parameters an early stop keeps: J, its terms and |∇J|.
+
+    One full evaluation of the training objective at ``theta`` (collective under MPI), so the
+    model file, the finish line and ``info`` report the point the file holds, not the last one.
+    """
+    evaluation = objective(np.asarray(theta, dtype=np.float64))
+    return evaluation.rho_hat, {
+        "cost": float(evaluation.cost),
+        "reconstruction": float(evaluation.reconstruction),
+        "weight_decay": float(evaluation.weight_decay),
+        "sparsity": float(evaluation.sparsity),
+        "grad_norm": float(np.linalg.norm(evaluation.gradient)),
+    }
