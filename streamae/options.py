@@ -340,8 +340,8 @@ VALIDATION = OptionSet(
             "validation_fraction",
             float,
             None,
-            "Hold this fraction of the training file's chunks out of training (a seeded choice of "
-            "whole chunks) and evaluate on them.",
+            "Hold this fraction of the training file's rows out of training (whole blocks of a "
+            "seeded choice, and part of one more, so the count is exact) and evaluate on them.",
             low=0,
             high=1,
             low_open=True,
@@ -357,6 +357,16 @@ VALIDATION = OptionSet(
             "the best parameters.",
             low=1,
             nullable=True,
+        ),
+        Option(
+            "early_stop_min_improvement",
+            float,
+            1e-3,
+            "With --early-stop: a held-out objective counts as improved only when it is below "
+            "(1 - this) times that of the last improvement.",
+            low=0,
+            high=1,
+            high_open=True,
         ),
     ),
 )

@@ -63,9 +63,8 @@ from streamae.training.runlog import format_header, run_header
 from streamae.training.validation import (
     HeldOutObjective,
     Validation,
-    held_out_chunks,
     parse_validation,
-    split_ranges,
+    split_held_out,
 )
 from streamae.training.warmstart import (
     SampleStages,
@@ -461,13 +460,17 @@ def _train(
             )
             _close_when_done(stack, evaluator)
             held_out = Validation(
-                evaluator, every=held_options["validate_every"], early_stop=held_options["early_stop"]
+                evaluator,
+                every=held_options["validate_every"],
+                early_stop=held_options["early_stop"],
+                min_improvement=o.early_stop_min_improvement,
             )
             monitor.on_message(
                 f"held out: {evaluator.n_rows:,} rows of {held_name}, evaluated every "
                 f"{held_options['validate_every']} iteration(s)"
                 + (
-                    f", early stop after {held_options['early_stop']} without improvement"
+                    f", early stop after {held_options['early_stop']} without an improvement of "
+                    f"{o.early_stop_min_improvement:g} relative"
                     if held_options["early_stop"]
                     else ""
                 )
@@ -748,9 +751,8 @@ def _held_out_source(options, setup, data, dataset, dtype, chunk_rows, seed, fil
         # Whole blocks of the rows per read asked for, else whole HDF5 chunks of the file
         # (not the read policy's blocks, which span many chunks).
         unit = chunk_rows or default_block_rows(setup.layout)
-        held = held_out_chunks(setup.layout.n_rows, unit, options["validation_fraction"], seed)
-        train_ranges, held_ranges = split_ranges(share, setup.layout.n_rows, unit, held)
-        setup.source = RowRanges(source, train_ranges)
+        split = split_held_out(share, setup.layout.n_rows, unit, options["validation_fraction"], seed)
+        setup.source = RowRanges(source, split.train)
         other = stack.enter_context(
             PatchFile(
                 data,
@@ -761,12 +763,7 @@ def _held_out_source(options, setup, data, dataset, dtype, chunk_rows, seed, fil
                 dataset=dataset,
             )
         )
-        record = {
-            "fraction": options["validation_fraction"],
-            "chunk_rows": unit,
-            "chunks": [int(c) for c in held],
-        }
-        return RowRanges(other, held_ranges), f"{data} (held-out chunks)", record
+        return RowRanges(other, split.held), f"{data} ({split.description})", split.record
     if options["validation"] is None:
         return None, None, None
     path, held_dataset = parse_validation(options["validation"], dataset)

@@ -1,8 +1,8 @@
 """Held-out evaluation while training: J's terms on data the optimizer never sees.
 
 The held-out rows come from another file (``validation="held.h5:/X"``) or from the
-training file itself (``validation_fraction=f``: a seeded choice of whole chunks, taken
-out of the training stream).  They are evaluated with the training objective's own
+training file itself (``validation_fraction=f``: round(f × rows) rows, whole blocks of a
+seeded choice and the first rows of one more block, taken out of the training stream).  They are evaluated with the training objective's own
 streamed kernels (a :class:`~streamae.compute.schemes.SinglePassObjective` over the
 held-out rows: one read, sums reduced over the MPI ranks like the training sums), so
 the held-out reconstruction error, ρ̂ and sparsity term are the same quantities as the
@@ -11,8 +11,8 @@ cost of a validation is one training evaluation over the held-out rows.
 
 :class:`Validation` is the trainer's per-iteration hook: every ``validate_every``
 iterations it evaluates, records the numbers, and with ``early_stop=K`` asks the loop
-to stop once the held-out J has not improved for K validations, remembering the best
-parameters.  Every rank computes identical reduced numbers, so every rank takes the same
+to stop once the held-out J has not improved (by ``min_improvement`` relative) for K
+validations, remembering the parameters of the lowest held-out J.  Every rank computes identical reduced numbers, so every rank takes the same
 decision at the same iteration.
 """
 
@@ -45,45 +45,91 @@ def parse_validation(text: str, default_dataset: str) -> tuple[Path, str]:
     return Path(text), default_dataset
 
 
-def held_out_chunks(n_rows: int, chunk_rows: int, fraction: float, seed: int) -> np.ndarray:
-    """The sorted indices of the whole chunks held out of training (a seeded choice).
+def held_out_ranges(n_rows: int, unit: int, fraction: float, seed: int) -> list[tuple[int, int]]:
+    """The sorted row ranges [start, stop) held out of training: round(fraction × n_rows) rows.
 
-    round(fraction × chunks) chunks, at least one and at most all but one: both the
-    training and the held-out set must hold rows.
+    The rows are cut into units of ``unit`` rows (the blocks training reads); a seeded
+    permutation of the units is taken whole while the remaining count allows, and the first
+    unit that does not fit whole gives its first rows.  So exactly the asked count is held
+    (at least one row and all but one: both sets must hold rows), spread over the file, and
+    at most one unit is split between the two sides.
     """
-    n_chunks = -(-n_rows // chunk_rows)
-    if n_chunks < 2:
+    if n_rows < 2:
         raise UsageError(
-            f"validation_fraction needs at least two chunks of {chunk_rows} rows to hold one out, "
-            f"but the data has {n_rows} rows; give a validation file instead or smaller chunks.",
+            f"validation_fraction needs at least two rows to hold one out, but the data has {n_rows}; "
+            "give a validation file instead.",
             parameter="validation_fraction",
         )
-    count = min(n_chunks - 1, max(1, round(fraction * n_chunks)))
+    remaining = min(n_rows - 1, max(1, round(fraction * n_rows)))
+    n_units = -(-n_rows // unit)
     # A generator of its own, seeded apart from the initial weights' (same seed, other stream).
-    chosen = np.random.default_rng([seed, 0x5A11D]).choice(n_chunks, size=count, replace=False)
-    return np.sort(chosen)
+    order = np.random.default_rng([seed, 0x5A11D]).permutation(n_units)
+    ranges = []
+    for index in order:
+        start = int(index) * unit
+        take = min(min(start + unit, n_rows) - start, remaining)
+        ranges.append((start, start + take))
+        remaining -= take
+        if remaining == 0:
+            break
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):  # adjacent units read as one range
+        if merged and merged[-1][1] == first:
+            merged[-1] = (merged[-1][0], last)
+        else:
+            merged.append((first, last))
+    return merged
 
 
 def split_ranges(
-    share: tuple[int, int], n_rows: int, chunk_rows: int, held: np.ndarray
+    share: tuple[int, int], held: list[tuple[int, int]]
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """(training ranges, held-out ranges) of one rank's chunk-aligned ``share`` of rows.
+    """(training ranges, held-out ranges) of one rank's ``share`` [start, stop) of the rows.
 
-    Adjacent chunks of the same side are merged into one range, so the training stream
-    of a file with nothing held out is the share itself.
+    ``held`` are the sorted, disjoint held-out ranges of the whole file; the held-out side is
+    their overlap with the share, the training side the rest of it, each as few ranges as
+    possible (so the training stream of a file with nothing held out is the share itself).
     """
-    held_set = set(int(c) for c in held)
+    start, stop = share
     train: list[tuple[int, int]] = []
     held_out: list[tuple[int, int]] = []
-    start, stop = share
-    for first in range(start, stop, chunk_rows):
-        last = min(first + chunk_rows, stop, n_rows)
-        side = held_out if first // chunk_rows in held_set else train
-        if side and side[-1][1] == first:
-            side[-1] = (side[-1][0], last)
-        else:
-            side.append((first, last))
+    cursor = start
+    for first, last in held:
+        first, last = max(first, start), min(last, stop)
+        if first >= last:
+            continue
+        if first > cursor:
+            train.append((cursor, first))
+        held_out.append((first, last))
+        cursor = last
+    if cursor < stop:
+        train.append((cursor, stop))
     return train, held_out
+
+
+@dataclass(frozen=True)
+class HeldOutSplit:
+    """One rank's side of a ``validation_fraction`` split (see :func:`split_held_out`).
+
+    ``train`` and ``held`` are this rank's row ranges; ``rows`` the held-out rows of the
+    whole file; ``record`` what the model file keeps; ``description`` the split for messages.
+    """
+
+    train: list[tuple[int, int]]
+    held: list[tuple[int, int]]
+    rows: int
+    record: dict
+    description: str
+
+
+def split_held_out(share: tuple[int, int], n_rows: int, unit: int, fraction: float, seed: int) -> HeldOutSplit:
+    """Hold round(fraction × n_rows) rows of the file out (:func:`held_out_ranges`); this rank's share of both sides."""
+    ranges = held_out_ranges(n_rows, unit, fraction, seed)
+    train, held = split_ranges(share, ranges)
+    rows = sum(b - a for a, b in ranges)
+    record = {"fraction": fraction, "rows": rows, "block_rows": unit, "ranges": [list(r) for r in ranges]}
+    description = f"{rows / n_rows:.2%} of its {n_rows:,} rows, {fraction:g} asked"
+    return HeldOutSplit(train, held, rows, record, description)
 
 
 class HeldOutObjective:
@@ -114,18 +160,23 @@ class Validation:
     """The trainer's held-out hook: evaluate, record, keep the best, decide early stopping.
 
     ``evaluate(theta) -> Evaluation``; ``every``: validate after every ``every``-th
-    iteration; ``early_stop``: stop after this many validations without a lower held-out J
-    (None: never).  ``history`` maps VALIDATION_FIELDS to lists; ``best_theta`` is a copy
-    of the parameters with the lowest held-out J so far, ``best_iteration`` their iteration.
+    iteration; ``early_stop``: stop after this many validations without an improvement
+    (None: never).  An improvement is a held-out J below ``(1 − min_improvement)`` times
+    the J of the last improvement, so wiggles of the held-out J near its floor do not keep
+    a run going (nor does a lower J by 1e-5 relative reset the count).  ``history`` maps
+    VALIDATION_FIELDS to lists; ``best_theta`` is a copy of the parameters with the lowest
+    held-out J so far (improvement or not), ``best_iteration`` their iteration.
     """
 
     evaluate: object
     every: int = 1
     early_stop: int | None = None
+    min_improvement: float = 0.0
     history: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in VALIDATION_FIELDS})
     best_cost: float = math.inf
     best_theta: np.ndarray | None = None
     best_iteration: int | None = None
+    improved_cost: float = math.inf
     since_best: int = 0
     stopped_early: bool = False
 
@@ -142,14 +193,21 @@ class Validation:
         }
         for name in VALIDATION_FIELDS:
             self.history[name].append(float(values[name]))
-        if evaluation.cost < self.best_cost:
-            self.best_cost = evaluation.cost
+        self._count(iteration, theta, evaluation.cost)
+        return evaluation
+
+    def _count(self, iteration: int, theta: np.ndarray, cost: float) -> None:
+        """Keep the lowest J's parameters; count the validations since the last improvement."""
+        if cost < self.best_cost:
+            self.best_cost = cost
             self.best_theta = np.array(theta, dtype=np.float64, copy=True)
             self.best_iteration = iteration
+        # Relative: J > 0 (every term is nonnegative), so (1 - min_improvement) * J is below J.
+        if math.isinf(self.improved_cost) or cost < (1.0 - self.min_improvement) * self.improved_cost:
+            self.improved_cost = cost
             self.since_best = 0
         else:
             self.since_best += 1
-        return evaluation
 
     def after_iteration(self, iteration: int, theta: np.ndarray, record: dict) -> str | None:
         """The loop's hook: validate when due, add the numbers to ``record``; a stop reason or None."""
@@ -163,8 +221,9 @@ class Validation:
         if self.early_stop is not None and self.since_best >= self.early_stop:
             self.stopped_early = True
             return (
-                f"early stop: the held-out J has not improved for {self.early_stop} validations; "
-                f"kept the best parameters, of iteration {self.best_iteration}"
+                f"early stop: the held-out J has not improved by {self.min_improvement:g} relative "
+                f"for {self.early_stop} validations; kept the parameters of iteration "
+                f"{self.best_iteration}, the lowest held-out J"
             )
         return None
 
