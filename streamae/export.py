@@ -91,7 +91,7 @@ def hyperparameters(model: Model) -> dict[str, object]:
 
 
 def export_arrays(model: Model) -> dict[str, np.ndarray]:
-    """The arrays every format holds, in NumPy's C order: weights, hyperparameters, patch shape, normalisation."""
+    """The arrays every format holds, in NumPy's C order: weights, hyperparameters, normalisation."""
     arrays = {name: np.asarray(getattr(model, name), dtype=np.float64) for name in ("W1", "b1", "W2", "b2")}
     arrays.update({name: np.asarray(value) for name, value in hyperparameters(model).items()})
     if model.patch_shape is not None:
@@ -104,7 +104,7 @@ def export_arrays(model: Model) -> dict[str, np.ndarray]:
 
 
 def matlab_arrays(model: Model) -> dict[str, object]:
-    """What the ``.mat`` holds: :func:`export_arrays`' names in the notes' layout, theta, the starter code's aliases.
+    """The ``.mat``'s arrays: :func:`export_arrays`' in the notes' layout, theta, the starter code's names.
 
     b1 and b2 are columns, as the starter code keeps them; a normalisation array over the
     inputs (n,) or (n, n) is permuted like W1's columns.

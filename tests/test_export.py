@@ -80,7 +80,9 @@ def test_every_format_names_the_hyperparameters_alike(rng, model_file, tmp_path)
     with np.load(tmp_path / "w.npz") as npz:
         from_npz = {name: npz[name].item() for name in names}
     mat = scipy.io.loadmat(tmp_path / "w.mat")
-    from_mat = {name: mat[name].item() if mat[name].dtype.kind != "U" else str(mat[name][0]) for name in names}
+    from_mat = {
+        name: mat[name].item() if mat[name].dtype.kind != "U" else str(mat[name][0]) for name in names
+    }
     hyper = json.loads((tmp_path / "w" / "hyperparameters.json").read_text())
     from_json = {name: hyper[name] for name in names}
     assert from_npz == from_mat == from_json

@@ -8,6 +8,8 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from naive import dense_objective
 
 import streamae
@@ -15,9 +17,6 @@ from streamae.cli.main import cli
 from streamae.compute.parameters import initialize, unpack
 from streamae.errors import UsageError
 from streamae.render import plot_curves
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from streamae.training.validation import Validation, held_out_ranges, parse_validation, split_ranges
 
 SETTINGS = {"hidden": 5, "rho": 0.1, "beta": 3.0, "lam": 1e-3}

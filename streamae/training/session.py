@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamae.compute.compilecache import compile_notice
 from streamae.compute.lbfgs import LbfgsState, StopRules
 from streamae.compute.objective import Evaluation, StreamedObjective, check_values
 from streamae.compute.parameters import Hyperparameters, initialize
@@ -444,12 +445,12 @@ def _train(
                 scheme=scheme,
                 memory_budget=budget,
             )
-            if built.reason == "asked for":
-                monitor.on_message(f"scheme: {built.scheme}, as asked")
-            else:
-                monitor.on_message(f"scheme: {built.scheme}, since {built.reason}")
+            monitor.on_message(f"scheme: {built.scheme}, {_scheme_reason(built.reason, settings)}")
             return built
 
+        notice = compile_notice()  # said before the wait, and only when the cache is cold
+        if notice is not None:
+            monitor.on_message(notice)
         reading = getattr(setup.source, "policy", None)
         if reading is not None:
             monitor.on_message(f"reading {reading.block_rows:,} rows per read; {reading.reason}")
@@ -560,7 +561,7 @@ def _train(
                     save(state, progress)
 
         if resumed is not None:
-            _note_resume(monitor, resumed, comm.size, setup.block_rows, output)
+            _note_resume(monitor, resumed, comm.size, setup.block_rows, output, max_iter)
         x0 = initialize(layout.n_features, hidden, seed)
         if held_out is not None and resumed is None:
             held_out.record(0, x0)  # the starting point: the baseline to improve on
@@ -634,13 +635,27 @@ def _train(
     return model
 
 
+def _scheme_reason(reason: str, settings: Settings | None) -> str:
+    """Why the scheme runs: chosen (and why), taken from the checkpoint, or asked for."""
+    if reason != "asked for":
+        return f"chosen because {reason}"
+    if settings is not None and "scheme" in settings.from_checkpoint:
+        return "the checkpoint's (pass scheme to choose again)"
+    return "as asked"
+
+
 def _note_resume(
-    monitor: TrainingMonitor, resumed: ResumePoint, ranks: int, block_rows: int, output: object
+    monitor: TrainingMonitor,
+    resumed: ResumePoint,
+    ranks: int,
+    block_rows: int,
+    output: object,
+    max_iter: int | None = None,
 ) -> None:
-    """Tell the monitor where training continues, and when it will not be bit-for-bit exact."""
+    """Tell the monitor where training continues (up to ``max_iter``), and when it will not be exact."""
     hook = getattr(monitor, "on_resume", None)  # newer than some monitors
     if hook is not None:
-        hook(resumed.state.iteration)
+        hook(resumed.state.iteration, max_iter)
     monitor.on_message(f"resuming from {output} at iteration {resumed.state.iteration}")
     changed = []
     if resumed.ranks is not None and resumed.ranks != ranks:

@@ -2,18 +2,19 @@
 
 The held-out rows come from another file (``validation="held.h5:/X"``) or from the
 training file itself (``validation_fraction=f``: round(f × rows) rows, whole blocks of a
-seeded choice and the first rows of one more block, taken out of the training stream).  They are evaluated with the training objective's own
-streamed kernels (a :class:`~streamae.compute.schemes.SinglePassObjective` over the
-held-out rows: one read, sums reduced over the MPI ranks like the training sums), so
-the held-out reconstruction error, ρ̂ and sparsity term are the same quantities as the
-training ones, on other rows.  The gradient that pass also computes is not used: the
-cost of a validation is one training evaluation over the held-out rows.
+seeded choice and the first rows of one more block, taken out of the training stream).
+They are evaluated with the training objective's own streamed kernels (a
+:class:`~streamae.compute.schemes.SinglePassObjective` over the held-out rows: one read,
+sums reduced over the MPI ranks like the training sums), so the held-out reconstruction
+error, ρ̂ and sparsity term are the same quantities as the training ones, on other rows.
+The gradient that pass also computes is not used: the cost of a validation is one
+training evaluation over the held-out rows.
 
 :class:`Validation` is the trainer's per-iteration hook: every ``validate_every``
 iterations it evaluates, records the numbers, and with ``early_stop=K`` asks the loop
 to stop once the held-out J has not improved (by ``min_improvement`` relative) for K
-validations, remembering the parameters of the lowest held-out J.  Every rank computes identical reduced numbers, so every rank takes the same
-decision at the same iteration.
+validations, remembering the parameters of the lowest held-out J.  Every rank computes
+identical reduced numbers, so every rank takes the same decision at the same iteration.
 """
 
 from __future__ import annotations
@@ -122,8 +123,10 @@ class HeldOutSplit:
     description: str
 
 
-def split_held_out(share: tuple[int, int], n_rows: int, unit: int, fraction: float, seed: int) -> HeldOutSplit:
-    """Hold round(fraction × n_rows) rows of the file out (:func:`held_out_ranges`); this rank's share of both sides."""
+def split_held_out(
+    share: tuple[int, int], n_rows: int, unit: int, fraction: float, seed: int
+) -> HeldOutSplit:
+    """Hold round(fraction × n_rows) rows out (:func:`held_out_ranges`); this rank's share of each side."""
     ranges = held_out_ranges(n_rows, unit, fraction, seed)
     train, held = split_ranges(share, ranges)
     rows = sum(b - a for a, b in ranges)
