@@ -50,9 +50,8 @@ def main() -> None:
     costs = model.validation["cost"]
     assert np.array_equal(iterations, np.arange(len(costs))), "validate every iteration"
     lowest = costs.min()
-    print(
-        f"{args.model}: {len(costs) - 1} iterations, lowest held-out J {lowest:.6g} at {int(np.argmin(costs))}"
-    )
+    where = int(np.argmin(costs))
+    print(f"{args.model}: {len(costs) - 1} iterations, lowest held-out J {lowest:.6g} at {where}")
     print("min_improvement  stops_at  kept  held-out_J  above_lowest")
     for threshold in (float(t) for t in args.thresholds.split(",")):
         stop, kept, cost = replay(costs, args.patience, threshold)
