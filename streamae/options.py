@@ -272,6 +272,8 @@ DTYPES = ("float32", "float64")
 SCHEMES = ("auto", "two-pass", "single-pass", "in-core")
 COLORS = ("gray", "rgb")
 NORMALIZATIONS = ("ufldl", "zscore", "zca", "unit", "none")
+# The value types of raw image files (streamae.extraction.readers.RAW_DTYPES spells them out).
+RAW_DTYPE_NAMES = ("uint8", "uint16-le", "uint16-be", "float32-le", "float32-be", "float64-le", "float64-be")
 COMPRESSIONS = ("none", "gzip", "lzf")
 SORT_ORDERS = ("none", "activation", "norm")
 # The largest --scale: a 64x enlargement of a 28x28 grid of 400 units is already ~36000 px wide.
@@ -671,6 +673,23 @@ EXTRACT = OptionSet(
             str,
             None,
             "Array to read from .mat and .npz files (needed when they hold more than one).",
+        ),
+        Option(
+            "raw_shape",
+            "size",
+            None,
+            "Read files of no known type (in folders: no suffix, .raw, .bin, .dat) as raw pixels "
+            "without a header: HEIGHTxWIDTH per image, images back to back (Olshausen's: 512x512).",
+            parse=parse_size,
+            metavar="SIZE",
+            nullable=True,
+        ),
+        Option(
+            "raw_dtype",
+            str,
+            "float32-be",
+            "The value type of raw files (with --raw-shape); -be/-le: big/little-endian.",
+            choices=RAW_DTYPE_NAMES,
         ),
         Option(
             "normalize_like",

@@ -26,7 +26,7 @@ from streamae.errors import UsageError
 from streamae.extraction.cache import ImageCache, group_by_budget
 from streamae.extraction.color import COLOR_CHANNELS
 from streamae.extraction.normalize import Normalizer, Statistics
-from streamae.extraction.readers import ImageEntry, inventory
+from streamae.extraction.readers import ImageEntry, RawLayout, inventory
 from streamae.extraction.sampling import SamplingPlan, cut_patches, plan_sampling
 from streamae.extraction.sources import expand_sources
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
@@ -86,7 +86,9 @@ def extract(
     ``patch_size`` ((height, width), one int for squares, or text such as ``"12x8"``),
     ``num_patches`` (random patches, as the notes' sampleIMAGES; default 10,000) or
     ``stride`` (every patch of a grid; excludes ``num_patches``), ``color``, ``normalize``,
-    ``zca_epsilon``, ``seed``, ``chunk_rows``, ``compression``, ``variable`` and ``force``.
+    ``zca_epsilon``, ``seed``, ``chunk_rows``, ``compression``, ``variable`` and ``force``;
+    ``raw_shape`` (height, width) and ``raw_dtype`` read files of no known type as raw
+    pixels (Olshausen's images: ``raw_shape=(512, 512)``, ``raw_dtype="float32-be"``).
     The file holds ``/patches`` (m, h·w·c) float32, each row a patch flattened in C order
     of (h, w, c), chunked (chunk_rows, h·w·c).  Raises
     :class:`~streamae.errors.StreamaeError` subclasses for bad inputs and options (a
@@ -109,6 +111,7 @@ def extract(
     color, normalize, zca_epsilon, seed = o.color, o.normalize, o.zca_epsilon, o.seed
     chunk_rows, compression, variable, force = o.chunk_rows, o.compression, o.variable, o.force
     normalize_like, skip_bad = o.normalize_like, o.skip_bad
+    raw = None if o.raw_shape is None else RawLayout(*o.raw_shape, dtype=o.raw_dtype)
     if isinstance(sources, str | os.PathLike):
         sources = [sources]
     if o.vectors is not None:
@@ -132,12 +135,12 @@ def extract(
     like = [normalize_like] if normalize_like is not None else []
     check_output_path(output, force=force, inputs=[*_existing(sources), *like])
 
-    files = expand_sources(sources)
+    files = expand_sources(sources, raw=raw is not None)
     skipped: list[dict] = []
     if skip_bad:
-        entries = _readable_entries(files, variable, color, skipped, warn)
+        entries = _readable_entries(files, variable, color, skipped, warn, raw)
     else:
-        entries = inventory(files, variable=variable)
+        entries = inventory(files, variable=variable, raw=raw)
     _check_sizes(entries, patch)
     groups = group_by_budget(entries, color, cache_bytes)
     plan = plan_sampling(
@@ -215,6 +218,7 @@ def _readable_entries(
     color: str,
     skipped: list[dict],
     warn: Callable[[str], None] | None,
+    raw: RawLayout | None = None,
 ) -> list[ImageEntry]:
     """The entries of the files that can be read, each image decoded once to be sure.
 
@@ -230,7 +234,7 @@ def _readable_entries(
     entries: list[ImageEntry] = []
     for path in files:
         try:
-            found = inventory([path], variable=variable)
+            found = inventory([path], variable=variable, raw=raw)
             for _ in read_entries([e for e in found if e.kind == KIND_PILLOW], color):
                 pass
         except InputFileError as error:

@@ -47,6 +47,8 @@ def _cases() -> list[tuple[str, str, str, int]]:
     add("extract", "--zca-epsilon", ["1e-12"], ["0", "-1", "nan", "inf"])
     add("extract", "--seed", ["0", str(2**63 - 1)], ["-1", str(2**63)])
     add("extract", "--chunk-rows", ["1", "1000000000"], ["0", "-1"])
+    add("extract", "--raw-shape", ["1", "16x16", "512x512"], ["0", "-1", "8x0", "axb", "8x8x8"])
+    add("extract", "--raw-dtype", ["float32-be", "uint8"], ["float32", "f4", ">f4", ""])
     add("encode", "--block-rows", ["1", "1000000000"], ["0", "-1"])
     add("visualize", "--cols", ["1", "1000"], ["0", "-1"])
     add("visualize", "--scale", ["1", "64"], ["0", "65"])
