@@ -601,7 +601,7 @@ def _idx_open(entry: ImageEntry) -> _Stack:
 
 
 def _raw_entries(path: Path, raw: RawLayout) -> list[ImageEntry]:
-    """One entry per ``raw.height`` × ``raw.width`` image in the file; its size must be a whole number of them."""
+    """One entry per ``raw.height`` × ``raw.width`` image in the file, which must hold whole ones."""
     image_bytes = raw.height * raw.width * raw.numpy_dtype.itemsize
     size = path.stat().st_size
     if size == 0 or size % image_bytes:
