@@ -37,6 +37,7 @@ from streamae.options import (  # noqa: E402
     VisualizeOptions,
 )
 from streamae.render import render_features  # noqa: E402
+from streamae.sampledata import copy_samples, list_samples, load_digits  # noqa: E402
 from streamae.training.evaluate import objective  # noqa: E402
 from streamae.training.gradcheck import gradcheck  # noqa: E402
 from streamae.training.session import train  # noqa: E402
@@ -51,14 +52,33 @@ __all__ = [
     "Hyperparameters",
     "Model",
     "StreamaeError",
+    "SparseAutoencoder",
     "__version__",
+    "copy_samples",
     "encode",
     "export_weights",
     "extract",
     "gradcheck",
+    "list_samples",
+    "load_digits",
     "load_model",
     "objective",
     "render_features",
     "run_demo",
     "train",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``streamae.SparseAutoencoder``, imported on first use: it needs scikit-learn, the rest never does."""
+    if name == "SparseAutoencoder":
+        try:
+            from streamae.estimator import SparseAutoencoder
+        except ModuleNotFoundError as error:
+            if error.name != "sklearn" and not str(error.name).startswith("sklearn."):
+                raise
+            raise ImportError(
+                'streamae.SparseAutoencoder needs scikit-learn: pip install "streamae[sklearn]".'
+            ) from error
+        return SparseAutoencoder
+    raise AttributeError(f"module 'streamae' has no attribute {name!r}")

@@ -920,7 +920,24 @@ EXPORT = OptionSet(
     ),
 )
 
-COMMANDS = {s.command: s for s in (TRAIN, GRADCHECK, EXTRACT, ENCODE, VISUALIZE, INFO, DEMO, EXPORT)}
+SAMPLE_DATA = OptionSet(
+    "data",
+    (
+        Option(
+            "output",
+            "path",
+            ".",
+            "Folder in which each named sample's folder is made (photos/, mnist/, audio/).",
+            short="-o",
+        ),
+        Option("force", bool, False, "Replace sample files already in the output folder.", short="-f"),
+        DEBUG,
+    ),
+)
+
+COMMANDS = {
+    s.command: s for s in (TRAIN, GRADCHECK, EXTRACT, ENCODE, VISUALIZE, INFO, DEMO, EXPORT, SAMPLE_DATA)
+}
 
 
 # --- frozen option values for the library ------------------------------------------------

@@ -260,9 +260,9 @@ def train(
     (:func:`streamae.runtime.mpi.is_silent`), so it is reported once.
 
     Held-out evaluation (:mod:`streamae.training.validation`): ``validation`` is a file
-    ``FILE[:DATASET]`` of rows never trained on, or ``validation_fraction`` holds a
-    seeded set of whole chunks of ``data`` out of training; their J terms are evaluated
-    at the start and every ``validate_every`` iterations and stored in the model's
+    ``FILE[:DATASET]`` of rows never trained on, or ``validation_fraction`` holds
+    round(fraction × rows) rows of ``data`` out of training (whole blocks, one split);
+    their J terms are evaluated at the start and every ``validate_every`` iterations and stored in the model's
     ``validation`` history.  ``early_stop=K`` stops when the held-out J has not improved
     for K validations and keeps the best parameters (the model then holds no optimizer
     state: it is finished, not resumable).
