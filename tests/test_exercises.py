@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import TESTS
 
+import streamae
 from streamae.cli.main import cli
 from streamae.io.modelfile import load_model
 
@@ -117,7 +118,6 @@ def test_linear_decoder_on_zca_whitened_rgb_patches(monkeypatch, tmp_path, capsy
 
 
 def test_self_taught_learning(monkeypatch, tmp_path, capsys):
-    pytest.importorskip("sklearn", reason="the exercise's softmax is scikit-learn's (the sklearn extra)")
     printed = run_section("Self-taught learning", monkeypatch, tmp_path, capsys)
     scores = [float(value) for value in re.findall(r"(?:pixels|features):\s+([0-9.]+)", printed)]
     pipeline = float(printed.strip().splitlines()[-1])
@@ -130,3 +130,19 @@ def test_audio_chord(monkeypatch, tmp_path, capsys):
     run_section("Audio: a chord", monkeypatch, tmp_path, capsys)
     for picture in ("units.png", "audio-reconstructions.png"):
         assert (tmp_path / picture).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_the_tanh_settings_learn_the_notes_edges(images_dir, tmp_path):
+    """The page's tanh example at full size: edges like the sigmoid's, where λ = 1e-4 gives noise."""
+    from helpers import orientation_coherence
+
+    data = tmp_path / "patches.h5"
+    streamae.extract([images_dir], data, patch_size=8, num_patches=10_000)
+    settings = {"hidden": 25, "activation": "tanh", "max_iter": 400, "stop_signals": False}
+    edges = streamae.train(data, None, lam=5e-4, **settings)
+    noisy = streamae.train(data, None, lam=1e-4, **settings)
+    coherence = orientation_coherence(edges.W1, (8, 8))
+    assert np.median(coherence) > 0.85 and np.mean(coherence > 0.6) >= 0.9, coherence
+    assert np.median(orientation_coherence(noisy.W1, (8, 8))) < np.median(coherence) - 0.1
+    assert "--activation tanh --lambda 5e-4" in PAGE.read_text()
