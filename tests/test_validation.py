@@ -67,6 +67,23 @@ def test_held_out_ranges_hold_the_fraction_exactly(n_rows, unit, fraction, seed)
     assert len(split) <= 1
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    n_rows=st.integers(2, 3000), unit=st.integers(1, 400), ranks=st.integers(1, 5), seed=st.integers(0, 99)
+)
+def test_the_ranks_shares_split_into_the_same_held_out_rows(n_rows, unit, ranks, seed):
+    """Under MPI each rank splits its own share; together they hold out the file's rows once."""
+    held = held_out_ranges(n_rows, unit, 0.3, seed)
+    bounds = np.linspace(0, n_rows, ranks + 1).astype(int)
+    train_rows, held_rows = [], []
+    for rank in range(ranks):
+        train, out = split_ranges((int(bounds[rank]), int(bounds[rank + 1])), held)
+        train_rows += [r for a, b in train for r in range(a, b)]
+        held_rows += [r for a, b in out for r in range(a, b)]
+    assert held_rows == [r for a, b in held for r in range(a, b)]
+    assert sorted(train_rows + held_rows) == list(range(n_rows))
+
+
 def test_validation_fraction_holds_what_it_says(tmp_path, rng):
     """The issue's case: 0.1 of 10,000 rows held 18% (whole chunks); now 1,000 rows, said."""
     data = write(tmp_path / "train.h5", rng.uniform(0.05, 0.95, size=(10_000, 4)), chunk=1724)
