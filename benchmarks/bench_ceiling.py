@@ -32,7 +32,7 @@ import os
 import time
 
 import numpy as np
-from common import machine, save_json, sgemm_rate, table
+from common import machine, print_host, save_json, sgemm_rate, table
 from numba import njit
 from threadpoolctl import threadpool_limits
 
@@ -40,7 +40,7 @@ from streamae.compute.lanes import Lanes, SingleThreadedBlas, lane_ranges
 from streamae.compute.objective import compute_rows_for
 from streamae.compute.parameters import Hyperparameters, initialize, unpack
 from streamae.compute.schemes import make_objective
-from streamae.compute.small import rows_product, use_tiled_sums
+from streamae.compute.small import rows_product
 from streamae.io.patchfile import ArrayPatches
 
 CASES = {"a": (1_000_000, 64, 25), "b": (60_000, 784, 196), "c": (200_000, 192, 400)}
@@ -161,7 +161,7 @@ def _case(name: str, rounds: int) -> dict:
     hyper = Hyperparameters(hidden=s)
     objective = make_objective(ArrayPatches(x), hyper, n_visible=n, scheme="in-core", threads=2)
     own_rows = compute_rows_for(n, s, 4)
-    tiled_sums = bool(use_tiled_sums(n, s, "auto"))
+    tiled_sums = bool(objective.tiled_sums)  # as the evaluation's calibration chose
     contenders: dict = {"in-core evaluation": (lambda: objective(theta), m)}
     for rows in sorted({own_rows, *LANE_BLOCK_ROWS}):
         run = LaneProducts(x, W1, W2, rows, tiled_sums)
@@ -216,6 +216,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9, help="rounds in rotation (default: 9)")
     parser.add_argument("--out", default=None, help="JSON path (default: results/ceiling-<time>.json)")
     args = parser.parse_args()
+    print_host()
     info = machine()
     load = info["load_average"][0]
     print(f"machine: {info['cpu']}, {info['cores']} cores; load average {load:.2f} at start")

@@ -1,4 +1,4 @@
-"""Re-measure the BLAS / row-vectorised choice of streamae.compute.small.
+"""The BLAS / row-vectorised products of streamae.compute.small, product by product.
 
 Run:  python benchmarks/bench_kernels.py [--rows 512] [--rounds 21] [--shapes 64x25,784x196,...]
 
@@ -12,7 +12,7 @@ each layer shape (n x s):
   against OpenBLAS called as the BLAS path calls it: the forward product W1·xᵀ (with and
   without the transpose of x it needs), the decoder, the error W2ᵀ·δ3ᵀ, the weight
   gradient Σ δ3 a2ᵀ, and single-pass's input-layer sums Σ [e; g] xᵀ with the block's rows
-  as the tiles' k (what ``MEASURED_SUMS`` holds and that choice follows);
+  as the tiles' k (one of the two switches products="auto" calibrates);
 - OpenBLAS for the forward, decoder and error products with the weight operand stored
   as the BLAS path stores it against the other way round (W1 or W1ᵀ contiguous, W2 or
   W2ᵀ), and single-pass's Σ [e; g] xᵀ as the pass calls it (one stacked product, or two
@@ -20,11 +20,13 @@ each layer shape (n x s):
   choices gradient_pass makes;
 - one single-pass gradient pass over 8 compute blocks, ``products="tiled"`` against
   ``"blas"`` (the whole block: products, transposes, the same elementwise kernels), in
-  GFLOP/s of 10·rows·n·s.  This is what ``MEASURED`` holds and the choice follows.
+  GFLOP/s of 10·rows·n·s (the other switch), each shape decided as
+  streamae.compute.calibration decides (tiles only beyond max(noise, 5%)).
 
 Then one full evaluation of case (a) (--eval-rows x 64 -> 25 in memory, one core) by
-single-pass and in-core through make_objective with each product choice.  It prints the
-``MEASURED`` and ``MEASURED_SUMS`` tables to paste into streamae/compute/small.py.  About 2 minutes.
+single-pass and in-core through make_objective with each product choice.  The choice
+itself is calibrated on each host at run time (``streamae info --host`` shows it); this
+is the detail behind it.  About 2 minutes.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import os
 import time
 
 import numpy as np
-from common import machine, save_json, table
+from common import machine, print_host, save_json, table
 
 SHAPES = "16x25,32x16,64x25,64x64,64x100,128x50,192x400,784x196"
 
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--eval-rounds", type=int, default=7)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    print_host()
 
     import numba
 
@@ -128,10 +131,9 @@ def main() -> None:
                 ]
             )
             print(f"{n}x{s} done, load {os.getloadavg()[0]:.2f}", flush=True)
-    from streamae.compute import small
 
-    choices = {f"{n}x{s}": small.nearest_choice(measured, n, s) for (n, s) in measured}
-    choices_sums = {f"{n}x{s}": small.nearest_choice(measured_sums, n, s) for (n, s) in measured_sums}
+    choices = {f"{n}x{s}": _wins(*measured[(n, s)]) for (n, s) in measured}
+    choices_sums = {f"{n}x{s}": _wins(*measured_sums[(n, s)]) for (n, s) in measured_sums}
     load_mid = os.getloadavg()
     evaluation = _evaluation(args.eval_rows, args.eval_rounds)
     load_after = os.getloadavg()
@@ -182,11 +184,6 @@ def main() -> None:
     print(f"\nCase (a), {args.eval_rows} x 64 -> 25 in memory, one core, one evaluation:")
     print(eval_text)
     print("auto's choice for the input sums: " + _choice_text(choices_sums))
-    for name, values in (("MEASURED", measured), ("MEASURED_SUMS", measured_sums)):
-        print(name + " = {")
-        for (n, s), (t, b) in values.items():
-            print(f"    ({n}, {s}): ({t:.1f}, {b:.1f}),")
-        print("}")
     result = {
         "machine": machine(),
         "args": vars(args),
@@ -199,6 +196,13 @@ def main() -> None:
         "tables": [products_text, layout_text, block_text, eval_text],
     }
     print(f"JSON: {save_json(result, args.json, 'kernels')}")
+
+
+def _wins(tiles_rate: float, blas_rate: float) -> bool:
+    """Whether the tiles' rate beats BLAS's by the calibration's least margin."""
+    from streamae.compute.calibration import MIN_MARGIN
+
+    return blas_rate / tiles_rate < 1.0 - MIN_MARGIN
 
 
 def _choice_text(choices: dict) -> str:
@@ -313,15 +317,16 @@ def _block(n: int, s: int, rows: int, rounds: int) -> dict:
             threads=1,
             products=products,
         )
-        # The input sums are a switch of their own (MEASURED_SUMS): BLAS in both, so this
-        # measures only what use_tiled switches.
+        # The input sums are a switch of their own: BLAS in both, so this measures only
+        # what the block switch changes.
         objective.tiled_sums = False
         objective._load_parameters(theta)
         objectives[products] = objective
 
     def run(objective, calls: int) -> None:
+        plan = objective._plan(single=True)
         for _ in range(calls):
-            objective._gradient_visit(0, X, True, objective.no_cache)
+            objective._gradient_visit(0, X, plan, objective.no_cache)
 
     contenders = {name: (lambda c, o=o: run(o, c)) for name, o in objectives.items()}
     for contender in contenders.values():

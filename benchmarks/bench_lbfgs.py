@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import machine, save_json, table
+from common import machine, print_host, save_json, table
 
 
 def two_loop(state, curvatures: np.ndarray | None) -> np.ndarray:
@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="where the checkpoint files go")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    print_host()
 
     from streamae.compute.lbfgs import search_direction
 

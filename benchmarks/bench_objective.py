@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import machine, read_through, save_json, sgemm_rate, table, write_patches
+from common import machine, print_host, read_through, save_json, sgemm_rate, table, write_patches
 from reference import torch_available
 
 HERE = Path(__file__).resolve().parent
@@ -329,6 +329,8 @@ def summarize(cases: dict, sgemm: float) -> str:
 
 COMPILE_SNIPPET = """
 import time, numpy as np
+import streamae.runtime
+streamae.runtime.configure()  # as train does, before the kernels are defined
 t0 = time.perf_counter()
 from streamae.compute.parameters import Hyperparameters, initialize
 from streamae.compute.schemes import make_objective
@@ -375,6 +377,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="where the temporary patch files go")
     parser.add_argument("--json", default=None, help="output path (default benchmarks/results/...)")
     args = parser.parse_args()
+    print_host()
 
     load_start = os.getloadavg()
     result = {"machine": machine(), "threads": args.threads, "rounds": args.rounds, "cases": {}}

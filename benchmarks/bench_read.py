@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import machine, read_through, save_json, table, write_patches
+from common import machine, print_host, read_through, save_json, table, write_patches
 
 
 def drop_caches() -> None:
@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    print_host()
 
     import numba
 

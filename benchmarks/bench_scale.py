@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, save_json, table, write_patches
+from common import machine, print_host, save_json, table, write_patches
 
 CHILD = r"""
 import json, sys, time
@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="directory for the files (needs 26 GB for 1e8)")
     parser.add_argument("--json", default=None, help="output path (default benchmarks/results/...)")
     args = parser.parse_args()
+    print_host()
 
     result = {
         "machine": machine(),

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import print_host
 
 from streamae.demo import shipped_images
 from streamae.extraction.pipeline import extract
@@ -129,6 +130,7 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=400)
     parser.add_argument("--json", type=Path, default=None)
     arguments = parser.parse_args()
+    print_host()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-warm-") as scratch:
         folder = Path(scratch)

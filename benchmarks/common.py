@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: machine facts, data files, timing, tables."""
+"""Helpers shared by the benchmark scripts: the host, machine facts, data files, timing, tables."""
 
 from __future__ import annotations
 
@@ -11,9 +11,42 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from streamae.runtime import configure
+
+# A benchmark script owns its process, as the command line does: configured before any
+# script imports streamae's kernels (the scripts import this module first), so the
+# kernels it times are compiled as `streamae train` compiles them.
+CONFIGURATION = configure()
+
 RESULTS = Path(__file__).resolve().parent / "results"
 # HDF5 chunks of about this many bytes, as `streamae extract` writes them.
 CHUNK_BYTES = 1 << 20
+
+
+def host() -> dict:
+    """The host as the kernels see it: CPU, vector width used, BLAS, library versions."""
+    from streamae.runtime.host import describe_host, vector_bits
+
+    return describe_host() | {"vector_bits": vector_bits()}
+
+
+def print_host() -> dict:
+    """Print which host the figures come from (every benchmark does, first); returns it.
+
+    Vendor and model, the Numba target and the vector width its kernels get, the BLAS
+    libraries with their versions and kernels, and numba/llvmlite/numpy versions: figures
+    from different machines can then be told apart.
+    """
+    facts = host()
+    blas = "; ".join(f"{b['api']} {b['version']} ({b['architecture']})" for b in facts["blas"]) or "none"
+    versions = ", ".join(f"{name} {version}" for name, version in facts["versions"].items())
+    print(
+        f"host: {facts['vendor']} {facts['model']}, {len(os.sched_getaffinity(0))} cores; "
+        f"Numba target {facts['numba_cpu']}, {facts['vector_bits']}-bit vectors; "
+        f"BLAS {blas}; {versions}",
+        flush=True,
+    )
+    return facts
 
 
 def machine() -> dict:
@@ -43,6 +76,8 @@ def machine() -> dict:
             if lib.get("user_api") == "blas"
         ],
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "host": host(),
+        "configured": CONFIGURATION.lines(),
         "load_average": os.getloadavg(),
     }
     try:

@@ -70,8 +70,13 @@ def reported_errors(debug: bool, option_set=None) -> Iterator[None]:
     """Turn expected failures into one line on stderr and the documented exit code.
 
     Parameter names in the message are printed as the flags of ``option_set``'s command.
+    The process is configured for the kernels first (:func:`streamae.runtime.configure`),
+    before the command imports any of them: the command line owns its process.
     """
     try:
+        from streamae.runtime.process import configure
+
+        configure()
         yield
     except StreamaeError as error:
         if debug:

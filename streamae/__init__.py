@@ -7,40 +7,53 @@ The Python API mirrors the command line::
     model = streamae.train("patches.h5", "model.h5", hidden=25, max_iter=400)
     model = streamae.load_model("model.h5")
 
-The public names below are imported explicitly.  No submodule is named like a public
-function (``streamae.encoding`` holds ``encode``, ``streamae.training.session`` holds
-``train``), so importing a submodule can never replace one of these names; a test checks it.
+Importing streamae imports nothing heavy and changes nothing in the process: the public
+names below are resolved on first use (PEP 562), each from the one module that defines
+it.  The names whose functions compile kernels (:data:`_CONFIGURES`) first call
+:func:`streamae.runtime.configure` (Numba fixes its CPU features when its first kernel is
+defined, see :mod:`streamae.runtime.process`), as do those functions when called.  No
+submodule is named like a public function (``streamae.encoding`` holds ``encode``,
+``streamae.training.session`` holds ``train``), so importing a submodule can never
+replace one of these names; a test checks it.
 """
 
-# Before anything imports Numba: a bad NUMBA_NUM_THREADS must not reach it (see runtime/threads),
-# and on AVX-512 hosts the kernels are compiled for full-width vectors (see runtime/cpu).
-from streamae.runtime.cpu import prefer_full_width
-from streamae.runtime.threads import set_aside_bad_thread_settings
+from __future__ import annotations
 
-set_aside_bad_thread_settings()
-prefer_full_width()
+import importlib
+from typing import TYPE_CHECKING
 
-from streamae._version import __version__  # noqa: E402
-from streamae.compute.parameters import Hyperparameters  # noqa: E402
-from streamae.demo import run_demo  # noqa: E402
-from streamae.encoding import encode  # noqa: E402
-from streamae.errors import StreamaeError  # noqa: E402
-from streamae.export import export_weights  # noqa: E402
-from streamae.extraction.pipeline import extract  # noqa: E402
-from streamae.io.modelfile import Model, load_model  # noqa: E402
-from streamae.options import (  # noqa: E402
-    EncodeOptions,
-    ExportOptions,
-    ExtractOptions,
-    GradcheckOptions,
-    TrainOptions,
-    VisualizeOptions,
+from streamae._version import __version__
+
+# Public name -> the module that defines it.
+_PUBLIC = {
+    "EncodeOptions": "streamae.options",
+    "ExportOptions": "streamae.options",
+    "ExtractOptions": "streamae.options",
+    "GradcheckOptions": "streamae.options",
+    "TrainOptions": "streamae.options",
+    "VisualizeOptions": "streamae.options",
+    "Hyperparameters": "streamae.compute.parameters",
+    "Model": "streamae.io.modelfile",
+    "StreamaeError": "streamae.errors",
+    "encode": "streamae.encoding",
+    "export_weights": "streamae.export",
+    "extract": "streamae.extraction.pipeline",
+    "gradcheck": "streamae.training.gradcheck",
+    "load_model": "streamae.io.modelfile",
+    "objective": "streamae.training.evaluate",
+    "render_features": "streamae.render",
+    "run_demo": "streamae.demo",
+    "train": "streamae.training.session",
+    "copy_samples": "streamae.sampledata",
+    "list_samples": "streamae.sampledata",
+    "load_digits": "streamae.sampledata",
+    # Needs scikit-learn (the "sklearn" extra); nothing else in streamae imports it.
+    "SparseAutoencoder": "streamae.estimator",
+}
+# The functions that compile kernels: configure the process before their modules define any.
+_CONFIGURES = frozenset(
+    {"encode", "extract", "gradcheck", "objective", "run_demo", "train", "SparseAutoencoder"}
 )
-from streamae.render import render_features  # noqa: E402
-from streamae.sampledata import copy_samples, list_samples, load_digits  # noqa: E402
-from streamae.training.evaluate import objective  # noqa: E402
-from streamae.training.gradcheck import gradcheck  # noqa: E402
-from streamae.training.session import train  # noqa: E402
 
 __all__ = [
     "EncodeOptions",
@@ -51,8 +64,8 @@ __all__ = [
     "VisualizeOptions",
     "Hyperparameters",
     "Model",
-    "StreamaeError",
     "SparseAutoencoder",
+    "StreamaeError",
     "__version__",
     "copy_samples",
     "encode",
@@ -70,15 +83,48 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """``streamae.SparseAutoencoder``, imported on first use: it needs scikit-learn, the rest never does."""
-    if name == "SparseAutoencoder":
-        try:
-            from streamae.estimator import SparseAutoencoder
-        except ModuleNotFoundError as error:
-            if error.name != "sklearn" and not str(error.name).startswith("sklearn."):
-                raise
-            raise ImportError(
-                'streamae.SparseAutoencoder needs scikit-learn: pip install "streamae[sklearn]".'
-            ) from error
-        return SparseAutoencoder
-    raise AttributeError(f"module 'streamae' has no attribute {name!r}")
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streamae' has no attribute {name!r}")
+    if name in _CONFIGURES:
+        from streamae.runtime.process import configure
+
+        configure()
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as error:
+        if name != "SparseAutoencoder" or str(error.name).split(".")[0] != "sklearn":
+            raise
+        raise ImportError(
+            'streamae.SparseAutoencoder needs scikit-learn: pip install "streamae[sklearn]".'
+        ) from error
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))
+
+
+if TYPE_CHECKING:  # for type checkers and editors; never run
+    from streamae.compute.parameters import Hyperparameters
+    from streamae.demo import run_demo
+    from streamae.encoding import encode
+    from streamae.errors import StreamaeError
+    from streamae.estimator import SparseAutoencoder
+    from streamae.export import export_weights
+    from streamae.extraction.pipeline import extract
+    from streamae.io.modelfile import Model, load_model
+    from streamae.options import (
+        EncodeOptions,
+        ExportOptions,
+        ExtractOptions,
+        GradcheckOptions,
+        TrainOptions,
+        VisualizeOptions,
+    )
+    from streamae.render import render_features
+    from streamae.sampledata import copy_samples, list_samples, load_digits
+    from streamae.training.evaluate import objective
+    from streamae.training.gradcheck import gradcheck
+    from streamae.training.session import train

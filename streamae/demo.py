@@ -17,6 +17,7 @@ from pathlib import Path
 from streamae.errors import UsageError
 from streamae.io.atomic import check_output_path
 from streamae.options import DEMO
+from streamae.runtime.process import configure
 
 DEMO_OUTPUTS = ("patches.h5", "model.h5", "features.png", "curves.png")
 
@@ -47,6 +48,7 @@ def run_demo(
     extract_progress=None,
 ) -> DemoResult:
     """Run extract -> train -> visualize into ``directory`` (created if missing)."""
+    configure()  # the process set up for the kernels, unless the caller did it (idempotent)
     from streamae.extraction.pipeline import extract
     from streamae.render import plot_curves, render_features
     from streamae.training.session import train

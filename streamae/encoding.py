@@ -35,6 +35,7 @@ from streamae.io.modelfile import Model, load_model
 from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, default_block_rows, inspect_patch_file
 from streamae.io.readpolicy import open_patches
 from streamae.options import DEFAULT_DATASET, EncodeOptions, dataset_path
+from streamae.runtime.process import configure
 from streamae.text import printable
 
 FEATURES_DATASET = "features"
@@ -97,6 +98,7 @@ def encode(
     ``output`` may be written.  ``dataset`` names the 2-D dataset of the patch file to
     encode (default ``/patches``).
     """
+    configure()  # the process set up for the kernels, unless the caller did it (idempotent)
     o = EncodeOptions.build(options, values)
     reconstruct, block_rows, dtype, force = o.reconstruct, o.block_rows, o.dtype, o.force
     model_path = None if isinstance(model, Model) else Path(model)

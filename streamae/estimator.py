@@ -94,6 +94,7 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
 
     def fit(self, X, y=None) -> SparseAutoencoder:
         """Train on X (an (m, n) array, or the path of a patch file); ``y`` is ignored."""
+        _configure()
         from streamae.errors import StreamaeError
         from streamae.training.session import train
 
@@ -168,6 +169,7 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         return -float(evaluation.cost)
 
     def _rows(self, X) -> np.ndarray:
+        _configure()
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         return X
@@ -176,6 +178,13 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def _configure() -> None:
+    """Set the process up for the kernels before a module that defines them is imported."""
+    from streamae.runtime.process import configure
+
+    configure()  # idempotent
 
 
 # The estimator's parameters that are streamae.train's options under the same names.

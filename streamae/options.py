@@ -865,6 +865,15 @@ INFO = OptionSet(
     (
         Option("as_json", bool, False, "Print the summary as one JSON object.", flag="--json", library=False),
         *DATA.options,
+        # issue 26: the host instead of a file (no FILE then).
+        Option(
+            "host",
+            bool,
+            False,
+            "Describe this host instead of a file: CPU, vector width, BLAS, versions, and the "
+            "BLAS/tiles calibrations measured here (products='auto').",
+            library=False,
+        ),
         DEBUG,
     ),
 )

@@ -5,11 +5,52 @@ Plain functions the fixtures build on live in ``helpers.py``.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import numpy as np
-import pytest
-from helpers import IMAGES_DIR, MNIST_IMAGES, write_patch_file
+# The test process is configured as the command line configures its own (thread
+# variables, OMP_WAIT_POLICY, full-width vectors), before any kernel module is imported.
+# Calibrations (compute/calibration.py) go to a folder of this session, never the user's
+# cache; subprocesses inherit it.
+from streamae.runtime import configure
+
+configure()
+CALIBRATION_DIR = tempfile.mkdtemp(prefix="streamae-test-calibration-")
+os.environ["STREAMAE_CACHE_DIR"] = CALIBRATION_DIR
+
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from helpers import IMAGES_DIR, MNIST_IMAGES, write_patch_file  # noqa: E402
+
+from streamae.compute import calibration  # noqa: E402
+
+
+def tied_timings(scheme, n_visible, n_hidden, dtype, rows) -> dict:
+    """A stopwatch that finds every arm equally fast (so "auto" takes BLAS)."""
+    return {arm: [1e-3] * calibration.ROUNDS for arm in calibration.ARMS}
+
+
+@pytest.fixture(autouse=True)
+def steady_calibration(request, monkeypatch):
+    """products="auto" in tests: the real decision and cache, with tied timings.
+
+    Timing every layer size the tests build, on a host that other jobs load, would add
+    minutes and make the path a test takes depend on the load; the paths themselves are
+    each tested (tests/test_small.py), and tests marked ``calibration`` keep the real
+    stopwatch (tests/test_calibration.py).
+    """
+    if request.node.get_closest_marker("calibration") is None:
+        monkeypatch.setattr(calibration, "measure", tied_timings)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if os.environ.get("STREAMAE_TEST_KEEP_CALIBRATION"):
+        print(f"\ncalibrations kept in {CALIBRATION_DIR}")
+        return
+    shutil.rmtree(CALIBRATION_DIR, ignore_errors=True)
 
 
 @pytest.fixture

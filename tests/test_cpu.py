@@ -1,4 +1,10 @@
-"""streamae.runtime.cpu: full-width vectors on AVX-512 hosts, the user's settings kept."""
+"""streamae.runtime.cpu and configure(): full-width vectors where available and asked for.
+
+What holds on every host is checked on every host: the CPUs are named to Numba
+(``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``, or llvmlite's reading of the host replaced in a
+subprocess), so the Intel cores LLVM tunes for 256 bits and AMD's Zen 4, which it does
+not, are both checked wherever the suite runs.  Code is compiled and read, never run.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +18,6 @@ from streamae.runtime.cpu import NO_NARROW_PREFERENCE, full_width_features, pref
 
 AVX512_HOST = "+sse2,+avx,+avx2,+fma,+avx512f,+avx512bw,-amx-tile"
 AVX2_HOST = "+sse2,+avx,+avx2,+fma,-avx512f,-avx512bw"
-
-
-def _host_has_avx512() -> bool:
-    import llvmlite.binding as llvm
-
-    return "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
 
 
 def test_an_avx512_host_keeps_its_features_and_drops_the_256_bit_preference():
@@ -50,53 +50,126 @@ def test_the_users_own_cpu_setting_wins(variable):
     assert environ == {variable: "generic"}
 
 
+# The CPUs the tests compile for, as (NUMBA_CPU_NAME, whether LLVM tunes it to prefer
+# 256-bit vectors).  The features name AVX-512 explicitly so the CPU name's own feature
+# set applies on any host; nothing compiled for them is run, only read, so the tests hold
+# on a host without AVX-512 too.
+TARGETS = {
+    "Intel Sapphire Rapids": ("sapphirerapids", True),
+    "Intel Emerald Rapids": ("emeraldrapids", True),
+    "AMD Zen 4": ("znver4", False),
+}
+AVX512_FEATURES = "+avx,+avx2,+fma,+f16c,+avx512f,+avx512vl,+avx512bw,+avx512dq,+avx512cd"
+
+# Pretend, inside a subprocess, that the host is another CPU: llvmlite's reading of the
+# host is what configure() and Numba's code generator consult.
+FAKE_HOST = """
+import llvmlite.binding as llvm
+
+class _Features:
+    def flatten(self):
+        return {features!r}
+
+llvm.get_host_cpu_name = lambda: {name!r}
+llvm.get_host_cpu_features = lambda: _Features()
+"""
+
+
 def _fresh(code: str, **extra_env: str) -> str:
+    """Run ``code`` in a new interpreter without the user's CPU settings; its stdout."""
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
     env.update(extra_env)
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
-@pytest.mark.parametrize("numba_first", [False, True], ids=["streamae first", "numba first"])
-def test_importing_streamae_configures_numba(numba_first):
-    code = (
-        "import numba\n" if numba_first else ""
-    ) + "import streamae, numba.core.config as c\nprint(c.CPU_FEATURES or '')"
-    features = _fresh(code)
-    if _host_has_avx512():
-        assert features.split(",")[-1] == NO_NARROW_PREFERENCE
-    else:
-        assert features == ""
+WIDTH = "from streamae.runtime.host import vector_bits\nprint(vector_bits())"
 
 
-def test_a_users_numba_cpu_features_reach_numba_unchanged():
-    code = "import streamae, numba.core.config as c\nprint(c.CPU_FEATURES)"
-    assert _fresh(code, NUMBA_CPU_FEATURES="+sse2") == "+sse2"
+@pytest.mark.parametrize("target", TARGETS)
+def test_full_width_vectors_are_used_where_asked_for(target):
+    name, _ = TARGETS[target]
+    features = AVX512_FEATURES + "," + NO_NARROW_PREFERENCE
+    assert _fresh(WIDTH, NUMBA_CPU_NAME=name, NUMBA_CPU_FEATURES=features) == "512"
 
 
-def test_compiled_loops_use_512_bit_registers_on_an_avx512_host():
-    if not _host_has_avx512():
-        pytest.skip("this CPU has no AVX-512: there is no wider vector to prefer")
-    code = """
-import numpy as np, streamae
-from numba import njit
+@pytest.mark.parametrize("target", TARGETS)
+def test_without_asking_each_cpu_gets_llvms_own_width(target):
+    name, prefers_256 = TARGETS[target]
+    width = _fresh(WIDTH, NUMBA_CPU_NAME=name, NUMBA_CPU_FEATURES=AVX512_FEATURES)
+    assert width == ("256" if prefers_256 else "512")
 
-@njit(cache=False, fastmath=True)
-def scale(x, out):
-    for i in range(x.shape[0]):
-        out[i] = np.float32(2.0) * x[i] + np.float32(1.0)
 
-x = np.ones(1024, dtype=np.float32)
-scale(x, np.empty_like(x))
-asm = scale.inspect_asm(scale.signatures[0])
-# Arithmetic on 512-bit registers (moves and zeroing appear either way).
-lines = [line for line in asm.splitlines() if 'zmm' in line]
-wide = ('vfmadd' in line or 'vmulps' in line or 'vaddps' in line for line in lines)
-print(sum(wide))
-"""
-    assert int(_fresh(code)) > 0
-    # And the check itself can fail: with the user's (host) features, LLVM keeps 256 bits.
+@pytest.mark.parametrize("target", TARGETS)
+def test_configure_asks_for_full_width_on_an_avx512_host(target):
+    name, prefers_256 = TARGETS[target]
+    if not prefers_256:
+        pytest.skip(f"{target} has no 256-bit preference to override: LLVM uses 512 bits anyway")
+    code = FAKE_HOST.format(name=name, features=AVX512_FEATURES) + (
+        "import os, streamae.runtime as r\n"
+        "done = r.configure()\n"
+        "from streamae.runtime.host import vector_bits\n"
+        "print(done.set.get('NUMBA_CPU_FEATURES', '').split(',')[-1], vector_bits())"
+    )
+    assert _fresh(code).split() == [NO_NARROW_PREFERENCE, "512"]
+
+
+def test_streamaes_kernels_use_full_width_vectors_when_configured(tmp_path):
+    name, _ = TARGETS["Intel Sapphire Rapids"]
+    code = FAKE_HOST.format(name=name, features=AVX512_FEATURES) + (
+        "import streamae.runtime as r\n"
+        "r.configure()\n"
+        "from numba import types\n"
+        "from streamae.compute.small import rows_product\n"
+        "matrix, vector = types.float32[:, ::1], types.float32[::1]\n"
+        "signature = (matrix, matrix, vector, matrix)\n"
+        "rows_product.compile(signature)\n"
+        "from streamae.runtime.host import widest_arithmetic\n"
+        "print(widest_arithmetic(rows_product.inspect_asm(signature)))"
+    )
+    assert _fresh(code, NUMBA_CACHE_DIR=str(tmp_path)) == "512"
+
+
+def test_on_this_host_configure_gives_the_widest_vectors_it_has():
     import llvmlite.binding as llvm
 
-    host = llvm.get_host_cpu_features().flatten()
-    assert int(_fresh(code, NUMBA_CPU_FEATURES=host)) == 0
+    if "+avx512f" not in llvm.get_host_cpu_features().flatten().split(","):
+        pytest.skip("this CPU has no AVX-512: there is no wider vector to ask for")
+    code = "import streamae.runtime as r\nr.configure()\n" + WIDTH
+    assert _fresh(code) == "512"
+
+
+@pytest.mark.parametrize("numba_first", [False, True], ids=["streamae first", "numba first"])
+def test_configure_reaches_numba_imported_before_it(numba_first):
+    code = FAKE_HOST.format(name="sapphirerapids", features=AVX512_FEATURES) + (
+        ("import numba\n" if numba_first else "")
+        + "import streamae, streamae.runtime as r\nr.configure()\n"
+        + "import numba.core.config as c\nprint(c.CPU_FEATURES)"
+    )
+    assert _fresh(code) == AVX512_FEATURES + "," + NO_NARROW_PREFERENCE
+
+
+def test_configure_after_a_numba_function_was_defined_leaves_the_features_and_says_so():
+    code = FAKE_HOST.format(name="sapphirerapids", features=AVX512_FEATURES) + (
+        "import os\nfrom numba import njit\n"
+        "one = njit(lambda: 1)\n"
+        "import streamae.runtime as r\ndone = r.configure()\n"
+        "print(os.environ.get('NUMBA_CPU_FEATURES'), 'NUMBA_CPU_FEATURES' in done.set)\n"
+        "print(done.notes[-1])"
+    )
+    first, note = _fresh(code).splitlines()
+    assert first == "None False"
+    assert "code generator was set up before configure()" in note
+
+
+def test_a_users_numba_cpu_settings_reach_numba_unchanged():
+    code = "import streamae.runtime as r\nd = r.configure()\nimport numba.core.config as c\n"
+    code += "print(repr(c.CPU_NAME), repr(c.CPU_FEATURES))\nprint(d.notes[-1])"
+    assert _fresh(code, NUMBA_CPU_FEATURES="+sse2").splitlines() == [
+        "None '+sse2'",
+        "kept the user's NUMBA_CPU_FEATURES=+sse2",
+    ]
+    # Numba's own default for generic: no features.
+    assert _fresh(code, NUMBA_CPU_NAME="generic").splitlines()[0] == "'generic' ''"
+    assert _fresh(WIDTH, NUMBA_CPU_NAME="generic") == "128"  # plain x86-64: SSE2

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from naive import dense_objective
 
-from streamae.compute import small
+from streamae.compute import calibration, small
 from streamae.compute.parameters import Hyperparameters, initialize
 from streamae.compute.schemes import make_objective
 from streamae.io.patchfile import ArrayPatches
@@ -91,25 +91,30 @@ def test_kernels_in_float32_are_within_float32_rounding(rng):
     assert relative(dots, out.astype(np.float64) @ AT.astype(np.float64).T) < 1e-6
 
 
-def test_the_choice_follows_the_nearest_measured_shape(monkeypatch):
-    table = {(4, 4): (1.0, 2.0), (8, 8): (2.0, 1.0), (64, 64): (1.0, 2.0)}
-    assert not small.nearest_choice(table, 4, 4)  # measured: BLAS won
-    assert small.nearest_choice(table, 8, 8) and small.nearest_choice(table, 4, 20)  # 80: nearer 64
-    assert not small.nearest_choice(table, 2, 500)  # 1000: nearer 4096 (in log) than 64
-    assert not small.nearest_choice(table, 4, 8)  # 32: as near 16 as 64 in log: the smaller
-    assert not small.nearest_choice({}, 8, 8)  # nothing measured: BLAS
-    monkeypatch.setattr(small, "MEASURED", {(64, 25): (2.0, 1.0)})
-    assert small.use_tiled(64, 25) and small.use_tiled(784, 196)
-    monkeypatch.setattr(small, "MEASURED", {(64, 25): (1.0, 2.0)})
-    assert not small.use_tiled(64, 25)
-    assert small.use_tiled(64, 25, "tiled") and not small.use_tiled(8, 3, "blas")
-    monkeypatch.setattr(small, "MEASURED_SUMS", {(64, 25): (2.0, 1.0)})
-    assert small.use_tiled_sums(64, 25) and not small.use_tiled_sums(64, 25, "blas")
-    monkeypatch.setattr(small, "MEASURED_SUMS", {(64, 25): (1.0, 2.0)})
-    assert not small.use_tiled_sums(64, 25) and small.use_tiled_sums(64, 25, "tiled")
-    for choose in (small.use_tiled, small.use_tiled_sums):
-        with pytest.raises(ValueError, match="products"):
-            choose(8, 3, "fast")
+def planted(arm: str) -> dict:
+    """A calibration entry that chose ``arm`` (what calibration.calibrate returns)."""
+    return {
+        "chosen": arm,
+        "seconds": {name: 1.0 for name in calibration.ARMS},
+        "noise": 0.0,
+        "margin": calibration.MIN_MARGIN,
+        "source": "planted",
+    }
+
+
+def test_products_asked_for_are_taken_and_auto_follows_the_calibration(monkeypatch):
+    def refuse(*args):
+        raise AssertionError("products asked for must not calibrate")
+
+    monkeypatch.setattr(calibration, "calibrate", refuse)
+    choose = calibration.choose
+    assert choose("two-pass", 64, 25, np.float32, 512, "tiled")[:2] == (True, True)
+    assert choose("two-pass", 64, 25, np.float32, 512, "blas")[:2] == (False, False)
+    with pytest.raises(ValueError, match="products"):
+        choose("two-pass", 8, 3, np.float32, 512, "fast")
+    for arm, switches in calibration.ARMS.items():
+        monkeypatch.setattr(calibration, "calibrate", lambda *args, arm=arm: planted(arm))
+        assert tuple(choose("single-pass", 64, 25, np.float32, 512)[:2]) == switches
 
 
 def problem(rng, n, s, rows, decoder, activation="sigmoid"):
@@ -134,11 +139,10 @@ def test_every_choice_equals_the_dense_twin(
     J, grad, _ = dense_objective(
         theta, X, hidden=s, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder, activation=activation
     )
-    # "auto" with measurements that make tiles win or lose at this very shape, for the
-    # block and for the input sums: all four combinations.
-    for block_tiled, sums_tiled in ((True, True), (True, False), (False, True), (False, False)):
-        monkeypatch.setattr(small, "MEASURED", {(n, s): (2.0, 1.0) if block_tiled else (1.0, 2.0)})
-        monkeypatch.setattr(small, "MEASURED_SUMS", {(n, s): (2.0, 1.0) if sums_tiled else (1.0, 2.0)})
+    # "auto" with calibrations that chose each of the four arms at this very shape (tiles or
+    # BLAS for the block and for the input sums).
+    for arm, (block_tiled, sums_tiled) in calibration.ARMS.items():
+        monkeypatch.setattr(calibration, "calibrate", lambda *args, arm=arm: planted(arm))
         objective = make_objective(
             ArrayPatches(X, block_rows=301),
             hyper,

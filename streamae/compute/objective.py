@@ -19,9 +19,9 @@ from typing import Protocol
 import numpy as np
 
 from streamae.compute import kernels, passes
+from streamae.compute.calibration import choose as choose_products
 from streamae.compute.lanes import Lanes, SingleThreadedBlas, lane_ranges
 from streamae.compute.parameters import Hyperparameters, parameter_count, unpack
-from streamae.compute.small import use_tiled, use_tiled_sums
 from streamae.errors import DataError
 from streamae.runtime.mpi import Communicator, SingleProcess
 from streamae.text import printable
@@ -108,8 +108,8 @@ class Timing:
 
 # Bytes of rows a lane reads at a time when it streams its own share (see
 # StreamedObjective._stream_by_lanes): a few compute blocks, so the rows are still in the
-# core's cache when computed on and the per-call overhead (~10 us to enter a compiled pass
-# with its 25 arguments) stays below 1% of the compute.
+# core's cache when computed on and the per-call overhead (~10 us to enter a compiled pass)
+# stays below 1% of the compute.
 LANE_READ_BYTES = 1 << 20
 
 
@@ -188,7 +188,8 @@ class LaneBuffers:
     column (n,) the output kernel's partial column sums.  The tiled path
     (:mod:`streamae.compute.small`) also uses transposed (n·rows,) for xᵀ, row_buffer
     (2·rows,) for the output kernel's zero bias and partial sums along the rows, and
-    row_sink (rows,) float64 for the sums it does not need.
+    row_sink (rows,) float64 for the sums it does not need.  ``scratch`` bundles the block
+    scratch as the gradient pass takes it (:class:`streamae.compute.passes.Scratch`).
     """
 
     def __init__(self, rows: int, n_visible: int, n_hidden: int, dtype: np.dtype) -> None:
@@ -209,6 +210,19 @@ class LaneBuffers:
         # on first use.
         self.rows = np.empty((0, n), dtype=dtype)
         self.column = np.zeros(n, dtype=dtype)
+        # The same arrays as the gradient pass takes them, bundled once.
+        self.scratch = passes.Scratch(
+            self.hidden,
+            self.eg,
+            self.output,
+            self.block_dW1,
+            self.block_dW2,
+            self.discard,
+            self.column,
+            self.transposed,
+            self.row_buffer,
+            self.row_sink,
+        )
 
 
 class StreamedObjective:
@@ -217,7 +231,8 @@ class StreamedObjective:
     ``source`` streams this process's rows; ``comm`` adds the sums across processes.
     Call it with theta (p,) float64.  ``dtype`` is the kernels' compute type (float32 or
     float64).  ``threads`` is the number of compute lanes (default: Numba's thread count).
-    ``products``: "auto" (the measured BLAS/tiled choice), "blas" or "tiled".
+    ``products``: "auto" (BLAS or tiles as calibrated on this host, see
+    :mod:`streamae.compute.calibration`), "blas" or "tiled".
     """
 
     scheme = "two-pass"
@@ -260,12 +275,13 @@ class StreamedObjective:
         self.W1T = np.empty((n, s), dtype=self.dtype)
         self.W2 = np.empty((n, s), dtype=self.dtype)
         self.W2T = np.empty((s, n), dtype=self.dtype)
-        # BLAS or the row-vectorised block (compute/small.py), by the measured
-        # choice (compute/small.py) unless the caller forces one.
-        self.tiled = use_tiled(n, s, products)
-        self.tiled_sums = use_tiled_sums(n, s, products)
+        # BLAS or the row-vectorised block (compute/small.py), as measured on this host
+        # for this objective (compute/calibration.py) unless the caller forces one.
+        choice = choose_products(self.scheme, n, s, self.dtype, self.compute_rows, products, self.comm)
+        self.tiled, self.tiled_sums, self.products_reason = choice.tiled, choice.tiled_sums, choice.reason
         self.b1 = np.empty(s, dtype=self.dtype)
         self.b2 = np.empty(n, dtype=self.dtype)
+        self.weights = passes.Weights(self.W1, self.W1T, self.W2, self.W2T, self.b1, self.b2)
         self.sparsity_row = np.zeros(s, dtype=self.dtype)
         self.no_sparsity = np.zeros(s, dtype=self.dtype)
         self.no_cache = np.empty(0, dtype=self.dtype)
@@ -382,50 +398,33 @@ class StreamedObjective:
             self.timing.read_seconds, self.timing.read_bytes = seconds, nbytes
         self.evaluations += 1
 
-    def _pass1_visit(self, lane: int, x: np.ndarray) -> None:
+    def _pass1_visit(self, lane: int, x: np.ndarray, cache: np.ndarray | None = None) -> None:
+        """Pass 1 over x (rows, n) into the lane's sum_a2; ``cache`` (s·rows,) keeps a2 (in-core)."""
         b = self.buffers[lane]
+        cache = self.no_cache if cache is None else cache
         passes.forward_pass(
-            x,
-            self.W1T,
-            self.b1,
-            self.activation,
-            self.compute_rows,
-            b.hidden,
-            b.sum_a2,
-            self.no_cache,
+            x, self.W1T, self.b1, self.activation, self.compute_rows, b.hidden, b.sum_a2, cache
         )
 
-    def _gradient_visit(self, lane: int, x: np.ndarray, single: bool, cache: np.ndarray) -> None:
-        b = self.buffers[lane]
+    def _plan(self, single: bool) -> passes.Plan:
+        """What a gradient pass does (:class:`streamae.compute.passes.Plan`): built once a pass."""
         sparsity = self.no_sparsity if single else self.sparsity_row
-        passes.gradient_pass(
-            x,
-            self.W1,
-            self.W1T,
-            self.W2,
-            self.W2T,
-            self.b1,
-            self.b2,
-            self.activation,
-            self.linear,
-            sparsity,
-            single,
-            self.tiled,
-            self.tiled_sums,
-            self.compute_rows,
-            cache,
-            b.hidden,
-            b.eg,
-            b.output,
-            b.block_dW1,
-            b.block_dW2,
-            b.discard,
-            b.column,
-            b.transposed,
-            b.row_buffer,
-            b.row_sink,
-            b.acc,
+        return passes.Plan(
+            self.activation, self.linear, single, self.tiled, self.tiled_sums, self.compute_rows, sparsity
         )
+
+    def _gradient_visit(self, lane: int, x: np.ndarray, plan: passes.Plan, cache: np.ndarray) -> None:
+        b = self.buffers[lane]
+        passes.gradient_pass(x, self.weights, plan, cache, b.scratch, b.acc)
+
+    def _stream_gradient(self, single: bool) -> None:
+        """The gradient pass over the source: the lanes' acc zeroed, then summed anew."""
+        for b in self.buffers:
+            b.acc[:] = 0.0
+        plan = self._plan(single)
+        with self._blas:
+            self._stream(lambda lane, x: self._gradient_visit(lane, x, plan, self.no_cache))
+        self.timing.passes += 1
 
     def _sum_a2(self, visit) -> np.ndarray:
         """Run pass 1 with ``visit``; returns ρ̂ (s,) over all rows of all ranks."""

@@ -29,7 +29,7 @@ from streamae.compute.objective import (
     sparsity_delta,
 )
 from streamae.compute.parameters import Hyperparameters, unpack
-from streamae.compute.passes import accumulator_layout, forward_pass
+from streamae.compute.passes import accumulator_layout
 from streamae.io.patchfile import ArrayPatches
 from streamae.options import SCHEMES, TRAIN
 from streamae.runtime.memory import available_memory
@@ -52,11 +52,7 @@ class TwoPassObjective(StreamedObjective):
         started = self._begin(theta)
         rho_hat = self._sum_a2(self._pass1_visit)  # pass 1
         self.sparsity_row[...] = sparsity_delta(self.hyper, rho_hat)
-        for b in self.buffers:
-            b.acc[:] = 0.0
-        with self._blas:
-            self._stream(lambda lane, x: self._gradient_visit(lane, x, False, self.no_cache))
-        self.timing.passes += 1
+        self._stream_gradient(single=False)
         # totals = [Σ ½‖a3 − x‖², ΣΔW1, ΣΔW2, Σδ2, Σδ3]: after the first entry it is laid
         # out exactly like theta, so one reduction carries J and ∇J together.
         totals = self._reduce_lanes("acc", 1 + self.n_parameters)
@@ -73,11 +69,7 @@ class SinglePassObjective(StreamedObjective):
     def __call__(self, theta: np.ndarray) -> Evaluation:
         """J and ∇J at theta (p,) float64."""
         started = self._begin(theta)
-        for b in self.buffers:
-            b.acc[:] = 0.0
-        with self._blas:
-            self._stream(lambda lane, x: self._gradient_visit(lane, x, True, self.no_cache))
-        self.timing.passes += 1
+        self._stream_gradient(single=True)
         n, s = self.n_visible, self.n_hidden
         dW1, _, db1, _, gx, g, a2, size = accumulator_layout(n, s)
         totals = self._reduce_lanes("acc", size)
@@ -118,17 +110,7 @@ class InCoreObjective(StreamedObjective):
         self.timing.passes += 1
 
     def _cached_pass1(self, lane: int, x: np.ndarray) -> None:
-        b = self.buffers[lane]
-        forward_pass(
-            x,
-            self.W1T,
-            self.b1,
-            self.activation,
-            self.compute_rows,
-            b.hidden,
-            b.sum_a2,
-            self.caches[lane],
-        )
+        self._pass1_visit(lane, x, self.caches[lane])
 
     def mean_activation(self, theta: np.ndarray) -> np.ndarray:
         """ρ̂ (s,) over all rows of all ranks (fills the activation cache as a side effect)."""
@@ -150,7 +132,8 @@ class InCoreObjective(StreamedObjective):
         self.sparsity_row[...] = sparsity_delta(self.hyper, rho_hat)
         for b in self.buffers:
             b.acc[:] = 0.0
-        self._run(lambda lane, x: self._gradient_visit(lane, x, False, self.caches[lane]))
+        plan = self._plan(single=False)
+        self._run(lambda lane, x: self._gradient_visit(lane, x, plan, self.caches[lane]))
         totals = self._reduce_lanes("acc", 1 + self.n_parameters)
         self.comm.allreduce_sum(totals)
         self._finish(started)

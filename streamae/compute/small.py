@@ -30,26 +30,16 @@ the decoder 0.40x, W2ᵀ·δ3ᵀ 0.87x).  With the tiles (runs at 14:50 and 15:0
 decoder 0.60–0.71x (OpenBLAS's small-matrix kernel for a2·W2ᵀ is its fastest), and the
 transpose of x 6–11 against 20 us.
 
-Whether the tiles beat OpenBLAS is measured, not assumed, for two switches:
-:data:`MEASURED` holds whole-block rates (the tiled block against the BLAS block, the
-input sums by OpenBLAS in both) and :data:`MEASURED_SUMS` the rates of single-pass's
-input-layer sums Σ [e; g] xᵀ alone (tiles, with the block's rows as their k, against
-OpenBLAS in the BLAS block); :func:`use_tiled` and :func:`use_tiled_sums` take, for a
-layer, what won at the measured shape nearest it (:func:`nearest_choice`).  Over three
-runs with the input sums by OpenBLAS (14:50, 15:04, 16:59) the tiled block won at 16 x 25
-(1.09–1.30x) and at the mid-sized layers 64 x 64, 64 x 100 and 128 x 50 (1.01–1.18x), and
-lost at 32 x 16 (0.85–0.97x), at the notes' 64 x 25 (0.84–0.93x) and at the large layers
-(0.77–0.91x).  The input sums by tiles won at every shape from 32 x 16 to 128 x 50 in the
-15:12 and 16:59 runs (1.14–1.47x), at 16 x 25 in one of them (1.05x; 0.94x in the other),
-and lost at 192 x 400 and 784 x 196.  Checked on whole evaluations
-with two lanes, paired in alternation: case (a) (64 x 25, read from its file, 31
-rounds) with tiled sums took 0.92x (single-pass), 0.99x (two-pass) and 0.98x (in-core)
-the time of all-BLAS; the tiled block in memory took 0.90x / 0.88x (single-pass), 0.93x /
-0.89x (two-pass) and 0.98x / 0.99x (in-core) of the BLAS block's at 64 x 64 / 128 x 50
-(21 rounds), and 0.95x at 32 x 16, where the table above says BLAS (auto follows the
-table; the whole-evaluation margin there is within the host's noise); at 64 x 25 it
-took 1.15x (single-pass) and 1.17x (in-core), where the per-block transpose of x and
-the elementwise work in the transposed layout cost more than its faster products save.
+Whether the tiles beat OpenBLAS is measured, not assumed, for two switches (the tiled
+block, and single-pass's input-layer sums Σ [e; g] xᵀ as tiles with the block's rows as
+their k), on the host that runs them: :mod:`streamae.compute.calibration` times the
+objective a run needs both ways on first use and keeps the result.  On the Emerald Rapids
+VM this project was first tuned on (bench_kernels.py runs of 2026-11-30, one core) the
+tiled block won at 16 x 25 and at mid-sized layers (64 x 64 to 128 x 50, 1.01–1.30x) and
+lost at 32 x 16, at the notes' 64 x 25 and at the large layers (0.77–0.97x); the tiled
+input sums won from 32 x 16 to 128 x 50 (1.14–1.47x) and lost at 192 x 400 and 784 x 196.
+On an AMD Zen 4 host neither won an evaluation: margins of a few percent, smaller than
+either host's drift, which is why the choice now needs a margin over the noise.
 OpenBLAS (0.3.30, SkylakeX) runs a block of m·n·k ≤ 10⁶ in small-matrix kernels that skip packing (see
 :func:`streamae.compute.passes.gradient_pass` for the weights' storage chosen for
 them); the decoder's is the one the tiles come nowhere near.
@@ -57,92 +47,14 @@ them); the decoder's is the one the tiles come nowhere near.
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 from numba import njit
 
 from streamae.compute.kernels import KERNEL_OPTIONS, STRICT_OPTIONS
 from streamae.compute.simd import VECTOR_BYTES, dot_tile, fma_tile, fma_tile_masked, transpose_tile
 
+# The product paths a caller may ask for: "auto" (as calibrated, see
+# streamae.compute.calibration), "blas" or "tiled".
 PRODUCTS = ("auto", "blas", "tiled")
-
-# bench_kernels.py, 2026-11-30 16:58–16:59 UTC (load average 0.59 at the start): GFLOP/s
-# (10·rows·n·s) of one single-pass gradient pass over 8 blocks of the objective's rows
-# (1024 for 16 x 25 and 32 x 16, 512 for the others), one core, float32, as (n, s):
-# (tiled, OpenBLAS), the input sums by OpenBLAS in both (they are switched on their own,
-# below).  The whole block, not one product: that is what the choice switches.
-MEASURED = {
-    (16, 25): (53.7, 41.4),
-    (32, 16): (54.4, 57.8),
-    (64, 25): (64.8, 74.0),
-    (64, 64): (83.3, 80.3),
-    (64, 100): (86.5, 85.5),
-    (128, 50): (83.4, 82.1),
-    (192, 400): (99.4, 111.7),
-    (784, 196): (85.3, 110.7),
-}
-
-# The same run: GFLOP/s (2·rows·2s·n) of single-pass's input-layer sums Σ [e; g] xᵀ of one
-# block, as (n, s): (rows_product's tiles with the block's rows as their k, OpenBLAS as
-# gradient_pass calls it).
-MEASURED_SUMS = {
-    (16, 25): (134.7, 127.7),
-    (32, 16): (160.6, 112.4),
-    (64, 25): (148.8, 120.0),
-    (64, 64): (157.3, 126.9),
-    (64, 100): (156.9, 134.4),
-    (128, 50): (154.9, 135.6),
-    (192, 400): (148.0, 160.6),
-    (784, 196): (99.3, 158.5),
-}
-
-
-def nearest_choice(measured: dict, n_visible: int, n_hidden: int) -> bool:
-    """Whether the tiles won at the measured shape nearest this layer's, in log(n·s).
-
-    measured: ``{(n, s): (tiles rate, BLAS rate)}``.  A tie in distance goes to the smaller
-    shape; an empty table means BLAS.  The tiles win in a band of sizes (they lose at the
-    smallest shapes, whose rows fill one vector, and at the large layers, where OpenBLAS's
-    packed kernels reach their full rate), which a single n·s threshold cannot express.
-    """
-    if not measured:
-        return False
-    size = n_visible * n_hidden
-
-    def distance(shape: tuple[int, int]) -> tuple[Fraction, int]:
-        other = shape[0] * shape[1]  # the ratio of the sizes, exact: log distance without rounding
-        return Fraction(max(size, other), min(size, other)), other
-
-    nearest = min(measured, key=distance)
-    tiles, blas = measured[nearest]
-    return tiles > blas
-
-
-def use_tiled(n_visible: int, n_hidden: int, products: str = "auto") -> bool:
-    """Whether the row-vectorised block (the passes' tiled path) runs this layer size.
-
-    ``products``: "auto" (:func:`nearest_choice` over :data:`MEASURED`), "blas" or "tiled".
-    """
-    return _choice(MEASURED, n_visible, n_hidden, products)
-
-
-def use_tiled_sums(n_visible: int, n_hidden: int, products: str = "auto") -> bool:
-    """Whether the input layer's sums Σ [e; g] xᵀ run as register tiles for this layer size.
-
-    ``products``: "auto" (:func:`nearest_choice` over :data:`MEASURED_SUMS`), "blas" or
-    "tiled" (tiles for those sums too).
-    """
-    return _choice(MEASURED_SUMS, n_visible, n_hidden, products)
-
-
-def _choice(measured: dict, n_visible: int, n_hidden: int, products: str) -> bool:
-    """``products`` checked; "auto" reads ``measured`` (see :func:`nearest_choice`)."""
-    if products not in PRODUCTS:
-        raise ValueError(f"products must be one of {', '.join(PRODUCTS)}, got {products!r}")
-    if products != "auto":
-        return products == "tiled"
-    return nearest_choice(measured, n_visible, n_hidden)
-
 
 # Product-only kernels: no activation here (the elementwise kernels own those).  The
 # tiles and the scalar edges alike sum each output over k (or over rows) in one fixed

@@ -32,6 +32,7 @@ from streamae.extraction.sources import expand_sources
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
 from streamae.io.hdf5 import PATCH_FORMAT, PATCHES_DATASET
 from streamae.options import DEFAULT_NUM_PATCHES, ExtractOptions
+from streamae.runtime.process import configure
 
 # Default HDF5 chunk: about 1 MiB of rows.  Big enough for fast sequential reads, small
 # enough that h5py's default 1 MiB chunk cache holds one.
@@ -105,6 +106,7 @@ def extract(
     sources then; see :func:`streamae.extraction.vectors.extract_vectors`, whose summary
     dict is returned).
     """
+    configure()  # the process set up for the kernels, unless the caller did it (idempotent)
     started = time.perf_counter()
     o = ExtractOptions.build(options, values)
     patch, grid, num_patches = o.patch_size, o.stride, o.num_patches

@@ -12,6 +12,7 @@ from streamae.compute.schemes import TwoPassObjective
 from streamae.io.patchfile import ArrayPatches
 from streamae.io.readpolicy import open_patches
 from streamae.options import DEFAULT_DATASET, TRAIN, dataset_path
+from streamae.runtime.process import configure
 
 __all__ = ["objective"]
 
@@ -38,6 +39,7 @@ def objective(
     training compute it (the two-pass scheme).  The hyperparameters' defaults and checks
     are :data:`streamae.options.TRAIN`'s.
     """
+    configure()  # the process set up for the kernels, unless the caller did it (idempotent)
     hyper = Hyperparameters(
         hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder, activation=activation
     )

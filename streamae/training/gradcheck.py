@@ -13,6 +13,7 @@ from streamae.compute.parameters import Hyperparameters, initialize
 from streamae.compute.schemes import TwoPassObjective
 from streamae.io.patchfile import ArrayPatches, PatchFile, inspect_patch_file
 from streamae.options import GRADCHECK_THRESHOLD, GradcheckOptions, dataset_path
+from streamae.runtime.process import configure
 
 __all__ = ["GRADCHECK_THRESHOLD", "GradientCheck", "gradcheck"]
 
@@ -48,6 +49,7 @@ def gradcheck(
     give ``rows``, ``hidden``, ``n_visible``, ``rho``, ``beta``, ``lam``, ``decoder``,
     ``block_rows``, ``epsilon`` and ``seed`` (see :data:`streamae.options.GRADCHECK`).
     """
+    configure()  # the process set up for the kernels, unless the caller did it (idempotent)
     o = GradcheckOptions.build(options, values)
     rows, hidden, n_visible, seed, epsilon = o.rows, o.hidden, o.n_visible, o.seed, o.epsilon
     hyper = Hyperparameters(

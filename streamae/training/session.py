@@ -45,6 +45,7 @@ from streamae.runtime.mpi import (
     mark_collective,
     one_rank_reports,
 )
+from streamae.runtime.process import configure
 from streamae.runtime.signals import StopFlag, StopRequested, stop_on_signals
 from streamae.runtime.threads import apply_threads, resolve_threads
 from streamae.text import printable
@@ -281,6 +282,7 @@ def train(
     ``keep_state`` (a finished model without it cannot be resumed).  ``command`` is the
     command line the run header records (default: this process's).
     """
+    configure()  # the process set up for the kernels, unless the caller did it (idempotent)
     if "memory" in values:  # the L-BFGS pairs' old name
         values["lbfgs_pairs"] = values.pop("memory")
     comm = comm or SingleProcess()

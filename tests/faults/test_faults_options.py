@@ -129,3 +129,19 @@ def test_write_patches_helper_is_valid(tmp_path):
     path = write_patch_file(tmp_path / "p.h5", data, patch_shape=(2, 2, 1))
     result = invoke("train", path, "-o", tmp_path / "m.h5", "--max-iter", "1", "--hidden", "2", "-q")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["info", "--host", "{file}"], "not both"),
+        (["info"], "--host"),
+        (["info", "--json"], "--host"),
+    ],
+    ids=["a file and --host", "neither", "--json alone"],
+)
+def test_info_host_takes_no_file_and_info_needs_one_or_the_other(args, fragment, good_patches):
+    result = invoke(*[str(good_patches) if a == "{file}" else a for a in args])
+    message = assert_clean_case(result, "info", 2, fragments=[fragment])
+    if "{file}" in args:
+        assert good_patches.name in message
