@@ -2,14 +2,13 @@
 
 Library errors (:class:`streamae.errors.StreamaeError`) become one plain line on stderr
 and the error's exit code (2 usage, 1 runtime, 3 stopped by a signal while training;
-Ctrl-C elsewhere exits 130), with parameter names said as flags; anything unexpected
+Ctrl-C elsewhere exits 130), with settings said as flags; anything unexpected
 becomes one line asking for ``--debug``, which shows the full traceback instead.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 from collections.abc import Callable, Iterator
 
@@ -26,58 +25,43 @@ TRAIN_EXIT_CODES_HELP = (
 )
 
 
-# A parameter setting as the library writes it in a message: ``force=True``, ``decoder='linear'``.
-_SETTING = re.compile(
-    r"""\b([a-z][a-z0-9_]*)=(True|False|None|'[^']*'|"[^"]*"|[A-Za-z0-9_.+-]*[A-Za-z0-9_])"""
-)
+def in_flags(message: str, parameter: str | None, option_set=None) -> str:
+    """``message`` of an error about ``parameter`` with its opening name said as the flag.
 
-
-def in_flags(message: str, option_set=None, parameter: str | None = None) -> str:
-    """``message`` with the library's parameter names said as the command line's flags.
-
-    The library names parameters ("hidden must be ...", "pass force=True"); the command
-    line prints "--hidden must be ...", "pass --force".  ``option_set`` (the command's
-    options) wins over the other commands' when a name means different flags.
+    Only the parameter the error carries is looked at ("hidden must be ..." → "--hidden
+    must be ..."); settings inside the message are already said as flags, since the
+    library spelled them in the command line's vocabulary (:func:`streamae.options.setting`).
     """
     from streamae.options import COMMANDS
 
-    sets = ([option_set] if option_set is not None else []) + list(COMMANDS.values())
-    options = {}
-    for each in sets:
-        for option in each:
-            if option.cli:
-                options.setdefault(option.name, option)
-
-    if parameter in options and message.startswith(parameter + " "):
-        message = options[parameter].cli_flag + message[len(parameter) :]
-
-    def flag(match: re.Match) -> str:
-        option = options.get(match.group(1))
-        if option is None:
-            return match.group(0)
-        value = match.group(2)
-        if option.kind is bool:
-            if value == ("False" if option.inverted else "True"):
-                return option.cli_flag
-            return match.group(0)
-        return f"{option.cli_flag} {value.strip(chr(39) + chr(34))}"
-
-    return _SETTING.sub(flag, message)
+    if parameter is None or not message.startswith(parameter + " "):
+        return message
+    for each in ([option_set] if option_set is not None else []) + list(COMMANDS.values()):
+        if parameter in each and each[parameter].cli:
+            return each[parameter].cli_flag + message[len(parameter) :]
+    return message
 
 
 @contextlib.contextmanager
-def reported_errors(debug: bool, option_set=None) -> Iterator[None]:
+def reported_errors(
+    debug: bool, option_set=None, again: Callable[[dict], str] | None = None
+) -> Iterator[None]:
     """Turn expected failures into one line on stderr and the documented exit code.
 
-    Parameter names in the message are printed as the flags of ``option_set``'s command.
+    Within the block the library says settings as the flags of ``option_set``'s command
+    (and, through ``again``, how to run the command again); an error about a parameter
+    is reported by that parameter's flag.
     The process is configured for the kernels first (:func:`streamae.runtime.configure`),
     before the command imports any of them: the command line owns its process.
     """
+    from streamae.options import speaking_flags
+
     try:
         from streamae.runtime.process import configure
 
         configure()
-        yield
+        with speaking_flags(option_set, again):
+            yield
     except StreamaeError as error:
         if debug:
             raise
@@ -86,7 +70,7 @@ def reported_errors(debug: bool, option_set=None) -> Iterator[None]:
         if not getattr(error, "silent", False):
             label = "Stopped" if isinstance(error, Interrupted) else "Error"
             # The last line of defence: no escape sequence from a file reaches the terminal.
-            message = in_flags(printable(error, None), option_set, getattr(error, "parameter", None))
+            message = in_flags(printable(error, None), getattr(error, "parameter", None), option_set)
             click.echo(f"{label}: {message}", err=True)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:

@@ -8,7 +8,6 @@ import sys
 import click
 from click.core import ParameterSource
 
-from streamae.errors import Interrupted
 from streamae.options import GRADCHECK, GRADCHECK_THRESHOLD, TRAIN
 
 from .common import (
@@ -146,7 +145,7 @@ def train(data, output, quiet, debug, **options) -> None:
     process's to rounding.  SIGTERM, SIGINT or SIGUSR1 stop the run at the last
     completed iteration with a checkpoint in --output; --resume continues from it.
     """
-    with reported_errors(debug, TRAIN):
+    with reported_errors(debug, TRAIN, again=lambda changes: f"`{train_command(data, output, changes)}`"):
         from streamae.runtime.mpi import world
 
         # On --resume a setting not typed comes from the checkpoint: pass only the typed ones.
@@ -164,12 +163,6 @@ def train(data, output, quiet, debug, **options) -> None:
         monitor.on_start(0, 0, max_iter)
         try:
             _train(data, output, monitor=monitor, comm=comm, **options)
-        except Interrupted as error:
-            # The library says "continue with resume=True"; a shell user gets the command itself.
-            text = str(error)
-            if "continue with resume=True" in text:
-                error.args = (text.replace("resume=True", f"`{resume_command(data, output)}`", 1),)
-            raise
         finally:
             monitor.close()
         if comm.rank == 0 and not quiet:
@@ -178,9 +171,21 @@ def train(data, output, quiet, debug, **options) -> None:
 
 def resume_command(data: str, output: str) -> str:
     """The shell command that continues a run from its checkpoint, quoted to work as printed."""
+    return train_command(data, output, {"resume": True})
+
+
+def train_command(data: str, output: str, changes: dict) -> str:
+    """``streamae train DATA -o OUTPUT`` with ``changes`` (parameter → value) as flags, quoted."""
     import shlex
 
-    return shlex.join(["streamae", "train", os.fspath(data), "-o", os.fspath(output), "--resume"])
+    words = ["streamae", "train", os.fspath(data), "-o", os.fspath(output)]
+    for name, value in changes.items():
+        option = TRAIN[name]
+        if option.kind is bool:
+            words += [option.cli_flag] if value is not option.inverted else []
+        else:
+            words += [option.cli_flag, str(value)]
+    return shlex.join(words)
 
 
 def _train(*args, **kwargs):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from streamae.errors import UsageError
 from streamae.io.atomic import check_output_path
-from streamae.options import DEMO
+from streamae.options import DEMO, setting
 from streamae.runtime.process import configure
 
 DEMO_OUTPUTS = ("patches.h5", "model.h5", "features.png", "curves.png")
@@ -57,7 +57,9 @@ def run_demo(
     DEMO.validate({"output_dir": directory, "num_patches": num_patches, "max_iter": max_iter, "force": force})
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise UsageError(f"{directory}: exists and is not a directory; choose another output_dir='DIR'.")
+        raise UsageError(
+            f"{directory}: exists and is not a directory; choose another {setting('output_dir', 'DIR')}."
+        )
     directory.mkdir(parents=True, exist_ok=True)
     paths = {name: directory / name for name in DEMO_OUTPUTS}
     for path in paths.values():  # refuse before any work, not after the extract

@@ -25,7 +25,7 @@ from streamae.io.hdf5 import (
 )
 from streamae.io.modelfile import load_model
 from streamae.io.patchfile import inspect_patch_file
-from streamae.options import dataset_path
+from streamae.options import TRAIN, dataset_path, resumable, stored_value
 from streamae.text import printable
 
 MAX_LISTED = 50  # datasets listed for a foreign HDF5 file before "... and N more"
@@ -214,7 +214,18 @@ def _describe_model(path: Path) -> dict:
         "normalization": model.normalization,
         "validation": _held_out_summary(model.validation),
         "warm_start": _warm_start_summary(model),
+        "settings": _training_settings(model),
         "info": model.info,
+    }
+
+
+def _training_settings(model) -> dict:
+    """The training settings the model records besides its hyperparameters (from the specs)."""
+    sections = {"info": model.info, "data": model.data or {}}
+    return {
+        option.name: stored_value(option, sections)
+        for option in resumable(TRAIN)
+        if option.stored_path[0] == "info" and stored_value(option, sections) is not None
     }
 
 
@@ -317,131 +328,189 @@ def _data_text(data: dict | None) -> str:
 def format_description(info: dict) -> str:
     """The text ``streamae info`` prints for a :func:`describe` dict (several lines)."""
     kind = info["kind"]
-    chosen = info.get("dataset", "/" + PATCHES_DATASET) if kind == "patches" else "/" + PATCHES_DATASET
+    default = "/" + PATCHES_DATASET
+    chosen = info.get("dataset", default) if kind == "patches" else default
     lines = [
         f"{info['path']}: "
-        + (f"{chosen}, a dataset of training examples" if chosen != "/" + PATCHES_DATASET else "")
+        + (f"{chosen}, a dataset of training examples" if chosen != default else "")
         + {
-            "patches": "streamae patch file" if chosen == "/" + PATCHES_DATASET else "",
+            "patches": "streamae patch file" if chosen == default else "",
             "model": "streamae model file",
             "features": "streamae features file (written by `streamae encode`)",
             "hdf5": "HDF5 file, not a streamae file",
         }[kind]
     ]
+    text = {"patches": _patches_text, "model": _model_text, "features": _features_text}.get(kind, _hdf5_text)
+    return "\n".join(lines + text(info))
 
-    def add(label: str, value: object) -> None:
-        lines.append(f"  {label + ':':<18}{value}")
 
-    if kind == "patches":
-        m, n = info["shape"]
-        name = info.get("dataset", "/" + PATCHES_DATASET)
-        label = "patches" if name == "/" + PATCHES_DATASET else name
-        add(label, f"{m:,} rows of {n} values, {info['dtype']}")
-        add("storage", _storage_text(info))
-        add("patch shape", _shape(info["patch_shape"]))
-        add("normalization", _mode_text(info["normalization"]))
-        add("sampling", _mode_text(info["sampling"]))
-        add("seed", _number(info["seed"]))
-        if info["images"] is not None or info["color"] is not None:
-            add("images", f"{_number(info['images'])} ({info['color'] or 'colour not recorded'})")
-        sources = info["sources"]
-        if isinstance(sources, list):
-            shown = ", ".join(str(source) for source in sources[:5])
-            add("sources", f"{len(sources)}: {shown}" + (" ..." if len(sources) > 5 else ""))
-        else:
-            add("sources", _number(sources))
-        for entry in info["other_datasets"]:
-            add("also holds", f"{entry['name']} {_shape(entry['shape'])} {entry['dtype']}")
-    elif kind == "model":
-        hyper = info["hyperparameters"]
-        tanh = hyper.get("activation", "sigmoid") == "tanh"
-        units = f"{info['hidden']} tanh hidden" if tanh else f"{info['hidden']} hidden"
-        add("layers", f"{info['inputs']} inputs -> {units} ({hyper['decoder']} decoder)")
-        add("patch shape", _shape(info["patch_shape"]))
-        add(
-            "hyperparameters",
-            f"rho={hyper['rho']:g}, beta={hyper['beta']:g}, lambda={hyper['lambda']:g}",
-        )
-        finished = f" ({info['finished']})" if info.get("finished") else ""
-        add("iterations", f"{info['iterations']:,}{finished}")
-        final = info["final"]
-        add(
+def _line(label: str, value: object) -> str:
+    """One ``label: value`` line of the text, values aligned."""
+    return f"  {label + ':':<18}{value}"
+
+
+def _patches_text(info: dict) -> list[str]:
+    m, n = info["shape"]
+    name = info.get("dataset", "/" + PATCHES_DATASET)
+    lines = [
+        _line(
+            "patches" if name == "/" + PATCHES_DATASET else name, f"{m:,} rows of {n} values, {info['dtype']}"
+        ),
+        _line("storage", _storage_text(info)),
+        _line("patch shape", _shape(info["patch_shape"])),
+        _line("normalization", _mode_text(info["normalization"])),
+        _line("sampling", _mode_text(info["sampling"])),
+        _line("seed", _number(info["seed"])),
+    ]
+    if info["images"] is not None or info["color"] is not None:
+        lines.append(_line("images", f"{_number(info['images'])} ({info['color'] or 'colour not recorded'})"))
+    sources = info["sources"]
+    if isinstance(sources, list):
+        shown = ", ".join(str(source) for source in sources[:5])
+        lines.append(_line("sources", f"{len(sources)}: {shown}" + (" ..." if len(sources) > 5 else "")))
+    else:
+        lines.append(_line("sources", _number(sources)))
+    lines += [
+        _line("also holds", f"{e['name']} {_shape(e['shape'])} {e['dtype']}") for e in info["other_datasets"]
+    ]
+    return lines
+
+
+# Hyperparameters said on the "layers" line rather than the "hyperparameters" one.
+_ON_LAYERS_LINE = ("hidden", "decoder", "activation")
+
+
+def _model_text(info: dict) -> list[str]:
+    hyper = info["hyperparameters"]
+    tanh = hyper.get("activation", "sigmoid") == "tanh"
+    units = f"{info['hidden']} tanh hidden" if tanh else f"{info['hidden']} hidden"
+    others = [f"{key}={_value(value)}" for key, value in hyper.items() if key not in _ON_LAYERS_LINE]
+    finished = f" ({info['finished']})" if info.get("finished") else ""
+    final = info["final"]
+    lines = [
+        _line("layers", f"{info['inputs']} inputs -> {units} ({hyper['decoder']} decoder)"),
+        _line("patch shape", _shape(info["patch_shape"])),
+        _line("hyperparameters", ", ".join(others)),
+        _line("iterations", f"{info['iterations']:,}{finished}"),
+        _line(
             "final J",
             f"{_number(final['cost'])} = reconstruction {_number(final['reconstruction'])}"
             f" + weight decay {_number(final['weight_decay'])} + sparsity {_number(final['sparsity'])}",
+        ),
+        _line("final |grad J|", _number(final["grad_norm"])),
+        _line("mean rho_hat", _rho_hat_text(info["rho_hat"], hyper["rho"], tanh)),
+    ]
+    lines += _evaluation_time_text(info.get("evaluation_time"))
+    lines.append(_line("trained on", _data_text(info["data"])))
+    if info.get("settings"):
+        lines.append(_line("settings", ", ".join(f"{k}={_value(v)}" for k, v in info["settings"].items())))
+    lines += _warm_start_text(info.get("warm_start"))
+    lines.append(_line("resumable", _resumable_text(info)))
+    lines.append(_line("normalization", _mode_text(info.get("normalization"))))
+    lines += _held_out_text(info.get("validation"))
+    return lines
+
+
+def _value(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _rho_hat_text(rho_hat: dict | None, rho: float, tanh: bool) -> str:
+    if rho_hat is None:
+        return "not recorded"
+    return (
+        f"{rho_hat['mean']:.4g} (min {rho_hat['min']:.4g}, max {rho_hat['max']:.4g}, "
+        # tanh: rho targets the mean of (a2 + 1)/2, so the mean of a2 aims at 2·rho − 1.
+        + (f"target {2 * rho - 1:g} = 2 rho - 1)" if tanh else f"target {rho:g})")
+    )
+
+
+def _evaluation_time_text(split: dict | None) -> list[str]:
+    if split is None:
+        return []
+    total = split["waiting_seconds"] + split["computing_seconds"]
+    share = split["waiting_seconds"] / total if total > 0 else 0.0
+    lines = [
+        _line(
+            "per evaluation",
+            f"{split['computing_seconds']:.3g} s computing, {split['waiting_seconds']:.3g} s "
+            f"waiting for data ({share:.0%}; {split['evaluations']:,} evaluations)",
         )
-        add("final |grad J|", _number(final["grad_norm"]))
-        rho_hat = info["rho_hat"]
-        add(
-            "mean rho_hat",
-            "not recorded"
-            if rho_hat is None
-            else f"{rho_hat['mean']:.4g} (min {rho_hat['min']:.4g}, max {rho_hat['max']:.4g}, "
-            # tanh: rho targets the mean of (a2 + 1)/2, so the mean of a2 aims at 2·rho − 1.
-            + (f"target {2 * hyper['rho'] - 1:g} = 2 rho - 1)" if tanh else f"target {hyper['rho']:g})"),
+    ]
+    if "besides_share" in split:
+        lines.append(
+            _line(
+                "not evaluating",
+                f"{split['besides_share']:.0%} of the training time (L-BFGS, checkpoints, the log)",
+            )
         )
-        split = info.get("evaluation_time")
-        if split is not None:
-            total = split["waiting_seconds"] + split["computing_seconds"]
-            share = split["waiting_seconds"] / total if total > 0 else 0.0
-            add(
-                "per evaluation",
-                f"{split['computing_seconds']:.3g} s computing, {split['waiting_seconds']:.3g} s "
-                f"waiting for data ({share:.0%}; {split['evaluations']:,} evaluations)",
-            )
-            if "besides_share" in split:
-                add(
-                    "not evaluating",
-                    f"{split['besides_share']:.0%} of the training time (L-BFGS, checkpoints, the log)",
-                )
-            if "start_seconds" in split:
-                start = split["start_seconds"]
-                add("first evaluation", f"{start:.3g} s (at the starting point; not counted above)")
-        add("trained on", _data_text(info["data"]))
-        warm = info.get("warm_start")
-        if warm is not None and (len(warm["stages"]) > 1 or warm["schedule"] not in (None, "none")):
-            parts = [
-                f"stage {entry['stage']}: {entry['rows']:,} rows, {entry['iterations']:,} iterations"
-                for entry in warm["stages"]
-            ]
-            add("warm start", f"{warm['schedule'] or 'schedule not recorded'}; " + "; ".join(parts))
-        if info["resumable"]:
-            add("resumable", "yes (optimizer state stored; continue with --resume)")
-        elif info.get("finished"):
-            add("resumable", "no (a finished model without the optimizer state; train afresh to continue)")
-        else:
-            add("resumable", "no (no optimizer state stored)")
-        add("normalization", _mode_text(info.get("normalization")))
-        held = info.get("validation")
-        if held:
-            last = held["last"]
-            add(
-                "held-out J",
-                f"{_number(last.get('cost'))} at iteration {_number(int(last.get('iteration', 0)))} "
-                f"(reconstruction {_number(last.get('reconstruction'))}, sparsity "
-                f"{_number(last.get('sparsity'))}, mean rho_hat {_number(last.get('rho_hat_mean'))}); "
-                f"best {_number(held['best_cost'])} at iteration {_number(held['best_iteration'])}, "
-                f"{held['evaluations']} evaluations",
-            )
-    elif kind == "features":
-        for name, entry in info["datasets"].items():
-            add(name, f"{_shape(entry['shape'])} {entry['dtype']}, {_storage_text(entry)}")
-        model = info["model"] or {}
-        add("model", f"{model.get('path', '?')} ({model.get('inputs', '?')} -> {model.get('hidden', '?')})")
-        add("data", _data_text(info["data"]))
-        add("mean activation", _number(info["mean_activation"]))
-        if info.get("reconstruction") is not None:
-            add("reconstruction", f"{_number(info['reconstruction'])} (mean ½‖a3 − x‖²)")
-    else:
-        datasets = info["datasets"]
-        if not datasets:
-            add("datasets", "none")
-        for entry in datasets[:MAX_LISTED]:
-            lines.append(f"  {entry['name']}  {_shape(entry['shape']) or 'scalar'} {entry['dtype']}")
-        if len(datasets) > MAX_LISTED:
-            lines.append(f"  ... and {len(datasets) - MAX_LISTED} more datasets")
-        lines.append("  streamae reads patch files (`streamae extract`) and model files (`streamae train`).")
-    return "\n".join(lines)
+    if "start_seconds" in split:
+        start = split["start_seconds"]
+        lines.append(_line("first evaluation", f"{start:.3g} s (at the starting point; not counted above)"))
+    return lines
+
+
+def _warm_start_text(warm: dict | None) -> list[str]:
+    if warm is None or not (len(warm["stages"]) > 1 or warm["schedule"] not in (None, "none")):
+        return []
+    parts = [
+        f"stage {entry['stage']}: {entry['rows']:,} rows, {entry['iterations']:,} iterations"
+        for entry in warm["stages"]
+    ]
+    return [_line("warm start", f"{warm['schedule'] or 'schedule not recorded'}; " + "; ".join(parts))]
+
+
+def _resumable_text(info: dict) -> str:
+    if info["resumable"]:
+        return "yes (optimizer state stored; continue with --resume)"
+    if info.get("finished"):
+        return "no (a finished model without the optimizer state; train afresh to continue)"
+    return "no (no optimizer state stored)"
+
+
+def _held_out_text(held: dict | None) -> list[str]:
+    if not held:
+        return []
+    last = held["last"]
+    return [
+        _line(
+            "held-out J",
+            f"{_number(last.get('cost'))} at iteration {_number(int(last.get('iteration', 0)))} "
+            f"(reconstruction {_number(last.get('reconstruction'))}, sparsity "
+            f"{_number(last.get('sparsity'))}, mean rho_hat {_number(last.get('rho_hat_mean'))}); "
+            f"best {_number(held['best_cost'])} at iteration {_number(held['best_iteration'])}, "
+            f"{held['evaluations']} evaluations",
+        )
+    ]
+
+
+def _features_text(info: dict) -> list[str]:
+    lines = [
+        _line(name, f"{_shape(entry['shape'])} {entry['dtype']}, {_storage_text(entry)}")
+        for name, entry in info["datasets"].items()
+    ]
+    model = info["model"] or {}
+    lines += [
+        _line(
+            "model", f"{model.get('path', '?')} ({model.get('inputs', '?')} -> {model.get('hidden', '?')})"
+        ),
+        _line("data", _data_text(info["data"])),
+        _line("mean activation", _number(info["mean_activation"])),
+    ]
+    if info.get("reconstruction") is not None:
+        lines.append(_line("reconstruction", f"{_number(info['reconstruction'])} (mean ½‖a3 − x‖²)"))
+    return lines
+
+
+def _hdf5_text(info: dict) -> list[str]:
+    datasets = info["datasets"]
+    lines = [] if datasets else [_line("datasets", "none")]
+    for entry in datasets[:MAX_LISTED]:
+        lines.append(f"  {entry['name']}  {_shape(entry['shape']) or 'scalar'} {entry['dtype']}")
+    if len(datasets) > MAX_LISTED:
+        lines.append(f"  ... and {len(datasets) - MAX_LISTED} more datasets")
+    lines.append("  streamae reads patch files (`streamae extract`) and model files (`streamae train`).")
+    return lines
 
 
 def _mode_text(value: object) -> str:

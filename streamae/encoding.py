@@ -34,7 +34,7 @@ from streamae.io.hdf5 import FEATURES_FORMAT
 from streamae.io.modelfile import Model, load_model
 from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, default_block_rows, inspect_patch_file
 from streamae.io.readpolicy import open_patches
-from streamae.options import DEFAULT_DATASET, EncodeOptions, dataset_path
+from streamae.options import DEFAULT_DATASET, EncodeOptions, dataset_path, setting
 from streamae.runtime.process import configure
 from streamae.text import printable
 
@@ -108,7 +108,8 @@ def encode(
     if activation is not None and activation != model.hyper.activation:
         raise UsageError(
             f"{model_name} was trained with {model.hyper.activation} hidden units, not {activation}; "
-            f"leave the activation out (the model's is used) or give activation='{model.hyper.activation}'.",
+            "leave the activation out (the model's is used) or give "
+            f"{setting('activation', model.hyper.activation)}.",
             parameter="activation",
         )
     if not isinstance(data, str | os.PathLike):

@@ -37,7 +37,7 @@ import numpy as np
 from streamae.errors import OutputExistsError, UsageError
 from streamae.io.atomic import atomic_output, check_output_path, storage_error
 from streamae.io.modelfile import Model, load_model
-from streamae.options import EXPORT_FORMATS, ExportOptions
+from streamae.options import EXPORT_FORMATS, ExportOptions, setting
 
 FORMATS = EXPORT_FORMATS
 
@@ -171,7 +171,7 @@ def _write_folder(output: Path, arrays: dict[str, np.ndarray], *, force: bool) -
     if output.exists() and not output.is_dir():
         check_output_path(output, force=force)  # a file: the usual rules (and --force) apply
     elif output.exists() and not force:
-        raise OutputExistsError(f"{output} exists; pass force=True to replace it.")
+        raise OutputExistsError(f"{output} exists; pass {setting('force', True)} to replace it.")
     parent = output.parent if str(output.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(

@@ -1,10 +1,14 @@
 """Every option of every command, declared once: name, type, range or choices, default, help.
 
-The library validates keyword arguments with these specs (:meth:`OptionSet.validate`)
-and its messages name the *parameter* ("hidden must be an integer ≥ 1, got 0"); the
-command line builds its click options from the same specs and maps a parameter name to
-its flag (``lam`` → ``--lambda``) when it reports an error.  Adding an option means
-adding one :class:`Option` here plus the code that uses the value.
+The library validates keyword arguments with these specs (:meth:`OptionSet.validate`),
+text with a grammar of its own included (``warm_start``), and its messages name the
+*parameter* ("hidden must be an integer ≥ 1, got 0"); the command line builds its click
+options from the same specs, reports an error by the flag of the parameter it carries, and
+has the library say settings in flags (:func:`setting`, :func:`speaking_flags`).  A
+training option also says where model files and checkpoints keep it (``stored``) and
+what ``resume`` does with it (``on_resume``): model files, checkpoints, ``--resume`` and
+``info`` read that.  Adding an option means adding one :class:`Option` here plus the code
+that uses the value (``tests/test_options.py`` follows a throw-away one through).
 
 This module imports nothing heavy (no NumPy, Numba or h5py), so ``streamae --help``
 stays cheap to build from it.
@@ -12,11 +16,13 @@ stays cheap to build from it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from streamae.errors import UsageError
@@ -48,6 +54,16 @@ class Option:
     False (``--no-file-locking`` → ``file_locking=False``; not given → the default).
     ``show_default`` overrides whether ``--help`` shows the default; ``metavar`` names the
     value in ``--help``; ``required``: the command line insists on it.
+
+    What a model file (and so a checkpoint) keeps of the option: ``stored`` is where its
+    value lies, ``"attrs/lambda"`` (a file attribute), ``"info/max_iter"`` (a key of the
+    ``info`` attribute; deeper keys with more ``/``) or ``"data/dataset"`` (the data
+    fingerprint); ``restore`` turns the stored value back into the option's (default: as
+    stored).  ``on_resume`` says what ``resume=True`` does with it: ``"same"`` — it changes
+    the objective or the optimizer, so a given value must agree with the checkpoint's;
+    ``"new"`` — a given value applies from then on; ``"unused"`` — it only shaped the
+    start (the seed).  Every option with ``on_resume`` is taken from the checkpoint when
+    a resumed run is not given it (:mod:`streamae.training.resume`).
     """
 
     name: str
@@ -70,6 +86,22 @@ class Option:
     show_default: bool | None = None
     inverted: bool = False
     required: bool = False
+    stored: str | None = None
+    restore: Callable[[object], object] | None = None
+    on_resume: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.on_resume not in (None, "same", "new", "unused"):
+            raise ValueError(f"{self.name}: on_resume must be same, new or unused, not {self.on_resume!r}")
+        if self.stored is not None and self.stored.split("/")[0] not in ("attrs", "info", "data"):
+            raise ValueError(
+                f"{self.name}: stored must begin with attrs/, info/ or data/, not {self.stored!r}"
+            )
+
+    @property
+    def stored_path(self) -> tuple[str, ...]:
+        """``stored`` as its parts: ``("info", "warm_start", "schedule")`` (empty when not stored)."""
+        return tuple(self.stored.split("/")) if self.stored else ()
 
     @property
     def cli_flag(self) -> str:
@@ -205,6 +237,112 @@ def flags_in(sets: Iterable[OptionSet]) -> dict[str, str]:
     return mapping
 
 
+# --- settings said in messages -------------------------------------------------------------
+# The library's messages name settings as a Python caller types them (``force=True``);
+# the command line speaks in flags (``--force``).  A message says a setting through
+# :func:`setting`, which asks the vocabulary in effect: the library's by default, the
+# command's flags inside :func:`speaking_flags` (the command line's error handling).
+_FLAGS: contextvars.ContextVar[dict[str, Option] | None] = contextvars.ContextVar(
+    "streamae_flags", default=None
+)
+# How to run the command again with some settings changed (the command line's own words).
+_AGAIN: contextvars.ContextVar[Callable[[dict], str] | None] = contextvars.ContextVar(
+    "streamae_again", default=None
+)
+
+
+@contextlib.contextmanager
+def speaking_flags(
+    option_set: OptionSet | None = None, again: Callable[[dict], str] | None = None
+) -> Iterator[None]:
+    """Within the block, messages say settings as flags, ``option_set``'s first.
+
+    ``again(changes)`` spells the whole command run again with ``changes`` (parameter
+    name → value), for messages that tell how to continue (:func:`again_with`).
+    """
+    vocabulary: dict[str, Option] = {}
+    for each in ([option_set] if option_set is not None else []) + list(COMMANDS.values()):
+        for option in each:
+            if option.cli:
+                vocabulary.setdefault(option.name, option)
+    tokens = (_FLAGS.set(vocabulary), _AGAIN.set(again))
+    try:
+        yield
+    finally:
+        _FLAGS.reset(tokens[0])
+        _AGAIN.reset(tokens[1])
+
+
+def again_with(**changes: object) -> str:
+    """How to run the same call again with ``changes``: ``resume=True`` for the library,
+    the whole command (`` `streamae train DATA -o MODEL --resume` ``) on the command line."""
+    again = _AGAIN.get()
+    if again is not None:
+        return again(changes)
+    return " and ".join(setting(name, value) for name, value in changes.items())
+
+
+def setting(name: str, value: object = True, text: str | None = None) -> str:
+    """A setting as the caller types it: ``force=True`` / ``decoder='linear'`` for the
+    library, ``--force`` / ``--decoder linear`` on the command line.
+
+    ``text`` is the value as the message shows it (default: ``repr`` of a string, else
+    ``str``); a flag that takes no value is said alone (``--resume``).
+    """
+    shown = text if text is not None else (repr(value) if isinstance(value, str) else str(value))
+    option = (_FLAGS.get() or {}).get(name)
+    if option is None:
+        return f"{name}={shown}"
+    if option.kind is bool:
+        return option.cli_flag if value is (not option.inverted) else f"{name}={shown}"
+    return f"{option.cli_flag} {text if text is not None else value}"
+
+
+def said(name: str) -> str:
+    """A parameter's name as the caller knows it: ``lam``, or ``--lambda`` on the command line."""
+    option = (_FLAGS.get() or {}).get(name)
+    return option.cli_flag if option is not None else name
+
+
+def resumable(option_set: OptionSet) -> tuple[Option, ...]:
+    """The options a checkpoint carries: those a resumed run takes from it when not given."""
+    return tuple(option for option in option_set if option.on_resume is not None)
+
+
+def stored_value(option: Option, sections: Mapping[str, object]) -> object:
+    """``option``'s value as a model file keeps it (None when the file does not record it).
+
+    ``sections`` maps ``"attrs"``, ``"info"`` and ``"data"`` to what the file holds
+    there (plain dicts, as decoded).
+    """
+    value: object = sections
+    for key in option.stored_path:
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    if value is None:
+        return None
+    return option.restore(value) if option.restore is not None else value
+
+
+def stored_settings_in(option_set: OptionSet, sections: Mapping[str, object]) -> dict[str, object]:
+    """Parameter name → value of every resumable option the file records."""
+    found = {option.name: stored_value(option, sections) for option in resumable(option_set)}
+    return {name: value for name, value in found.items() if value is not None}
+
+
+def info_settings(option_set: OptionSet, values: Mapping[str, object]) -> dict[str, object]:
+    """The ``info`` entries of the options stored directly under ``info/``: key → value."""
+    return {
+        option.stored_path[1]: values[option.name]
+        for option in option_set
+        if len(option.stored_path) == 2
+        and option.stored_path[0] == "info"
+        and option.restore is None  # a value made from a record is written by that record
+        and option.name in values
+    }
+
+
 # --- values written as text --------------------------------------------------------------
 
 
@@ -265,6 +403,46 @@ def parse_bytes(value: object) -> int:
     return int(size)
 
 
+def parse_warm_start(value: object) -> str:
+    """``"none"``, ``"auto"`` or increasing sample sizes (``"20000,200_000"``), as given.
+
+    Only the grammar: whether the sizes fit the data is checked when the file is open.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"must be none, auto or sample sizes such as 20000,200000, got {_shown(value)}.")
+    word = value.strip().lower()
+    if word in ("none", "auto"):
+        return value
+    parts = [part.strip().replace("_", "") for part in word.split(",")]
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise ValueError(
+            f"must be none, auto or increasing sample sizes such as 20000,200000, got {_shown(value)}."
+        )
+    sizes = [int(part) for part in parts]
+    if any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)):
+        raise ValueError(f"sample sizes must increase from stage to stage, got {_shown(value.strip())}.")
+    return value
+
+
+def parse_held_out_file(value: object) -> str:
+    """A held-out ``FILE[:/DATASET]`` as text (a path object is taken as the file)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise ValueError(f"must be a file name FILE or FILE:/DATASET, got {_shown(value)}.")
+    if not value:
+        raise ValueError("must name a file (FILE or FILE:/DATASET).")
+    return value
+
+
+def _held_out_file_of(record: object) -> str | None:
+    """The ``validation`` value a model's held-out record stands for (None for a fraction)."""
+    if not isinstance(record, Mapping) or not isinstance(record.get("path"), str):
+        return None
+    dataset = record.get("dataset")
+    return record["path"] + (f":{dataset}" if isinstance(dataset, str) else "")
+
+
 # --- shared by several commands ----------------------------------------------------------
 
 DECODERS = ("sigmoid", "linear")
@@ -315,6 +493,8 @@ DATA = OptionSet(
             DEFAULT_DATASET,
             "The 2-D dataset of the HDF5 file to read, one example per row (a path such as "
             "/embeddings or /group/X).",
+            stored="data/dataset",  # absent for /patches
+            on_resume="same",
         ),
     ),
 )
@@ -326,6 +506,8 @@ ACTIVATION = Option(
     "Hidden units: sigmoid (inactive near 0) or tanh (inactive near -1; rho applies to "
     "the mean of (a2 + 1)/2).",
     choices=ACTIVATIONS,
+    stored="attrs/activation",
+    on_resume="same",
 )
 
 VALIDATION = OptionSet(
@@ -337,6 +519,10 @@ VALIDATION = OptionSet(
             None,
             "Held-out data FILE[:DATASET] evaluated during training (not trained on).",
             nullable=True,
+            parse=parse_held_out_file,
+            stored="info/validation",
+            restore=_held_out_file_of,
+            on_resume="new",
         ),
         Option(
             "validation_fraction",
@@ -349,8 +535,18 @@ VALIDATION = OptionSet(
             low_open=True,
             high_open=True,
             nullable=True,
+            stored="info/validation/fraction",
+            on_resume="same",  # it chooses the training rows
         ),
-        Option("validate_every", int, 1, "Evaluate the held-out data every this many iterations.", low=1),
+        Option(
+            "validate_every",
+            int,
+            1,
+            "Evaluate the held-out data every this many iterations.",
+            low=1,
+            stored="info/validation/every",
+            on_resume="new",
+        ),
         Option(
             "early_stop",
             int,
@@ -359,6 +555,8 @@ VALIDATION = OptionSet(
             "the best parameters.",
             low=1,
             nullable=True,
+            stored="info/validation/early_stop",
+            on_resume="new",
         ),
         Option(
             "early_stop_min_improvement",
@@ -426,7 +624,7 @@ TRAIN = OptionSet(
             short="-o",
             library=False,  # the library's second positional argument (None: write nothing)
         ),
-        Option("hidden", int, 25, "Hidden units s2.", low=1),
+        Option("hidden", int, 25, "Hidden units s2.", low=1, stored="attrs/hidden", on_resume="same"),
         Option(
             "rho",
             float,
@@ -436,16 +634,39 @@ TRAIN = OptionSet(
             high=1,
             low_open=True,
             high_open=True,
+            stored="attrs/rho",
+            on_resume="same",
         ),
-        Option("beta", float, 3.0, "Weight of the sparsity penalty.", low=0),
-        Option("lam", float, 1e-4, "Weight decay.", flag="--lambda", low=0),
-        Option("max_iter", int, 400, "L-BFGS iterations at most.", low=0),
+        Option(
+            "beta",
+            float,
+            3.0,
+            "Weight of the sparsity penalty.",
+            low=0,
+            stored="attrs/beta",
+            on_resume="same",
+        ),
+        Option(
+            "lam",
+            float,
+            1e-4,
+            "Weight decay.",
+            flag="--lambda",
+            low=0,
+            stored="attrs/lambda",
+            on_resume="same",
+        ),
+        Option(
+            "max_iter", int, 400, "L-BFGS iterations at most.", low=0, stored="info/max_iter", on_resume="new"
+        ),
         Option(
             "decoder",
             str,
             "sigmoid",
             "Output layer: sigmoid (data in [0, 1]) or linear (any real data).",
             choices=DECODERS,
+            stored="attrs/decoder",
+            on_resume="same",
         ),
         ACTIVATION,
         Option(
@@ -454,6 +675,8 @@ TRAIN = OptionSet(
             "float32",
             "Compute type of the kernels; sums and the optimizer are always float64.",
             choices=DTYPES,
+            stored="info/dtype",
+            on_resume="same",
         ),
         Option(
             "chunk_rows",
@@ -461,6 +684,10 @@ TRAIN = OptionSet(
             None,
             "Rows per read (default: whole HDF5 chunks, about 8 MiB of rows).",
             low=1,
+            # As asked (None: the read policy chooses again on resume, so the ranks'
+            # shares stay those of the run continued); the rows used are info["chunk_rows"].
+            stored="info/asked_chunk_rows",
+            on_resume="new",
         ),
         Option(
             "threads",
@@ -470,9 +697,25 @@ TRAIN = OptionSet(
             "else the CPU affinity shared among the MPI ranks of the node).",
             low=1,
         ),
-        _seed("Seed of the initial weights."),
-        Option("grad_tol", float, 1e-5, "Stop when max |gradient| is below this.", low=0),
-        Option("progress_tol", float, 1e-9, "Stop when J changes by less than this.", low=0),
+        Option("seed", int, 0, "Seed of the initial weights.", low=0, stored="info/seed", on_resume="unused"),
+        Option(
+            "grad_tol",
+            float,
+            1e-5,
+            "Stop when max |gradient| is below this.",
+            low=0,
+            stored="info/grad_tol",
+            on_resume="new",
+        ),
+        Option(
+            "progress_tol",
+            float,
+            1e-9,
+            "Stop when J changes by less than this.",
+            low=0,
+            stored="info/progress_tol",
+            on_resume="new",
+        ),
         Option(
             "lbfgs_pairs",
             int,
@@ -480,6 +723,8 @@ TRAIN = OptionSet(
             "L-BFGS correction pairs kept (its memory, in pairs of parameter vectors).",
             low=1,
             cli=False,
+            stored="info/lbfgs_pairs",
+            on_resume="same",
         ),
         Option(
             "resume",
@@ -515,6 +760,8 @@ TRAIN = OptionSet(
             "--memory-budget), single-pass once per evaluation, two-pass twice (the notes' scheme); "
             "auto: in-core if it fits, else single-pass.  All give the same J and gradient.",
             choices=SCHEMES,
+            stored="info/scheme",  # the scheme chosen (auto resolved), kept on resume
+            on_resume="new",
         ),
         Option(
             "memory_budget",
@@ -550,6 +797,9 @@ TRAIN = OptionSet(
             "the data; none when the data is too small to gain).  Each stage runs L-BFGS on "
             "whole chunks spread over the file and hands its weights to the next; the last "
             "stage is the full data with --max-iter and the tolerances.",
+            parse=parse_warm_start,
+            stored="info/warm_start/schedule",
+            on_resume="new",  # the stages run so far must agree (training/warmstart.py checks)
         ),
         Option(
             "keep_state",

@@ -26,7 +26,7 @@ import numpy as np
 from streamae.errors import InputFileError, UsageError
 from streamae.io.atomic import atomic_output
 from streamae.io.modelfile import Model
-from streamae.options import VISUALIZE
+from streamae.options import VISUALIZE, setting
 
 # Gray levels of the tile grid.  A tile maps [-peak, peak] onto [1, 255] with 0 at 128,
 # exactly symmetric; the border is 0, darker than any tile pixel, so it never blends
@@ -68,9 +68,9 @@ def resolve_patch_shape(
         shape = tuple(override) + (1,) * (3 - len(override))
         if math.prod(shape) != n_visible:
             raise UsageError(
-                f"{name}: patch_shape={'x'.join(map(str, override))} holds {math.prod(shape)} "
-                f"values but the model's rows hold {n_visible}; give a shape whose product is "
-                f"{n_visible}."
+                f"{name}: {setting('patch_shape', override, 'x'.join(map(str, override)))} holds "
+                f"{math.prod(shape)} values but the model's rows hold {n_visible}; give a shape whose "
+                f"product is {n_visible}."
             )
     elif stored is not None:
         shape = tuple(stored) + (1,) * (3 - len(stored))
@@ -79,13 +79,14 @@ def resolve_patch_shape(
         if side * side != n_visible:
             raise UsageError(
                 f"{name}: the model stores no patch shape and its {n_visible} inputs are not a "
-                "square; pass patch_shape=HxW or HxWxC."
+                f"square; pass {setting('patch_shape', 'HxW', 'HxW')} or HxWxC."
             )
         shape = (side, side, 1)
     if len(shape) != 3 or shape[2] not in (1, 3):
         raise UsageError(
             f"{name}: patch shape {'x'.join(map(str, shape))} has {shape[-1]} channels; only gray "
-            "(1) and RGB (3) patches can be drawn; pass patch_shape=HxWxC to choose another view."
+            "(1) and RGB (3) patches can be drawn; pass "
+            f"{setting('patch_shape', 'HxWxC', 'HxWxC')} to choose another view."
         )
     return (int(shape[0]), int(shape[1]), int(shape[2]))
 
@@ -157,8 +158,8 @@ def unit_order(model: Model, sort: str, name: str = "the model") -> np.ndarray:
     if sort == "activation":
         if model.rho_hat is None:
             raise InputFileError(
-                f"{name}: the model file has no /rho_hat to sort by activation; use sort='norm' "
-                "or sort='none'."
+                f"{name}: the model file has no /rho_hat to sort by activation; use "
+                f"{setting('sort', 'norm')} or {setting('sort', 'none')}."
             )
         key = np.asarray(model.rho_hat, dtype=np.float64)
     else:

@@ -121,7 +121,8 @@ def failure_problems(
         problems.append("the message has more than two sentences")
     if names and not any(name in message for name in names):
         problems.append(f"the message names none of {list(names)}")
-    if not any(re.search(rf"\b{word}", message, re.IGNORECASE) for word in FIX_WORDS):
+    # Whole words: "the checkpoint is damaged" says nothing to do, though it holds "check".
+    if not any(re.search(rf"\b{word}\b", message, re.IGNORECASE) for word in FIX_WORDS):
         problems.append("the message does not say what to do")
     problems += [f"the message lacks {fragment!r}" for fragment in fragments if fragment not in message]
     return problems

@@ -69,6 +69,9 @@ def test_every_cli_option_has_a_spec_entry():
                 assert option.cli and option.cli_flag in param.opts, (name, param.name)
 
 
+GRAMMAR_EXAMPLES = {"warm_start": "20000,200000"}
+
+
 def non_default(option: specs.Option) -> tuple[list[str], object]:
     """Command-line words giving ``option`` a value other than its default, and that value."""
     if option.kind is bool:
@@ -76,9 +79,14 @@ def non_default(option: specs.Option) -> tuple[list[str], object]:
     if option.choices is not None:
         value = next(choice for choice in option.choices if choice != option.default)
         return [option.cli_flag, value], value
-    text = {"size": "12x8", "bytes": "8G", "shape": "8x8x3", "path": "elsewhere.h5", str: "images"}.get(
-        option.kind
-    )
+    # Text with a grammar of its own (checked when the options are built) takes a valid example.
+    text = GRAMMAR_EXAMPLES.get(option.name) or {
+        "size": "12x8",
+        "bytes": "8G",
+        "shape": "8x8x3",
+        "path": "elsewhere.h5",
+        str: "images",
+    }.get(option.kind)
     if text is None:  # a number inside the option's range, other than the default
         if option.high is not None and option.low is not None:
             value = (option.low + option.high) / 2

@@ -62,21 +62,31 @@ def test_every_option_has_help_and_a_default_inside_its_range():
                 option.check(option.default)  # raises if a default is outside its own range
 
 
-def test_in_flags_says_parameters_as_flags():
-    assert in_flags("hidden must be an integer ≥ 1, got 0.", TRAIN, "hidden") == (
+def test_an_error_is_reported_by_its_parameter_not_by_its_text():
+    assert in_flags("hidden must be an integer ≥ 1, got 0.", "hidden", TRAIN) == (
         "--hidden must be an integer ≥ 1, got 0."
     )
-    assert in_flags("lam must be a finite number ≥ 0, got -1.0.", TRAIN, "lam").startswith("--lambda must")
-    assert (
-        in_flags("x.h5 exists; pass force=True to replace it.", TRAIN)
-        == "x.h5 exists; pass --force to replace it."
+    assert in_flags("lam must be a finite number ≥ 0, got -1.0.", "lam", TRAIN).startswith("--lambda must")
+    # Without a parameter, or a message that does not open with it, nothing is rewritten.
+    assert in_flags("x.h5 exists; pass force=True to replace it.", None, TRAIN).endswith(
+        "force=True to replace it."
     )
-    assert in_flags("or train with decoder='linear'.", TRAIN) == "or train with --decoder linear."
-    assert in_flags("pass file_locking=False", TRAIN) == "pass --no-file-locking"
-    # A name that is not a parameter is left alone, and so is the rest of the sentence.
-    assert in_flags("set HDF5_USE_FILE_LOCKING=FALSE; hidden units", TRAIN) == (
-        "set HDF5_USE_FILE_LOCKING=FALSE; hidden units"
-    )
+    assert in_flags("the hidden units", "hidden", TRAIN) == "the hidden units"
+
+
+def test_settings_in_messages_are_said_in_the_callers_words():
+    assert specs.setting("force", True) == "force=True"
+    assert specs.setting("decoder", "linear") == "decoder='linear'"
+    assert specs.again_with(resume=True) == "resume=True"
+    with specs.speaking_flags(TRAIN, again=lambda changes: f"`streamae train {sorted(changes)}`"):
+        assert specs.setting("force", True) == "--force"
+        assert specs.setting("decoder", "linear") == "--decoder linear"
+        assert specs.setting("file_locking", False) == "--no-file-locking"
+        assert specs.setting("lam", 0.5) == "--lambda 0.5"
+        assert specs.setting("not_an_option", 3) == "not_an_option=3"
+        assert specs.said("lam") == "--lambda"
+        assert specs.again_with(resume=True) == "`streamae train ['resume']`"
+    assert specs.setting("force", True) == "force=True"  # the library's words again
 
 
 def test_a_new_option_needs_no_other_declaration():
@@ -124,3 +134,87 @@ def test_library_names_the_parameter_and_the_cli_the_flag(command, tmp_path, mon
     assert result.exit_code == 2, result.output
     assert result.output.strip() == "Error: " + flag + str(caught.value)[len(parameter) :], result.output
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+# --- a new setting is declared in one place ------------------------------------------------
+
+
+@pytest.fixture
+def throwaway_option():
+    """TRAIN with one more setting, declared as any other; the command line rebuilt from it."""
+    import importlib
+
+    import streamae.cli.train as cli_train
+
+    option = Option(
+        "throwaway",
+        float,
+        0.5,
+        "A throw-away setting that changes the objective (for this test).",
+        low=0,
+        stored="info/throwaway",
+        on_resume="same",
+    )
+    before = (TRAIN.options, TRAIN._by_name)
+    object.__setattr__(TRAIN, "options", TRAIN.options + (option,))
+    object.__setattr__(TRAIN, "_by_name", {**TRAIN._by_name, option.name: option})
+    try:
+        yield importlib.reload(cli_train).train  # the train command, built from TRAIN again
+    finally:
+        object.__setattr__(TRAIN, "options", before[0])
+        object.__setattr__(TRAIN, "_by_name", before[1])
+        importlib.reload(cli_train)
+
+
+def test_a_new_setting_reaches_help_options_model_file_info_and_resume(throwaway_option, tmp_path):
+    import numpy as np
+    from helpers import write_patch_file
+
+    from streamae.errors import Interrupted
+    from streamae.io.modelfile import load_model
+    from streamae.runtime.signals import StopFlag
+    from streamae.training.loop import TrainingMonitor
+    from streamae.training.session import train
+
+    runner = CliRunner()
+    assert "--throwaway" in runner.invoke(throwaway_option, ["--help"]).output  # --help
+    assert TrainOptions(throwaway=0.25).throwaway == 0.25 and TrainOptions().throwaway == 0.5  # options
+    with pytest.raises(UsageError) as caught:
+        TrainOptions(throwaway=-1)
+    assert caught.value.parameter == "throwaway"
+
+    values = np.random.default_rng(1).uniform(0.1, 0.9, size=(600, 16)).astype(np.float32)
+    data = write_patch_file(tmp_path / "data.h5", values, chunk_rows=200)
+    model = tmp_path / "model.h5"
+    small = ["--hidden", "4", "--max-iter", "6", "--grad-tol", "0", "--progress-tol", "0", "-q"]
+    done = runner.invoke(throwaway_option, [str(data), "-o", str(model), "--throwaway", "0.25", *small])
+    assert done.exit_code == 0, done.output
+    assert load_model(model).info["throwaway"] == 0.25  # the model file
+    shown = runner.invoke(cli, ["info", str(model)])
+    assert "throwaway=0.25" in shown.output  # info
+
+    class StopAfterTwo(TrainingMonitor):
+        def on_iteration(self, record: dict) -> None:
+            if record["iteration"] == 2:
+                flag.request("SIGTERM")
+
+    flag = StopFlag()
+    stopped = tmp_path / "stopped.h5"
+    with pytest.raises(Interrupted):
+        train(
+            data,
+            stopped,
+            hidden=4,
+            max_iter=6,
+            throwaway=0.25,
+            stop=flag,
+            monitor=StopAfterTwo(),
+            stop_signals=False,
+        )
+    refused = runner.invoke(
+        throwaway_option, [str(data), "-o", str(stopped), "--resume", "--throwaway", "0.5"]
+    )
+    assert refused.exit_code == 2 and "--throwaway 0.25, not 0.5" in refused.output  # the resume check
+    resumed = runner.invoke(throwaway_option, [str(data), "-o", str(stopped), "--resume", "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_model(stopped).info["throwaway"] == 0.25  # taken from the checkpoint

@@ -212,3 +212,47 @@ def test_old_model_files_without_the_new_fields_still_load_and_resume(data, tmp_
     model = train(data, output, resume=True, max_iter=14, grad_tol=0, progress_tol=0, chunk_rows=300,
                   scheme="two-pass", stop_signals=False)  # fmt: skip
     assert model.iterations == 14
+
+
+# --- the settings added since resume was written (held-out data, warm start) --------------
+
+FAST = {"hidden": 7, "dtype": "float64", "max_iter": 14, "grad_tol": 0.0, "progress_tol": 0.0, "seed": 3}
+
+
+def _stopped_then_resumed_as_printed(data: Path, output: Path, settings: dict) -> tuple[object, str]:
+    """Train with ``settings``, stop after iteration 5, then run the command the stop message prints."""
+    flag = StopFlag()
+    with pytest.raises(Interrupted) as caught:
+        train(data, output, stop=flag, monitor=Recorder(flag, 5), stop_signals=False, **FAST, **settings)
+    assert load_model(output).iterations == 5
+    words = shlex.split(resume_command(str(data), str(output)))
+    result = invoke(*words[1:])
+    assert result.exit_code == 0, result.output
+    return load_model(output), str(caught.value)
+
+
+@pytest.mark.parametrize("held", ["file", "fraction"])
+def test_resume_as_printed_keeps_the_held_out_evaluation_and_its_history(data, tmp_path, held):
+    if held == "file":
+        values = np.random.default_rng(5).uniform(0.05, 0.95, size=(300, 16)).astype(np.float32)
+        settings = {"validation": str(write_patch_file(tmp_path / "held.h5", values, chunk_rows=100))}
+    else:
+        settings = {"validation_fraction": 0.34}  # one chunk of three
+    settings["validate_every"] = 2
+    whole = train(data, tmp_path / "whole.h5", stop_signals=False, **FAST, **settings)
+    resumed, _ = _stopped_then_resumed_as_printed(data, tmp_path / "stopped.h5", settings)
+    assert np.array_equal(resumed.theta, whole.theta)  # bit for bit
+    assert list(resumed.validation["iteration"]) == [0, 2, 4, 6, 8, 10, 12, 14]
+    for name, values in whole.validation.items():
+        assert np.array_equal(resumed.validation[name], values), name
+
+
+def test_a_run_stopped_in_a_warm_start_sample_stage_resumes_as_printed(data, tmp_path):
+    settings = {"warm_start": "400"}  # stage 1: one chunk of 400 rows, then all 1200
+    whole = train(data, tmp_path / "whole.h5", stop_signals=False, **FAST, **settings)
+    assert set(whole.history["stage"]) == {1, 2}
+    resumed, message = _stopped_then_resumed_as_printed(data, tmp_path / "stopped.h5", settings)
+    assert "continue with resume=True (the other settings come from the checkpoint)" in message
+    assert resumed.iterations == whole.iterations
+    assert np.array_equal(resumed.theta, whole.theta)  # bit for bit
+    assert np.array_equal(resumed.history["stage"], whole.history["stage"])

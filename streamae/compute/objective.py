@@ -23,6 +23,7 @@ from streamae.compute.calibration import choose as choose_products
 from streamae.compute.lanes import Lanes, SingleThreadedBlas, lane_ranges
 from streamae.compute.parameters import Hyperparameters, parameter_count, unpack
 from streamae.errors import DataError
+from streamae.options import setting
 from streamae.runtime.mpi import Communicator, SingleProcess
 from streamae.text import printable
 
@@ -345,9 +346,9 @@ class StreamedObjective:
         block-by-block stream.  A lane reads ``LANE_READ_BYTES`` of rows at a time into its
         own buffer (the read releases the GIL and copies on the lane's core) and computes on
         them while they are in its cache; no lane waits for another until the pass ends.
-        Against one thread reading 8 MiB blocks through HDF5 for both lanes, one single-pass
-        evaluation of 10^6 x 64 -> 25 with the page cache warm took 0.167 against 0.215 s,
-        waiting 22 against 43 ms (``benchmarks/bench_read.py``, 2026-11-30, medians of 7).
+        This beats one thread reading 8 MiB blocks through HDF5 for both lanes, in time and
+        in time spent waiting (``benchmarks/bench_read.py``; figures in
+        ``benchmarks/README.md``).
         """
         source = self.source
         shares = lane_ranges(source.n_rows, self.compute_rows, self.lanes.count)
@@ -525,6 +526,7 @@ def check_values(
         raise DataError(
             f"{name}: {dataset} holds values in [{summary.minimum:.4g}, {summary.maximum:.4g}], "
             "outside the sigmoid decoder's range [0, 1]; normalise at extraction "
-            "(extract with normalize='ufldl' or 'unit') or train with decoder='linear'."
+            f"(extract with {setting('normalize', 'ufldl')} or 'unit') or train with "
+            f"{setting('decoder', 'linear')}."
         )
     return summary

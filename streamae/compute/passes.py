@@ -287,9 +287,8 @@ def splits_input_sums(s, n, rows):
 
     Two when each half falls within :data:`SMALL_GEMM_VOLUME` and the whole does not:
     each half in OpenBLAS's small-matrix kernels beats the stacked product outside them
-    (109 against 91 GFLOP/s at n = 64, s = 25, 512 rows; 111 against 73 at 32 x 16,
-    1024 rows; one core), and stacking won at every other shape measured
-    (benchmarks/bench_kernels.py's layouts table, 2026-11-30 11:45).
+    at the small layers, and stacking won at every other shape measured
+    (``benchmarks/bench_kernels.py``'s layouts table; figures in ``benchmarks/README.md``).
     """
     volume = s * n * rows
     return volume <= SMALL_GEMM_VOLUME < 2 * volume

@@ -24,22 +24,17 @@ output kernel is elementwise, so it runs on the transposed z3ᵀ and xᵀ; see
 
 The products and the transpose run as register tiles (:mod:`streamae.compute.simd`):
 explicit 512-bit vector code, since the loops Numba vectorised on its own ran the products
-at 0.4–0.9x OpenBLAS (11:47 run of ``benchmarks/bench_kernels.py``, 64 x 25: W1·xᵀ 0.67x,
-the decoder 0.40x, W2ᵀ·δ3ᵀ 0.87x).  With the tiles (runs at 14:50 and 15:04, one core,
-512-row blocks, 64 x 25): W1·xᵀ 1.17–1.27x, W2ᵀ·δ3ᵀ 1.18–1.62x, Σ δ3 a2ᵀ 0.70–1.08x, the
-decoder 0.60–0.71x (OpenBLAS's small-matrix kernel for a2·W2ᵀ is its fastest), and the
-transpose of x 6–11 against 20 us.
+slower than OpenBLAS.  What each product gains or loses against OpenBLAS is measured by
+``benchmarks/bench_kernels.py``; the figures are in ``benchmarks/README.md`` ("Figures
+that left the compute docstrings").
 
 Whether the tiles beat OpenBLAS is measured, not assumed, for two switches (the tiled
 block, and single-pass's input-layer sums Σ [e; g] xᵀ as tiles with the block's rows as
 their k), on the host that runs them: :mod:`streamae.compute.calibration` times the
-objective a run needs both ways on first use and keeps the result.  On the Emerald Rapids
-VM this project was first tuned on (bench_kernels.py runs of 2026-11-30, one core) the
-tiled block won at 16 x 25 and at mid-sized layers (64 x 64 to 128 x 50, 1.01–1.30x) and
-lost at 32 x 16, at the notes' 64 x 25 and at the large layers (0.77–0.97x); the tiled
-input sums won from 32 x 16 to 128 x 50 (1.14–1.47x) and lost at 192 x 400 and 784 x 196.
-On an AMD Zen 4 host neither won an evaluation: margins of a few percent, smaller than
-either host's drift, which is why the choice now needs a margin over the noise.
+objective a run needs both ways on first use and keeps the result.  Which one wins
+depends on the CPU and the layer's shape, by margins of a few percent, smaller than a
+shared host's drift (``benchmarks/README.md`` keeps the tables from two hosts), which is
+why the choice needs a margin over the noise.
 OpenBLAS (0.3.30, SkylakeX) runs a block of m·n·k ≤ 10⁶ in small-matrix kernels that skip packing (see
 :func:`streamae.compute.passes.gradient_pass` for the weights' storage chosen for
 them); the decoder's is the one the tiles come nowhere near.
@@ -199,10 +194,9 @@ def add_row_sums(block, total):
 def transpose_into(x, xt):
     """xt (n, rows) <- x (rows, n)ᵀ: register tiles of L x L values, then the edges.
 
-    L is the tile vectors' length (:func:`streamae.compute.simd.transpose_tile`).  Half the
-    time of the loop it replaced, which moved eight rows' values one at a time: 6–11
-    against 20 us for 512 x 64 float32, 193–211 against 320 us for 512 x 784, one core
-    (benchmarks/bench_kernels.py, runs at 14:50 and 15:04 against 11:47).
+    L is the tile vectors' length (:func:`streamae.compute.simd.transpose_tile`).  About
+    half the time of the loop it replaced, which moved eight rows' values one at a time
+    (``benchmarks/bench_kernels.py``; figures in ``benchmarks/README.md``).
     """
     if not (rows_are_contiguous(x) and rows_are_contiguous(xt)):
         raise ValueError("transpose_into needs arrays whose rows are contiguous")

@@ -37,6 +37,7 @@ from streamae.errors import InputFileError, UsageError
 from streamae.extraction.normalize import DEFAULT_ZCA_EPSILON, MODES, Statistics
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
 from streamae.io.hdf5 import PATCH_FORMAT, PATCHES_DATASET
+from streamae.options import setting
 from streamae.text import printable
 
 AUDIO_SUFFIXES = (".wav", ".wave")
@@ -214,7 +215,8 @@ def extract_audio(
     widths = {s.shape[1] for s in signals}
     if len(widths) > 1:
         raise UsageError(
-            "the recordings have different channel counts; mix them (channels='mix') or give alike files.",
+            f"the recordings have different channel counts; mix them ({setting('channels', 'mix')}) or give "
+            "alike files.",
             parameter="channels",
         )
     short = [path for path, s in zip(files, signals, strict=True) if s.shape[0] < patch_size]

@@ -31,7 +31,7 @@ from streamae.extraction.sampling import SamplingPlan, cut_patches, plan_samplin
 from streamae.extraction.sources import expand_sources
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
 from streamae.io.hdf5 import PATCH_FORMAT, PATCHES_DATASET
-from streamae.options import DEFAULT_NUM_PATCHES, ExtractOptions
+from streamae.options import DEFAULT_NUM_PATCHES, ExtractOptions, setting
 from streamae.runtime.process import configure
 
 # Default HDF5 chunk: about 1 MiB of rows.  Big enough for fast sequential reads, small
@@ -381,6 +381,6 @@ def _check_sizes(entries: Sequence[ImageEntry], patch: tuple[int, int]) -> None:
         if entry.height < patch[0] or entry.width < patch[1]:
             raise UsageError(
                 f"{entry.label}: the image is {entry.height}x{entry.width} pixels (height x width), "
-                f"smaller than the {patch[0]}x{patch[1]} patch; choose a smaller patch_size=HxW or leave "
-                "the image out."
+                f"smaller than the {patch[0]}x{patch[1]} patch; choose a smaller "
+                f"{setting('patch_size', 'HxW', 'HxW')} or leave the image out."
             )

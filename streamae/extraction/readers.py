@@ -24,6 +24,7 @@ import numpy as np
 
 from streamae.errors import InputFileError
 from streamae.extraction.sources import is_idx_name, is_supported
+from streamae.options import setting
 from streamae.text import printable
 
 KIND_PILLOW = "pillow"
@@ -444,13 +445,13 @@ def _pick(path: Path, names: list[str], variable: str | None) -> str:
         if variable not in names:
             raise InputFileError(
                 f"{path}: has no variable '{variable}' (it holds {', '.join(names) or 'none'}); "
-                "pick one with variable='NAME'."
+                f"pick one with {setting('variable', 'NAME')}."
             )
         return variable
     if len(names) != 1:
         raise InputFileError(
             f"{path}: holds {len(names)} arrays ({', '.join(names) or 'none'}); "
-            "pick one with variable='NAME'."
+            f"pick one with {setting('variable', 'NAME')}."
         )
     return names[0]
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from streamae.errors import OutputExistsError, StorageError, StreamaeError, UsageError
 from streamae.io.inputs import file_kind
+from streamae.options import setting
 from streamae.text import printable
 
 if TYPE_CHECKING:  # h5py is imported when a file is written, not with this module
@@ -143,10 +144,10 @@ def check_output_path(
             )
     if path.is_symlink() and not force:
         raise OutputExistsError(
-            f"{path}: the output path is a symbolic link; pass force=True to replace the link."
+            f"{path}: the output path is a symbolic link; pass {setting('force', True)} to replace the link."
         )
     if path.exists() and not force:
-        raise OutputExistsError(f"{path} exists; pass force=True to replace it.")
+        raise OutputExistsError(f"{path} exists; pass {setting('force', True)} to replace it.")
     return path
 
 

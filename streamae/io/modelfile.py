@@ -361,39 +361,24 @@ def _check_weight_shapes(weights: dict[str, np.ndarray], path: Path) -> None:
             )
 
 
-# The hyperparameter attributes and their defaults (files written before one existed).
-_NUMERIC_HYPERPARAMETERS = (("rho", "rho", 0.01), ("beta", "beta", 3.0), ("lambda", "lam", 1e-4))
-
-
 def _read_hyperparameters(attrs: dict, hidden: int, path: Path) -> Hyperparameters:
+    """The hyperparameters of the model file: every option TRAIN stores as an attribute.
+
+    An attribute missing (files written before it existed) takes the option's default;
+    ``hidden`` is the weights' own.  One out of the option's range is damage.
+    """
     values: dict = {}
-    for attribute, name, default in _NUMERIC_HYPERPARAMETERS:
-        value = attrs.get(attribute, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InputFileError(
-                f"{path}: the attribute {attribute} is {_brief(repr(value))}, not a number; the "
-                "model file is damaged, train it again."
-            )
-        values[name] = float(value)
-    values["decoder"] = attrs.get("decoder", "sigmoid")
-    # Files written before tanh existed have no activation attribute: they are sigmoid.
-    values["activation"] = attrs.get("activation", "sigmoid")
-    values["hidden"] = hidden
-    for attribute, name in (
-        ("hidden", "hidden"),
-        ("rho", "rho"),
-        ("beta", "beta"),
-        ("lambda", "lam"),
-        ("decoder", "decoder"),
-        ("activation", "activation"),
-    ):
-        option = TRAIN[name]
+    for option in TRAIN:
+        if option.stored_path[:1] != ("attrs",):
+            continue
+        attribute = option.stored_path[1]
+        value = hidden if option.name == "hidden" else attrs.get(attribute, option.default)
         try:
-            option.check(values[name])
+            values[option.name] = option.check(value)
         except UsageError:
             # Said in the file's words: an attribute out of range, not a parameter to change.
             raise InputFileError(
-                f"{path}: the attribute {attribute} is {_brief(repr(values[name]))}, not "
+                f"{path}: the attribute {attribute} is {_brief(repr(value))}, not "
                 f"{option.describe_range()}; the model file is damaged, train it again."
             ) from None
     return Hyperparameters(**values)

@@ -24,6 +24,7 @@ import numpy as np
 from streamae.errors import DataError, InputFileError, StorageError
 from streamae.io.hdf5 import MODEL_FORMAT, PATCHES_DATASET, decode_attribute, list_datasets, open_hdf5
 from streamae.io.rawread import RawRows
+from streamae.options import setting
 from streamae.text import printable
 
 # Rows per read for an unchunked dataset when the caller does not say: about 4 MiB of
@@ -158,7 +159,7 @@ def validate_patch_dataset(
             held = "it is a model file"
         if isinstance(found, h5py.Group):
             held = f"{name} is a group; " + held
-        hint = remedy if default else "choose one of its datasets with dataset='NAME'"
+        hint = remedy if default else f"choose one of its datasets with {setting('dataset', 'NAME')}"
         raise InputFileError(f"{path}: no {name} dataset ({held}); {hint}.")
     found_dataset = found
     redo = "extract the patches again" if default else "give a dataset of one example per row"
@@ -169,7 +170,7 @@ def validate_patch_dataset(
         )
     if found_dataset.dtype.kind != "f" or found_dataset.dtype.itemsize not in (4, 8):
         advice = (
-            "extract the patches again with a normalize mode such as normalize='unit' "
+            f"extract the patches again with a normalize mode such as {setting('normalize', 'unit')} "
             "(or convert them to float32)"
             if default
             else "convert it to float32 or float64"

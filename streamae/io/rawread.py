@@ -4,10 +4,9 @@ A dataset stored in the file itself, without filters, in the dtype and byte orde
 caller asked for, contiguous or chunked in whole rows, holds any row range as a few byte
 runs (one per chunk).  ``os.preadv`` reads each run straight into the caller's buffer and
 releases the GIL while it copies, so several threads copy from the page cache at once;
-through HDF5 every read is serialised behind h5py's lock.  Measured on the 2-core host
-(``python benchmarks/bench_read.py``, 2026-11-30, 256 MB of 1 MiB chunks read in 8 MiB
-blocks, page cache warm, medians of 7 in rotation): h5py's ``read_direct`` 7.12 GB/s with no
-chunk cache, these runs on one thread 7.62 GB/s, on two 10.41 GB/s.
+through HDF5 every read is serialised behind h5py's lock.  From the page cache, byte runs
+on two threads read faster than ``read_direct`` (``python benchmarks/bench_read.py``; the
+figures are in benchmarks/README.md).
 
 Everything else goes to h5py, which converts, fills and reports failures as before: a
 filtered, external, virtual or compact dataset, another dtype, a file with a user block

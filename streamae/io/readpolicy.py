@@ -3,16 +3,15 @@
 ``train``, ``encode`` and the benchmarks all open their data through :func:`open_patches`
 (or :func:`read_policy` + :meth:`ReadPolicy.open`), so what is benchmarked is what runs.
 
-The three decisions and why (measured on the 2-core VM of DESIGN.md, "Performance"):
+The four decisions and why (each measured by ``python benchmarks/bench_read.py`` or
+``bench_scale.py``; the figures are in benchmarks/README.md):
 
 - **Block size**: whole HDF5 chunks adding up to ``STREAMING_READ_BYTES`` (8 MiB): the
-  compute lanes meet once per block, and each meeting costs 0.1-0.5 ms on a busy host.
+  compute lanes meet once per block, and each meeting costs time on a busy host.
 - **Chunk cache**: for an unfiltered dataset read in whole chunks, none.  HDF5 reads a
   chunk that does not fit its cache straight into the caller's buffer; one that fits goes
-  through the cache and is copied again.  Reading 256 MB of 1 MiB chunks into 8 MiB
-  blocks, page cache warm: 6.8-7.0 GB/s with no cache against 3.6-4.8 GB/s with h5py's
-  default 1 MiB cache (another run: 5.7 against 4.8 GB/s; cold, both at the device's
-  ~1.3 GB/s: ``python benchmarks/bench_read.py``).  A filtered (compressed)
+  through the cache and is copied again, which made warm reads markedly slower with
+  h5py's default 1 MiB cache (cold, both run at the device's rate).  A filtered (compressed)
   dataset keeps a cache of two chunks, so a read that starts inside a chunk (an MPI
   share's edge) does not decompress that chunk twice.
 - **Prefetch** (a reader thread filling a second buffer while the lanes compute): on when
@@ -20,18 +19,16 @@ The three decisions and why (measured on the 2-core VM of DESIGN.md, "Performanc
   ``PREFETCH_MEMORY_FRACTION`` of the memory available now.  From the page cache a read is
   a memory copy that needs a core of its own; on 2 cores both are busy computing, so the
   thread only takes turns with them.  From disk the read waits on the device, and
-  overlapping that wait with computing is the gain.  Measured (``bench_read.py``, 10^6 x 64,
-  one single-pass evaluation, busy host, load 3-4): page cache warm, 0.761 s off / 0.747 s
-  on (waited 82 / 11 ms: no real difference); cold, 0.731 s off / 0.698 s on (waited 140 /
-  31 ms).  So prefetch pays only when the reads come from the device.
+  overlapping that wait with computing is the gain: measured on one single-pass
+  evaluation, prefetch made no real difference warm and shortened the wait cold.
 - **Who reads**: an unfiltered dataset in the file's own bytes is read as byte runs
   (:mod:`streamae.io.rawread`), without HDF5's lock, by several threads at once.  Without
   prefetch, each compute lane then reads its own share of the rows, 1 MiB at a time, and
   computes on it while it is in the core's cache (``StreamedObjective._stream_by_lanes``):
   both cores copy from the page cache instead of one while the other waits.  With
   prefetch the reader thread reads through HDF5, chunk after chunk: from the device that
-  kept it busiest (10^8 rows cold, ``bench_scale.py``: 141% of ``cat``'s cold rate, against
-  61-81% for byte runs and 71% for lanes reading their own rows with read-ahead hints).
+  kept it busiest (10^8 rows cold, ``bench_scale.py``: faster than ``cat``, where byte runs
+  and lanes reading their own rows with read-ahead hints were slower than it).
 """
 
 from __future__ import annotations

@@ -4,11 +4,9 @@ LLVM tunes Intel's AVX-512 cores to prefer 256-bit vectors (the ``prefer-256-bit
 tuning flag), which spared the first AVX-512 generation a clock drop on 512-bit
 instructions.  While streamae computes, OpenBLAS's SkylakeX kernels run every product at
 512 bits anyway, so the core already pays whatever that costs; the kernels between the
-products (the sigmoid's exp, the deltas, the sums) then gain from twice the width.
-Measured on this project's Emerald Rapids host, each width in its own process: the sigmoid
-kernel with its slope, 4096 float32 values, 0.46 against 0.60 ns a value; one in-core
-evaluation of the notes' case (10^6 x 64 -> 25), best of 8 alternating processes, 0.163
-against 0.176 s (the host's drift made single runs vary by 1.5x).
+products (the sigmoid's exp, the deltas, the sums) then gain from twice the width, as
+measured on this project's Emerald Rapids host (benchmarks/README.md, "Notes kept from
+building").
 
 :func:`prefer_full_width` is called by ``streamae/__init__`` before Numba compiles
 anything.  It gives Numba the host's own CPU features with ``-prefer-256-bit`` appended

@@ -17,6 +17,7 @@ number of ranks or ``chunk_rows`` continues correctly but only agrees to roundin
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +25,16 @@ import numpy as np
 
 from streamae.compute.lbfgs import LbfgsState
 from streamae.compute.objective import Evaluation
-from streamae.compute.parameters import Hyperparameters
 from streamae.errors import DataError, UsageError
 from streamae.io.modelfile import HISTORY_FIELDS, Model
-from streamae.options import CHECKPOINT_TIME_SHARE, DEFAULT_CHECKPOINT_EVERY, TRAIN
+from streamae.options import (
+    CHECKPOINT_TIME_SHARE,
+    DEFAULT_CHECKPOINT_EVERY,
+    TRAIN,
+    resumable,
+    setting,
+    stored_value,
+)
 from streamae.text import printable
 
 # Reasons a finished run may be continued by resuming with a larger max_iter; any
@@ -93,25 +100,48 @@ class ResumePoint:
     ranks: int | None
     chunk_rows: int | None
     data: dict = field(default_factory=dict)
+    # The held-out evaluations so far (VALIDATION_FIELDS → (evaluations,)), continued on resume.
+    validation: dict = field(default_factory=dict)
+    # The warm-start record (stage, its first iteration, whether it was done), or None.
+    warm_start: dict | None = None
 
 
 def check_compatible(
-    model: Model, path: str | Path, *, hyper: Hyperparameters, fingerprint: dict, dtype: str
+    model: Model, path: str | Path, *, options: Mapping[str, object], fingerprint: dict
 ) -> None:
     """Refuse to resume ``model`` (read from ``path``) on other data or settings.
 
-    Raises :class:`UsageError` with one sentence naming the first difference found:
-    the data file's path, shape or dtype, a hyperparameter, or the compute dtype.
+    ``options`` are the run's settings by parameter name.  Raises :class:`UsageError`
+    with one sentence naming the first difference found: the data file's path, shape or
+    dtype, or a setting declared ``on_resume="same"`` (a hyperparameter, the compute
+    dtype, the L-BFGS pairs, the held-out fraction).
     """
     if model.optimizer is None:
         # A finished model drops the L-BFGS state (it is 100 pairs of parameter vectors).
         raise UsageError(
             f"{path}: a finished model without the optimizer state (dropped when its run ended, "
-            "unless keep_state was asked), so it cannot be continued exactly; train afresh, or "
+            f"unless keep_state was asked), so it cannot be continued exactly; train afresh, or "
             "train with keep_state when a run may need to be continued after it finishes.",
             parameter="resume",
         )
-    stored = model.data or {}
+    _check_same_data(model.data or {}, fingerprint, path)
+    sections = {"attrs": model.hyper.as_attributes(), "info": model.info, "data": model.data or {}}
+    for option in resumable(TRAIN):
+        before = stored_value(option, sections)
+        now = options.get(option.name)
+        if option.on_resume != "same" or option.stored_path[0] == "data" or before is None:
+            continue
+        if before != now and not (_is_number(before) and _is_number(now) and float(before) == float(now)):
+            raise UsageError(
+                f"{path}: cannot resume: it was trained with "
+                f"{setting(option.name, before, _bounded(before))}, not {_bounded(now)}; resume with "
+                f"the same settings or train afresh without {setting('resume', True)}.",
+                parameter=option.name,
+            )
+
+
+def _check_same_data(stored: dict, fingerprint: dict, path: str | Path) -> None:
+    """Refuse a checkpoint trained on another file, dataset, shape, dtype or content."""
     for key, label in (
         ("path", "the data file"),
         ("dataset", "the dataset"),  # absent (None) for /patches in either
@@ -122,7 +152,7 @@ def check_compatible(
             raise UsageError(
                 f"{path}: cannot resume: it was trained with {label} {_bounded(stored.get(key))}, not "
                 f"{_bounded(fingerprint.get(key))}; resume with the same data or train afresh "
-                "without resume=True."
+                f"without {setting('resume', True)}."
             )
     # Checkpoints written before content fingerprints existed hold none: resumed as before.
     if "content" in stored and fingerprint.get("content") is not None:
@@ -130,23 +160,13 @@ def check_compatible(
             raise UsageError(
                 f"{path}: cannot resume: the values in {_bounded(fingerprint.get('path'))} are not the "
                 "ones it was trained on (the file's sampled content differs), though its name and "
-                "shape are the same; resume with the original data or train afresh without resume=True."
+                f"shape are the same; resume with the original data or train afresh without "
+                f"{setting('resume', True)}."
             )
-    old = model.hyper
-    for name in ("hidden", "rho", "beta", "lam", "decoder", "activation"):
-        before, now = getattr(old, name), getattr(hyper, name)
-        if before != now:
-            raise UsageError(
-                f"{path}: cannot resume: it was trained with {name}={_bounded(before)}, "
-                f"not {_bounded(now)}; "
-                "resume with the same settings or train afresh without resume=True."
-            )
-    before = model.info.get("dtype")
-    if before is not None and before != dtype:
-        raise UsageError(
-            f"{path}: cannot resume: it was trained with dtype={before}, not {dtype}; "
-            "resume with the same settings or train afresh without resume=True."
-        )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def resume_point(model: Model, path: str | Path) -> ResumePoint:
@@ -169,18 +189,19 @@ def resume_point(model: Model, path: str | Path) -> ResumePoint:
     except (KeyError, TypeError, ValueError) as error:
         raise UsageError(
             f"{path}: the optimizer state in the model file is incomplete ({error}); "
-            "train without resume=True (and force=True to replace it)."
+            f"train without {setting('resume', True)} (and {setting('force', True)} to replace it)."
         ) from error
     if not np.array_equal(state.x, model.theta):
         raise UsageError(
             f"{path}: the optimizer state does not match the weights in the file; "
-            "train without resume=True (and force=True to replace it)."
+            f"train without {setting('resume', True)} (and {setting('force', True)} to replace it)."
         )
     history = {name: [float(v) for v in model.history.get(name, [])] for name in HISTORY_FIELDS}
     if any(len(values) != state.iteration for values in history.values()):
         raise UsageError(
             f"{path}: the history holds a different number of iterations than the optimizer "
-            f"state ({state.iteration}); train without resume=True (and force=True to replace it)."
+            f"state ({state.iteration}); train without {setting('resume', True)} "
+            f"(and {setting('force', True)} to replace it)."
         )
     if state.finished.startswith(_CONTINUABLE_PREFIXES):
         state.finished = ""  # the new max_iter decides
@@ -190,6 +211,8 @@ def resume_point(model: Model, path: str | Path) -> ResumePoint:
         ranks=model.info.get("ranks"),
         chunk_rows=model.info.get("chunk_rows"),
         data=dict(model.data or {}),
+        validation=dict(model.validation),
+        warm_start=model.info.get("warm_start"),
     )
 
 
@@ -203,7 +226,7 @@ MAX_PAIR_BYTES = 64 << 30
 def _damaged(path: str | Path, what: str) -> UsageError:
     return UsageError(
         f"{path}: the optimizer state in the checkpoint is damaged ({what}); train without "
-        "resume=True (and force=True to replace it)."
+        f"{setting('resume', True)} (and {setting('force', True)} to replace it)."
     )
 
 
@@ -307,7 +330,7 @@ def check_same_values(resumed: ResumePoint, path: str | Path, summary: object) -
         raise DataError(
             f"{path}: cannot resume: the data now holds values in [{now[0]:.6g}, {now[1]:.6g}], "
             f"the checkpoint was trained on [{float(stored[0]):.6g}, {float(stored[1]):.6g}], so the "
-            "file changed; resume with the original data or train afresh without resume=True."
+            f"file changed; resume with the original data or train afresh without {setting('resume', True)}."
         )
 
 

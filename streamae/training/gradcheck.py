@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamae.compute.objective import check_values
-from streamae.compute.parameters import Hyperparameters, initialize
+from streamae.compute.parameters import HYPERPARAMETER_NAMES, Hyperparameters, initialize
 from streamae.compute.schemes import TwoPassObjective
 from streamae.io.patchfile import ArrayPatches, PatchFile, inspect_patch_file
 from streamae.options import GRADCHECK_THRESHOLD, GradcheckOptions, dataset_path
@@ -52,9 +52,8 @@ def gradcheck(
     configure()  # the process set up for the kernels, unless the caller did it (idempotent)
     o = GradcheckOptions.build(options, values)
     rows, hidden, n_visible, seed, epsilon = o.rows, o.hidden, o.n_visible, o.seed, o.epsilon
-    hyper = Hyperparameters(
-        hidden=hidden, rho=o.rho, beta=o.beta, lam=o.lam, decoder=o.decoder, activation=o.activation
-    )
+    # Every hyperparameter gradcheck declares (the others keep TRAIN's defaults).
+    hyper = Hyperparameters(**{name: getattr(o, name) for name in HYPERPARAMETER_NAMES if name in o.spec})
     block_rows = o.block_rows or max(1, -(-rows // 3))
     if data is None:
         generator = np.random.default_rng(seed)

@@ -16,32 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamae.errors import UsageError
-from streamae.options import TRAIN
+from streamae.options import TRAIN, resumable, setting, stored_settings_in
 from streamae.text import printable
-
-# Settings that travel with a checkpoint; a fresh run takes their defaults from the spec.
-RESUMABLE = (
-    "hidden",
-    "rho",
-    "beta",
-    "lam",
-    "decoder",
-    "activation",
-    "dtype",
-    "max_iter",
-    "seed",
-    "grad_tol",
-    "progress_tol",
-    "scheme",
-    "chunk_rows",
-    "lbfgs_pairs",
-    "dataset",
-)
-DEFAULTS: dict[str, object] = {name: TRAIN[name].default for name in RESUMABLE}
-# Changing these changes the objective or the optimizer: a resumed run must keep them.
-FIXED = ("hidden", "rho", "beta", "lam", "decoder", "activation", "dtype", "lbfgs_pairs", "dataset")
-# The seed only chose the initial weights: a resumed run does not use it.
-UNUSED_ON_RESUME = ("seed",)
 
 
 @dataclass
@@ -59,8 +35,9 @@ class Settings:
 def stored_settings(path: str | os.PathLike) -> dict[str, object]:
     """The settings a model file (checkpoint) was trained with, read from its attributes only.
 
-    Settings the file does not record (files written before they were stored) are left
-    out, so the caller's value or the default applies.  Reads no arrays but W1's shape.
+    Each resumable option is read where its spec says it is stored; settings the file
+    does not record (files written before they were stored) are left out, so the
+    caller's value or the default applies.  Reads no arrays but W1's shape.
     """
     from streamae.io.hdf5 import decode_attribute, open_hdf5
 
@@ -68,47 +45,22 @@ def stored_settings(path: str | os.PathLike) -> dict[str, object]:
         attrs = {key: decode_attribute(value) for key, value in handle.attrs.items()}
         w1 = handle.get("W1")
         hidden = int(w1.shape[0]) if w1 is not None and len(w1.shape) == 2 else None
-    stored: dict[str, object] = {}
+    sections = {"attrs": attrs, "info": _json(attrs.get("info")), "data": _json(attrs.get("data"))}
+    stored = stored_settings_in(TRAIN, sections)
     if hidden is not None:
-        stored["hidden"] = hidden
-    for attribute, name in (
-        ("rho", "rho"),
-        ("beta", "beta"),
-        ("lambda", "lam"),
-        ("decoder", "decoder"),
-        ("activation", "activation"),
-    ):
-        if attribute in attrs:
-            stored[name] = attrs[attribute]
-    try:
-        data = json.loads(attrs.get("data", "{}"))
-    except (TypeError, ValueError):
-        data = {}
-    if isinstance(data, dict) and isinstance(data.get("dataset"), str):
-        stored["dataset"] = data["dataset"]
-    try:
-        info = json.loads(attrs.get("info", "{}"))
-    except (TypeError, ValueError):
-        info = {}
-    if isinstance(info, dict):
-        for name in (
-            "dtype",
-            "seed",
-            "max_iter",
-            "grad_tol",
-            "progress_tol",
-            "scheme",
-            "lbfgs_pairs",
-        ):
-            if name in info and info[name] is not None:
-                stored[name] = info[name]
-        # The rows per read as asked (the read policy chooses again when none was asked, so
-        # the ranks' shares stay those of the run continued).
-        if info.get("asked_chunk_rows") is not None:
-            stored["chunk_rows"] = info["asked_chunk_rows"]
-        if "memory" in info and info["memory"] is not None and "lbfgs_pairs" not in stored:
-            stored["lbfgs_pairs"] = info["memory"]  # the L-BFGS pairs' old name
+        stored["hidden"] = hidden  # the weights themselves say it
+    info = sections["info"]
+    if info.get("memory") is not None and "lbfgs_pairs" not in stored:
+        stored["lbfgs_pairs"] = info["memory"]  # the L-BFGS pairs' old name
     return stored
+
+
+def _json(text: object) -> dict:
+    try:
+        value = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def resolve_settings(
@@ -123,7 +75,9 @@ def resolve_settings(
     values: dict[str, object] = {}
     notes: list[str] = []
     from_checkpoint: list[str] = []
-    for name, default in DEFAULTS.items():
+    # Settings that travel with a checkpoint (declared with ``on_resume`` in options.py); a
+    # fresh run takes their defaults from the spec.
+    for name, default in ((option.name, option.default) for option in resumable(TRAIN)):
         value = given.get(name)
         before = None if stored is None else stored.get(name)
         if value is None:
@@ -136,13 +90,14 @@ def resolve_settings(
         values[name] = value
         if before is None or _same(before, value):
             continue
-        if name in FIXED:
+        if TRAIN[name].on_resume == "same":
             raise UsageError(
-                f"{path}: cannot resume: it was trained with {name}={_shown(before)}, not {_shown(value)}; "
-                f"leave {name} out to continue with the stored value, or train afresh without resuming.",
+                f"{path}: cannot resume: it was trained with {setting(name, before, _shown(before))}, not "
+                f"{_shown(value)}; leave {name} out to continue with the stored value, or train afresh "
+                "without resuming.",
                 parameter=name,
             )
-        if name in UNUSED_ON_RESUME:
+        if TRAIN[name].on_resume == "unused":
             notes.append(f"{name} {_shown(value)} is not used: the run continues from its checkpoint")
         else:
             notes.append(

@@ -1,18 +1,20 @@
 """Training and gradient checking as library functions (the CLI calls these; no click here).
 
-``train`` opens the patch file (this process's share of it under MPI), checks the
-values once, runs L-BFGS on the streamed objective (:mod:`streamae.training.loop`) and writes
-the model file, with checkpoints along the way (:mod:`streamae.training.checkpoint`).  What a
-user sees while it runs goes through a :class:`TrainingMonitor`, so the CLI, a notebook
-and a batch job can each show progress their own way.
+``train`` runs one :class:`_Session` through its phases: open the data (this process's
+share of it under MPI, in one call to :func:`streamae.io.trainingdata.open_training_data`)
+and read a checkpoint; plan the stages (the stop rules, the warm start, where a resumed run
+begins); check the values once; run L-BFGS on the streamed objective
+(:mod:`streamae.training.loop`), stage after stage, with checkpoints along the way
+(:mod:`streamae.training.checkpoint`); write the model.  What a user sees while it runs goes
+through a :class:`TrainingMonitor`, so the CLI, a notebook and a batch job can each show
+progress their own way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,23 +22,22 @@ import numpy as np
 from streamae.compute.compilecache import compile_notice
 from streamae.compute.lbfgs import LbfgsState, StopRules
 from streamae.compute.objective import Evaluation, StreamedObjective, check_values
-from streamae.compute.parameters import Hyperparameters, initialize
+from streamae.compute.parameters import HYPERPARAMETER_NAMES, Hyperparameters, initialize, parameter_count
 from streamae.compute.schemes import TwoPassObjective, make_objective
-from streamae.errors import DataError, InputFileError, Interrupted, MissingInputError, UsageError
+from streamae.errors import DataError, Interrupted, MissingInputError, UsageError
 from streamae.io.atomic import OutputClaim, check_distinct_outputs, check_output_path, claim_output
 from streamae.io.modelfile import Model, load_model, write_model
-from streamae.io.normalization import read_normalization
-from streamae.io.patchfile import (
-    ArrayPatches,
-    PatchFile,
-    PatchLayout,
-    RowRanges,
-    chunk_aligned_share,
-    default_block_rows,
-    inspect_patch_file,
+from streamae.io.patchfile import ArrayPatches
+from streamae.io.trainingdata import HeldOutRequest, ReadRequest, TrainingData, open_training_data
+from streamae.options import (
+    TRAIN,
+    TrainOptions,
+    again_with,
+    dataset_path,
+    info_settings,
+    said,
+    setting,
 )
-from streamae.io.readpolicy import open_patches
-from streamae.options import DEFAULT_DATASET, TRAIN, VALIDATION, TrainOptions, dataset_path
 from streamae.runtime.mpi import (
     Communicator,
     SingleProcess,
@@ -48,7 +49,6 @@ from streamae.runtime.mpi import (
 from streamae.runtime.process import configure
 from streamae.runtime.signals import StopFlag, StopRequested, stop_on_signals
 from streamae.runtime.threads import apply_threads, resolve_threads
-from streamae.text import printable
 from streamae.training.checkpoint import (
     CheckpointPolicy,
     Progress,
@@ -62,14 +62,12 @@ from streamae.training.likely_mistakes import data_warnings, resume_warnings
 from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
 from streamae.training.resume import Settings, resolve_settings, stored_settings
 from streamae.training.runlog import format_header, run_header
-from streamae.training.validation import (
-    HeldOutObjective,
-    Validation,
-    parse_validation,
-    split_held_out,
-)
+from streamae.training.validation import HeldOutObjective, Validation, parse_validation
 from streamae.training.warmstart import (
+    Beginning,
     SampleStages,
+    Stage,
+    WarmPlan,
     begin_stage,
     plan_warm_start,
     stage_rules,
@@ -114,109 +112,6 @@ def _close_when_done(stack: contextlib.ExitStack, objective: StreamedObjective) 
     close = getattr(objective, "close", None)
     if close is not None:
         stack.callback(close)
-
-
-@dataclass
-class _Setup:
-    """What every rank knows after the (agreed) opening phase."""
-
-    layout: PatchLayout
-    source: PatchFile
-    block_rows: int
-    resumed: ResumePoint | None
-    stored_warm_start: dict | None = None
-    claim: OutputClaim | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-def _open(
-    data: Path,
-    output: str | os.PathLike | None,
-    log: str | os.PathLike | None,
-    *,
-    hyper: Hyperparameters,
-    dtype: str,
-    chunk_rows: int | None,
-    force: bool,
-    resume: bool,
-    file_locking: bool | None,
-    comm: Communicator,
-    stack: contextlib.ExitStack,
-    dataset: str = DEFAULT_DATASET,
-) -> _Setup:
-    """Check the outputs (rank 0), open this rank's share of the data, read the checkpoint."""
-    if resume and output is None:
-        raise UsageError("resume=True needs a model file to continue from (output).", parameter="resume")
-    claim = None
-    notes: list[str] = []
-    if comm.rank == 0:
-        check_distinct_outputs({"output": output, "log": log})
-        if output is not None:
-            if resume and not Path(output).exists():
-                raise MissingInputError(
-                    f"{output}: no such model file to resume from; train without resume=True first."
-                )
-            # Resuming replaces the checkpoint it continues from: that is the point of it.
-            claim = claim_output(output, force=force or resume, inputs=(data,))
-        if log is not None:
-            # The log follows the rules of every output; resuming appends to it.
-            check_output_path(log, force=force or resume, inputs=(data,))
-    with _explained_lock_failure(data):
-        # With the sampled content hash, stored in checkpoints and compared on resume.
-        layout = inspect_patch_file(data, dataset, file_locking=file_locking, content=True)
-        if layout.unwritten_chunks and comm.rank == 0:
-            notes.append(
-                f"warning: {data}: {layout.unwritten_chunks} chunk(s) of {printable(layout.dataset, 80)} "
-                "were never written and read as the fill value; check that the file was written completely"
-            )
-        # Ranks share whole chunks (or whole blocks of the rows asked for); each reads its
-        # share by the one read policy (io/readpolicy.py), as the benchmarks do.
-        share = chunk_aligned_share(
-            layout.n_rows, chunk_rows or default_block_rows(layout), comm.rank, comm.size
-        )
-        source = stack.enter_context(
-            open_patches(
-                data,
-                dtype=np.dtype(dtype).type,
-                block_rows=chunk_rows,
-                row_range=share,
-                file_locking=file_locking,
-                dataset=dataset,
-                layout=layout,
-            )
-        )
-        block_rows = source.block_rows
-    resumed = None
-    stored_warm_start = None
-    if resume and comm.rank == 0:
-        previous = load_model(output)
-        check_compatible(previous, output, hyper=hyper, fingerprint=layout.fingerprint, dtype=dtype)
-        resumed = resume_point(previous, output)
-        stored_warm_start = previous.info.get("warm_start")
-    return _Setup(
-        layout=layout,
-        source=source,
-        block_rows=block_rows,
-        resumed=resumed,
-        stored_warm_start=stored_warm_start,
-        claim=claim,
-        notes=notes,
-    )
-
-
-@contextlib.contextmanager
-def _explained_lock_failure(data: Path) -> Iterator[None]:
-    """Say what to do when HDF5 cannot lock the file (NFS, Lustre, a writer holding it)."""
-    try:
-        yield
-    except InputFileError as error:
-        if "unable to lock file" not in str(error):
-            raise
-        raise InputFileError(
-            f"{data}: HDF5 could not lock the file (a file system without locks, such as NFS or "
-            "Lustre, or another program writing it); pass file_locking=False or set "
-            "HDF5_USE_FILE_LOCKING=FALSE if nothing writes it."
-        ) from error
 
 
 def train(
@@ -288,7 +183,10 @@ def train(
     comm = comm or SingleProcess()
     with one_rank_reports(comm):
         o, settings = _resolve_options(output, options, values)
-        return _train(data, output, o, monitor, comm, stop_signals, stop, settings, command)
+        session = _Session(
+            data, output, o, monitor or TrainingMonitor(), comm, stop or StopFlag(), settings, command
+        )
+        return session.run(stop_signals)
 
 
 def _resolve_options(
@@ -314,327 +212,478 @@ def _resolve_options(
     return checked.replace(**{name: settings[name] for name in settings.from_checkpoint}), settings
 
 
-def _train(
-    data: str | os.PathLike,
-    output: str | os.PathLike | None,
-    o: TrainOptions,
-    monitor: TrainingMonitor | None,
-    comm: Communicator,
-    stop_signals: bool,
-    stop: StopFlag | None,
-    settings: Settings | None = None,
-    command: str | None = None,
-) -> Model:
-    """:func:`train` with its options checked."""
-    hidden, rho, beta, lam, decoder = o.hidden, o.rho, o.beta, o.lam, o.decoder
-    activation = o.activation
-    max_iter, dtype, chunk_rows, threads, seed = o.max_iter, o.dtype, o.chunk_rows, o.threads, o.seed
-    grad_tol, progress_tol, memory = o.grad_tol, o.progress_tol, o.lbfgs_pairs
-    log, force, resume, file_locking = o.log, o.force, o.resume, o.file_locking
-    checkpoint_every, checkpoint_minutes = o.checkpoint_every, o.checkpoint_minutes
-    scheme, memory_budget, dataset, warm_start = o.scheme, o.memory_budget, o.dataset, o.warm_start
-    validation, validation_fraction = o.validation, o.validation_fraction
-    validate_every, early_stop = o.validate_every, o.early_stop
-    keep_state = o.keep_state
-    monitor = monitor or TrainingMonitor()
-    stop = stop or StopFlag()
-    data = Path(data)
-    # A collective (MPI_Comm_split_type): before the agreed phase, which must hold none.
-    local_ranks = comm.local_size()  # also caches local_rank() for the warm-up
-    with (
-        abort_on_local_error(comm),
-        stop_on_signals(stop) if stop_signals else contextlib.nullcontext(stop),
-        contextlib.ExitStack() as stack,
-    ):
-        with agreed_phase(comm):
-            hyper = Hyperparameters(
-                hidden=hidden, rho=rho, beta=beta, lam=lam, decoder=decoder, activation=activation
+class _Session:
+    """One run of :func:`train`, phase by phase, with its state on the object.
+
+    The phases, in order: :meth:`open` (the outputs claimed, the data opened, a
+    checkpoint read), :meth:`plan` (the stop rules, the warm-start stages and where a
+    resumed run begins among them), :meth:`check` (the values scanned, a resumed run's
+    data compared, warnings, the held-out evaluation set up), :meth:`run_stages` (the
+    sample stages, then the full data) and :meth:`write` (the model).  Every rank runs
+    every phase; a phase that may fail on some ranks only runs agreed
+    (:func:`~streamae.runtime.mpi.agreed_phase`).
+    """
+
+    def __init__(
+        self,
+        data: str | os.PathLike,
+        output: str | os.PathLike | None,
+        options: TrainOptions,
+        monitor: TrainingMonitor,
+        comm: Communicator,
+        stop: StopFlag,
+        settings: Settings | None = None,
+        command: str | None = None,
+    ) -> None:
+        self.data = Path(data)
+        self.output = output
+        self.o = options
+        self.monitor = monitor
+        self.comm = comm
+        self.stop = stop
+        self.settings = settings
+        self.command = command
+        self.hyper = Hyperparameters(**{name: getattr(options, name) for name in HYPERPARAMETER_NAMES})
+        self.dtype = np.dtype(options.dtype).type
+        self.policy = CheckpointPolicy(every=options.checkpoint_every, minutes=options.checkpoint_minutes)
+        # Set by the phases, in this order.
+        self.training: TrainingData | None = None
+        self.claim: OutputClaim | None = None
+        self.resumed: ResumePoint | None = None
+        self.threads = 1
+        self.rules: StopRules | None = None
+        self.plan: WarmPlan | None = None
+        self.beginning: Beginning | None = None
+        self.header: dict | None = None
+        self.counted: CountedBlocks | None = None
+        self.held_out: Validation | None = None
+        self.info: dict = {}
+        self.fingerprint: dict = {}
+        self.trainers: list[Trainer] = []  # every stage's, the current one last
+        self.log_begun = False  # later stages append to the log the first began
+        self.header_due = True  # the run header opens this call's part of the log
+
+    def run(self, stop_signals: bool) -> Model:
+        """Every phase, with signal handling and every file closed at the end."""
+        # A collective (MPI_Comm_split_type): before the agreed phase, which must hold none.
+        local_ranks = self.comm.local_size()  # also caches local_rank() for the warm-up
+        with (
+            abort_on_local_error(self.comm),
+            stop_on_signals(self.stop) if stop_signals else contextlib.nullcontext(self.stop),
+            contextlib.ExitStack() as stack,
+        ):
+            with agreed_phase(self.comm):
+                self.open(stack)
+                self.threads = resolve_threads(self.o.threads, local_ranks=local_ranks)
+                apply_threads(self.threads)
+            if self.comm.size > 1:
+                self.resumed = self.comm.broadcast(self.resumed)
+            with agreed_phase(self.comm):
+                self.plan_stages()
+            self.announce()
+            self.check(stack)
+            model = self.run_stages(stack)
+            self.write(model)
+        self.monitor.on_finish(model, model.info.get("finished", ""))
+        return model
+
+    # --- open the data ------------------------------------------------------------------
+
+    def open(self, stack: contextlib.ExitStack) -> None:
+        """Claim the outputs (rank 0), open this rank's share of the data, read the checkpoint."""
+        o, comm = self.o, self.comm
+        held = _held_out_request(o)
+        if o.resume and self.output is None:
+            raise UsageError(
+                f"{setting('resume', True)} needs a model file to continue from ({said('output')}).",
+                parameter="resume",
             )
-            compute_dtype = np.dtype(dtype).type
-            dataset = dataset_path(dataset)
-            held_options = _held_out_options(validation, validation_fraction, validate_every, early_stop)
-            policy = CheckpointPolicy(every=checkpoint_every, minutes=checkpoint_minutes)
-            rules = StopRules(max_iter=max_iter, grad_tol=grad_tol, progress_tol=progress_tol)
-            setup = _open(
-                data,
-                output,
-                log,
-                hyper=hyper,
-                dtype=dtype,
-                chunk_rows=chunk_rows,
-                force=force,
-                resume=resume,
-                file_locking=file_locking,
-                comm=comm,
-                stack=stack,
-                dataset=dataset,
-            )
-            held_source, held_name, held_info = _held_out_source(
-                held_options, setup, data, dataset, dtype, chunk_rows, seed, file_locking, comm, stack
-            )
-            if warm_start != "none" and held_options["validation_fraction"] is not None:
-                # A stage's sample is drawn from every chunk of the file, held-out ones too.
-                raise UsageError(
-                    "warm_start cannot be combined with validation_fraction (a stage's sample could "
-                    "hold held-out rows); give the held-out rows as a separate validation file.",
-                    parameter="warm_start",
-                )
-            n_parameters = 2 * setup.layout.n_features * hidden + hidden + setup.layout.n_features
-            plan = plan_warm_start(warm_start, setup.layout, n_parameters, max_iter)
-            threads_used = resolve_threads(threads, local_ranks=local_ranks)
-            apply_threads(threads_used)
-        layout = setup.layout
-        resumed, stored_warm_start = (
-            comm.broadcast((setup.resumed, setup.stored_warm_start))
-            if comm.size > 1
-            else (setup.resumed, setup.stored_warm_start)
+        if comm.rank == 0:
+            self.claim = _claim_outputs(self.data, self.output, o)
+        read = ReadRequest(
+            dtype=self.dtype,
+            chunk_rows=o.chunk_rows,
+            file_locking=o.file_locking,
+            rank=comm.rank,
+            size=comm.size,
         )
-        with agreed_phase(comm):
-            beginning = where_to_begin(plan, resumed, stored_warm_start, output)
+        self.training = open_training_data(self.data, dataset_path(o.dataset), read, held, stack)
+        if o.resume and comm.rank == 0:
+            previous = load_model(self.output)
+            check_compatible(
+                previous, self.output, options=o.as_dict(), fingerprint=self.training.layout.fingerprint
+            )
+            self.resumed = resume_point(previous, self.output)
+
+    # --- plan the stages ----------------------------------------------------------------
+
+    def plan_stages(self) -> None:
+        """The stop rules, the warm-start stages, and the stage at which this run begins."""
+        o, layout = self.o, self.training.layout
+        self.rules = StopRules(max_iter=o.max_iter, grad_tol=o.grad_tol, progress_tol=o.progress_tol)
+        n_parameters = parameter_count(layout.n_features, o.hidden)
+        self.plan = plan_warm_start(o.warm_start, layout, n_parameters, o.max_iter)
+        stored = self.resumed.warm_start if self.resumed is not None else None
+        self.beginning = where_to_begin(self.plan, self.resumed, stored, self.output)
+
+    def announce(self) -> None:
+        """The run header, the resume notes and the data; the kernels compiled once."""
+        o, layout = self.o, self.training.layout
         effective = {
             **{k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in o.as_dict().items()},
-            "chunk_rows": setup.block_rows,
-            "output": None if output is None else os.fspath(output),
+            "chunk_rows": self.training.block_rows,
+            "output": None if self.output is None else os.fspath(self.output),
         }
-        header = run_header(
+        self.header = run_header(
             settings=effective,
             data=layout.fingerprint,
-            threads=threads_used,
-            ranks=comm.size,
-            command=command,
+            threads=self.threads,
+            ranks=self.comm.size,
+            command=self.command,
         )
-        monitor.on_message(format_header(header))
-        for note in settings.notes if settings is not None else ():
-            monitor.on_message(f"resume: {note}")
-        warm_up_kernels(comm, layout.n_features, hyper, compute_dtype)
+        self.monitor.on_message(format_header(self.header))
+        for note in self.settings.notes if self.settings is not None else ():
+            self.monitor.on_message(f"resume: {note}")
+        warm_up_kernels(self.comm, layout.n_features, self.hyper, self.dtype)
+        self.monitor.on_message(
+            f"{self.data}: {layout.n_rows:,} patches of {layout.n_features} values "
+            f"({layout.dtype}), {o.hidden} {o.activation} hidden units, {o.dtype}"
+            + (f", {self.comm.size} MPI ranks" if self.comm.size > 1 else "")
+        )
+        for note in self.training.notes:
+            self.monitor.on_message(note)
 
-        counted = CountedBlocks(setup.source, monitor, stop, abandon=comm.size == 1)
-        monitor.on_message(
-            f"{data}: {layout.n_rows:,} patches of {layout.n_features} values "
-            f"({layout.dtype}), {hidden} {activation} hidden units, {dtype}"
-            + (f", {comm.size} MPI ranks" if comm.size > 1 else "")
-        )
-        for note in setup.notes:
-            monitor.on_message(note)
-        counted.label = "checking values"
+    # --- check or resume ----------------------------------------------------------------
+
+    def check(self, stack: contextlib.ExitStack) -> None:
+        """Scan the values (training, held out) once; compare a resumed run's data; warn."""
+        training, resumed = self.training, self.resumed
+        self.counted = CountedBlocks(training.source, self.monitor, self.stop, abandon=self.comm.size == 1)
+        self.counted.label = "checking values"
         try:
-            summary = check_values(counted, hyper, str(data), comm)
+            summary = check_values(self.counted, self.hyper, str(self.data), self.comm)
             if resumed is not None:
-                check_same_values(resumed, output, summary)
-            if held_source is not None:
-                check_values(held_source, hyper, held_name, comm)
+                check_same_values(resumed, self.output, summary)
+            if training.held_out is not None:
+                check_values(training.held_out, self.hyper, training.held_name, self.comm)
         except DataError as error:
             raise mark_collective(error) from None  # found on the reduced summary: all ranks
         except StopRequested:  # one process only: under MPI a pass is never abandoned
             raise Interrupted(
-                f"stopped by {stop.signal_name} while checking the values; nothing new was written."
+                f"stopped by {self.stop.signal_name} while checking the values; nothing new was written."
             ) from None
-        counted.label = "J and gradient"
-        budget = memory_budget
-        warnings = data_warnings(hyper, layout.n_features, summary.minimum, summary.maximum)
+        self.counted.label = "J and gradient"
+        warnings = data_warnings(self.hyper, training.layout.n_features, summary.minimum, summary.maximum)
         if resumed is not None:
-            warnings += resume_warnings(max_iter, resumed.state.iteration)
+            warnings += resume_warnings(self.o.max_iter, resumed.state.iteration)
         for text in warnings:
-            monitor.on_message(f"warning: {text}")
-
-        def build_objective(source) -> StreamedObjective:
-            built = make_objective(
-                source,
-                hyper,
-                n_visible=layout.n_features,
-                dtype=compute_dtype,
-                comm=comm,
-                scheme=scheme,
-                memory_budget=budget,
-            )
-            monitor.on_message(f"scheme: {built.scheme}, {_scheme_reason(built.reason, settings)}")
-            return built
-
+            self.monitor.on_message(f"warning: {text}")
         notice = compile_notice()  # said before the wait, and only when the cache is cold
         if notice is not None:
-            monitor.on_message(notice)
-        reading = getattr(setup.source, "policy", None)
-        if reading is not None:
-            monitor.on_message(f"reading {reading.block_rows:,} rows per read; {reading.reason}")
-        held_out = None
-        if held_source is not None:
-            evaluator = HeldOutObjective(
-                held_source, hyper, n_visible=layout.n_features, dtype=compute_dtype, comm=comm
+            self.monitor.on_message(notice)
+        if training.policy is not None:
+            self.monitor.on_message(
+                f"reading {training.policy.block_rows:,} rows per read; {training.policy.reason}"
             )
-            _close_when_done(stack, evaluator)
-            held_out = Validation(
-                evaluator,
-                every=held_options["validate_every"],
-                early_stop=held_options["early_stop"],
-                min_improvement=o.early_stop_min_improvement,
-            )
-            monitor.on_message(
-                f"held out: {evaluator.n_rows:,} rows of {held_name}, evaluated every "
-                f"{held_options['validate_every']} iteration(s)"
-                + (
-                    f", early stop after {held_options['early_stop']} without an improvement of "
-                    f"{o.early_stop_min_improvement:g} relative"
-                    if held_options["early_stop"]
-                    else ""
-                )
-            )
+        self.held_out = self._validation(stack)
+        self.fingerprint = {**training.layout.fingerprint, "range": [summary.minimum, summary.maximum]}
+        self.info = self._stored_info()
 
-        # The model remembers its data's normalisation, for pictures and new data.
-        normalization = read_normalization(data, file_locking=file_locking)
+    def _validation(self, stack: contextlib.ExitStack) -> Validation | None:
+        """The held-out evaluation hook (None without held-out rows)."""
+        training, o = self.training, self.o
+        if training.held_out is None:
+            return None
+        evaluator = HeldOutObjective(
+            training.held_out,
+            self.hyper,
+            n_visible=training.layout.n_features,
+            dtype=self.dtype,
+            comm=self.comm,
+        )
+        _close_when_done(stack, evaluator)
+        self.monitor.on_message(
+            f"held out: {evaluator.n_rows:,} rows of {training.held_name}, evaluated every "
+            f"{o.validate_every} iteration(s)"
+            + (
+                f", early stop after {o.early_stop} without an improvement of "
+                f"{o.early_stop_min_improvement:g} relative"
+                if o.early_stop
+                else ""
+            )
+        )
+        return Validation(
+            evaluator,
+            every=o.validate_every,
+            early_stop=o.early_stop,
+            min_improvement=o.early_stop_min_improvement,
+        )
+
+    def _stored_info(self) -> dict:
+        """The model's ``info``: the settings a resume takes when not given them (the
+        options stored under ``info/``, training/resume.py) and how the run was spread."""
         info = {
-            "dtype": dtype,
-            "seed": seed,
-            "ranks": comm.size,
-            "chunk_rows": setup.block_rows,
-            "threads": threads_used,
-            # The settings a resume takes when it is not given them (training/resume.py).
-            "max_iter": max_iter,
-            "grad_tol": grad_tol,
-            "progress_tol": progress_tol,
-            "lbfgs_pairs": memory,
-            # chunk_rows as asked (None: the read policy's choice, made again on resume); the
-            # rows per read used are "chunk_rows" above.
-            "asked_chunk_rows": chunk_rows,
+            **info_settings(TRAIN, self.o.as_dict()),
+            "ranks": self.comm.size,
+            "chunk_rows": self.training.block_rows,  # as used (asked_chunk_rows: as asked)
+            "threads": self.threads,
         }
-        if held_info is not None:
-            info["validation"] = held_info
-        fingerprint = {**layout.fingerprint, "range": [summary.minimum, summary.maximum]}
+        record = self.training.held_record
+        if record is not None:
+            info["validation"] = {**record, "every": self.o.validate_every, "early_stop": self.o.early_stop}
+        return info
 
-        def info_for(objective_: StreamedObjective, record: dict) -> dict:
-            return {**info, "scheme": objective_.scheme, "warm_start": record}
+    # --- run ----------------------------------------------------------------------------
 
-        trainers: list[Trainer] = []  # every stage's, the current one last
-
-        def saver(objective_: StreamedObjective, record: dict):
-            def save(state: LbfgsState, progress: Progress) -> str:
-                timed = {**info_for(objective_, record), "time_split": trainers[-1].time_split.as_info()}
-                model = _model(
-                    state,
-                    progress,
-                    objective_,
-                    layout,
-                    timed,
-                    held_out,
-                    fingerprint,
-                    normalization,
-                    keep_state=True,
-                )
-                write_model(output, model, force=True, inputs=(data,), claim=setup.claim)
-                return str(output)
-
-            return save if output is not None else None
-
-        log_begun = [resumed is not None]  # later stages append to the log the first began
-        header_due = [True]  # the run header opens this call's part of the log
-
-        def make_trainer(objective_, rules_, stage, first_iteration) -> Trainer:
-            record = plan.record(stage.number, first_iteration, False)
-            trainer_ = Trainer(
-                objective_,
-                rules_,
-                comm=comm,
-                monitor=monitor,
-                stop=stop,
-                policy=policy,
-                save=saver(objective_, record),
-                log=log,
-                append_log=log_begun[0],
-                resume_hint=(
-                    f"the checkpoint {output} holds it; continue with resume=True"
-                    + (f" and dataset={layout.dataset!r}" if layout.dataset != DEFAULT_DATASET else "")
-                    + " (the other settings come from the checkpoint)."
-                ),
-                header=header if header_due[0] else None,
-                tags={"stage": stage.number, "sample_rows": stage.rows},
-                # Held-out evaluation (and early stopping) belongs to the full-data stage.
-                after_iteration=(
-                    held_out.after_iteration if held_out is not None and stage is plan.stages[-1] else None
-                ),
-            )
-            trainers.append(trainer_)
-            log_begun[0] = True
-            header_due[0] = False
-            return trainer_
-
-        def save_stage_end(objective_, state, progress, stage, first_iteration) -> None:
-            with agreed_phase(comm):
-                save = saver(objective_, plan.record(stage.number, first_iteration, True))
-                if save is not None and comm.rank == 0:
-                    save(state, progress)
-
+    def run_stages(self, stack: contextlib.ExitStack) -> Model:
+        """The sample stages left, then the full data; returns the model at the end."""
+        o, resumed, beginning = self.o, self.resumed, self.beginning
+        self.log_begun = resumed is not None
         if resumed is not None:
-            _note_resume(monitor, resumed, comm.size, setup.block_rows, output, max_iter)
-        x0 = initialize(layout.n_features, hidden, seed)
-        if held_out is not None and resumed is None:
-            held_out.record(0, x0)  # the starting point: the baseline to improve on
+            _note_resume(
+                self.monitor, resumed, self.comm.size, self.training.block_rows, self.output, o.max_iter
+            )
+        x0 = initialize(self.training.layout.n_features, o.hidden, o.seed)
+        if self.held_out is not None and resumed is None:
+            self.held_out.record(0, x0)  # the starting point: the baseline to improve on
+        elif self.held_out is not None:
+            self.held_out.restore(resumed.validation, resumed.state.iteration, resumed.state.x)
         samples = SampleStages(
-            plan,
-            data=data,
-            dtype=compute_dtype,
-            file_locking=file_locking,
-            dataset=layout.dataset,
-            comm=comm,
-            monitor=monitor,
-            stop=stop,
-            rules=rules,
-            memory=memory,
-            build_objective=build_objective,
-            make_trainer=make_trainer,
-            save_stage_end=save_stage_end,
+            self.plan,
+            data=self.data,
+            dtype=self.dtype,
+            file_locking=o.file_locking,
+            dataset=self.training.layout.dataset,
+            comm=self.comm,
+            monitor=self.monitor,
+            stop=self.stop,
+            rules=self.rules,
+            memory=o.lbfgs_pairs,
+            build_objective=self.objective,
+            make_trainer=self.trainer,
+            save_stage_end=self.save_stage_end,
         )
         carried = samples.run(beginning.stage, x0, resumed, beginning.first_iteration, beginning.closed)
-        # The last stage: the full data, the user's max_iter and tolerances.
-        final = plan.stages[-1]
-        if len(plan.stages) > 1:
-            monitor.on_message(f"warm start: stage {final.number} of {final.number}: all {final.rows:,} rows")
-        objective = build_objective(counted)
+        return self._run_final(stack, x0, carried)
+
+    def _run_final(self, stack: contextlib.ExitStack, x0: np.ndarray, carried) -> Model:
+        """The last stage: the full data, the user's max_iter and tolerances."""
+        final, beginning, resumed = self.plan.stages[-1], self.beginning, self.resumed
+        if len(self.plan.stages) > 1:
+            self.monitor.on_message(
+                f"warm start: stage {final.number} of {final.number}: all {final.rows:,} rows"
+            )
+        objective = self.objective(self.counted)
         _close_when_done(stack, objective)
         continuing = resumed is not None and beginning.stage == final.number and not beginning.closed
-        first_iteration = (
-            beginning.first_iteration if continuing else (carried[0].iteration if carried else 0)
-        )
-        trainer = make_trainer(objective, stage_rules(final, first_iteration, rules), final, first_iteration)
+        first = beginning.first_iteration if continuing else (carried[0].iteration if carried else 0)
+        trainer = self.trainer(objective, stage_rules(final, first, self.rules), final, first)
         if continuing:
-            state, progress = resumed.state, resumed.progress
-            try:
-                # J and ∇J are reduced numbers: every rank sees the same and raises alike.
-                check_state_reproduced(state, objective(state.x), output)
-            except UsageError as error:
-                raise mark_collective(error) from None
-            except StopRequested:
-                raise Interrupted(
-                    f"stopped by {stop.signal_name} while checking the checkpoint; nothing new was written."
-                ) from None
+            state, progress = self._continue(objective)
         else:
-            state, progress = begin_stage(trainer, x0 if carried is None else carried[0].x, memory, carried)
+            start = x0 if carried is None else carried[0].x
+            state, progress = begin_stage(trainer, start, self.o.lbfgs_pairs, carried)
         trainer.run(state, progress)
-        record = plan.record(final.number, first_iteration, bool(state.finished))
-        info = {**info_for(objective, record), "time_split": trainer.time_split.as_info()}
-        model = _model(
-            state,
-            progress,
-            objective,
-            layout,
-            info,
-            held_out,
-            fingerprint,
-            normalization,
-            keep_state=keep_state,
-        )
-        monitor.on_message(trainer.time_split.summary())
+        record = self.plan.record(final.number, first, bool(state.finished))
+        model = self.model(state, progress, objective, record, keep_state=self.o.keep_state)
+        self.monitor.on_message(trainer.time_split.summary())
+        held_out = self.held_out
         if held_out is not None and held_out.stopped_early:
             model = _best_model(model, held_out, objective)
-            monitor.on_message(
+            self.monitor.on_message(
                 f"early stop: kept the parameters of iteration {held_out.best_iteration} "
                 f"(held-out J {held_out.best_cost:.6g}), the best of "
                 f"{len(held_out.history['cost'])} validations"
             )
-        with agreed_phase(comm):
-            if output is not None and comm.rank == 0:
+        return model
+
+    def _continue(self, objective: StreamedObjective) -> tuple[LbfgsState, Progress]:
+        """The checkpoint's state and progress, once J and ∇J at its point are reproduced."""
+        state, progress = self.resumed.state, self.resumed.progress
+        try:
+            # J and ∇J are reduced numbers: every rank sees the same and raises alike.
+            check_state_reproduced(state, objective(state.x), self.output)
+        except UsageError as error:
+            raise mark_collective(error) from None
+        except StopRequested:
+            raise Interrupted(
+                f"stopped by {self.stop.signal_name} while checking the checkpoint; nothing new was written."
+            ) from None
+        return state, progress
+
+    def objective(self, source) -> StreamedObjective:
+        """The objective over ``source`` by the scheme asked (a stage's sample or the data)."""
+        built = make_objective(
+            source,
+            self.hyper,
+            n_visible=self.training.layout.n_features,
+            dtype=self.dtype,
+            comm=self.comm,
+            scheme=self.o.scheme,
+            memory_budget=self.o.memory_budget,
+        )
+        self.monitor.on_message(f"scheme: {built.scheme}, {_scheme_reason(built.reason, self.settings)}")
+        return built
+
+    def trainer(
+        self, objective: StreamedObjective, rules: StopRules, stage: Stage, first_iteration: int
+    ) -> Trainer:
+        """The trainer of one stage: its records carry the stage, its checkpoints record it."""
+        last = stage is self.plan.stages[-1]
+        trainer = Trainer(
+            objective,
+            rules,
+            comm=self.comm,
+            monitor=self.monitor,
+            stop=self.stop,
+            policy=self.policy,
+            save=self._checkpoint(objective, self.plan.record(stage.number, first_iteration, False)),
+            log=self.o.log,
+            append_log=self.log_begun,
+            resume_hint=(
+                f"the checkpoint {self.output} holds it; continue with {again_with(resume=True)} "
+                "(the other settings come from the checkpoint)."
+            ),
+            header=self.header if self.header_due else None,
+            tags={"stage": stage.number, "sample_rows": stage.rows},
+            # Held-out evaluation (and early stopping) belongs to the full-data stage.
+            after_iteration=self.held_out.after_iteration if self.held_out is not None and last else None,
+        )
+        self.trainers.append(trainer)
+        self.log_begun = True
+        self.header_due = False
+        return trainer
+
+    def save_stage_end(
+        self, objective, state: LbfgsState, progress: Progress, stage: Stage, first_iteration: int
+    ) -> None:
+        """Write the checkpoint that closes a sample stage (a collective)."""
+        with agreed_phase(self.comm):
+            save = self._checkpoint(objective, self.plan.record(stage.number, first_iteration, True))
+            if save is not None and self.comm.rank == 0:
+                save(state, progress)
+
+    def _checkpoint(self, objective: StreamedObjective, record: dict) -> _Checkpoint | None:
+        return _Checkpoint(self, objective, record) if self.output is not None else None
+
+    # --- write the model ----------------------------------------------------------------
+
+    def model(
+        self,
+        state: LbfgsState,
+        progress: Progress,
+        objective: StreamedObjective,
+        record: dict,
+        *,
+        keep_state: bool,
+    ) -> Model:
+        """The model file's contents at ``state``: weights, history, ρ̂, info, and the optimizer
+        state when ``keep_state`` (checkpoints always; a finished model only when asked)."""
+        current: Evaluation = progress.current
+        info = {
+            **self.info,
+            "scheme": objective.scheme,
+            "warm_start": record,
+            "time_split": self.trainers[-1].time_split.as_info(),
+        }
+        description, arrays = self.training.normalization
+        return Model(
+            **_split(state.x, objective.n_visible, objective.n_hidden),
+            hyper=objective.hyper,
+            patch_shape=self.training.layout.patch_shape,
+            data=self.fingerprint,
+            iterations=state.iteration,
+            history={name: np.asarray(values) for name, values in progress.history.items()},
+            rho_hat=current.rho_hat,
+            optimizer=state.to_arrays() if keep_state else None,
+            normalization=description,
+            normalization_arrays=arrays,
+            info={
+                **info,
+                "finished": state.finished,
+                **_terms(current),
+                "seconds": progress.seconds,
+                "evaluations": state.evaluations,
+            },
+            validation=self.held_out.arrays() if self.held_out is not None else {},
+        )
+
+    def write(self, model: Model) -> None:
+        """Write the finished model (rank 0; a collective)."""
+        with agreed_phase(self.comm):
+            if self.output is not None and self.comm.rank == 0:
                 # The opening checks ran already; replacing our own checkpoint is expected.
-                write_model(output, model, force=True, inputs=(data,), claim=setup.claim)
-    monitor.on_finish(model, model.info.get("finished", ""))
-    return model
+                write_model(self.output, model, force=True, inputs=(self.data,), claim=self.claim)
+
+
+@dataclass
+class _Checkpoint:
+    """The trainer's ``save``: writes the checkpoint of a state of ``objective``'s stage."""
+
+    session: _Session
+    objective: StreamedObjective
+    record: dict
+
+    def __call__(self, state: LbfgsState, progress: Progress) -> str:
+        session = self.session
+        model = session.model(state, progress, self.objective, self.record, keep_state=True)
+        write_model(session.output, model, force=True, inputs=(session.data,), claim=session.claim)
+        return str(session.output)
+
+
+def _terms(current: Evaluation) -> dict:
+    """J and its three terms at the current point, for the model's info."""
+    return {
+        "cost": current.cost,
+        "reconstruction": current.reconstruction,
+        "weight_decay": current.weight_decay,
+        "sparsity": current.sparsity,
+    }
+
+
+def _held_out_request(o: TrainOptions) -> HeldOutRequest | None:
+    """The held-out rows the options ask for, checked against each other (None: none)."""
+    if o.validation is not None and o.validation_fraction is not None:
+        raise UsageError(
+            "validation and validation_fraction both choose the held-out rows; give one of them.",
+            parameter="validation_fraction",
+        )
+    if o.validation is None and o.validation_fraction is None:
+        if o.early_stop is not None:
+            raise UsageError(
+                "early_stop needs held-out data; give validation or validation_fraction too.",
+                parameter="early_stop",
+            )
+        return None
+    if o.validation_fraction is not None:
+        if o.warm_start != "none":
+            # A stage's sample is drawn from every chunk of the file, held-out ones too.
+            raise UsageError(
+                "warm_start cannot be combined with validation_fraction (a stage's sample could "
+                "hold held-out rows); give the held-out rows as a separate validation file.",
+                parameter="warm_start",
+            )
+        return HeldOutRequest(fraction=o.validation_fraction, seed=o.seed)
+    dataset = dataset_path(o.dataset)
+    path, held_dataset = parse_validation(o.validation, dataset)
+    return HeldOutRequest(file=path, dataset=dataset_path(held_dataset))
+
+
+def _claim_outputs(data: Path, output: str | os.PathLike | None, o: TrainOptions) -> OutputClaim | None:
+    """Check the model file and the log as outputs (rank 0); the model file's claim."""
+    check_distinct_outputs({"output": output, "log": o.log})
+    claim = None
+    if output is not None:
+        if o.resume and not Path(output).exists():
+            raise MissingInputError(
+                f"{output}: no such model file to resume from; train without {setting('resume', True)} first."
+            )
+        # Resuming replaces the checkpoint it continues from: that is the point of it.
+        claim = claim_output(output, force=o.force or o.resume, inputs=(data,))
+    if o.log is not None:
+        # The log follows the rules of every output; resuming appends to it.
+        check_output_path(o.log, force=o.force or o.resume, inputs=(data,))
+    return claim
 
 
 def _scheme_reason(reason: str, settings: Settings | None) -> str:
@@ -671,47 +720,6 @@ def _note_resume(
         )
 
 
-def _model(
-    state: LbfgsState,
-    progress: Progress,
-    objective: StreamedObjective,
-    layout: PatchLayout,
-    info: dict,
-    held_out: Validation | None = None,
-    fingerprint: dict | None = None,
-    normalization: tuple[dict | None, dict[str, np.ndarray]] = (None, {}),
-    *,
-    keep_state: bool = True,
-) -> Model:
-    """The model file's contents at ``state``: weights, history, ρ̂, info, and the optimizer
-    state when ``keep_state`` (checkpoints always; a finished model only when asked)."""
-    current: Evaluation = progress.current
-    model = Model(
-        **_split(state.x, objective.n_visible, objective.n_hidden),
-        hyper=objective.hyper,
-        patch_shape=layout.patch_shape,
-        data=fingerprint if fingerprint is not None else layout.fingerprint,
-        iterations=state.iteration,
-        history={name: np.asarray(values) for name, values in progress.history.items()},
-        rho_hat=current.rho_hat,
-        optimizer=state.to_arrays() if keep_state else None,
-        normalization=normalization[0],
-        normalization_arrays=normalization[1],
-        info={
-            **info,
-            "finished": state.finished,
-            "cost": current.cost,
-            "reconstruction": current.reconstruction,
-            "weight_decay": current.weight_decay,
-            "sparsity": current.sparsity,
-            "seconds": progress.seconds,
-            "evaluations": state.evaluations,
-        },
-        validation=held_out.arrays() if held_out is not None else {},
-    )
-    return model
-
-
 def _best_model(model: Model, held_out: Validation, objective: StreamedObjective) -> Model:
     """``model`` with the best held-out parameters in place of the last ones (collective).
 
@@ -730,83 +738,6 @@ def _best_model(model: Model, held_out: Validation, objective: StreamedObjective
         "kept": "the parameters of the best held-out J (early stop)",
     }
     return model
-
-
-def _held_out_options(validation, fraction, every, early_stop) -> dict:
-    """The held-out options checked by their declarations, and against each other."""
-    checked = VALIDATION.validate(
-        {
-            "validation": None if validation is None else str(validation),
-            "validation_fraction": fraction,
-            "validate_every": every,
-            "early_stop": early_stop,
-        }
-    )
-    if checked["validation"] is not None and checked["validation_fraction"] is not None:
-        raise UsageError(
-            "validation and validation_fraction both choose the held-out rows; give one of them.",
-            parameter="validation_fraction",
-        )
-    held = checked["validation"] is not None or checked["validation_fraction"] is not None
-    if not held and checked["early_stop"] is not None:
-        raise UsageError(
-            "early_stop needs held-out data; give validation or validation_fraction too.",
-            parameter="early_stop",
-        )
-    return checked
-
-
-def _held_out_source(options, setup, data, dataset, dtype, chunk_rows, seed, file_locking, comm, stack):
-    """(held-out source of this rank, its name for messages, what the model records) or Nones.
-
-    With a fraction, the training source of ``setup`` is narrowed to the chunks not held
-    out (in place), so held-out rows never enter training.
-    """
-    if options["validation_fraction"] is not None:
-        source = setup.source
-        share = (source.start, source.stop)
-        # Whole blocks of the rows per read asked for, else whole HDF5 chunks of the file
-        # (not the read policy's blocks, which span many chunks).
-        unit = chunk_rows or default_block_rows(setup.layout)
-        split = split_held_out(share, setup.layout.n_rows, unit, options["validation_fraction"], seed)
-        setup.source = RowRanges(source, split.train)
-        other = stack.enter_context(
-            PatchFile(
-                data,
-                dtype=np.dtype(dtype).type,
-                block_rows=setup.block_rows,
-                row_range=share,
-                file_locking=file_locking,
-                dataset=dataset,
-            )
-        )
-        return RowRanges(other, split.held), f"{data} ({split.description})", split.record
-    if options["validation"] is None:
-        return None, None, None
-    path, held_dataset = parse_validation(options["validation"], dataset)
-    held_dataset = dataset_path(held_dataset)
-    with _explained_lock_failure(path):
-        layout = inspect_patch_file(path, held_dataset, file_locking=file_locking)
-    if layout.n_features != setup.layout.n_features:
-        raise UsageError(
-            f"{path}: {layout.dataset} holds rows of {layout.n_features} values but the training data "
-            f"{data} holds rows of {setup.layout.n_features}; give held-out data of the same width.",
-            parameter="validation",
-        )
-    share = chunk_aligned_share(layout.n_rows, chunk_rows or default_block_rows(layout), comm.rank, comm.size)
-    # The held-out file is read by the same policy as the training data.
-    source = stack.enter_context(
-        open_patches(
-            path,
-            dtype=np.dtype(dtype).type,
-            block_rows=chunk_rows,
-            row_range=share,
-            file_locking=file_locking,
-            dataset=held_dataset,
-            layout=layout,
-        )
-    )
-    return source, str(path), {"path": str(path.resolve()), "dataset": layout.dataset, "rows": layout.n_rows}
 
 
 def _split(theta: np.ndarray, n_visible: int, n_hidden: int) -> dict[str, np.ndarray]:

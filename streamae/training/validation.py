@@ -30,6 +30,10 @@ from streamae.compute.parameters import Hyperparameters
 from streamae.compute.schemes import SinglePassObjective
 from streamae.errors import UsageError
 from streamae.io.modelfile import VALIDATION_FIELDS
+from streamae.io.trainingdata import held_out_ranges, split_ranges
+
+# The split of the training file's rows is io's (it opens the two sides); named here too.
+__all__ = ["HeldOutObjective", "Validation", "held_out_ranges", "parse_validation", "split_ranges"]
 
 
 def parse_validation(text: str, default_dataset: str) -> tuple[Path, str]:
@@ -44,95 +48,6 @@ def parse_validation(text: str, default_dataset: str) -> tuple[Path, str]:
     if colon and head and tail.startswith("/"):
         return Path(head), tail
     return Path(text), default_dataset
-
-
-def held_out_ranges(n_rows: int, unit: int, fraction: float, seed: int) -> list[tuple[int, int]]:
-    """The sorted row ranges [start, stop) held out of training: round(fraction × n_rows) rows.
-
-    The rows are cut into units of ``unit`` rows (the blocks training reads); a seeded
-    permutation of the units is taken whole while the remaining count allows, and the first
-    unit that does not fit whole gives its first rows.  So exactly the asked count is held
-    (at least one row and all but one: both sets must hold rows), spread over the file, and
-    at most one unit is split between the two sides.
-    """
-    if n_rows < 2:
-        raise UsageError(
-            f"validation_fraction needs at least two rows to hold one out, but the data has {n_rows}; "
-            "give a validation file instead.",
-            parameter="validation_fraction",
-        )
-    remaining = min(n_rows - 1, max(1, round(fraction * n_rows)))
-    n_units = -(-n_rows // unit)
-    # A generator of its own, seeded apart from the initial weights' (same seed, other stream).
-    order = np.random.default_rng([seed, 0x5A11D]).permutation(n_units)
-    ranges = []
-    for index in order:
-        start = int(index) * unit
-        take = min(min(start + unit, n_rows) - start, remaining)
-        ranges.append((start, start + take))
-        remaining -= take
-        if remaining == 0:
-            break
-    merged: list[tuple[int, int]] = []
-    for first, last in sorted(ranges):  # adjacent units read as one range
-        if merged and merged[-1][1] == first:
-            merged[-1] = (merged[-1][0], last)
-        else:
-            merged.append((first, last))
-    return merged
-
-
-def split_ranges(
-    share: tuple[int, int], held: list[tuple[int, int]]
-) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """(training ranges, held-out ranges) of one rank's ``share`` [start, stop) of the rows.
-
-    ``held`` are the sorted, disjoint held-out ranges of the whole file; the held-out side is
-    their overlap with the share, the training side the rest of it, each as few ranges as
-    possible (so the training stream of a file with nothing held out is the share itself).
-    """
-    start, stop = share
-    train: list[tuple[int, int]] = []
-    held_out: list[tuple[int, int]] = []
-    cursor = start
-    for first, last in held:
-        first, last = max(first, start), min(last, stop)
-        if first >= last:
-            continue
-        if first > cursor:
-            train.append((cursor, first))
-        held_out.append((first, last))
-        cursor = last
-    if cursor < stop:
-        train.append((cursor, stop))
-    return train, held_out
-
-
-@dataclass(frozen=True)
-class HeldOutSplit:
-    """One rank's side of a ``validation_fraction`` split (see :func:`split_held_out`).
-
-    ``train`` and ``held`` are this rank's row ranges; ``rows`` the held-out rows of the
-    whole file; ``record`` what the model file keeps; ``description`` the split for messages.
-    """
-
-    train: list[tuple[int, int]]
-    held: list[tuple[int, int]]
-    rows: int
-    record: dict
-    description: str
-
-
-def split_held_out(
-    share: tuple[int, int], n_rows: int, unit: int, fraction: float, seed: int
-) -> HeldOutSplit:
-    """Hold round(fraction × n_rows) rows out (:func:`held_out_ranges`); this rank's share of each side."""
-    ranges = held_out_ranges(n_rows, unit, fraction, seed)
-    train, held = split_ranges(share, ranges)
-    rows = sum(b - a for a, b in ranges)
-    record = {"fraction": fraction, "rows": rows, "block_rows": unit, "ranges": [list(r) for r in ranges]}
-    description = f"{rows / n_rows:.2%} of its {n_rows:,} rows, {fraction:g} asked"
-    return HeldOutSplit(train, held, rows, record, description)
 
 
 class HeldOutObjective:
