@@ -2,8 +2,8 @@
 
 The held-out rows come from another file (``validation="held.h5:/X"``) or from the
 training file itself (``validation_fraction=f``: round(f × rows) rows, whole blocks of a
-seeded choice and the first rows of one more block, taken out of the training stream).
-They are evaluated with the training objective's own streamed kernels (a
+seeded choice and the first rows of one more, taken out of the training stream).  They
+are evaluated with the training objective's own streamed kernels (a
 :class:`~streamae.compute.schemes.SinglePassObjective` over the held-out rows: one read,
 sums reduced over the MPI ranks like the training sums), so the held-out reconstruction
 error, ρ̂ and sparsity term are the same quantities as the training ones, on other rows.
@@ -20,6 +20,7 @@ identical reduced numbers, so every rank takes the same decision at the same ite
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +32,10 @@ from streamae.compute.schemes import SinglePassObjective
 from streamae.errors import UsageError
 from streamae.io.modelfile import VALIDATION_FIELDS
 from streamae.io.trainingdata import held_out_ranges, split_ranges
+from streamae.options import said, setting
+from streamae.text import printable
 
-# The split of the training file's rows is io's (it opens the two sides); named here too.
+# The split of the training file's chunks is io's (it opens the two sides); named here too.
 __all__ = ["HeldOutObjective", "Validation", "held_out_ranges", "parse_validation", "split_ranges"]
 
 
@@ -47,7 +50,41 @@ def parse_validation(text: str, default_dataset: str) -> tuple[Path, str]:
     head, colon, tail = text.rpartition(":")
     if colon and head and tail.startswith("/"):
         return Path(head), tail
+    if colon and head and not Path(text).exists() and Path(head).is_file():
+        if not tail:  # "held.h5:": a dataset was meant but not given
+            raise UsageError(
+                f"{printable(text)}: names no dataset after the colon; give FILE:/DATASET or FILE alone.",
+                parameter="validation",
+            )
+        return Path(head), "/" + tail  # "held.h5:X" names the dataset /X of an existing file
     return Path(text), default_dataset
+
+
+def refuse_state_with_early_stop(keep_state: bool, early_stop: int | None) -> None:
+    """Refuse keep_state with early_stop: an early stop keeps an earlier iterate than the
+    L-BFGS state belongs to, so the state could not be kept honestly (it would be dropped)."""
+    if keep_state and early_stop is not None:
+        raise UsageError(
+            f"{setting('keep_state', True)} cannot be honoured with {setting('early_stop', early_stop)}: an "
+            "early stop keeps the "
+            "best held-out parameters, not the last ones the L-BFGS state belongs to; leave one out.",
+            parameter="keep_state",
+        )
+
+
+def refuse_training_rows(path: Path, dataset: str, data: object, data_dataset: str) -> None:
+    """Refuse held-out data that is the training data itself (same file and dataset)."""
+    try:
+        same = Path(os.fspath(data)).exists() and os.path.samefile(path, os.fspath(data))
+    except (OSError, TypeError):
+        return  # not a path, or not there: the checks that open it say why
+    if same and "/" + dataset.strip("/") == "/" + str(data_dataset).strip("/"):
+        raise UsageError(
+            f"{printable(path)}: the held-out data is the training data itself ({dataset}), so it "
+            "would measure nothing held out; give another file or dataset, or use "
+            f"{said('validation_fraction')}.",
+            parameter="validation",
+        )
 
 
 class HeldOutObjective:
@@ -145,6 +182,35 @@ class Validation:
             )
         return None
 
+    def restore(self, arrays: dict[str, np.ndarray], iteration: int, theta: np.ndarray) -> None:
+        """Continue the held-out ``arrays`` of a checkpoint taken after ``iteration``, at ``theta``.
+
+        The history goes on where it stopped.  The checkpoint keeps no earlier parameters,
+        so early stopping counts afresh from ``theta`` (evaluated once, not recorded).
+        """
+        for name in VALIDATION_FIELDS:
+            self.history[name] = [float(v) for v in np.asarray(arrays.get(name, []), dtype=np.float64)]
+        if self.early_stop is not None:
+            self.best_cost = self.improved_cost = self.evaluate(theta).cost
+            self.best_theta = np.array(theta, dtype=np.float64, copy=True)
+            self.best_iteration = iteration
+
     def arrays(self) -> dict[str, np.ndarray]:
         """The history as float64 arrays (for the model file)."""
         return {name: np.asarray(values, dtype=np.float64) for name, values in self.history.items()}
+
+
+def kept_iterate(objective, theta: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """(ρ̂ (s,), the info entries) of the parameters an early stop keeps: J, its terms and |∇J|.
+
+    One full evaluation of the training objective at ``theta`` (collective under MPI), so the
+    model file, the finish line and ``info`` report the point the file holds, not the last one.
+    """
+    evaluation = objective(np.asarray(theta, dtype=np.float64))
+    return evaluation.rho_hat, {
+        "cost": float(evaluation.cost),
+        "reconstruction": float(evaluation.reconstruction),
+        "weight_decay": float(evaluation.weight_decay),
+        "sparsity": float(evaluation.sparsity),
+        "grad_norm": float(np.linalg.norm(evaluation.gradient)),
+    }
