@@ -2,7 +2,7 @@
 
 Train once without early stopping, validating every iteration, e.g.::
 
-    streamae train photos.h5 -o m.h5 --max-iter 400 --validation-fraction 0.1
+    streamae train photos.h5 -o m.h5 --max-iter 400 --tolerance 0 --validation-fraction 0.1
     python benchmarks/early_stop_threshold.py m.h5 --patience 5
 
 For each min_improvement it prints where the rule (training/validation.py's) would stop,

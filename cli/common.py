@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 
 import click
@@ -53,15 +54,30 @@ def reported_errors(
     is reported by that parameter's flag.
     The process is configured for the kernels first (:func:`streamae.runtime.configure`),
     before the command imports any of them: the command line owns its process.
+    Warnings raised meanwhile (NumPy's "overflow encountered", say) are held back: after a
+    failure the one sentence stands alone; after a success each is said once as a
+    ``warning:`` line.  Warnings the filters turn into errors (the test suite's) still raise.
     """
     from streamae.options import speaking_flags
 
-    try:
-        from streamae.runtime.process import configure
+    with warnings.catch_warnings(record=True) as held:
+        try:
+            from streamae.runtime.process import configure
 
-        configure()
-        with speaking_flags(option_set, again):
-            yield
+            configure()
+            with speaking_flags(option_set, again):
+                yield
+        except BaseException:
+            held.clear()
+            _report(debug, option_set)
+    for message in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in held):
+        say(f"warning: {message}", err=True)
+
+
+def _report(debug: bool, option_set) -> None:
+    """Say the exception being handled as reported_errors promises (re-raised with --debug)."""
+    try:
+        raise
     except StreamaeError as error:
         if debug:
             raise
@@ -96,6 +112,13 @@ def reported_errors(
             err=True,
         )
         sys.exit(EXIT_RUNTIME)
+
+
+def say(message: object = "", err: bool = False) -> None:
+    """``click.echo`` for text that may hold names from the user or from files: each line is
+    made printable (an output named with escape codes is shown escaped, never obeyed)."""
+    text = "\n".join(printable(line, None) for line in str(message).split("\n"))
+    click.echo(text, err=err)
 
 
 def stderr_is_terminal() -> bool:

@@ -6,7 +6,7 @@ import click
 
 from streamae.options import DEMO
 
-from .common import reported_errors, spec_options
+from .common import reported_errors, say, spec_options
 
 
 @click.command(
@@ -44,10 +44,10 @@ def demo(output_dir, num_patches, max_iter, quiet, force, debug) -> None:
             monitor.close()
             progress.close()
         seconds = result.seconds
-        click.echo(f"patches   {result.outputs['patches.h5']}  ({seconds['extract']:.1f} s)")
-        click.echo(
+        say(f"patches   {result.outputs['patches.h5']}  ({seconds['extract']:.1f} s)")
+        say(
             f"model     {result.outputs['model.h5']}  ({seconds['train']:.1f} s, "
             f"J = {result.final_cost:.4f}, mean rho_hat = {result.mean_activation:.4f})"
         )
-        click.echo(f"features  {result.outputs['features.png']}  ({seconds['visualize']:.1f} s)")
-        click.echo(f"curves    {result.outputs['curves.png']}")
+        say(f"features  {result.outputs['features.png']}  ({seconds['visualize']:.1f} s)")
+        say(f"curves    {result.outputs['curves.png']}")

@@ -9,7 +9,7 @@ import click
 
 from streamae.options import ENCODE
 
-from .common import EXIT_CODES_HELP, reported_errors, spec_options, stderr_is_terminal
+from .common import EXIT_CODES_HELP, reported_errors, say, spec_options, stderr_is_terminal
 
 # Without a terminal, one progress line at most this often (a log file, a batch job).
 PLAIN_PROGRESS_SECONDS = 10.0
@@ -37,7 +37,7 @@ class _Progress:
         now = time.monotonic()
         if now - self.last_line >= PLAIN_PROGRESS_SECONDS and done < total:
             self.last_line = now
-            click.echo(f"{self.label}: {done:,} of {total:,} rows ({100.0 * done / total:.0f}%)", err=True)
+            say(f"{self.label}: {done:,} of {total:,} rows ({100.0 * done / total:.0f}%)", err=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -75,4 +75,4 @@ def encode(model: Path, data: Path, output: str | None, quiet: bool, debug: bool
         )
         if result.reconstruction is not None:
             summary += f", reconstruction error {result.reconstruction:.4g} (mean ½‖a3 − x‖²)"
-        click.echo(summary + ".")
+        say(summary + ".")

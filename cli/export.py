@@ -6,7 +6,7 @@ import click
 
 from streamae.options import EXPORT
 
-from .common import EXIT_CODES_HELP, reported_errors, spec_options
+from .common import EXIT_CODES_HELP, reported_errors, say, spec_options
 
 
 @click.command(
@@ -30,4 +30,4 @@ def export(model: str, output: str, quiet: bool, debug: bool, **options) -> None
         from streamae.export import export_weights, format_of
 
         path = export_weights(model, output, **options)
-        click.echo(f"Wrote {path} ({format_of(output, options['format'])}).")
+        say(f"Wrote {path} ({format_of(output, options['format'])}).")

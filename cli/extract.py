@@ -9,7 +9,7 @@ import click
 
 from streamae.options import EXTRACT
 
-from .common import EXIT_CODES_HELP, reported_errors, spec_options, stderr_is_terminal
+from .common import EXIT_CODES_HELP, reported_errors, say, spec_options, stderr_is_terminal
 
 # Plain-line progress (stderr not a terminal): one line per this fraction of a pass.
 PLAIN_PROGRESS_STEP = 0.1
@@ -50,9 +50,7 @@ class ExtractProgress:
             self._bar.update(done - self._bar.n)
         elif done >= self._next_report * total or done == total:
             seconds = time.perf_counter() - self._started
-            click.echo(
-                f"{self.STAGES.get(stage, stage)}: {done:,}/{total:,} patches, {seconds:.1f} s", err=True
-            )
+            say(f"{self.STAGES.get(stage, stage)}: {done:,}/{total:,} patches, {seconds:.1f} s", err=True)
             while self._next_report * total <= done:
                 self._next_report += PLAIN_PROGRESS_STEP
 
@@ -92,14 +90,14 @@ def extract(sources, output, quiet, debug, **options):
 
         def warn(text: str) -> None:
             warned.append(text)
-            click.echo(f"warning: {text}", err=True)
+            say(f"warning: {text}", err=True)
 
         try:
             result = run_extract(list(sources), output, progress=progress, warn=warn, **options)
         finally:
             progress.close()
         if options["vectors"] is not None:
-            click.echo(
+            say(
                 f"wrote {result['rows']:,} vectors of {result['features']} values (as they are) to "
                 f"{result['path']} in {result['seconds']:.1f} s",
                 err=True,
@@ -107,7 +105,7 @@ def extract(sources, output, quiet, debug, **options):
             return
         h, w, c = result.patch_shape
         seconds = max(result.seconds, 1e-9)
-        click.echo(
+        say(
             f"wrote {result.rows:,} patches of {h}x{w}x{c} ({result.normalization['mode']}) from "
             f"{result.images:,} images to {result.path} in {result.seconds:.1f} s "
             f"({result.rows / seconds:,.0f} patches/s)"
@@ -133,24 +131,38 @@ def _window(size: object, name: str) -> int | None:
 
 def _extract_audio(sources, output, options: dict) -> None:
     """`streamae extract` for WAV sources: 1-D windows (see streamae.extraction.audio)."""
-    from streamae.extraction.audio import extract_audio
+    from streamae.extraction.audio import AudioRequest, extract_audio
+    from streamae.extraction.pipeline import refuse_unused
 
+    refuse_unused(options, AUDIO_TAKES, "WAV sources")
     result = extract_audio(
         list(sources),
         output,
-        patch_size=_window(options["patch_size"], "patch_size"),
-        num_patches=options["num_patches"],
-        stride=_window(options["stride"], "stride"),
-        channels=options["channels"],
-        normalize=options["normalize"],
-        zca_epsilon=options["zca_epsilon"],
-        seed=options["seed"],
-        chunk_rows=options["chunk_rows"],
-        force=options["force"],
+        AudioRequest(
+            patch_size=_window(options["patch_size"], "patch_size"),
+            num_patches=options["num_patches"],
+            stride=_window(options["stride"], "stride"),
+            channels=options["channels"],
+            normalize=options["normalize"],
+            zca_epsilon=options["zca_epsilon"],
+            seed=options["seed"],
+            chunk_rows=options["chunk_rows"],
+            force=options["force"],
+            normalize_like=options["normalize_like"],
+            skip_bad=options["skip_bad"],
+            compression=options["compression"],
+        ),
+        warn=lambda text: say(f"warning: {text}", err=True),
     )
     _, size, kept = result["patch_shape"]
-    click.echo(
+    say(
         f"wrote {result['rows']:,} windows of {size} samples x {kept} channel(s) "
-        f"({result['normalization']['mode']}) to {output} in {result['seconds']:.1f} s",
+        f"({result['normalization']['mode']}) to {output} in {result['seconds']:.1f} s"
+        + (f"; skipped {len(result['skipped'])} unreadable files" if result["skipped"] else ""),
         err=True,
     )
+
+
+# The options of extract that WAV sources use; the others are refused when given.
+AUDIO_TAKES = ("patch_size", "num_patches", "stride", "channels", "normalize", "zca_epsilon", "seed",
+               "chunk_rows", "force", "normalize_like", "skip_bad", "compression", "vectors")  # fmt: skip

@@ -9,7 +9,7 @@ import click
 
 from streamae.options import INFO
 
-from .common import EXIT_CODES_HELP, reported_errors, spec_options
+from .common import EXIT_CODES_HELP, reported_errors, say, spec_options
 
 
 @click.command(
@@ -43,9 +43,9 @@ def info(file: Path | None, as_json: bool, dataset: str, host: bool, debug: bool
 
         description = describe(file, dataset=None if dataset == INFO["dataset"].default else dataset)
         if as_json:
-            click.echo(json.dumps(description, indent=2, sort_keys=False))
+            say(json.dumps(description, indent=2, sort_keys=False))
         else:
-            click.echo(format_description(description))
+            say(format_description(description))
 
 
 def _host(as_json: bool) -> None:
@@ -53,4 +53,4 @@ def _host(as_json: bool) -> None:
     from streamae.compute.calibration import format_host_report, host_report
 
     report = host_report()
-    click.echo(json.dumps(report, indent=2) if as_json else format_host_report(report))
+    say(json.dumps(report, indent=2) if as_json else format_host_report(report))

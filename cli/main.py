@@ -6,12 +6,43 @@ compiles nothing.
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from streamae._version import __version__
 
 
+class StreamaeGroup(click.Group):
+    """The command group, saying click's own usage errors as one sentence with what to do.
+
+    click prints "Usage: ...", "Try ... for help." and a sentence without a remedy; streamae
+    promises one plain line naming the thing at fault and the fix, exit code 2.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            value = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.UsageError as error:
+            command = error.ctx.command_path if error.ctx is not None else "streamae"
+            from streamae.text import printable
+
+            message = printable(click.unstyle(error.format_message()), 300).rstrip(".")
+            click.echo(f"Error: {message}; check '{command} --help' for what it takes.", err=True)
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        sys.exit(value if isinstance(value, int) else 0)
+
+
 @click.group(
+    cls=StreamaeGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Exit codes: 0 success, 1 runtime error, 2 usage error, 3 train stopped by a signal "
     "(a checkpoint was written), 130 interrupted (Ctrl-C).",

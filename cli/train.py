@@ -14,6 +14,7 @@ from .common import (
     EXIT_CODES_HELP,
     TRAIN_EXIT_CODES_HELP,
     reported_errors,
+    say,
     spec_options,
     stderr_is_terminal,
 )
@@ -92,12 +93,22 @@ class ConsoleMonitor:
     def on_finish(self, model, reason: str) -> None:
         self.close()
         if self.enabled:
+            from streamae.training.warmstart import describe_iterations, full_data_passes
+
             info = model.info
-            click.echo(
-                f"finished after {model.iterations} iterations ({reason}): J = {info['cost']:.6g} "
+            m = int(model.data["shape"][0])
+            done = describe_iterations(model.history, m)
+            passes = full_data_passes(model.history, m)
+            say(
+                f"finished after {done} ({reason}): J = {info['cost']:.6g} "
                 f"(reconstruction {info['reconstruction']:.6g}, weight decay "
                 f"{info['weight_decay']:.6g}, sparsity {info['sparsity']:.6g}), "
-                f"{info['seconds']:.1f} s, {info['evaluations']} evaluations",
+                f"{info['seconds']:.1f} s, {info['evaluations']} evaluations"
+                + (
+                    f" ({passes[-1]:.1f} full-data passes)"
+                    if "on samples" in done  # evaluations on samples count a fraction of a pass
+                    else ""
+                ),
                 err=True,
             )
 
@@ -107,7 +118,7 @@ class ConsoleMonitor:
 
             tqdm.write(text, file=sys.stderr)
         else:
-            click.echo(text, err=True)
+            say(text, err=True)
 
 
 def format_record(record: dict) -> str:
@@ -166,7 +177,7 @@ def train(data, output, quiet, debug, **options) -> None:
         finally:
             monitor.close()
         if comm.rank == 0 and not quiet:
-            click.echo(f"model written to {output}", err=True)
+            say(f"model written to {output}", err=True)
 
 
 def resume_command(data: str, output: str) -> str:
@@ -207,9 +218,9 @@ def gradcheck(quiet, debug, **options) -> None:
         from streamae.training.gradcheck import gradcheck as check
 
         difference = check(**options).relative_difference
-        click.echo(f"relative difference: {difference:.3e}")
+        say(f"relative difference: {difference:.3e}")
         if not difference <= GRADCHECK_THRESHOLD:
-            click.echo(
+            say(
                 f"Error: the gradient check failed: {difference:.3e} is above {GRADCHECK_THRESHOLD:g}.",
                 err=True,
             )

@@ -8,7 +8,7 @@ import click
 
 from streamae.options import VISUALIZE
 
-from .common import EXIT_CODES_HELP, reported_errors, spec_options
+from .common import EXIT_CODES_HELP, reported_errors, say, spec_options
 
 
 @click.command(
@@ -29,14 +29,18 @@ def visualize(model: Path, quiet: bool, debug: bool, **values) -> None:
     with reported_errors(debug, VISUALIZE):
         from streamae.io.modelfile import load_model
         from streamae.options import VisualizeOptions
+        from streamae.reconstruction_grid import is_one_dimensional
         from streamae.render import plot_activations, plot_curves
 
         options = VisualizeOptions(**values)
         output, curves, activations = _checked_outputs(model, options)
         loaded = load_model(model)
+        # Audio windows are stored as 1 x samples x channels patches: a 1-D model.
+        signals = is_one_dimensional(loaded.patch_shape) and options.patch_shape is None
+        refuse_unused_drawing(options, str(model), signals=signals, drawing=output is not None)
         written = []
         if output is not None:
-            written.append(_draw(model, loaded, output, options))
+            written.append(_draw(model, loaded, output, options, signals))
         if curves is not None:
             plot_curves(loaded, curves, name=str(model), force=options.force, inputs=(model,))
             written.append(f"{curves}: training curves over {len(loaded.history['cost'])} iterations")
@@ -44,7 +48,7 @@ def visualize(model: Path, quiet: bool, debug: bool, **values) -> None:
             plot_activations(loaded, activations, name=str(model), force=options.force, inputs=(model,))
             written.append(f"{activations}: histogram of {loaded.n_hidden} mean activations")
         for line in written:
-            click.echo(f"Wrote {line}.")
+            say(f"Wrote {line}.")
 
 
 def _checked_outputs(model: Path, options) -> tuple[Path | None, Path | None, Path | None]:
@@ -60,17 +64,40 @@ def _checked_outputs(model: Path, options) -> tuple[Path | None, Path | None, Pa
         raise UsageError(
             f"{model}: nothing to write; give -o features.png, --curves PATH or --activations PATH."
         )
-    if len({path.resolve() for path in outputs}) != len(outputs):
-        raise UsageError("-o, --curves and --activations name the same file; give each its own path.")
     for path in outputs:  # never write over the model
         check_output_path(path, force=options.force, inputs=(model,))
+    if len({path.resolve() for path in outputs}) != len(outputs):
+        raise UsageError("-o, --curves and --activations name the same file; give each its own path.")
     return named[0], named[1], named[2]
 
 
-def _draw(model: Path, loaded, output: Path, options) -> str:
-    """Draw -o: reconstructions, a 1-D model's line plots or the feature grid; the line to report."""
-    from streamae.reconstruction_grid import is_one_dimensional
+# Options of the tile grid that the line plots of a 1-D model (its features and its
+# reconstructions alike) do not use.
+GRID_ONLY = ("cols", "scale", "sort", "space")
 
+
+def refuse_unused_drawing(options, model: str, *, signals: bool, drawing: bool) -> None:
+    """Refuse an option the chosen drawing would ignore (every option acts or is refused)."""
+    from streamae.errors import UsageError
+    from streamae.options import VISUALIZE
+
+    if options.spectra and not signals:
+        raise UsageError(
+            f"spectra applies to models of 1-D signals (audio windows), not to {model}; leave it out.",
+            parameter="spectra",
+        )
+    if signals and drawing:
+        for name in GRID_ONLY:
+            if getattr(options, name) != VISUALIZE[name].default:
+                raise UsageError(
+                    f"{name} applies to the tile grid of image features, but the units of {model} are "
+                    "1-D signals drawn as line plots; leave it out.",
+                    parameter=name,
+                )
+
+
+def _draw(model: Path, loaded, output: Path, options, signals: bool) -> str:
+    """Draw -o: reconstructions, a 1-D model's line plots or the feature grid; the line to report."""
     common = {"force": options.force, "inputs": (model,)}
     if options.reconstructions is not None:
         from streamae.reconstruction_grid import render_reconstructions
@@ -83,7 +110,7 @@ def _draw(model: Path, loaded, output: Path, options) -> str:
         shown = pictured.shown if hasattr(pictured, "shown") else pictured.rows.size
         how = "drawn over" if hasattr(pictured, "shown") else "beside"
         return f"{output}: {shown} patches of {options.reconstructions} {how} their reconstructions"
-    if options.spectra or (is_one_dimensional(loaded.patch_shape) and options.patch_shape is None):
+    if signals:
         from streamae.render_signals import plot_signal_features, sample_rate
 
         rate = sample_rate((loaded.data or {}).get("path"))

@@ -9,6 +9,7 @@ iterations, and draws the features and the training curves.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,6 +19,7 @@ from streamae.errors import UsageError
 from streamae.io.atomic import check_output_path
 from streamae.options import DEMO, setting
 from streamae.runtime.process import configure
+from streamae.text import printable
 
 DEMO_OUTPUTS = ("patches.h5", "model.h5", "features.png", "curves.png")
 
@@ -47,20 +49,53 @@ def run_demo(
     train_monitor=None,
     extract_progress=None,
 ) -> DemoResult:
-    """Run extract -> train -> visualize into ``directory`` (created if missing)."""
+    """Run extract -> train -> visualize into ``directory`` (created if missing; removed again
+    if it was created and the demo fails)."""
     configure()  # the process set up for the kernels, unless the caller did it (idempotent)
+    # Checked before anything is made; messages name the parameter (the CLI says the flag).
+    DEMO.validate({"output_dir": directory, "num_patches": num_patches, "max_iter": max_iter, "force": force})
+    directory = Path(directory)
+    check_output_folder(directory)
+    created = not directory.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"{printable(directory, 120)}: the output folder cannot be created ({error.strerror}); "
+            f"choose another {setting('output_dir', 'DIR')}."
+        ) from None
+    try:
+        return _run_stages(directory, num_patches, max_iter, force, train_monitor, extract_progress)
+    except BaseException:
+        if created:  # a failed demo leaves nothing behind: the folder is its own
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def check_output_folder(directory: Path) -> None:
+    """Refuse an output folder that cannot be made: a file, a link loop, a name too long."""
+    try:
+        os.stat(directory)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        raise UsageError(
+            f"{printable(directory, 120)}: cannot be used as the output folder ({error.strerror}); "
+            f"choose another {setting('output_dir', 'DIR')}."
+        ) from None
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(
+            f"{printable(directory, 120)}: exists and is not a directory; "
+            f"choose another {setting('output_dir', 'DIR')}."
+        )
+
+
+def _run_stages(directory: Path, num_patches, max_iter, force, train_monitor, extract_progress) -> DemoResult:
+    """extract, train, visualize into ``directory`` (which exists)."""
     from streamae.extraction.pipeline import extract
     from streamae.render import plot_curves, render_features
     from streamae.training.session import train
 
-    # Checked before anything is made; messages name the parameter (the CLI says the flag).
-    DEMO.validate({"output_dir": directory, "num_patches": num_patches, "max_iter": max_iter, "force": force})
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise UsageError(
-            f"{directory}: exists and is not a directory; choose another {setting('output_dir', 'DIR')}."
-        )
-    directory.mkdir(parents=True, exist_ok=True)
     paths = {name: directory / name for name in DEMO_OUTPUTS}
     for path in paths.values():  # refuse before any work, not after the extract
         check_output_path(path, force=force)
@@ -82,8 +117,15 @@ def run_demo(
     result.seconds["extract"] = time.perf_counter() - started
 
     started = time.perf_counter()
+    # The notes' run, as the exercise made it: max_iter iterations, no relative-progress stop.
     model = train(
-        paths["patches.h5"], paths["model.h5"], max_iter=max_iter, force=force, monitor=train_monitor
+        paths["patches.h5"],
+        paths["model.h5"],
+        max_iter=max_iter,
+        warm_start="none",
+        tolerance=0.0,
+        force=force,
+        monitor=train_monitor,
     )
     result.seconds["train"] = time.perf_counter() - started
     result.final_cost = float(model.info["cost"])

@@ -108,7 +108,8 @@ def _dataset_listing(group: h5py.Group) -> list[dict]:
 
     def visit(name: str, item: object) -> None:
         if isinstance(item, h5py.Dataset):
-            found.append({"name": "/" + name, "shape": list(item.shape), "dtype": str(item.dtype)})
+            shape = list(item.shape) if item.shape is not None else None  # None: a null dataspace
+            found.append({"name": "/" + name, "shape": shape, "dtype": str(item.dtype)})
 
     group.visititems(visit)
     return sorted(found, key=lambda entry: entry["name"])
@@ -180,14 +181,21 @@ def _time_split(entry: object) -> dict | None:
     return split
 
 
+def _final_grad_norm(model, history: dict) -> float | None:
+    """|∇J| at the parameters the file holds: the kept point's after an early stop."""
+    kept = model.info.get("grad_norm") if "best_iteration" in model.info else None
+    return float(kept) if isinstance(kept, int | float) else _last(history, "grad_norm")
+
+
 def _describe_model(path: Path) -> dict:
     model = load_model(path)  # validates weights and shapes, with one-sentence errors
     history = model.history
     final = {key: _last(history, key) for key in ("cost", "reconstruction", "weight_decay", "sparsity")}
     # A model saved before its first iteration has no history; the trainer also keeps
     # the final terms in the ``info`` attribute, so use those instead.
+    kept = "best_iteration" in model.info  # an early stop kept an earlier point: its own J
     for key, value in final.items():
-        if value is None and isinstance(model.info.get(key), int | float):
+        if (value is None or kept) and isinstance(model.info.get(key), int | float):
             final[key] = float(model.info[key])
     rho_hat = model.rho_hat
     return {
@@ -198,7 +206,7 @@ def _describe_model(path: Path) -> dict:
         "patch_shape": list(model.patch_shape) if model.patch_shape else None,
         "hyperparameters": model.hyper.as_attributes(),
         "iterations": model.iterations,
-        "final": final | {"grad_norm": _last(history, "grad_norm")},
+        "final": final | {"grad_norm": _final_grad_norm(model, history)},
         "seconds": _last(history, "seconds"),
         "finished": model.info.get("finished"),
         "evaluation_time": _time_split(model.info.get("time_split")),

@@ -34,7 +34,7 @@ from streamae.io.hdf5 import FEATURES_FORMAT
 from streamae.io.modelfile import Model, load_model
 from streamae.io.patchfile import MIN_CHUNK_CACHE_BYTES, default_block_rows, inspect_patch_file
 from streamae.io.readpolicy import open_patches
-from streamae.options import DEFAULT_DATASET, EncodeOptions, dataset_path, setting
+from streamae.options import DEFAULT_DATASET, ENCODE, EncodeOptions, dataset_path, setting
 from streamae.runtime.process import configure
 from streamae.text import printable
 
@@ -100,11 +100,23 @@ def encode(
     """
     configure()  # the process set up for the kernels, unless the caller did it (idempotent)
     o = EncodeOptions.build(options, values)
-    reconstruct, block_rows, dtype, force = o.reconstruct, o.block_rows, o.dtype, o.force
     model_path = None if isinstance(model, Model) else Path(model)
     model = model if model_path is None else load_model(model_path)
     model_name = "the model" if model_path is None else str(model_path)
-    activation = o.activation
+    _check_activation(o.activation, model, model_name)
+    if not isinstance(data, str | os.PathLike):
+        return _encode_array(model, data, output, o, chosen_dtype="dtype" in values)
+    if output is None:
+        raise UsageError(f"{data}: give the features file to write (output).", parameter="output")
+    data_path, dataset = Path(data), dataset_path(o.dataset)
+    layout = _checked_layout(model, model_name, data_path, dataset)
+    inputs = (data_path,) if model_path is None else (model_path, data_path)
+    check_output_path(output, force=o.force, inputs=inputs)
+    return _write_features(model_path, model, data_path, dataset, layout, output, o, progress)
+
+
+def _check_activation(activation: str | None, model: Model, model_name: str) -> None:
+    """Refuse an activation other than the model's own."""
     if activation is not None and activation != model.hyper.activation:
         raise UsageError(
             f"{model_name} was trained with {model.hyper.activation} hidden units, not {activation}; "
@@ -112,19 +124,24 @@ def encode(
             f"{setting('activation', model.hyper.activation)}.",
             parameter="activation",
         )
-    if not isinstance(data, str | os.PathLike):
-        if output is not None:
-            raise UsageError(
-                "output is written only for a patch file; for an array the features are returned.",
-                parameter="output",
-            )
-        array_dtype = values.get("dtype") if options is None else dtype
-        method = model.reconstruct if reconstruct else model.encode
-        return method(np.asarray(data), block_rows=block_rows, dtype=array_dtype)
-    if output is None:
-        raise UsageError(f"{data}: give the features file to write (output).", parameter="output")
-    data_path = Path(data)
-    dataset = dataset_path(o.dataset)
+
+
+def _encode_array(model: Model, data, output, o: EncodeOptions, *, chosen_dtype: bool) -> np.ndarray:
+    """a2 (m, s) (or a3 (m, n) with reconstruct) of an (m, n) array, in the array's dtype unless
+    a dtype was chosen (a keyword, or an options object whose dtype is not the default), so
+    ``encode(m, X)`` and ``encode(m, X, options=EncodeOptions())`` agree."""
+    if output is not None:
+        raise UsageError(
+            "output is written only for a patch file; for an array the features are returned.",
+            parameter="output",
+        )
+    chosen = chosen_dtype or o.dtype != ENCODE["dtype"].default
+    method = model.reconstruct if o.reconstruct else model.encode
+    return method(np.asarray(data), block_rows=o.block_rows, dtype=o.dtype if chosen else None)
+
+
+def _checked_layout(model: Model, model_name: str, data_path: Path, dataset: str):
+    """The patch file's layout, checked against the model: sizes, patch shape, normalisation."""
     layout = inspect_patch_file(data_path, dataset)
     if layout.n_features != model.n_visible:
         raise UsageError(
@@ -138,27 +155,58 @@ def encode(
             f"{data_path} holds {'x'.join(map(str, layout.patch_shape))} patches of the same size; "
             "encode data extracted with the model's patch shape."
         )
-    inputs = (data_path,) if model_path is None else (model_path, data_path)
-    check_output_path(output, force=force, inputs=inputs)
-    compute = np.dtype(dtype)
+    check_same_normalization(model, model_name, data_path)
+    return layout
+
+
+def check_same_normalization(model: Model, model_name: str, data_path: Path) -> None:
+    """Refuse data normalised another way than the model's training data (a mode that differs,
+    or zscore/zca statistics that differ): its features would mean nothing."""
+    from streamae.io.normalization import read_normalization
+
+    trained = model.normalization
+    if not isinstance(trained, dict) or not isinstance(trained.get("mode"), str):
+        return  # a model that records none: nothing to compare
+    described, arrays = read_normalization(data_path, n_features=model.n_visible)
+    if described is None:
+        return
+    fix = f"extract it with {setting('normalize_like', 'TRAINING_PATCHES')} (the model's training data)"
+    if described["mode"] != trained["mode"]:
+        raise UsageError(
+            f"{data_path}: its patches are normalised with {printable(described['mode'], 20)} but "
+            f"{model_name} was trained on {printable(trained['mode'], 20)} patches; {fix}."
+        )
+    for name, values in arrays.items():
+        mine = model.normalization_arrays.get(name)
+        if mine is not None and (np.shape(mine) != np.shape(values) or not np.allclose(mine, values)):
+            raise UsageError(
+                f"{data_path}: its /{name} differs from the one {model_name} was trained with, so the "
+                f"patches are in another space; {fix}."
+            )
+
+
+def _write_features(model_path, model, data_path, dataset, layout, output, o, progress) -> EncodeResult:
+    """Stream every block of the patch file through the encoder into a new features file."""
+    compute = np.dtype(o.dtype)
     m, n, s = layout.n_rows, layout.n_features, model.n_hidden
+    inputs = (data_path,) if model_path is None else (model_path, data_path)
     # The one read policy (io/readpolicy.py): rows per read, prefetch, chunk cache.
-    with open_patches(data_path, dtype=compute, block_rows=block_rows, dataset=dataset) as source:
+    with open_patches(data_path, dtype=compute, block_rows=o.block_rows, dataset=dataset) as source:
         rows = min(source.block_rows, m)
         # Chunk the outputs along rows like the input, so row blocks map onto the same chunks.
         chunk_rows = min(layout.chunk_rows or default_block_rows(layout), m)
         chunk_bytes = chunk_rows * max(n, s) * compute.itemsize
         encoder = Encoder(model, rows, compute)
-        with atomic_output(output, force=force, inputs=inputs) as temporary:
+        with atomic_output(output, force=o.force, inputs=inputs) as temporary:
             # A chunk cache holding two output chunks, so writes of blocks that straddle
             # chunks do not flush half-filled chunks.
-            cache = max(MIN_CHUNK_CACHE_BYTES, 2 * chunk_bytes * (2 if reconstruct else 1))
+            cache = max(MIN_CHUNK_CACHE_BYTES, 2 * chunk_bytes * (2 if o.reconstruct else 1))
             with hdf5_output(temporary, rdcc_nbytes=cache, rdcc_nslots=1009) as handle:
                 features = handle.create_dataset(
                     FEATURES_DATASET, shape=(m, s), dtype=compute, chunks=(chunk_rows, s)
                 )
                 outputs = None
-                if reconstruct:
+                if o.reconstruct:
                     outputs = handle.create_dataset(
                         RECONSTRUCTION_DATASET, shape=(m, n), dtype=compute, chunks=(chunk_rows, n)
                     )
@@ -174,7 +222,7 @@ def encode(
                         progress(first + x.shape[0], m)
                 mean_activation = encoder.sum_a2 / m
                 handle.create_dataset(MEAN_ACTIVATION_DATASET, data=mean_activation)
-                reconstruction = encoder.squared_error / m if reconstruct else None
+                reconstruction = encoder.squared_error / m if o.reconstruct else None
                 _write_attributes(handle, model_path, model, layout, compute, reconstruction)
     return EncodeResult(
         path=Path(output),
@@ -193,9 +241,14 @@ def check_finite(x: np.ndarray, first: int, path: Path, dataset: str = DEFAULT_D
     test (NaN and ±Inf propagate; float32 values cannot overflow it); only a block that
     fails it is searched for the row.
     """
-    if np.isfinite(x.sum(dtype=np.float64)):
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = x.sum(dtype=np.float64)
+    if np.isfinite(total):
         return
-    bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+    rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if rows.size == 0:
+        return  # finite values whose sum overflowed (near 1e307): nothing to refuse
+    bad = int(rows[0])
     raise DataError(
         f"{path}: {printable(dataset, 80)} row {first + bad} holds NaN or Inf; remove or repair that row "
         "(or extract the patches again)."

@@ -26,20 +26,21 @@ Two layouts of the n inputs (see docs/export.md):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from streamae.errors import OutputExistsError, UsageError
-from streamae.io.atomic import atomic_output, check_output_path, storage_error
+from streamae.errors import UsageError
+from streamae.io.atomic import atomic_folder_output, atomic_output, check_output_path
 from streamae.io.modelfile import Model, load_model
-from streamae.options import EXPORT_FORMATS, ExportOptions, setting
+from streamae.options import EXPORT_FORMATS, ExportOptions
 
 FORMATS = EXPORT_FORMATS
+# MATLAB v5 .mat files store each variable's size in 32 bits: scipy refuses past 2**32
+# bytes, and MATLAB itself past 2**31 for one array; refuse before writing anything.
+MAT_V5_LIMIT = 2**31
 
 
 def notes_order(patch_shape: tuple[int, ...] | None, n: int) -> np.ndarray:
@@ -155,7 +156,12 @@ def export_weights(
     fmt = format_of(output, format)
     arrays = export_arrays(loaded)
     if fmt == "npy-dir":
-        return _write_folder(Path(output), arrays, force=force)
+        return _write_folder(Path(output), arrays, force=force, inputs=inputs)
+    check_output_path(output, force=force, inputs=inputs)
+    if fmt == "mat":
+        sizes = {name: values.nbytes for name, values in arrays.items()}
+        sizes["theta"] = sum(sizes[name] for name in ("W1", "W2", "b1", "b2"))
+        check_matlab_sizes(output, sizes)
     with atomic_output(output, force=force, inputs=inputs) as temporary, open(temporary, "wb") as handle:
         if fmt == "npz":
             np.savez(handle, **arrays)
@@ -166,38 +172,29 @@ def export_weights(
     return Path(output)
 
 
-def _write_folder(output: Path, arrays: dict[str, np.ndarray], *, force: bool) -> Path:
-    """A folder of .npy files, built beside ``output`` and renamed into place."""
-    if output.exists() and not output.is_dir():
-        check_output_path(output, force=force)  # a file: the usual rules (and --force) apply
-    elif output.exists() and not force:
-        raise OutputExistsError(f"{output} exists; pass {setting('force', True)} to replace it.")
-    parent = output.parent if str(output.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(
-            f"{output}: the folder {parent} does not exist; create it or choose another output path."
-        )
-    temporary = parent / f".{output.name}.{os.getpid()}.tmp"
-    old = parent / f".{output.name}.{os.getpid()}.old"
-    try:
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir()
+def _write_folder(output: Path, arrays: dict[str, np.ndarray], *, force: bool, inputs: tuple = ()) -> Path:
+    """A folder of .npy files plus hyperparameters.json, built beside ``output`` and swapped in.
+
+    :func:`~streamae.io.atomic.atomic_folder_output` keeps the folder rules: never the input
+    or a folder holding it, never a folder of other files, nothing left behind.
+    """
+    with atomic_folder_output(output, force=force, inputs=inputs) as folder:
         hyper = {}
         for name, values in arrays.items():
             if values.ndim == 0:
                 hyper[name] = values.item()
             else:
-                np.save(temporary / f"{name}.npy", values)
-        (temporary / "hyperparameters.json").write_text(json.dumps(hyper, indent=2) + "\n")
-        if output.is_dir():
-            os.replace(output, old)  # removed once the new folder is in place
-        elif output.exists():
-            output.unlink()
-        os.replace(temporary, output)
-    except OSError as error:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise storage_error(error, output) from error
-    finally:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(old)
+                np.save(folder / f"{name}.npy", values)
+        (folder / "hyperparameters.json").write_text(json.dumps(hyper, indent=2) + "\n")
     return output
+
+
+def check_matlab_sizes(output: str | os.PathLike, sizes: dict[str, int]) -> None:
+    """Refuse a .mat export with a variable (name -> bytes) past MATLAB v5's limit."""
+    for name, size in sizes.items():
+        if size >= MAT_V5_LIMIT:
+            raise UsageError(
+                f"{output}: the variable {name} takes {size:,} bytes, more than "
+                f"a MATLAB v5 .mat file holds ({MAT_V5_LIMIT:,}); write .npz or a folder instead.",
+                parameter="format",
+            )

@@ -150,6 +150,13 @@ class Option:
             ):
                 raise self._bad(value)
             value = int(value)
+            # No count or size reaches 2**63 (NumPy and HDF5 overflow past it); a seed may.
+            if self.high is None and self.name != "seed" and abs(value) > MAX_SEED:
+                raise UsageError(
+                    f"{self.name} must be {self.describe_range()} and at most {MAX_SEED}, "
+                    f"got {_number(value) if abs(value) < 10**60 else 'a larger number'}.",
+                    parameter=self.name,
+                )
         elif self.kind is float:
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise self._bad(value)
@@ -452,6 +459,7 @@ COLORS = ("gray", "rgb")
 NORMALIZATIONS = ("ufldl", "zscore", "zca", "unit", "none")
 # The value types of raw image files (streamae.extraction.readers.RAW_DTYPES spells them out).
 RAW_DTYPE_NAMES = ("uint8", "uint16-le", "uint16-be", "float32-le", "float32-be", "float64-le", "float64-be")
+STORAGE_TYPES = ("float32", "float16")
 COMPRESSIONS = ("none", "gzip", "lzf")
 SORT_ORDERS = ("none", "activation", "norm")
 # The largest --scale: a 64x enlargement of a 28x28 grid of 400 units is already ~36000 px wide.
@@ -464,6 +472,9 @@ DEFAULT_CHECKPOINT_EVERY = 10
 CHECKPOINT_TIME_SHARE = 0.05
 # L-BFGS correction pairs kept (the notes' minFunc keeps 100).
 DEFAULT_LBFGS_PAIRS = 100
+# The relative-progress stop rule's defaults, chosen by measurement (docs/time-to-model.md).
+DEFAULT_TOLERANCE = 1e-4
+DEFAULT_TOLERANCE_WINDOW = 10
 
 FORCE = Option("force", bool, False, "Replace the output file if it exists.", short="-f")
 QUIET = Option(
@@ -716,6 +727,30 @@ TRAIN = OptionSet(
             stored="info/progress_tol",
             on_resume="new",
         ),
+        # The relative-progress rule (issue 24; compute/lbfgs.py, relative_progress_reason).
+        Option(
+            "tolerance",
+            float,
+            DEFAULT_TOLERANCE,
+            "Stop when J fell by less than this fraction of its value over the last "
+            "--tolerance-window full-data iterations: the model is done (0: never; the notes' "
+            "run is --warm-start none --tolerance 0).",
+            low=0,
+            high=1,
+            high_open=True,
+            stored="info/tolerance",
+            on_resume="new",
+        ),
+        Option(
+            "tolerance_window",
+            int,
+            DEFAULT_TOLERANCE_WINDOW,
+            "Iterations over which --tolerance measures the fall of J.",
+            low=1,
+            high=10_000,
+            stored="info/tolerance_window",
+            on_resume="new",
+        ),
         Option(
             "lbfgs_pairs",
             int,
@@ -791,12 +826,12 @@ TRAIN = OptionSet(
         Option(
             "warm_start",
             str,
-            "none",
-            "Coarse-to-fine warm start: none (the notes' run), sample sizes such as "
-            "20000,200000, or auto (5 rows per parameter, x10 per stage, below a tenth of "
-            "the data; none when the data is too small to gain).  Each stage runs L-BFGS on "
-            "whole chunks spread over the file and hands its weights to the next; the last "
-            "stage is the full data with --max-iter and the tolerances.",
+            "auto",
+            "Coarse-to-fine warm start: auto (above 25 rows per parameter: samples of 5 rows "
+            "per parameter, x10 per stage below a tenth of the data; up to it, none), none (the "
+            "notes' run) or sample sizes such as 20000,200000.  Each stage runs L-BFGS on whole "
+            "chunks spread over the file and hands its weights to the next; the last stage is the "
+            "full data with --max-iter (full-data iterations) and the tolerances.",
             parse=parse_warm_start,
             stored="info/warm_start/schedule",
             on_resume="new",  # the stages run so far must agree (training/warmstart.py checks)
@@ -834,7 +869,8 @@ GRADCHECK = OptionSet(
         Option("decoder", str, "sigmoid", "Output layer.", choices=DECODERS),
         ACTIVATION,
         Option("block_rows", int, None, "Rows per streamed block (default: a third of --rows).", low=1),
-        Option("epsilon", float, 1e-4, "Central-difference step.", low=0, low_open=True),
+        # At most 1: a larger step measures nothing about the gradient (and overflows).
+        Option("epsilon", float, 1e-4, "Central-difference step.", low=0, low_open=True, high=1),
         _seed("Seed of the point and the random data."),
         Option(
             "rho",
@@ -917,6 +953,16 @@ EXTRACT = OptionSet(
             "none",
             "HDF5 compression of /patches; gzip reads slower than training consumes data.",
             choices=COMPRESSIONS,
+        ),
+        # Float16 storage (issue 24): half the bytes per pass; decoded per block when read.
+        Option(
+            "storage",
+            str,
+            "float32",
+            "Type of the stored patches: float16 halves the bytes every pass reads (about 3 "
+            "significant digits, values up to 65504); train and encode convert each block as they "
+            "read it.",
+            choices=STORAGE_TYPES,
         ),
         Option(
             "variable",
@@ -1141,7 +1187,8 @@ DEMO = OptionSet(
             short="-o",
         ),
         Option("num_patches", int, DEFAULT_NUM_PATCHES, "Patches to extract.", low=1),
-        Option("max_iter", int, 400, "L-BFGS iterations.", low=0),
+        # At least 1: the demo plots the training curves, which need one iteration.
+        Option("max_iter", int, 400, "L-BFGS iterations.", low=1),
         QUIET,
         FORCE,
         DEBUG,

@@ -100,9 +100,23 @@ def chosen_rows(model: Model, data: str | os.PathLike, pairs: int, seed: int, na
     rows = np.sort(generator.choice(layout.n_rows, size=min(pairs, layout.n_rows), replace=False))
     with open_hdf5(Path(data)) as handle:
         stored = np.asarray(handle[PATCHES_DATASET][rows], dtype=np.float64)  # few rows, increasing
+    bad = np.flatnonzero(~np.isfinite(stored).all(axis=1))
+    if bad.size:
+        raise UsageError(
+            f"{data}: row {rows[bad[0]]} of its patches holds NaN or Inf; repair or extract the file again.",
+            parameter="reconstructions",
+        )
     rebuilt = model.reconstruct(stored, dtype=np.float64)
-    description, arrays = read_normalization(data)
-    return rows, denormalize(stored, description, arrays), denormalize(rebuilt, description, arrays), layout
+    description, arrays = read_normalization(data, n_features=layout.n_features)
+    try:
+        inputs, outputs = denormalize(stored, description, arrays), denormalize(rebuilt, description, arrays)
+    except np.linalg.LinAlgError:
+        raise UsageError(
+            f"{data}: its /zca/matrix cannot be inverted to draw the patches in the input's space; "
+            "extract the file again.",
+            parameter="reconstructions",
+        ) from None
+    return rows, inputs, outputs, layout
 
 
 def reconstruction_grid(

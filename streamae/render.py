@@ -475,9 +475,9 @@ def _elapsed_axis(axes, iteration: np.ndarray, seconds: np.ndarray | None) -> No
 def activation_histogram(model: Model, name: str = "the model") -> ActivationPlot:
     """The histogram the activations plot draws, without drawing.
 
-    values: the model's ρ̂ (s,), or for tanh units q̂ = (ρ̂ + 1)/2, the mean that ρ targets;
-    edges: equal-width bins over [0, max(values, ρ)·1.05]; counts: units per bin, from
-    :func:`numpy.histogram`.
+    values: the model's ρ̂ (s,) (for tanh units q̂ = (ρ̂ + 1)/2, where ρ applies); edges:
+    equal-width bins over [0, max(values, ρ)·1.05];
+    counts: units per bin, from :func:`numpy.histogram`.
     """
     if model.rho_hat is None:
         raise InputFileError(
@@ -485,8 +485,8 @@ def activation_histogram(model: Model, name: str = "the model") -> ActivationPlo
             "with `streamae train` to record them."
         )
     values = np.asarray(model.rho_hat, dtype=np.float64)
-    if model.hyper.activation == "tanh":  # ρ̂ in (−1, 1); the sparsity target applies to (a2 + 1)/2
-        values = 0.5 * (values + 1.0)
+    if getattr(model.hyper, "activation", "sigmoid") == "tanh":
+        values = (values + 1.0) / 2.0  # tanh: rho applies to q = (a2 + 1)/2, in [0, 1] like sigmoid's
     upper = max(float(np.max(values)), model.hyper.rho) * 1.05
     n_bins = int(min(50, max(10, values.size // 2)))
     counts, edges = np.histogram(values, bins=np.linspace(0.0, upper, n_bins + 1))

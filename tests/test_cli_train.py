@@ -93,7 +93,10 @@ def test_dataset_that_is_not_2d(patch_file, tmp_path):
 def test_integer_dtype(patch_file, tmp_path):
     path = patch_file(np.zeros((10, 64), dtype=np.uint8))
     assert_clean_failure(
-        invoke("train", str(path), "-o", str(tmp_path / "m.h5")), 2, "uint8", "not float32 or float64"
+        invoke("train", str(path), "-o", str(tmp_path / "m.h5")),
+        2,
+        "uint8",
+        "not float16, float32 or float64",
     )
 
 

@@ -191,12 +191,15 @@ def test_ranks_give_one_process_answer(odd_data, one_process, tmp_path, ranks):
     start, thirty = one_process
     _train(odd_data, tmp_path / "start.h5", ranks, "--max-iter", "0", "--keep-state")
     done = _train(odd_data, tmp_path / "thirty.h5", ranks, "--max-iter", "30")
-    assert done.stderr.count("finished after 30 iterations") == 1  # rank 0 alone prints
+    # The defaults warm-start 10,001 rows of this size (auto): max_iter counts full-data ones.
+    assert done.stderr.count("finished after 30 full-data iterations") == 1  # rank 0 alone prints
     mpi_start = load_model(tmp_path / "start.h5")
     assert relative_difference(mpi_start.info["cost"], start.info["cost"]) < 1e-12
     assert relative_difference(mpi_start.optimizer["g"], start.optimizer["g"]) < 1e-12
     mpi = load_model(tmp_path / "thirty.h5")
-    assert mpi.iterations == thirty.iterations == 30
+    assert mpi.iterations == thirty.iterations
+    assert mpi.info["warm_start"]["stages"] == thirty.info["warm_start"]["stages"]
+    assert int(np.sum(mpi.history["sample_rows"] == 10_001)) == 30
     assert mpi.info["ranks"] == ranks
     assert relative_difference(mpi.info["cost"], thirty.info["cost"]) < 1e-9
     assert relative_difference(mpi.theta, thirty.theta) < 1e-9
@@ -340,18 +343,9 @@ def _trainer(comm):
     from streamae.compute.lbfgs import StopRules
     from streamae.runtime.signals import StopFlag
     from streamae.training.checkpoint import CheckpointPolicy
-    from streamae.training.loop import Trainer, TrainingMonitor
+    from streamae.training.loop import RunContext, Trainer, TrainingMonitor
 
-    return Trainer(
-        None,
-        StopRules(),
-        comm=comm,
-        monitor=TrainingMonitor(),
-        stop=StopFlag(),
-        policy=CheckpointPolicy(),
-        save=None,
-        log=None,
-    )
+    return Trainer(None, StopRules(), RunContext(comm, TrainingMonitor(), StopFlag(), CheckpointPolicy()))
 
 
 def test_ranks_holding_different_parameters_stop_loudly():

@@ -229,6 +229,17 @@ def test_early_stop_keeps_the_best_parameters(tmp_path, rng):
     np.testing.assert_array_equal(stored.W1, unpack(plain.theta, 8, 5).W1)
     a2 = 1.0 / (1.0 + np.exp(-(X @ stored.W1.T + stored.b1)))
     np.testing.assert_allclose(stored.rho_hat, a2.mean(axis=0), rtol=1e-11)
+    # J, its terms and |∇J| reported (model file, info) are those of the kept point (issue 25).
+    J, grad, terms = dense_objective(plain.theta, X, **SETTINGS)
+    assert stored.info["cost"] == pytest.approx(J, rel=1e-6)
+    assert stored.info["grad_norm"] == pytest.approx(np.linalg.norm(grad), rel=1e-5)
+    assert stored.info["reconstruction"] == pytest.approx(terms["reconstruction"], rel=1e-6)
+    assert stored.info["cost"] != pytest.approx(stored.history["cost"][-1], rel=1e-9)
+    from streamae.describe import describe
+
+    final = describe(tmp_path / "m.h5")["final"]
+    assert final["cost"] == pytest.approx(J, rel=1e-6)
+    assert final["grad_norm"] == pytest.approx(np.linalg.norm(grad), rel=1e-5)
 
 
 def test_conflicting_and_orphan_options_name_the_parameter(tmp_path, rng):

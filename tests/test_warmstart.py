@@ -36,6 +36,7 @@ SETTINGS = {
     "max_iter": 12,
     "grad_tol": 0.0,
     "progress_tol": 0.0,
+    "tolerance": 0.0,
     "stop_signals": False,
     "scheme": "two-pass",
     "dtype": "float64",
@@ -63,12 +64,13 @@ def test_schedules_parse_or_name_the_parameter():
         assert caught.value.parameter == "warm_start"
 
 
-def test_auto_grows_tenfold_from_five_rows_per_parameter_below_a_tenth():
+def test_auto_grows_tenfold_from_five_rows_per_parameter_above_25_rows_per_parameter():
     p = 2 * 64 * 25 + 25 + 64  # the notes' 8x8 -> 25
     assert auto_sizes(10**6, p) == [5 * p]
     assert auto_sizes(10**7, p) == [5 * p, 50 * p]
     assert auto_sizes(10**8, p) == [5 * p, 50 * p, 500 * p]
-    assert auto_sizes(10 * 5 * p, p) == []  # the first sample would be a tenth: no gain
+    assert auto_sizes(25 * p, p) == []  # the first sample would be a fifth: the plain run
+    assert auto_sizes(25 * p + 1, p) == [5 * p]
     assert auto_sizes(60_000, 2 * 784 * 196 + 196 + 784) == []  # MNIST 784 -> 196
 
 
@@ -78,8 +80,9 @@ def test_a_plan_rounds_to_whole_chunks_and_budgets_each_stage(data):
     assert plan.sizes == [750, 1000, ROWS]  # 600 rows need 3 chunks of 250: 0, 5.5 -> 6, 11
     first, second, last = plan.stages
     assert first.chunks.tolist() == [0, 6, 11] and last.chunks is None
-    # At most 10 full evaluations' worth of rows per sample stage, never above max_iter.
-    assert first.iterations == -(-STAGE_BUDGET_FULL_EVALUATIONS * ROWS // 750) == 40
+    # At most 40 full evaluations' worth of rows per sample stage, never above max_iter.
+    assert first.iterations == -(-STAGE_BUDGET_FULL_EVALUATIONS * ROWS // 750) == 160
+    assert plan_warm_start("600,1000", layout, 100, max_iter=100).stages[0].iterations == 100
     assert plan_warm_start("600", layout, 100, max_iter=7).stages[0].iterations == 7
     assert plan_warm_start("none", layout, 100, max_iter=400).sizes == [ROWS]
     assert plan_warm_start("500,1000", layout, 100, max_iter=0).sizes == [ROWS]
@@ -120,7 +123,10 @@ def test_warm_start_none_is_the_plain_run(data, tmp_path):
         {"iteration": 12},  # at its end: the stop lands on stage 2's first evaluation
         {"iteration": 19},  # inside the second sample stage
         {"iteration": 30},  # inside the full-data stage
-        {"block": 300},  # mid-pass, in the full-data stage
+        # Mid-pass, in the full-data stage: 12 blocks check the values, 56 + 128 read the
+        # samples; float32 rows computed in float64 are decoded per read, which the lanes
+        # make themselves (two reads of 1,500 rows per pass on two threads).
+        {"block": 201},
     ],
 )
 def test_a_warm_run_stopped_in_any_stage_resumes_exactly(data, tmp_path, where):
@@ -186,7 +192,7 @@ def test_warm_started_features_are_oriented_edges(tmp_path):
 def test_ranks_share_each_sample_and_give_one_process_answer(data, tmp_path):
     """Two ranks split every stage's chunks (stage 1: one chunk each): same stages, same θ."""
     args = ["--hidden", "5", "--dtype", "float64", "-q", "--force", "--max-iter", "8"]
-    args += ["--warm-start", "500,1000", "--grad-tol", "0", "--progress-tol", "0"]
+    args += ["--warm-start", "500,1000", "--grad-tol", "0", "--progress-tol", "0", "--tolerance", "0"]
     for name, ranks in (("one.h5", None), ("two.h5", 2)):
         done = run(["train", str(data), "-o", str(tmp_path / name), *args], ranks)
         assert done.returncode == 0, done.stderr

@@ -131,11 +131,30 @@ def _blocks(X: np.ndarray, rows: int, compute: np.dtype, buffer: np.ndarray):
     for start in range(0, X.shape[0], rows):
         stop = min(start + rows, X.shape[0])
         block = buffer[: stop - start]
-        block[...] = X[start:stop]
-        if not np.isfinite(block.sum(dtype=np.float64)):
-            bad = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
-            raise UsageError(f"row {bad} of X holds NaN or Inf; remove or repair it.", parameter="X")
+        with np.errstate(over="ignore", invalid="ignore"):  # Inf from a cast or a sum: said below
+            block[...] = X[start:stop]
+            total = block.sum(dtype=np.float64)
+        if not np.isfinite(total):
+            _refuse_non_finite(X[start:stop], block, start, compute)
         yield start, block
+
+
+def _refuse_non_finite(original: np.ndarray, block: np.ndarray, start: int, compute: np.dtype) -> None:
+    """Refuse a block with NaN or Inf (in X, or made by the conversion to ``compute``).
+
+    A block whose sum overflowed although every value is finite (values near 1e307) is fine.
+    """
+    rows = np.flatnonzero(~np.isfinite(block).all(axis=1))
+    if rows.size == 0:
+        return
+    bad = int(rows[0])
+    if np.isfinite(original[bad]).all():
+        raise UsageError(
+            f"row {start + bad} of X holds values beyond {compute}'s range; give dtype='float64' or "
+            "scale the data as the model's training data was.",
+            parameter="X",
+        )
+    raise UsageError(f"row {start + bad} of X holds NaN or Inf; remove or repair it.", parameter="X")
 
 
 def encode_rows(model, X: np.ndarray, *, block_rows: int | None = None, dtype: object = None) -> np.ndarray:

@@ -14,15 +14,17 @@ original run would have made: resume is exact.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from streamae.compute.direction import PROJECT_BATCH, combine, compact_weights, project
-from streamae.options import DEFAULT_LBFGS_PAIRS
+from streamae.options import DEFAULT_LBFGS_PAIRS, DEFAULT_TOLERANCE_WINDOW
 
 # minFunc's defaults for the notes' exercise (the pairs kept: DEFAULT_LBFGS_PAIRS).
+# The relative-progress rule's window (iterations), see relative_progress_reason.
+DEFAULT_WINDOW = DEFAULT_TOLERANCE_WINDOW
 DEFAULT_C1 = 1e-4
 DEFAULT_C2 = 0.9
 # Skip a correction pair whose curvature y·s is this small (minFunc's rule): it would
@@ -35,7 +37,14 @@ ValueAndGradient = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 @dataclass(frozen=True)
 class StopRules:
-    """When the optimisation ends (whichever comes first)."""
+    """When the optimisation ends (whichever comes first).
+
+    ``max_iter`` is the iteration number at which to stop, counted over the whole run;
+    ``first_iteration`` is where the iterations this budget counts begin (a warm start's
+    later stage begins after the earlier stages' iterations), and ``counted`` names them
+    in the finish line ("full-data iterations").  ``tolerance`` and ``window``: the
+    relative-progress rule (:func:`relative_progress_reason`); 0 turns it off.
+    """
 
     max_iter: int = 400
     grad_tol: float = 1e-5  # on max |∇J|, minFunc's optTol
@@ -43,6 +52,37 @@ class StopRules:
     max_line_evals: int = 25
     c1: float = DEFAULT_C1
     c2: float = DEFAULT_C2
+    tolerance: float = 0.0
+    window: int = DEFAULT_WINDOW
+    first_iteration: int = 0
+    counted: str = "iterations"
+
+    @property
+    def budget(self) -> int:
+        """The iterations this budget allows from ``first_iteration`` on."""
+        return self.max_iter - self.first_iteration
+
+
+def relative_progress_reason(costs: Sequence[float], rules: StopRules) -> str:
+    """Why to stop when J fell by less than ``rules.tolerance`` of its value over the last
+    ``rules.window`` iterations, else "".
+
+    ``costs``: J after each iteration counted by ``rules`` (the stage's own, oldest
+    first); the rule needs ``window + 1`` of them.  minFunc's absolute |ΔJ| < 1e-9 never
+    stops a run on 10⁶ rows, whose J still moves by ~1e-6 per iteration long after the
+    model stopped changing in any way that matters; a relative drop over several
+    iterations does, and does not fire on one short step of a run that is still falling.
+    """
+    if rules.tolerance <= 0.0 or len(costs) <= rules.window:
+        return ""
+    before, now = float(costs[-1 - rules.window]), float(costs[-1])
+    drop = (before - now) / max(abs(now), 1e-300)
+    if drop >= rules.tolerance:
+        return ""
+    return (
+        f"J fell by {max(drop, 0.0):.2g} of its value over the last {rules.window} {rules.counted}, "
+        f"less than the tolerance {rules.tolerance:g}: the model is done"
+    )
 
 
 @dataclass
@@ -379,7 +419,7 @@ def lbfgs_iteration(fun: ValueAndGradient, state: LbfgsState, rules: StopRules) 
     elif float(np.max(np.abs(s))) < rules.progress_tol:
         state.finished = f"step below {rules.progress_tol:g}"
     elif state.iteration >= rules.max_iter:
-        state.finished = f"reached {rules.max_iter} iterations"
+        state.finished = f"reached {rules.budget} {rules.counted}"
     return StepReport(
         state.iteration, state.f, _norm(state.g), result.step, result.evaluations, state.finished
     )
@@ -405,8 +445,12 @@ def minimize(
     state = LbfgsState.start(x0, f0, g0, memory)
     if rules.max_iter <= 0:
         state.finished = "no iterations asked"
+    costs: list[float] = []
     while not state.finished:
         report = lbfgs_iteration(fun, state, rules)
+        if report.step > 0.0:
+            costs.append(state.f)
+            state.finished = state.finished or relative_progress_reason(costs, rules)
         if callback is not None:
             callback(state, report)
     return state

@@ -27,7 +27,8 @@ import numpy as np
 from numba import njit, prange
 
 from streamae.compute.kernels import JIT_OPTIONS, SEGMENT_ROWS, segment_count
-from streamae.options import DEFAULT_ZCA_EPSILON, NORMALIZATIONS
+from streamae.errors import DataError
+from streamae.options import DEFAULT_ZCA_EPSILON, NORMALIZATIONS, setting
 
 MODES = NORMALIZATIONS  # declared once, in streamae.options
 # The notes' target range of ufldl, and the clip in standard deviations.
@@ -190,6 +191,24 @@ class Statistics:
         return Normalizer(self.mode)
 
 
+def check_finite_rows(block: np.ndarray, first: int, normalizer: Normalizer) -> None:
+    """Refuse a normalised (rows, n) block holding NaN or Inf, naming the first such row."""
+    finite = np.isfinite(block).all(axis=1)
+    if finite.all():
+        return
+    row = first + int(np.flatnonzero(~finite)[0])
+    if normalizer.mode == "zca":
+        raise DataError(
+            f"patch {row} normalised to NaN or Inf: the data's smallest variances are too small for "
+            f"{setting('zca_epsilon', normalizer.epsilon, f'{normalizer.epsilon:g}')}; choose a larger "
+            "one, or another normalize mode."
+        )
+    raise DataError(
+        f"patch {row} normalised to NaN or Inf ({normalizer.mode}): the values are too large for "
+        "float32; scale the data or choose another normalize mode."
+    )
+
+
 def zca_matrix(covariance: np.ndarray, epsilon: float) -> np.ndarray:
     """W = U diag(1/√(S + ε)) Uᵀ for the (n, n) covariance U S Uᵀ; returns (n, n) float64."""
     covariance = (covariance + covariance.T) / 2  # exact symmetry for eigh
@@ -250,7 +269,15 @@ class Normalizer:
         raise ValueError(f"unknown mode {mode!r}")
 
     def apply(self, block: np.ndarray) -> None:
-        """Normalise one (rows, n) float32 block in place."""
+        """Normalise one (rows, n) float32 block in place.
+
+        Overflow gives Inf or NaN silently here: the writers check every block with
+        :func:`check_finite_rows` and say why in one sentence (no raw NumPy warning).
+        """
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            self._apply(block)
+
+    def _apply(self, block: np.ndarray) -> None:
         if self.mode == "ufldl":
             # All patches constant: σ = 0, every value is the mean, which maps to 0.5.
             ufldl_apply(block, UFLDL_CLIP * self.sigma if self.sigma > 0 else np.inf)

@@ -22,17 +22,19 @@ from pathlib import Path
 import numpy as np
 
 from streamae._version import __version__
-from streamae.errors import UsageError
+from streamae.errors import DataError, UsageError
 from streamae.extraction.cache import ImageCache, group_by_budget
 from streamae.extraction.color import COLOR_CHANNELS
-from streamae.extraction.normalize import Normalizer, Statistics
+from streamae.extraction.normalize import Normalizer, Statistics, check_finite_rows
 from streamae.extraction.readers import ImageEntry, RawLayout, inventory
 from streamae.extraction.sampling import SamplingPlan, cut_patches, plan_sampling
 from streamae.extraction.sources import expand_sources
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
 from streamae.io.hdf5 import PATCH_FORMAT, PATCHES_DATASET
-from streamae.options import DEFAULT_NUM_PATCHES, ExtractOptions, setting
+from streamae.io.inputs import check_regular_input
+from streamae.options import DEFAULT_NUM_PATCHES, ExtractOptions, said, setting
 from streamae.runtime.process import configure
+from streamae.text import printable
 
 # Default HDF5 chunk: about 1 MiB of rows.  Big enough for fast sequential reads, small
 # enough that h5py's default 1 MiB chunk cache holds one.
@@ -109,109 +111,172 @@ def extract(
     configure()  # the process set up for the kernels, unless the caller did it (idempotent)
     started = time.perf_counter()
     o = ExtractOptions.build(options, values)
-    patch, grid, num_patches = o.patch_size, o.stride, o.num_patches
-    color, normalize, zca_epsilon, seed = o.color, o.normalize, o.zca_epsilon, o.seed
-    chunk_rows, compression, variable, force = o.chunk_rows, o.compression, o.variable, o.force
-    normalize_like, skip_bad = o.normalize_like, o.skip_bad
-    raw = None if o.raw_shape is None else RawLayout(*o.raw_shape, dtype=o.raw_dtype)
     if isinstance(sources, str | os.PathLike):
         sources = [sources]
     if o.vectors is not None:
-        if sources:
-            raise UsageError(
-                "vectors=FILE takes no sources; give either images or vectors.", parameter="vectors"
-            )
-        from streamae.extraction.vectors import extract_vectors
-
-        return extract_vectors(o.vectors, output, chunk_rows=chunk_rows, force=force)
-    if not sources:
-        raise UsageError(
-            "give the images to cut patches from (sources), or vectors=FILE.", parameter="vectors"
-        )
-    if grid is not None and num_patches is not None:
-        raise UsageError(
-            "num_patches=N and stride=S exclude each other; give one of them.", parameter="num_patches"
-        )
-    if grid is None:
-        num_patches = DEFAULT_NUM_PATCHES if num_patches is None else num_patches
-    like = [normalize_like] if normalize_like is not None else []
-    check_output_path(output, force=force, inputs=[*_existing(sources), *like])
+        return _extract_vectors(o, sources, output)
+    refuse_unused(o.as_dict(), IMAGES_TAKE, "image sources")
+    raw = None if o.raw_shape is None else RawLayout(*o.raw_shape, dtype=o.raw_dtype)
+    num_patches = _sample_count(o, sources)
+    like = [o.normalize_like] if o.normalize_like is not None else []
+    for reference in like:  # a FIFO, device, folder or loop is refused before any work
+        check_regular_input(reference, "a patch file written by streamae extract")
+    check_output_path(output, force=o.force, inputs=[*_existing(sources), *like])
 
     files = expand_sources(sources, raw=raw is not None)
     skipped: list[dict] = []
-    if skip_bad:
-        entries = _readable_entries(files, variable, color, skipped, warn, raw)
+    if o.skip_bad:
+        entries = _readable_entries(files, o.variable, o.color, skipped, warn, raw)
     else:
-        entries = inventory(files, variable=variable, raw=raw)
-    _check_sizes(entries, patch)
-    groups = group_by_budget(entries, color, cache_bytes)
-    plan = plan_sampling(
-        [e.height for e in entries],
-        [e.width for e in entries],
-        patch,
-        groups,
-        num_patches=num_patches,
-        stride=grid,
-        seed=seed,
-    )
-    m = plan.total_rows
-    if m < 1:
-        raise UsageError(
-            "the grid holds no patches; choose a smaller stride=S or patch_size=HxW.", parameter="stride"
-        )
-    channels = COLOR_CHANNELS[color]
-    n = patch[0] * patch[1] * channels
+        entries = inventory(files, variable=o.variable, raw=raw)
+    _check_sizes(entries, o.patch_size)
+    groups = group_by_budget(entries, o.color, cache_bytes)
+    plan = _plan(entries, groups, o, num_patches)
+    shape = (o.patch_size[0], o.patch_size[1], COLOR_CHANNELS[o.color])
     stored = None
-    if normalize_like is not None:
-        stored = stored_normalizer(normalize_like, (patch[0], patch[1], channels))
-        normalize = stored.mode
-    chunk = min(int(chunk_rows), m) if chunk_rows else default_chunk_rows(n, m)
-    block_rows = max(chunk, BLOCK_BYTES // (4 * n) // chunk * chunk)
-    block_rows = min(block_rows, -(-m // chunk) * chunk)
-
-    cache = ImageCache(entries, color, groups, unit_scale=normalize != "none")
-    buffer = np.empty((block_rows, n), dtype=np.float32)
-    if stored is not None:
-        normalizer = stored  # no statistics pass: the earlier file's normalisation applies
-    else:
-        statistics = Statistics(normalize, n, block_rows)
-        if statistics.needed:
-            for _, block in _cut_blocks(plan, cache, buffer, progress, "statistics"):
-                statistics.add(block)
-        normalizer = statistics.finish(epsilon=zca_epsilon)
-
-    with atomic_output(output, force=force, inputs=[*files, *like]) as temporary:
-        _write(
-            temporary,
-            plan,
-            cache,
-            buffer,
-            normalizer,
-            chunk=chunk,
-            compression=compression,
-            attributes={
-                "patch_shape": np.array([patch[0], patch[1], channels], dtype=np.int64),
-                "normalization": json.dumps(normalizer.describe()),
-                "seed": int(seed),
-                "sources": json.dumps([os.fspath(s) for s in sources]),
-                "sampling": json.dumps(
-                    {"mode": "grid", "stride": list(grid)} if grid else {"mode": "random", "num_patches": m}
-                ),
-                "color": color,
-                "images": len(entries),
-                "skipped_sources": json.dumps(skipped),
-            },
-            progress=progress,
-        )
+    if o.normalize_like is not None:
+        stored = stored_normalizer(o.normalize_like, shape)
+        refuse_other_mode(o.normalize, stored.mode, o.normalize_like)
+    normalize = stored.mode if stored is not None else o.normalize
+    chunk, buffer = _buffers(o.chunk_rows, plan.total_rows, math.prod(shape))
+    cache = ImageCache(entries, o.color, groups, unit_scale=normalize != "none")
+    # With normalize_like there is no statistics pass: the earlier file's normalisation applies.
+    normalizer = stored or _fitted(normalize, plan, cache, buffer, progress, o.zca_epsilon)
+    attributes = _attributes(o, sources, shape, normalizer, plan.total_rows, len(entries), skipped)
+    with atomic_output(output, force=o.force, inputs=[*files, *like]) as temporary:
+        _write(temporary, plan, cache, buffer, normalizer, chunk=chunk,
+               compression=(o.compression, np.dtype(o.storage)), attributes=attributes,
+               progress=progress)  # fmt: skip
     return ExtractResult(
         path=Path(output),
-        rows=m,
-        patch_shape=(patch[0], patch[1], channels),
+        rows=plan.total_rows,
+        patch_shape=shape,
         images=len(entries),
         normalization=normalizer.describe(),
         seconds=time.perf_counter() - started,
         skipped=tuple(entry["path"] for entry in skipped),
     )
+
+
+def _extract_vectors(o: ExtractOptions, sources: Sequence, output: str | os.PathLike) -> dict:
+    """extract with vectors=FILE: its rows as they are (no sources, no normalisation)."""
+    from streamae.extraction.vectors import extract_vectors
+
+    if sources:
+        raise UsageError(
+            f"{setting('vectors', 'FILE', 'FILE')} takes no sources; give either images or vectors.",
+            parameter="vectors",
+        )
+    refuse_unused(
+        o.as_dict(), VECTORS_TAKE, f"{setting('vectors', 'FILE', 'FILE')} (its rows are written as they are)"
+    )
+    return extract_vectors(
+        o.vectors, output, chunk_rows=o.chunk_rows, force=o.force, compression=o.compression
+    )
+
+
+def _sample_count(o: ExtractOptions, sources: Sequence) -> int | None:
+    """The number of random patches (None for a grid), checking sources, count and stride agree."""
+    if not sources:
+        raise UsageError(
+            "give the images to cut patches from (sources), or vectors=FILE.", parameter="vectors"
+        )
+    if o.stride is not None and o.num_patches is not None:
+        raise UsageError(
+            "num_patches=N and stride=S exclude each other; give one of them.", parameter="num_patches"
+        )
+    if o.stride is None:
+        return DEFAULT_NUM_PATCHES if o.num_patches is None else o.num_patches
+    return None
+
+
+def _plan(entries: Sequence[ImageEntry], groups, o: ExtractOptions, num_patches: int | None) -> SamplingPlan:
+    """Where every patch is cut (random or a grid); refuses a grid that holds none."""
+    plan = plan_sampling(
+        [e.height for e in entries],
+        [e.width for e in entries],
+        o.patch_size,
+        groups,
+        num_patches=num_patches,
+        stride=o.stride,
+        seed=o.seed,
+    )
+    if plan.total_rows < 1:
+        raise UsageError(
+            "the grid holds no patches; choose a smaller stride=S or patch_size=HxW.", parameter="stride"
+        )
+    return plan
+
+
+def _buffers(chunk_rows: int | None, m: int, n: int) -> tuple[int, np.ndarray]:
+    """(rows per HDF5 chunk, the one block buffer (block_rows, n) float32): whole chunks per block."""
+    chunk = min(int(chunk_rows), m) if chunk_rows else default_chunk_rows(n, m)
+    block_rows = max(chunk, BLOCK_BYTES // (4 * n) // chunk * chunk)
+    block_rows = min(block_rows, -(-m // chunk) * chunk)
+    return chunk, np.empty((block_rows, n), dtype=np.float32)
+
+
+def _fitted(normalize: str, plan: SamplingPlan, cache: ImageCache, buffer: np.ndarray, progress,
+            epsilon: float) -> Normalizer:  # fmt: skip
+    """Pass 1: the normalisation fitted over every patch (skipped for modes without statistics)."""
+    statistics = Statistics(normalize, buffer.shape[1], buffer.shape[0])
+    if statistics.needed:
+        for _, block in _cut_blocks(plan, cache, buffer, progress, "statistics"):
+            statistics.add(block)
+    return statistics.finish(epsilon=epsilon)
+
+
+def _attributes(o: ExtractOptions, sources: Sequence, shape: tuple[int, int, int], normalizer: Normalizer,
+                m: int, images: int, skipped: list[dict]) -> dict:  # fmt: skip
+    """The patch file's attributes (DESIGN's Files section)."""
+    grid = o.stride
+    return {
+        "patch_shape": np.array(shape, dtype=np.int64),
+        "normalization": json.dumps(normalizer.describe()),
+        "seed": int(o.seed),
+        "sources": json.dumps([os.fspath(s) for s in sources]),
+        "sampling": json.dumps(
+            {"mode": "grid", "stride": list(grid)} if grid else {"mode": "random", "num_patches": m}
+        ),
+        "color": o.color,
+        "images": images,
+        "skipped_sources": json.dumps(skipped),
+    }
+
+
+# The options of extract that image sources use (channels is audio's).
+IMAGES_TAKE = ("patch_size", "num_patches", "stride", "color", "normalize", "zca_epsilon", "seed",
+               "chunk_rows", "compression", "variable", "normalize_like", "skip_bad", "vectors",
+               "force", "storage", "raw_shape", "raw_dtype")  # fmt: skip
+# The options of extract that vectors=FILE uses (its rows are written as they are).
+VECTORS_TAKE = ("vectors", "chunk_rows", "compression", "force")
+
+
+def refuse_unused(values: dict, takes: Sequence[str], what: str) -> None:
+    """Refuse an option given (not at its default) that ``what`` does not use: none is ignored."""
+    from streamae.options import EXTRACT
+
+    for option in EXTRACT.library_options():
+        if option.name in takes or option.name not in values:
+            continue
+        default = option.default
+        if option.parse is not None and default is not None:
+            default = option.parse(default)  # "8" as the options hold it: (8, 8)
+        if values[option.name] not in (default, option.default):
+            raise UsageError(f"{option.name} does not apply to {what}; leave it out.", parameter=option.name)
+
+
+def refuse_other_mode(normalize: str, stored: str, reference: str | os.PathLike) -> None:
+    """Refuse normalize=MODE given beside normalize_like=FILE that records another mode."""
+    from streamae.options import EXTRACT
+
+    if normalize != EXTRACT["normalize"].default and normalize != stored:
+        raise UsageError(
+            f"{printable(reference)}: records the {stored} normalisation, but "
+            f"{setting('normalize', normalize)} was given too; leave {said('normalize')} out (the file's "
+            "mode applies).",
+            parameter="normalize",
+        )
 
 
 def _readable_entries(
@@ -228,7 +293,6 @@ def _readable_entries(
     appended to ``skipped`` as ``{"path", "reason"}``; decoding now means a bad file
     cannot end the run half-way through a pass.
     """
-    import warnings
 
     from streamae.errors import InputFileError
     from streamae.extraction.readers import KIND_PILLOW, read_entries
@@ -240,20 +304,32 @@ def _readable_entries(
             for _ in read_entries([e for e in found if e.kind == KIND_PILLOW], color):
                 pass
         except InputFileError as error:
-            skipped.append({"path": os.fspath(path), "reason": str(error)})
-            text = f"skipped {error}"
-            if warn is not None:
-                warn(text)
-            else:
-                warnings.warn(text, stacklevel=3)
+            skip_with_warning(path, error, skipped, warn)
             continue
         entries.extend(found)
     if not entries:
         raise InputFileError(
-            f"none of the {len(files)} source files could be read ({skipped[0]['path']} was the "
-            "first); check the files."
+            f"none of the {len(files)} source files could be read ({printable(skipped[0]['path'])} was "
+            "the first); check the files."
         )
     return entries
+
+
+def skip_with_warning(
+    path: Path, error: Exception, skipped: list[dict], warn: Callable[[str], None] | None
+) -> None:
+    """Record a skipped source in ``skipped`` and say it once (``warn``, else :func:`warnings.warn`).
+
+    The text is made printable: file names come from a folder listing anyone may have written.
+    """
+    import warnings
+
+    skipped.append({"path": os.fspath(path), "reason": str(error)})
+    text = f"skipped {printable(error, None)}"
+    if warn is not None:
+        warn(text)
+    else:
+        warnings.warn(text, stacklevel=4)
 
 
 def stored_normalizer(path: str | os.PathLike, patch_shape: tuple[int, int, int]) -> Normalizer:
@@ -279,7 +355,7 @@ def stored_normalizer(path: str | os.PathLike, patch_shape: tuple[int, int, int]
             f"({shown}); extract with the same patch size and colour as that file.",
             parameter="normalize_like",
         )
-    description, arrays = read_normalization(path)
+    description, arrays = read_normalization(path, n_features=math.prod(patch_shape))
     if description is None:
         raise UsageError(
             f"{path}: the file records no normalization to reuse; give a patch file written by "
@@ -304,13 +380,18 @@ def _write(
     normalizer: Normalizer,
     *,
     chunk: int,
-    compression: str,
+    compression: tuple[str, np.dtype],
     attributes: dict,
     progress: Progress | None,
 ) -> None:
-    """Pass 2: cut, normalise and write every block into a new HDF5 file at ``temporary``."""
+    """Pass 2: cut, normalise and write every block into a new HDF5 file at ``temporary``.
+
+    ``compression``: the HDF5 filter and the stored type (float32, or float16: each block
+    rounded to nearest by NumPy before it is written, refused if a value overflows)."""
 
     m, n = plan.total_rows, buffer.shape[1]
+    compression, storage = compression
+    stored = buffer if storage == buffer.dtype else np.empty(buffer.shape, dtype=storage)
     options = {} if compression == "none" else {"compression": compression}
     if compression == "gzip":
         options["compression_opts"] = GZIP_LEVEL
@@ -318,10 +399,12 @@ def _write(
     # the cache only needs to hold one.
     with hdf5_output(temporary, rdcc_nbytes=max(1 << 20, 2 * chunk * n * 4)) as handle:
         dataset = handle.create_dataset(
-            PATCHES_DATASET, shape=(m, n), dtype=np.float32, chunks=(chunk, n), **options
+            PATCHES_DATASET, shape=(m, n), dtype=storage, chunks=(chunk, n), **options
         )
         for start, block in _cut_blocks(plan, cache, buffer, progress, "writing"):
             normalizer.apply(block)
+            check_finite_rows(block, start, normalizer)
+            block = _stored_as(block, stored[: block.shape[0]], start)
             dataset.write_direct(block, dest_sel=np.s_[start : start + block.shape[0]])
             check_written(handle)  # a full disk ends the run now, not after the last block
         for name, array in normalizer.datasets().items():
@@ -330,6 +413,22 @@ def _write(
         for key, value in attributes.items():
             handle.attrs[key] = value
         handle.attrs["streamae_version"] = __version__
+
+
+def _stored_as(block: np.ndarray, out: np.ndarray, first_row: int) -> np.ndarray:
+    """``block`` (rows, n) float32 in ``out``'s type (rounded to nearest), or ``block``
+    itself when the types agree; raises DataError when a value overflows float16."""
+    if out.dtype == block.dtype:
+        return block
+    with np.errstate(over="ignore"):
+        np.copyto(out, block, casting="same_kind")
+    if not np.all(np.isfinite(out)):
+        row = first_row + int(np.flatnonzero(~np.all(np.isfinite(out), axis=1))[0])
+        raise DataError(
+            f"patch {row} holds a value beyond {out.dtype}'s range (largest {np.finfo(out.dtype).max:g}) "
+            "after normalisation; extract with storage=float32 or a normalize mode that bounds the values."
+        )
+    return out
 
 
 def _cut_blocks(

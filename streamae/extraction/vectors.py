@@ -21,6 +21,7 @@ from streamae._version import __version__
 from streamae.errors import InputFileError, MissingInputError, UsageError
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
 from streamae.io.hdf5 import PATCH_FORMAT, PATCHES_DATASET, open_hdf5
+from streamae.text import printable
 
 # Rows copied at a time: about this many bytes of float32.
 BLOCK_BYTES = 8 << 20
@@ -58,7 +59,17 @@ def _open_rows(path: Path, dataset: str | None):
         found = handle.get(dataset)
         if not isinstance(found, h5py.Dataset):
             raise InputFileError(
-                f"{path}: has no dataset '{dataset[:60]}'; give FILE.h5:DATASET of a 2-D array."
+                f"{path}: has no dataset '{printable(dataset, 60)}'; give FILE.h5:DATASET of a 2-D array."
+            )
+        if found.shape is None:  # a null dataspace: no shape, no values
+            raise InputFileError(
+                f"{path}:{printable(dataset, 60)}: the dataset has no shape (a null dataspace); give "
+                "FILE.h5:DATASET of a 2-D array."
+            )
+        if found.size and found.id.get_storage_size() == 0 and found.fillvalue == 0:
+            raise InputFileError(
+                f"{path}:{printable(dataset, 60)}: the dataset declares {found.shape} values but was "
+                "never written; write the data first or give another dataset."
             )
         yield found
 
@@ -69,6 +80,7 @@ def extract_vectors(
     *,
     chunk_rows: int | None = None,
     force: bool = False,
+    compression: str = "none",
 ) -> dict:
     """Write the rows of ``source`` (FILE.npy or FILE.h5:DATASET, (m, n)) to the patch file ``output``.
 
@@ -94,8 +106,9 @@ def extract_vectors(
         buffer = np.empty((min(block, m), n), dtype=np.float32)
         with atomic_output(output, force=force, inputs=(path,)) as temporary:
             with hdf5_output(temporary, rdcc_nbytes=max(1 << 20, 2 * chunk * n * 4)) as handle:
+                packing = {} if compression == "none" else {"compression": compression}
                 out = handle.create_dataset(
-                    PATCHES_DATASET, shape=(m, n), dtype=np.float32, chunks=(chunk, n)
+                    PATCHES_DATASET, shape=(m, n), dtype=np.float32, chunks=(chunk, n), **packing
                 )
                 for start in range(0, m, buffer.shape[0]):
                     stop = min(m, start + buffer.shape[0])

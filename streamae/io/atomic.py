@@ -9,9 +9,11 @@ is removed by the next run that writes the same target.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import os
+import shutil
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -97,7 +99,12 @@ def _check_kind(path: Path) -> None:
     """Refuse an existing output that is not a regular file (FIFO, device, socket), forced or not."""
     try:
         mode = os.stat(path).st_mode  # follows a link: what would be written through it
-    except OSError:
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UsageError(
+                f"{printable(path, 120)}: is a symbolic link that loops (it leads back to itself); "
+                "remove the link or choose another output path."
+            ) from None
         return  # absent (or unreachable: the checks that follow say why)
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return
@@ -151,6 +158,14 @@ def check_output_path(
     return path
 
 
+def _resolved(path: Path) -> Path:
+    """``path`` resolved, or made absolute where it cannot be (a link loop)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
 def _same_file(first: Path, second: Path) -> bool:
     """True when both paths exist and are the same file (device and inode): hard links too."""
     try:
@@ -168,7 +183,7 @@ def check_distinct_outputs(named: dict[str, str | os.PathLike | None]) -> None:
     given = [(name, Path(value)) for name, value in named.items() if value is not None]
     for index, (name, path) in enumerate(given):
         for other_name, other in given[index + 1 :]:
-            if path.resolve() == other.resolve() or _same_file(path, other):
+            if _resolved(path) == _resolved(other) or _same_file(path, other):
                 raise UsageError(
                     f"{path}: given as both the {name} and the {other_name} file, so one would "
                     "overwrite the other; choose two different paths.",
@@ -223,10 +238,26 @@ def remove_stale_temporaries(target: Path) -> None:
             continue
         stale = folder / name
         pid_text = name[len(prefix) : -len(TEMP_SUFFIX)]
-        if pid_text.isdigit() and _process_alive(int(pid_text)) and int(pid_text) != os.getpid():
+        aside = pid_text.endswith(".old")  # an old folder moved aside (no atomic swap here)
+        pid_text = pid_text.removesuffix(".old")
+        if not pid_text.isdigit():
+            continue  # another target's temporary (".weights." also starts ".weights.npz.")
+        if _process_alive(int(pid_text)) and int(pid_text) != os.getpid():
             continue
-        with contextlib.suppress(OSError):
-            stale.unlink()
+        if aside and not os.path.lexists(target):
+            with contextlib.suppress(OSError):
+                os.rename(stale, target)  # killed between the two renames: put it back
+                continue
+        _remove_entry(stale)
+
+
+def _remove_entry(path: Path) -> None:
+    """Remove a file, a link or a folder tree of ours (a stale temporary); errors ignored."""
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _process_alive(pid: int) -> bool:
@@ -437,3 +468,203 @@ def _install(temporary: Path, path: Path, *, absent: bool) -> None:
 def _discard(temporary: Path) -> None:
     with contextlib.suppress(OSError):
         temporary.unlink()
+
+
+# --------------------------------------------------------------------------- folder outputs
+
+# The file every folder output holds: the names streamae wrote into it, one per line.  A
+# folder is replaced (with force) only when it holds nothing but the files its marker lists,
+# so a folder of the user's own files is never emptied.
+FOLDER_MARKER = ".streamae-folder"
+# Folders written before the marker existed: only .npy files and this summary.
+_LEGACY_NAMES = ("hyperparameters.json",)
+# renameat2(2) flags (Linux >= 3.15): refuse to replace, or swap two paths atomically.
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _renameat2(source: Path, target: Path, flags: int) -> bool:
+    """renameat2(source, target, flags); False where the system lacks it (then fall back)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library already loaded
+        call = libc.renameat2
+    except (OSError, AttributeError, TypeError):
+        return False
+    result = call(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), ctypes.c_uint(flags))
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(target))
+
+
+def _foreign_entry(folder: Path) -> str | None:
+    """The name of an entry of ``folder`` that streamae did not write there, or None."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as error:
+        return f"(unreadable: {error.strerror})"
+    names = {entry.name for entry in entries}
+    listed: set[str] = set()
+    if FOLDER_MARKER in names:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            listed = set((folder / FOLDER_MARKER).read_text().split("\n")) | {FOLDER_MARKER}
+    for entry in sorted(entries, key=lambda e: e.name):
+        ours = entry.name in listed or (
+            not listed and (entry.name.endswith(".npy") or entry.name in _LEGACY_NAMES)
+        )
+        if not ours or not entry.is_file(follow_symlinks=False):
+            return entry.name
+    return None
+
+
+def _check_folder_inputs(path: Path, inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse a folder output that is, or holds, one of ``inputs``."""
+    candidates = {path.absolute(), path.resolve()}
+    for source in inputs:
+        source_path = Path(source)
+        if not source_path.exists():
+            continue
+        resolved = source_path.resolve()
+        for folder in candidates:
+            if resolved == folder or folder in resolved.parents:
+                raise UsageError(
+                    f"{printable(path, 120)}: the output folder would replace the input "
+                    f"{printable(source_path, 120)}; choose another output path."
+                )
+
+
+def check_folder_output(
+    target: str | os.PathLike, *, force: bool, inputs: Iterable[str | os.PathLike] = ()
+) -> Path:
+    """Refuse a folder output path that cannot or must not be written, before any work.
+
+    The rules of :func:`check_output_path`, for a folder: never the input or a folder holding
+    it, never a FIFO or device, never a link or an existing path without ``force``, and even
+    with ``force`` never a folder holding files streamae did not write there (``.`` included).
+    """
+    path = Path(target)
+    if path.name in ("", ".", ".."):
+        raise UsageError(
+            f"{printable(path, 120)}: names a folder by '.' or '..'; give the name of the folder "
+            "to create, such as weights."
+        )
+    parent = path.parent if str(path.parent) else Path(".")
+    _check_name_length(path, parent)
+    _check_kind(path)
+    if not parent.is_dir():
+        raise UsageError(
+            f"{printable(path, 120)}: the folder {printable(parent, 120)} does not exist; create it "
+            "or choose another output path."
+        )
+    if not os.access(parent, os.W_OK):
+        raise UsageError(
+            f"{printable(path, 120)}: the folder {printable(parent, 120)} is not writable; choose "
+            "another output path."
+        )
+    _check_folder_inputs(path, inputs)
+    if path.is_symlink():
+        if not force:
+            raise OutputExistsError(
+                f"{printable(path, 120)}: the output path is a symbolic link; pass "
+                f"{setting('force', True)} to replace the link (what it points to is left alone)."
+            )
+        return path
+    if path.exists() and not force:
+        raise OutputExistsError(
+            f"{printable(path, 120)} exists; pass {setting('force', True)} to replace it."
+        )
+    if path.is_dir():
+        foreign = _foreign_entry(path)
+        if foreign is not None:
+            raise UsageError(
+                f"{printable(path, 120)}: the folder holds {printable(foreign, 80)!r}, which streamae "
+                f"did not write, so it is not replaced even with {setting('force', True)}; remove the "
+                "folder or choose another output path."
+            )
+    return path
+
+
+@contextlib.contextmanager
+def atomic_folder_output(
+    target: str | os.PathLike, *, force: bool, inputs: Iterable[str | os.PathLike] = ()
+) -> Iterator[Path]:
+    """Yield a new temporary folder to fill; on success it replaces ``target`` in one step.
+
+    The checks of :func:`check_folder_output` run first.  The folder is built under a hidden
+    temporary name beside the target (removed on any failure, and by the next run after a
+    kill), every file is flushed, a marker lists the files, and the folder is renamed into
+    place: with ``renameat2`` an absent target is never clobbered by one that appeared
+    meanwhile and an existing one is swapped in a single step, so a kill at any moment leaves
+    the old folder or the new one at the path, never neither.
+    """
+    path = check_folder_output(target, force=force, inputs=inputs)
+    identity = _identity(path)
+    remove_stale_temporaries(path)
+    temporary = temporary_path_for(path)
+    _remove_entry(temporary)
+    try:
+        temporary.mkdir()
+        yield temporary
+        _seal_folder(temporary)
+        if _identity(path) != identity:
+            what = "appeared" if identity is None else "was changed by someone else"
+            raise OutputExistsError(
+                f"{printable(path, 120)}: the path {what} while this run was working, so it was left "
+                "as it is and this run's output was not written; remove or rename it, then run again."
+            )
+        _install_folder(temporary, path, absent=identity is None)
+        fsync_path(path.parent if str(path.parent) else Path("."))
+    except StreamaeError:
+        _remove_entry(temporary)
+        raise
+    except OSError as error:
+        _remove_entry(temporary)
+        raise storage_error(error, path) from error
+    except BaseException:
+        _remove_entry(temporary)
+        raise
+    _remove_entry(temporary)  # after a swap: the old folder (or link, or file)
+
+
+def _seal_folder(folder: Path) -> None:
+    """Write the marker listing ``folder``'s files, and flush every file and the folder."""
+    names = sorted(entry.name for entry in os.scandir(folder) if entry.name != FOLDER_MARKER)
+    (folder / FOLDER_MARKER).write_text("\n".join(names) + "\n")
+    for name in [*names, FOLDER_MARKER]:
+        fsync_path(folder / name)
+    fsync_path(folder)
+
+
+def _install_folder(temporary: Path, path: Path, *, absent: bool) -> None:
+    """Move the finished folder onto ``path``: never clobbering when absent, swapping when not."""
+    if absent:
+        try:
+            if _renameat2(temporary, path, _RENAME_NOREPLACE):
+                return
+        except FileExistsError:
+            pass
+        except OSError as error:
+            if error.errno != errno.EEXIST:
+                raise
+        if os.path.lexists(path):
+            raise OutputExistsError(
+                f"{printable(path, 120)}: the path appeared while this run was working, so it was "
+                "left as it is and this run's output was not written; remove or rename it, then "
+                "run again."
+            )
+        os.rename(temporary, path)
+        return
+    if _renameat2(temporary, path, _RENAME_EXCHANGE):
+        return  # the temporary name now holds the old entry; the caller removes it
+    # No atomic swap here: move the old entry aside under a temporary name, then rename.
+    aside = path.with_name(f".{_temporary_stem(path)}.{os.getpid()}.old{TEMP_SUFFIX}")
+    os.rename(path, aside)
+    try:
+        os.rename(temporary, path)
+    except OSError:
+        os.rename(aside, path)
+        raise
+    _remove_entry(aside)

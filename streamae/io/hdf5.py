@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
 
 from streamae.errors import InputFileError
 from streamae.io.inputs import check_regular_input
+from streamae.text import printable
 
 PATCHES_DATASET = "patches"
 PATCH_FORMAT = "streamae.patches/1"
@@ -56,7 +58,7 @@ def list_datasets(group: h5py.Group) -> list[str]:
 
     def visit(name: str, item: object) -> None:
         if isinstance(item, h5py.Dataset):
-            names.append("/" + name)
+            names.append(group.name.rstrip("/") + "/" + name)  # full paths: /g/x below /g
 
     group.visititems(visit)
     return sorted(names)
@@ -82,3 +84,43 @@ def json_attribute(value: object, default: object = None) -> object:
         return json.loads(text)
     except ValueError:
         return default
+
+
+def check_declared_size(dataset: h5py.Dataset, path: Path, remedy: str = "write it again") -> None:
+    """Refuse, before reading, a dataset whose declared size its file cannot back.
+
+    A 17 KB file may declare a 1 GiB dataset never written (HDF5 then reads zeros, after
+    allocating it all): refused (``remedy`` says what to do) when an uncompressed dataset
+    stores fewer bytes than it declares (external and virtual data are stored elsewhere and
+    read through their own checks), or when reading it as float64 would take more memory
+    than is available.
+    """
+    if dataset.shape is None:
+        raise InputFileError(
+            f"{path}: {printable(dataset.name, 80)} has no shape (a null dataspace); the file is "
+            f"damaged, {remedy}."
+        )
+    declared = int(dataset.size) * int(dataset.dtype.itemsize)
+    stored = int(dataset.id.get_storage_size())
+    elsewhere = dataset.external is not None or dataset.is_virtual
+    if declared and dataset.compression is None and not elsewhere and stored < declared:
+        raise InputFileError(
+            f"{path}: {printable(dataset.name, 80)} declares {declared:,} bytes but the file stores "
+            f"{stored:,}; the file is damaged or was never completely written, {remedy}."
+        )
+    available = _available_memory()
+    if available is not None and int(dataset.size) * 8 > available:
+        raise InputFileError(
+            f"{path}: {printable(dataset.name, 80)} declares {dataset.shape} values, more than the "
+            f"{available:,} bytes of memory available; {remedy}."
+        )
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (MemAvailable), or None where it cannot be told."""
+    from streamae.runtime.memory import available_memory
+
+    try:
+        return available_memory()
+    except (ValueError, OSError):
+        return None

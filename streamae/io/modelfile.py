@@ -22,9 +22,16 @@ import numpy as np
 
 from streamae._version import __version__
 from streamae.compute.parameters import Hyperparameters, pack
-from streamae.errors import InputFileError, StorageError, UsageError
+from streamae.errors import DataError, InputFileError, StorageError, UsageError
 from streamae.io.atomic import OutputClaim, atomic_output, hdf5_output
-from streamae.io.hdf5 import MODEL_FORMAT, PATCH_FORMAT, decode_attribute, list_datasets, open_hdf5
+from streamae.io.hdf5 import (
+    MODEL_FORMAT,
+    PATCH_FORMAT,
+    check_declared_size,
+    decode_attribute,
+    list_datasets,
+    open_hdf5,
+)
 from streamae.options import TRAIN
 
 HISTORY_FIELDS = (
@@ -114,8 +121,12 @@ class Model:
         return reconstruct_rows(self, X, block_rows=block_rows, dtype=dtype)
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
-        """Write the model file ``path`` (atomically; an existing file only with ``force``)."""
-        return write_model(path, self, force=force)
+        """Write the model file ``path`` (atomically; an existing file only with ``force``).
+
+        The written file is read back before it replaces anything: a model that
+        :func:`load_model` would refuse (NaN weights, shapes that disagree) is never saved.
+        """
+        return write_model(path, self, force=force, verify=True)
 
     @property
     def n_visible(self) -> int:
@@ -145,16 +156,34 @@ def write_model(
     force: bool,
     inputs: tuple[str | os.PathLike, ...] = (),
     claim: OutputClaim | None = None,
+    verify: bool = False,
 ) -> Path:
     """Write ``model`` to ``path`` atomically; returns the path.
 
     ``inputs`` are paths the output must not overwrite (the training data); ``claim``
-    is the output as checked at the start of a run (see :class:`OutputClaim`).
+    is the output as checked at the start of a run (see :class:`OutputClaim`).  ``verify``:
+    read the new file back with :func:`load_model`'s checks before it is renamed into place,
+    and refuse (a :class:`DataError`, the old file untouched) what they would refuse.
     """
     with atomic_output(path, force=force, inputs=inputs, claim=claim) as temporary:
         with hdf5_output(temporary) as handle:
             _write_contents(handle, model)
+        if verify:
+            _verify_written(temporary, Path(path))
     return Path(path)
+
+
+def _verify_written(temporary: Path, target: Path) -> None:
+    """Read ``temporary`` back as :func:`load_model` would; a refusal becomes a DataError."""
+    try:
+        with open_hdf5(temporary) as handle:
+            _read_contents(handle, target)
+    except InputFileError as error:
+        reason = str(error).split(": ", 1)[-1]
+        raise DataError(
+            f"{target}: the model was not written, because the file would be refused when read "
+            f"({reason.rstrip('.')}); check the model's arrays (a previous file there is untouched)."
+        ) from None
 
 
 def _write_contents(handle: h5py.File, model: Model) -> None:
@@ -243,7 +272,11 @@ def _read_contents(handle: h5py.File, path: Path) -> Model:
     optimizer = None
     if isinstance(handle.get("optimizer"), h5py.Group):
         group = handle["optimizer"]
-        optimizer = {key: np.asarray(group[key][()]) for key in group}
+        optimizer = {}
+        for key in group:
+            if isinstance(_get(group, key), h5py.Dataset):
+                check_declared_size(group[key], path, "train it again")
+            optimizer[key] = np.asarray(group[key][()])
         optimizer.update({key: decode_attribute(value) for key, value in group.attrs.items()})
     patch_shape = attrs.get("patch_shape")
     n = weights["W1"].shape[1]
@@ -323,6 +356,7 @@ def _numbers(dataset: h5py.Dataset, path: Path, shape: tuple[int | None, ...] | 
             f"{path}: {name} has shape {dataset.shape}, not {wanted}; the model file is damaged, "
             "train it again."
         )
+    check_declared_size(dataset, path, "train it again")
     try:
         return np.asarray(dataset[()], dtype=np.float64)
     except OSError as error:

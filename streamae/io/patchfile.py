@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from streamae.errors import DataError, InputFileError, StorageError
+from streamae.io.convert import StagingBuffers, convert_rows
 from streamae.io.hdf5 import MODEL_FORMAT, PATCHES_DATASET, decode_attribute, list_datasets, open_hdf5
 from streamae.io.rawread import RawRows
 from streamae.options import setting
@@ -152,7 +153,8 @@ def validate_patch_dataset(
     remedy = "give a patch file written by `streamae extract`" if default else "give a 2-D floating dataset"
     found = _follow(handle, path, dataset)
     if not isinstance(found, h5py.Dataset):
-        present = [printable(entry, 80) for entry in list_datasets(handle)]
+        below = found if isinstance(found, h5py.Group) else handle  # a group: its own datasets
+        present = [printable(entry, 80) for entry in list_datasets(below)]
         listing = ", ".join(present[:10]) + (" ..." if len(present) > 10 else "")
         held = f"it holds {listing}" if present else "it holds no datasets"
         if handle.attrs.get("format") == MODEL_FORMAT:
@@ -168,7 +170,7 @@ def validate_patch_dataset(
             f"{path}: {name} has shape {found_dataset.shape}, not (rows, features); "
             f"a patch file holds one flattened patch per row: {redo}."
         )
-    if found_dataset.dtype.kind != "f" or found_dataset.dtype.itemsize not in (4, 8):
+    if found_dataset.dtype.kind != "f" or found_dataset.dtype.itemsize not in (2, 4, 8):
         advice = (
             f"extract the patches again with a normalize mode such as {setting('normalize', 'unit')} "
             "(or convert them to float32)"
@@ -176,7 +178,7 @@ def validate_patch_dataset(
             else "convert it to float32 or float64"
         )
         raise InputFileError(
-            f"{path}: {name} holds {found_dataset.dtype} values, not float32 or float64; {advice}."
+            f"{path}: {name} holds {found_dataset.dtype} values, not float16, float32 or float64; {advice}."
         )
     m, n = found_dataset.shape
     if found_dataset.is_virtual:
@@ -458,8 +460,13 @@ class PatchFile:
             raise
         self._dataset = dataset
         self.dtype = np.dtype(dtype)
+        # Rows stored in another type (float16 files) are read as stored (in this machine's
+        # byte order: HDF5 swaps) and decoded per block into the compute type
+        # (io/convert.py), in a staging buffer per thread.
+        stored = dataset.dtype.newbyteorder("=")
+        self._staging = StagingBuffers(stored) if stored != self.dtype else None
         # Byte runs read by several threads where the dataset allows it (io/rawread.py).
-        self._raw = RawRows.for_dataset(dataset, self.dtype)
+        self._raw = RawRows.for_dataset(dataset, stored if self._staging else self.dtype)
         self.block_rows = int(block_rows or default_block_rows(self.layout))
         if self.block_rows < 1:
             raise ValueError("block_rows must be at least 1")
@@ -541,6 +548,16 @@ class PatchFile:
         self.check_unchanged()
 
     def _read(self, first: int, last: int, out: np.ndarray, parallel: bool = True, raw: bool = True) -> None:
+        """Rows [first, last) of /patches into ``out`` (last − first, n), timed, decoded
+        from the file's type into out's when they differ (read into a staging buffer)."""
+        if self._staging is None:
+            self._read_stored(first, last, out, parallel, raw)
+            return
+        stored = self._staging.get(last - first, out.shape[1])
+        self._read_stored(first, last, stored, parallel, raw)
+        convert_rows(stored, out)
+
+    def _read_stored(self, first: int, last: int, out: np.ndarray, parallel: bool, raw: bool) -> None:
         """Rows [first, last) of /patches into ``out`` (last − first, n), timed; as byte
         runs where the dataset allows (``raw``, on ``parallel`` threads), else by HDF5."""
         started = time.perf_counter()

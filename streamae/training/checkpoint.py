@@ -37,9 +37,10 @@ from streamae.options import (
 )
 from streamae.text import printable
 
-# Reasons a finished run may be continued by resuming with a larger max_iter; any
-# other reason (a convergence test met) means there is nothing left to do.
-_CONTINUABLE_PREFIXES = ("reached ", "no iterations asked", "max_iter ")
+# Reasons a finished run may be continued by resuming with a larger max_iter (or a
+# smaller tolerance: the relative-progress rule, "J fell by", is checked again on resume);
+# any other reason (an absolute convergence test met) means there is nothing left to do.
+_CONTINUABLE_PREFIXES = ("reached ", "no iterations asked", "max_iter ", "J fell by ")
 
 
 @dataclass(frozen=True)

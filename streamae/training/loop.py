@@ -17,7 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamae.compute.lanes import SingleThreadedBlas
-from streamae.compute.lbfgs import LbfgsState, StepReport, StopRules, lbfgs_iteration
+from streamae.compute.lbfgs import (
+    LbfgsState,
+    StepReport,
+    StopRules,
+    lbfgs_iteration,
+    relative_progress_reason,
+)
 from streamae.compute.objective import Evaluation, StreamedObjective
 from streamae.errors import DataError, Interrupted, StreamaeError
 from streamae.io.logfile import JsonLinesLog
@@ -242,47 +248,66 @@ class _Evaluations:
 SaveFunction = Callable[[LbfgsState, Progress], str]
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What every stage's trainer of a run shares: the group of processes, the monitor,
+    the stop flag the signal handlers set, and when to write checkpoints."""
+
+    comm: Communicator
+    monitor: TrainingMonitor
+    stop: StopFlag
+    policy: CheckpointPolicy
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where a trainer writes (rank 0 only).
+
+    ``save`` writes a checkpoint of a state and its progress (None: nothing is written,
+    e.g. no output file); ``log`` is the JSON-lines file of iteration records, appended
+    to when ``append_log`` (a resumed run, a later stage); ``header`` its first record
+    (None: none); ``resume_hint`` ends the message of the :class:`Interrupted` raised when
+    a stop signal arrives.
+    """
+
+    save: SaveFunction | None = None
+    log: str | os.PathLike | None = None
+    append_log: bool = False
+    resume_hint: str = ""
+    header: dict | None = None
+
+
 class Trainer:
     """Runs L-BFGS iterations on ``objective`` until a stop rule, a signal or an error.
 
-    Every rank builds one alike.  ``save`` writes a checkpoint of a state and its
-    progress; only rank 0 calls it (None: nothing is written, e.g. no output file).
-    ``log`` is the JSON-lines file of iteration records, written by rank 0 and appended
-    to when ``append_log`` (a resumed run).  ``resume_hint`` ends the message of the
-    :class:`Interrupted` raised when a stop signal arrives.  ``tags`` are added to every
-    record (the warm-start stage and its sample size; default: stage 1, all the rows).
+    Every rank builds one alike, from the run's shared ``context`` and its ``outputs``.
+    ``tags`` are added to every record (the warm-start stage and its sample size;
+    default: stage 1, all the rows).  ``after_iteration(iteration, x, record)`` runs after
+    every iteration on every rank (the held-out evaluation): it may add entries to the
+    record and return a reason to stop.
     """
 
     def __init__(
         self,
         objective: StreamedObjective,
         rules: StopRules,
+        context: RunContext,
+        outputs: Outputs | None = None,
         *,
-        comm: Communicator,
-        monitor: TrainingMonitor,
-        stop: StopFlag,
-        policy: CheckpointPolicy,
-        save: SaveFunction | None,
-        log: str | os.PathLike | None,
-        append_log: bool = False,
-        resume_hint: str = "",
-        header: dict | None = None,
         after_iteration: Callable[[int, np.ndarray, dict], str | None] | None = None,
         tags: dict | None = None,
     ) -> None:
+        outputs = outputs or Outputs()
         self.objective = objective
         self.rules = rules
-        self.comm = comm
-        self.monitor = monitor
-        self.stop = stop
-        self.policy = policy
-        self.save = save
-        self.log = log
-        self.append_log = append_log
-        self.resume_hint = resume_hint
-        self.header = header
-        # Called after every iteration with (iteration, x, record) on every rank (held-out
-        # evaluation): it may add entries to the record and return a reason to stop.
+        self.comm, self.monitor, self.stop, self.policy = (
+            context.comm,
+            context.monitor,
+            context.stop,
+            context.policy,
+        )
+        self.save, self.log, self.append_log = outputs.save, outputs.log, outputs.append_log
+        self.resume_hint, self.header = outputs.resume_hint, outputs.header
         self.after_iteration = after_iteration
         self.tags = tags if tags is not None else {"stage": 1, "sample_rows": getattr(objective, "n_rows", 0)}
         self._evaluations = _Evaluations([])
@@ -344,14 +369,10 @@ class Trainer:
         """The loop of :meth:`run`."""
         started = time.perf_counter()
         # When the last checkpoint ended, at which iteration, and how long its write took.
-        last_checkpoint, last_checkpoint_iteration, last_write = started, state.iteration, 0.0
+        checkpoints = [started, state.iteration, 0.0]
         earlier = progress.seconds  # training time of the runs this one continues
-        if state.iteration >= self.rules.max_iter and not state.finished:
-            asked = self.rules.max_iter
-            if state.iteration > asked:  # a resumed run: say so rather than "reached"
-                state.finished = f"max_iter {asked} is below the {state.iteration} iterations done"
-            else:
-                state.finished = "no iterations asked" if asked == 0 else f"reached {asked} iterations"
+        if not state.finished:
+            state.finished = self._finished_before_start(state, progress)
         log = None
         if self.log is not None and self.comm.rank == 0:
             log = JsonLinesLog(self.log, append=self.append_log)
@@ -360,59 +381,79 @@ class Trainer:
                 log.write(self.header)  # inside the try: the log is closed if this fails
             while not state.finished:
                 iteration_started = time.perf_counter()
-                self._evaluations.entries.clear()
-                self._iteration_split = TimeSplit()
-                try:
-                    report = lbfgs_iteration(self.value_and_gradient, state, self.rules)
-                except StopRequested:
-                    # The state is still the one after the last completed iteration:
-                    # lbfgs_iteration changes it only after the line search (except for
-                    # dropping the pairs when descent is lost, which the resumed
-                    # iteration would do identically).
-                    # The Interrupted message names the checkpoint: no separate line for it.
-                    self._checkpoint(state, progress, announce=False)
-                    raise mark_collective(self._interrupted(state)) from None
-                if report.step == 0.0:
+                if not self._one_iteration(state, progress, log, earlier + iteration_started - started):
                     break
-                progress.current = self._evaluations.find(state.x)
-                progress.seconds = earlier + time.perf_counter() - started
-                record = make_record(
-                    state.iteration,
-                    progress.current,
-                    state.evaluations,
-                    progress.seconds,
-                    report,
-                    self._iteration_split,
-                )
-                record.update(self.tags)
-                for name in HISTORY_FIELDS:
-                    progress.history[name].append(float(record[name]))
-                record["time"] = timestamp()
-                if self.after_iteration is not None:
-                    reason = self.after_iteration(state.iteration, state.x, record)
-                    if reason:
-                        state.finished = reason
-                if log is not None:
-                    log.write(record)
-                self.monitor.on_iteration(record)
                 # Rank 0's clock decides; _boundary tells every rank (a collective, every time).
                 wanted = self.comm.rank == 0 and self.policy.due(
                     state.iteration,
-                    state.iteration - last_checkpoint_iteration,
-                    time.perf_counter() - last_checkpoint,
-                    last_write,
+                    state.iteration - checkpoints[1],
+                    time.perf_counter() - checkpoints[0],
+                    checkpoints[2],
                 )
                 if self._boundary(state, wanted) and not state.finished:  # the final write follows anyway
                     writing = time.perf_counter()
                     self._checkpoint(state, progress)
-                    last_checkpoint = time.perf_counter()
-                    last_checkpoint_iteration, last_write = state.iteration, last_checkpoint - writing
+                    checkpoints[:] = [time.perf_counter(), state.iteration, time.perf_counter() - writing]
                 spent = self._iteration_split.waiting + self._iteration_split.computing
                 self.time_split.besides += max(0.0, time.perf_counter() - iteration_started - spent)
         finally:
             if log is not None:
                 log.close()
         progress.seconds = earlier + time.perf_counter() - started
+
+    def _finished_before_start(self, state: LbfgsState, progress: Progress) -> str:
+        """Why a run has nothing to do before its first iteration ("" when it has): the
+        budget is spent, or (a resumed run) the relative-progress rule is met already."""
+        asked, done = self.rules.budget, state.iteration - self.rules.first_iteration
+        if done > asked:  # a resumed run: say so rather than "reached"
+            return f"max_iter {asked} is below the {done} {self.rules.counted} done"
+        if done == asked:
+            return "no iterations asked" if asked == 0 else f"reached {asked} {self.rules.counted}"
+        return relative_progress_reason(progress.history["cost"][self.rules.first_iteration :], self.rules)
+
+    def _one_iteration(self, state: LbfgsState, progress: Progress, log, seconds_before: float) -> bool:
+        """One L-BFGS iteration, its record and the rules after it; False when it made no
+        step.  ``seconds_before``: the training time when it began."""
+        began = time.perf_counter()
+        self._evaluations.entries.clear()
+        self._iteration_split = TimeSplit()
+        try:
+            report = lbfgs_iteration(self.value_and_gradient, state, self.rules)
+        except StopRequested:
+            # The state is still the one after the last completed iteration:
+            # lbfgs_iteration changes it only after the line search (except for
+            # dropping the pairs when descent is lost, which the resumed
+            # iteration would do identically).
+            # The Interrupted message names the checkpoint: no separate line for it.
+            self._checkpoint(state, progress, announce=False)
+            raise mark_collective(self._interrupted(state)) from None
+        if report.step == 0.0:
+            return False
+        progress.current = self._evaluations.find(state.x)
+        progress.seconds = seconds_before + time.perf_counter() - began
+        record = make_record(
+            state.iteration,
+            progress.current,
+            state.evaluations,
+            progress.seconds,
+            report,
+            self._iteration_split,
+        )
+        record.update(self.tags)
+        for name in HISTORY_FIELDS:
+            progress.history[name].append(float(record[name]))
+        record["time"] = timestamp()
+        if self.after_iteration is not None:
+            reason = self.after_iteration(state.iteration, state.x, record)
+            if reason:
+                state.finished = reason
+        if not state.finished:  # J is a reduced number: every rank decides alike
+            stage_costs = progress.history["cost"][self.rules.first_iteration :]
+            state.finished = relative_progress_reason(stage_costs, self.rules)
+        if log is not None:
+            log.write(record)
+        self.monitor.on_iteration(record)
+        return True
 
     def _boundary(self, state: LbfgsState, wanted: bool) -> bool:
         """Collective at the end of an iteration: True if rank 0 asks for a checkpoint.

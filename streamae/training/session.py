@@ -59,12 +59,20 @@ from streamae.training.checkpoint import (
     resume_point,
 )
 from streamae.training.likely_mistakes import data_warnings, resume_warnings
-from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
+from streamae.training.loop import CountedBlocks, Outputs, RunContext, Trainer, TrainingMonitor
 from streamae.training.resume import Settings, resolve_settings, stored_settings
 from streamae.training.runlog import format_header, run_header
-from streamae.training.validation import HeldOutObjective, Validation, parse_validation
+from streamae.training.validation import (
+    HeldOutObjective,
+    Validation,
+    kept_iterate,
+    parse_validation,
+    refuse_state_with_early_stop,
+    refuse_training_rows,
+)
 from streamae.training.warmstart import (
     Beginning,
+    SampleFile,
     SampleStages,
     Stage,
     WarmPlan,
@@ -292,7 +300,7 @@ class _Session:
     def open(self, stack: contextlib.ExitStack) -> None:
         """Claim the outputs (rank 0), open this rank's share of the data, read the checkpoint."""
         o, comm = self.o, self.comm
-        held = _held_out_request(o)
+        held = _held_out_request(o, self.data)
         if o.resume and self.output is None:
             raise UsageError(
                 f"{setting('resume', True)} needs a model file to continue from ({said('output')}).",
@@ -320,9 +328,16 @@ class _Session:
     def plan_stages(self) -> None:
         """The stop rules, the warm-start stages, and the stage at which this run begins."""
         o, layout = self.o, self.training.layout
-        self.rules = StopRules(max_iter=o.max_iter, grad_tol=o.grad_tol, progress_tol=o.progress_tol)
+        self.rules = StopRules(
+            max_iter=o.max_iter,
+            grad_tol=o.grad_tol,
+            progress_tol=o.progress_tol,
+            tolerance=o.tolerance,
+            window=o.tolerance_window,
+        )
         n_parameters = parameter_count(layout.n_features, o.hidden)
-        self.plan = plan_warm_start(o.warm_start, layout, n_parameters, o.max_iter)
+        holds_out = o.validation_fraction is not None
+        self.plan = plan_warm_start(o.warm_start, layout, n_parameters, o.max_iter, holds_out=holds_out)
         stored = self.resumed.warm_start if self.resumed is not None else None
         self.beginning = where_to_begin(self.plan, self.resumed, stored, self.output)
 
@@ -341,6 +356,7 @@ class _Session:
             ranks=self.comm.size,
             command=self.command,
         )
+        self.header["warm_start"] = self.plan.reason  # which schedule runs, "chosen because ..."
         self.monitor.on_message(format_header(self.header))
         for note in self.settings.notes if self.settings is not None else ():
             self.monitor.on_message(f"resume: {note}")
@@ -450,13 +466,8 @@ class _Session:
             self.held_out.restore(resumed.validation, resumed.state.iteration, resumed.state.x)
         samples = SampleStages(
             self.plan,
-            data=self.data,
-            dtype=self.dtype,
-            file_locking=o.file_locking,
-            dataset=self.training.layout.dataset,
-            comm=self.comm,
-            monitor=self.monitor,
-            stop=self.stop,
+            source=SampleFile(self.data, self.dtype, o.file_locking, self.training.layout.dataset),
+            context=RunContext(comm=self.comm, monitor=self.monitor, stop=self.stop, policy=self.policy),
             rules=self.rules,
             memory=o.lbfgs_pairs,
             build_objective=self.objective,
@@ -533,18 +544,17 @@ class _Session:
         trainer = Trainer(
             objective,
             rules,
-            comm=self.comm,
-            monitor=self.monitor,
-            stop=self.stop,
-            policy=self.policy,
-            save=self._checkpoint(objective, self.plan.record(stage.number, first_iteration, False)),
-            log=self.o.log,
-            append_log=self.log_begun,
-            resume_hint=(
-                f"the checkpoint {self.output} holds it; continue with {again_with(resume=True)} "
-                "(the other settings come from the checkpoint)."
+            RunContext(comm=self.comm, monitor=self.monitor, stop=self.stop, policy=self.policy),
+            Outputs(
+                save=self._checkpoint(objective, self.plan.record(stage.number, first_iteration, False)),
+                log=self.o.log,
+                append_log=self.log_begun,
+                resume_hint=(
+                    f"the checkpoint {self.output} holds it; continue with {again_with(resume=True)} "
+                    "(the other settings come from the checkpoint)."
+                ),
+                header=self.header if self.header_due else None,
             ),
-            header=self.header if self.header_due else None,
             tags={"stage": stage.number, "sample_rows": stage.rows},
             # Held-out evaluation (and early stopping) belongs to the full-data stage.
             after_iteration=self.held_out.after_iteration if self.held_out is not None and last else None,
@@ -612,8 +622,11 @@ class _Session:
         """Write the finished model (rank 0; a collective)."""
         with agreed_phase(self.comm):
             if self.output is not None and self.comm.rank == 0:
-                # The opening checks ran already; replacing our own checkpoint is expected.
-                write_model(self.output, model, force=True, inputs=(self.data,), claim=self.claim)
+                # The opening checks ran already; replacing our own checkpoint is expected.  Read
+                # back before it replaces anything: never a model info/export/--resume refuse.
+                write_model(
+                    self.output, model, force=True, inputs=(self.data,), claim=self.claim, verify=True
+                )
 
 
 @dataclass
@@ -641,22 +654,25 @@ def _terms(current: Evaluation) -> dict:
     }
 
 
-def _held_out_request(o: TrainOptions) -> HeldOutRequest | None:
+def _held_out_request(o: TrainOptions, data: str | os.PathLike | None = None) -> HeldOutRequest | None:
     """The held-out rows the options ask for, checked against each other (None: none)."""
     if o.validation is not None and o.validation_fraction is not None:
         raise UsageError(
             "validation and validation_fraction both choose the held-out rows; give one of them.",
             parameter="validation_fraction",
         )
+    refuse_state_with_early_stop(o.keep_state, o.early_stop)
     if o.validation is None and o.validation_fraction is None:
-        if o.early_stop is not None:
-            raise UsageError(
-                "early_stop needs held-out data; give validation or validation_fraction too.",
-                parameter="early_stop",
-            )
+        for name in ("early_stop", "validate_every"):  # neither means anything without held-out data
+            if getattr(o, name) != TRAIN[name].default:
+                raise UsageError(
+                    f"{name} needs held-out data; give {said('validation')} or "
+                    f"{said('validation_fraction')} too.",
+                    parameter=name,
+                )
         return None
     if o.validation_fraction is not None:
-        if o.warm_start != "none":
+        if o.warm_start.strip().lower() not in ("none", "auto"):  # auto is none then (warmstart.py)
             # A stage's sample is drawn from every chunk of the file, held-out ones too.
             raise UsageError(
                 "warm_start cannot be combined with validation_fraction (a stage's sample could "
@@ -666,6 +682,8 @@ def _held_out_request(o: TrainOptions) -> HeldOutRequest | None:
         return HeldOutRequest(fraction=o.validation_fraction, seed=o.seed)
     dataset = dataset_path(o.dataset)
     path, held_dataset = parse_validation(o.validation, dataset)
+    if data is not None:
+        refuse_training_rows(path, dataset_path(held_dataset), data, dataset)
     return HeldOutRequest(file=path, dataset=dataset_path(held_dataset))
 
 
@@ -727,12 +745,13 @@ def _best_model(model: Model, held_out: Validation, objective: StreamedObjective
     every rank); the optimizer state belongs to the last point, so it is dropped.
     """
     best = held_out.best_theta
-    model.rho_hat = objective.mean_activation(best)
+    model.rho_hat, kept = kept_iterate(objective, best)  # J and |∇J| of the point kept
     for name, values in _split(best, objective.n_visible, objective.n_hidden).items():
         setattr(model, name, values)
     model.optimizer = None
     model.info = {
         **model.info,
+        **kept,
         "best_iteration": held_out.best_iteration,
         "best_validation_cost": held_out.best_cost,
         "kept": "the parameters of the best held-out J (early stop)",

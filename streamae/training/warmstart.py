@@ -9,20 +9,27 @@ Only the starting point of the last stage changes; its objective is the notes' o
 
 Choices (DESIGN.md, "Fewer passes"):
 
-- ``auto``: the first sample holds about ``AUTO_ROWS_PER_PARAMETER`` (5) rows per
-  parameter: small enough that L-BFGS runs its full budget on it for a few full-data
-  evaluations' worth of rows, large enough that its optimum lies in the full one's
-  basin; each next stage is ``AUTO_GROWTH`` (10) times larger; stages stop below
-  m / ``AUTO_LAST_FRACTION`` (10), since a larger sample costs nearly as much as the
-  data.  When not even the first fits, ``auto`` is ``none``.  Measured on 10⁶ photo
-  patches (benchmarks/bench_warm_start.py): 20 rows per parameter with a 152-iteration
-  first stage reached 0.1% of the plain J in 172 full evaluations, ~5 rows per parameter
-  with 400 iterations in 34 (the plain run: 340).
+- ``auto`` (the default): the first sample holds about ``AUTO_ROWS_PER_PARAMETER`` (5)
+  rows per parameter: small enough that L-BFGS runs its full budget on it for a few
+  full-data evaluations' worth of rows, large enough that its optimum lies in the full
+  one's basin; each next stage is ``AUTO_GROWTH`` (10) times larger; later stages stop
+  below m / ``AUTO_LAST_FRACTION`` (10), since a larger sample costs nearly as much as the
+  data.  ``auto`` warm-starts above ``AUTO_MIN_ROWS_PER_PARAMETER`` (25) rows per
+  parameter and is the plain run up to it (:func:`choose_schedule` says which, and why,
+  in the run header).  Measured (docs/time-to-model.md, full-data passes, deterministic),
+  the default run against the notes' run: 10⁶ photo patches (304 rows per parameter)
+  71 passes to its stop at 1.00065 x the notes' J400 against 411; 2·10⁵ (61 rows per
+  parameter) 174 at 0.9984 x against 417; 10⁵ (30 rows per parameter) 187 at 1.0002 x
+  against 409.  MNIST's 10⁴ digits hold 0.03 rows per parameter: ``auto`` is ``none``.
 - A sample stage's iteration budget is ``max_iter`` capped so that the stage costs at
-  most ``STAGE_BUDGET_FULL_EVALUATIONS`` (10) full-data evaluations' worth of rows
-  (iterations × rows ≤ 10·m): a small first sample runs up to the notes' 400 iterations
-  (cheap), a large later one, which starts close, only a few dozen.  Its tolerances are
-  the user's: a stage never stops earlier than the full run would.
+  most ``STAGE_BUDGET_FULL_EVALUATIONS`` (40) full-data evaluations' worth of rows
+  (iterations × rows ≤ 40·m): a small first sample runs up to the notes' 400 iterations
+  (cheap), a large later one, which starts close, fewer.  Measured on 2·10⁵ photo
+  patches, one stage of 19,776 rows: a budget of 10 passes (102 iterations) took 283
+  passes in all, 20 took 218, 40 (367 iterations, stopped by the tolerance) 174.  Its
+  tolerances are the user's, the relative-progress rule included (on the sample's J).
+- The final stage's ``max_iter`` counts full-data iterations only: the sample stages'
+  iterations are reported apart (:func:`describe_iterations`).
 - Iterations are numbered across stages (the history has one entry per iteration of
   any stage, with its ``stage`` and ``sample_rows``), so checkpoints and ``resume`` work
   in every stage as they do for a plain run: exactly.
@@ -31,6 +38,7 @@ Choices (DESIGN.md, "Fewer passes"):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,15 +48,17 @@ from streamae.compute.lbfgs import LbfgsState, StopRules
 from streamae.errors import Interrupted, UsageError
 from streamae.io.chunksample import ChunkSample, chunks_for_rows, rank_part, sample_rows, spread_chunks
 from streamae.io.patchfile import PatchLayout, default_block_rows
-from streamae.runtime.mpi import Communicator, mark_collective
-from streamae.runtime.signals import StopFlag
+from streamae.runtime.mpi import mark_collective
 from streamae.training.checkpoint import Progress, ResumePoint
-from streamae.training.loop import CountedBlocks, Trainer, TrainingMonitor
+from streamae.training.loop import CountedBlocks, RunContext, Trainer
 
 AUTO_ROWS_PER_PARAMETER = 5
+# ``auto`` warm-starts above this many rows per parameter (its first sample is then less
+# than a fifth of the data); up to it, it is the plain run (see choose_schedule).
+AUTO_MIN_ROWS_PER_PARAMETER = 25
 AUTO_GROWTH = 10
 AUTO_LAST_FRACTION = 10
-STAGE_BUDGET_FULL_EVALUATIONS = 10
+STAGE_BUDGET_FULL_EVALUATIONS = 40
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,7 @@ class WarmPlan:
     schedule: str
     stages: tuple[Stage, ...]
     chunk_rows: int
+    reason: str = ""  # which schedule runs and why, for the run header
 
     @property
     def sizes(self) -> list[int]:
@@ -91,6 +102,26 @@ class WarmPlan:
             "stage_first_iteration": first_iteration,
             "stage_done": done,
         }
+
+
+def describe_iterations(history: dict, n_rows: int) -> str:
+    """The iterations of a run in words, full-data ones apart from those on samples
+    ("400 full-data iterations and 102 on samples", or "400 iterations" for a plain run):
+    ``max_iter`` counts the former, so a report never shows a budget exceeded."""
+    rows = np.asarray(history.get("sample_rows", []))
+    full = int(np.sum(rows == n_rows))
+    on_samples = int(rows.size - full)
+    if on_samples == 0:
+        return f"{full} iterations"
+    return f"{full} full-data iterations and {on_samples} on samples"
+
+
+def full_data_passes(history: dict, n_rows: int) -> np.ndarray:
+    """Full-data passes at the end of each iteration of ``history`` (cumulative, (k,)):
+    an evaluation on a sample of r rows counts r / ``n_rows``, one on all the rows 1."""
+    evaluations = np.asarray(history.get("evaluations", []), dtype=np.float64)
+    fractions = np.asarray(history.get("sample_rows", []), dtype=np.float64) / n_rows
+    return np.cumsum(np.diff(evaluations, prepend=0.0) * fractions)
 
 
 def parse_schedule(text: str) -> str | list[int]:
@@ -122,10 +153,49 @@ def parse_schedule(text: str) -> str | list[int]:
     return sizes
 
 
+def choose_schedule(
+    schedule: str, n_rows: int, n_parameters: int, *, holds_out: bool = False
+) -> tuple[str | list[int], str]:
+    """The schedule a run follows and why, in words for the run header.
+
+    ``auto`` (the default) warm-starts when the data holds more than
+    ``AUTO_MIN_ROWS_PER_PARAMETER`` rows per parameter (below that the first sample would
+    be more than a fifth of the data: measured, docs/time-to-model.md), and
+    is the notes' plain run below it, or when ``holds_out`` (chunks of the file held out
+    for validation, which a sample could contain).
+    """
+    parsed = parse_schedule(schedule)
+    if parsed == "none":
+        return parsed, "none, as asked: the notes' run, L-BFGS on the full data from the start"
+    if parsed != "auto":
+        return parsed, f"the sample sizes asked for ({schedule.strip()})"
+    if holds_out:
+        return "none", "auto chose none because validation_fraction holds chunks of the file out"
+    ratio = n_rows / max(1, n_parameters)
+    threshold = f"{AUTO_MIN_ROWS_PER_PARAMETER} rows per parameter"
+    sizes = auto_sizes(n_rows, n_parameters)
+    if not sizes:
+        return "none", (
+            f"auto chose none because the data holds {ratio:,.1f} rows per parameter "
+            f"({n_rows:,} rows, {n_parameters:,} parameters), not above {threshold}: a sample "
+            "stage would cost about as many passes as it saves"
+        )
+    return sizes, (
+        f"auto chose {len(sizes)} sample stage(s) of {', '.join(f'{s:,}' for s in sizes)} rows because "
+        f"the data holds {ratio:,.0f} rows per parameter ({n_rows:,} rows, {n_parameters:,} "
+        f"parameters), above {threshold}: the stages find the model's region in a few passes' worth "
+        "of rows"
+    )
+
+
 def auto_sizes(n_rows: int, n_parameters: int) -> list[int]:
-    """``auto``'s sample sizes: 5·p, ×10 per stage, while below m/10 (empty: no gain)."""
-    sizes = []
+    """``auto``'s sample sizes: above 25 rows per parameter, 5·p, then ×10 per stage while
+    below m/10 (empty: the plain run)."""
+    if n_rows <= AUTO_MIN_ROWS_PER_PARAMETER * n_parameters:
+        return []
     size = AUTO_ROWS_PER_PARAMETER * n_parameters
+    sizes = [size]
+    size *= AUTO_GROWTH
     while size * AUTO_LAST_FRACTION < n_rows:
         sizes.append(size)
         size *= AUTO_GROWTH
@@ -133,11 +203,13 @@ def auto_sizes(n_rows: int, n_parameters: int) -> list[int]:
 
 
 def stage_budget(max_iter: int, rows: int, n_rows: int) -> int:
-    """A sample stage's iterations: ``max_iter``, at most 10 full evaluations' worth of rows."""
+    """A sample stage's iterations: ``max_iter``, at most 40 full evaluations' worth of rows."""
     return max(1, min(max_iter, -(-STAGE_BUDGET_FULL_EVALUATIONS * n_rows // rows)))
 
 
-def plan_warm_start(schedule: str, layout: PatchLayout, n_parameters: int, max_iter: int) -> WarmPlan:
+def plan_warm_start(
+    schedule: str, layout: PatchLayout, n_parameters: int, max_iter: int, *, holds_out: bool = False
+) -> WarmPlan:
     """The stages of ``schedule`` on the file ``layout`` describes.
 
     Sample sizes are rounded up to whole chunks; a size that would need every chunk is
@@ -145,10 +217,11 @@ def plan_warm_start(schedule: str, layout: PatchLayout, n_parameters: int, max_i
     ``max_iter`` 0 there are no sample stages (nothing is trained).
     """
     parsed = parse_schedule(schedule)
+    chosen, reason = choose_schedule(schedule, layout.n_rows, n_parameters, holds_out=holds_out)
     m = layout.n_rows
     unit = layout.chunk_rows or default_block_rows(layout)
     n_chunks = -(-m // unit)
-    sizes = auto_sizes(m, n_parameters) if parsed == "auto" else ([] if parsed == "none" else parsed)
+    sizes = [] if chosen == "none" else chosen
     stages: list[Stage] = []
     last_count = 0
     for size in sizes if max_iter > 0 else []:
@@ -168,7 +241,9 @@ def plan_warm_start(schedule: str, layout: PatchLayout, n_parameters: int, max_i
         stages.append(Stage(len(stages) + 1, rows, chunks, stage_budget(max_iter, rows, m)))
         last_count = count
     stages.append(Stage(len(stages) + 1, m, None, None))
-    return WarmPlan(schedule=schedule.strip().lower(), stages=tuple(stages), chunk_rows=unit)
+    if parsed == "auto" and len(stages) == 1 and sizes:
+        reason = "auto chose none because its first sample rounds to every chunk of the file"
+    return WarmPlan(schedule=schedule.strip().lower(), stages=tuple(stages), chunk_rows=unit, reason=reason)
 
 
 @dataclass(frozen=True)
@@ -223,11 +298,22 @@ def where_to_begin(plan: WarmPlan, resumed: ResumePoint | None, stored: object, 
 
 
 def stage_rules(stage: Stage, first_iteration: int, rules: StopRules) -> StopRules:
-    """The stop rules of ``stage`` beginning at ``first_iteration`` (iterations count on)."""
+    """The stop rules of ``stage`` beginning at ``first_iteration`` (iterations count on
+    over the stages; the stage's budget counts its own, named in the finish line)."""
     budget = rules.max_iter if stage.iterations is None else stage.iterations
-    return StopRules(
-        max_iter=first_iteration + budget, grad_tol=rules.grad_tol, progress_tol=rules.progress_tol
+    return dataclasses.replace(
+        rules,
+        max_iter=first_iteration + budget,
+        first_iteration=first_iteration,
+        counted=_counted(stage),
     )
+
+
+def _counted(stage: Stage) -> str:
+    """How a stage's finish line names its iterations."""
+    if not stage.is_final:
+        return f"iterations on the {stage.rows:,}-row sample"
+    return "full-data iterations" if stage.number > 1 else "iterations"
 
 
 def begin_stage(
@@ -258,26 +344,32 @@ def begin_stage(
     return state, progress
 
 
+@dataclass(frozen=True)
+class SampleFile:
+    """The file the samples are drawn from: its path, the compute type the blocks are
+    delivered in, whether HDF5 locks it, and the dataset."""
+
+    path: object
+    dtype: type
+    file_locking: bool | None
+    dataset: str
+
+
 @dataclass
 class SampleStages:
     """The sample stages of a run, built from what the session provides.
 
+    ``context`` is the run's shared :class:`RunContext` (ranks, monitor, stop flag);
     ``build_objective(source)`` makes the objective over a block source (the session's
     scheme choice: in-core holds a sample that fits); ``make_trainer(objective, rules,
     stage, first_iteration)`` a :class:`Trainer` whose records carry the stage and whose
     checkpoints record it; ``save_stage_end(objective, state, progress, stage,
-    first_iteration)``
-    writes the checkpoint that closes a stage (a collective).
+    first_iteration)`` writes the checkpoint that closes a stage (a collective).
     """
 
     plan: WarmPlan
-    data: object
-    dtype: type
-    file_locking: bool | None
-    dataset: str
-    comm: Communicator
-    monitor: TrainingMonitor
-    stop: StopFlag
+    source: SampleFile
+    context: RunContext
     rules: StopRules
     memory: int
     build_objective: Callable
@@ -320,23 +412,24 @@ class SampleStages:
         continuing: bool,
         x0: np.ndarray | None = None,
     ) -> tuple[LbfgsState, Progress]:
-        mine = rank_part(stage.chunks, self.comm.rank, self.comm.size)
-        self.monitor.on_message(
+        comm, monitor = self.context.comm, self.context.monitor
+        mine = rank_part(stage.chunks, comm.rank, comm.size)
+        monitor.on_message(
             f"warm start: stage {stage.number} of {len(self.plan.stages)}: {stage.rows:,} rows in "
             f"{len(stage.chunks)} chunks spread over the file, at most {stage.iterations} iterations"
         )
         with contextlib.ExitStack() as stack:
             sample = stack.enter_context(
                 ChunkSample(
-                    self.data,
+                    self.source.path,
                     mine,
                     chunk_rows=self.plan.chunk_rows,
-                    dtype=self.dtype,
-                    file_locking=self.file_locking,
-                    dataset=self.dataset,
+                    dtype=self.source.dtype,
+                    file_locking=self.source.file_locking,
+                    dataset=self.source.dataset,
                 )
             )
-            counted = CountedBlocks(sample, self.monitor, self.stop, abandon=self.comm.size == 1)
+            counted = CountedBlocks(sample, monitor, self.context.stop, abandon=comm.size == 1)
             objective = self.build_objective(counted)
             close = getattr(objective, "close", None)
             if close is not None:
@@ -349,7 +442,7 @@ class SampleStages:
                 x = x0 if carried is None else carried[0].x
                 state, progress = begin_stage(trainer, x, self.memory, carried)
             trainer.run(state, progress)
-            self.monitor.on_message(
+            monitor.on_message(
                 f"warm start: stage {stage.number} ended at iteration {state.iteration} "
                 f"({state.finished or 'stopped'}); J on its sample {state.f:.6g}"
             )

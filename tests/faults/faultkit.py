@@ -36,6 +36,7 @@ class Figures:
     kills: Counter = field(default_factory=Counter)
     torn: Counter = field(default_factory=Counter)
     mid_write: Counter = field(default_factory=Counter)
+    left: Counter = field(default_factory=Counter)
     resumes: Counter = field(default_factory=Counter)
     matched: Counter = field(default_factory=Counter)
 
@@ -44,12 +45,17 @@ class Figures:
         self.cases[command] += 1
         self.clear[command] += int(ok)
 
-    def record_kill(self, command: str, torn: bool, mid_write: bool = False) -> None:
+    def record_kill(
+        self, command: str, torn: bool, mid_write: bool = False, left: bool | None = None
+    ) -> None:
         """One SIGKILL of ``command``; ``torn`` if it left a torn or lost file; ``mid_write``
-        if a temporary of an atomic write existed at the moment of the kill."""
+        if a temporary of an atomic write existed at the moment of the kill; ``left`` if a
+        temporary was still there after the next run that writes the same target."""
         self.kills[command] += 1
         self.torn[command] += int(torn)
         self.mid_write[command] += int(mid_write)
+        if left is not None:  # only harnesses that run the next write and look say it
+            self.left[command] += int(left)
 
     def record_resume(self, command: str, matched: bool) -> None:
         """One resumed run completed; ``matched`` if it equals the uninterrupted run."""
@@ -70,6 +76,7 @@ class Figures:
         lines += [
             f"SIGKILL    {command:<12} {self.kills[command]:4d} kills "
             f"({self.mid_write[command]} while writing), {self.torn[command]:4d} torn or lost"
+            + (f", {self.left[command]} left behind after the next run" if command in self.left else "")
             for command in sorted(self.kills)
         ]
         lines += [

@@ -130,7 +130,6 @@ PATCH_CASES: dict[str, tuple[Callable, tuple[int, ...], bool]] = {
     "dtype int32": (_patches((GOOD * 100).astype(np.int32)), (2,), True),
     "dtype uint8": (_patches((GOOD * 255).astype(np.uint8)), (2,), True),
     "dtype complex64": (_patches(GOOD.astype(np.complex64)), (2,), True),
-    "dtype float16": (_patches(GOOD.astype(np.float16)), (2,), True),
     "dtype bool": (_patches(GOOD > 0.5), (2,), True),
     "fixed strings": (_strings, (2,), True),
     "variable strings": (_vlen_strings, (2,), True),

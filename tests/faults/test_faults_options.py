@@ -37,6 +37,9 @@ def _cases() -> list[tuple[str, str, str, int]]:
     add("train", "--seed", ["0", str(2**64)], ["-1"])
     add("train", "--grad-tol", ["0"], ["-1", "nan"])
     add("train", "--progress-tol", ["0"], ["-1", "nan"])
+    # The relative-progress stop (issue 24): a fraction of J in [0, 1), a window of iterations.
+    add("train", "--tolerance", ["0", "0.999"], ["-1e-9", "1", "2", "nan", "inf"])
+    add("train", "--tolerance-window", ["1", "10000"], ["0", "-1", "10001"])
     add("train", "--checkpoint-every", ["0", "1"], ["-1"])
     add("train", "--checkpoint-minutes", ["0.001"], ["0", "-1", "nan", "inf"])
     add("train", "--validation-fraction", ["0.001", "0.999"], ["0", "1", "-0.1", "nan", "inf"])
@@ -145,3 +148,29 @@ def test_info_host_takes_no_file_and_info_needs_one_or_the_other(args, fragment,
     message = assert_clean_case(result, "info", 2, fragments=[fragment])
     if "{file}" in args:
         assert good_patches.name in message
+
+
+@pytest.mark.parametrize("value", ["float64", "half", "", "FLOAT16 ", "float16;rm"])
+def test_extract_refuses_a_storage_type_it_does_not_write(value, tmp_path, small_image):
+    out = tmp_path / "out.h5"
+    out.write_bytes(b"previous output")
+    result = invoke("extract", small_image, "-o", out, "--force", "-q", "--storage", value)
+    assert_clean_case(result, "extract", REFUSED, names=["--storage"], fragments=[])
+    assert out.read_bytes() == b"previous output"
+
+
+def test_float16_patches_train_encode_and_describe(tmp_path, small_image):
+    """--storage float16 writes half the bytes; every reader takes it (issue 24)."""
+    patches, model = tmp_path / "half.h5", tmp_path / "m.h5"
+    done = invoke("extract", small_image, "-o", patches, "-q", "--patch-size", "4", "--storage", "float16")
+    assert done.exit_code == 0, done.output
+    import h5py
+
+    with h5py.File(patches) as handle:
+        assert handle["patches"].dtype == np.float16
+    trained = invoke("train", patches, "-o", model, "--hidden", "3", "--max-iter", "2", "-q")
+    assert trained.exit_code == 0, trained.output
+    encoded = invoke("encode", model, patches, "-o", tmp_path / "f.h5")
+    assert encoded.exit_code == 0, encoded.output
+    described = invoke("info", patches)
+    assert described.exit_code == 0 and "float16" in described.output
