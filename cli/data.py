@@ -6,7 +6,7 @@ import click
 
 from streamae.options import SAMPLE_DATA
 
-from .common import EXIT_CODES_HELP, reported_errors, spec_options
+from .common import EXIT_CODES_HELP, reported_errors, say, spec_options
 
 
 @click.command(
@@ -33,4 +33,4 @@ def data(names: tuple[str, ...], output: str, force: bool, debug: bool) -> None:
             click.echo("Copy with `streamae data NAME... [-o FOLDER]`.")
             return
         for folder in copy_samples(names, output, force=force):
-            click.echo(f"Wrote {folder}/")
+            say(f"Wrote {folder}/")

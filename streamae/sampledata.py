@@ -24,6 +24,7 @@ import numpy as np
 
 from streamae.errors import OutputExistsError, UsageError
 from streamae.io.atomic import atomic_output, check_output_path
+from streamae.text import printable
 
 DATA_ROOT = Path(__file__).resolve().parent / "data"
 
@@ -107,10 +108,7 @@ def copy_samples(
         raise UsageError(f"name the samples to copy ({', '.join(SAMPLES)}).", parameter="names")
     chosen = [sample(name) for name in dict.fromkeys(names)]
     output = Path(output)
-    if not output.is_dir():
-        raise UsageError(
-            f"{output}: no such folder; create it or give another output folder.", parameter="output"
-        )
+    _check_output_folder(output)
     plan = []
     for s in chosen:
         folder = output / s.name
@@ -129,6 +127,23 @@ def copy_samples(
         with atomic_output(target, force=force, inputs=(source,)) as temporary:
             shutil.copyfile(source, temporary)
     return [output / s.name for s in chosen]
+
+
+def _check_output_folder(output: Path) -> None:
+    """Refuse an output that is not an existing folder (missing, a file, a loop, a name too long)."""
+    try:
+        is_folder = output.is_dir()
+    except OSError as error:  # a name too long, say: stat itself fails
+        raise UsageError(
+            f"{printable(output, 120)}: cannot be used as the output folder ({error.strerror}); "
+            "give another output folder.",
+            parameter="output",
+        ) from None
+    if not is_folder:
+        raise UsageError(
+            f"{printable(output, 120)}: no such folder; create it or give another output folder.",
+            parameter="output",
+        )
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
