@@ -36,7 +36,7 @@ from streamae.extraction.pipeline import extract
 from streamae.training.session import train
 
 REPO = Path(__file__).resolve().parent.parent
-MNIST = REPO / "tests" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
+MNIST = REPO / "streamae" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
 TOLERANCES = (0.01, 0.001)
 
 

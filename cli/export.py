@@ -18,8 +18,12 @@ from .common import EXIT_CODES_HELP, reported_errors, say, spec_options
 def export(model: str, output: str, quiet: bool, debug: bool, **options) -> None:
     """Write MODEL's W1, b1, W2, b2 and hyperparameters to OUTPUT.
 
-    The .mat file also holds theta = [W1(:); W2(:); b1(:); b2(:)] (column-major), the
-    order of the UFLDL MATLAB starter code, so the notes' own functions take it.
+    Every format names the hyperparameters alike (hidden, inputs, rho, beta, lambda,
+    decoder, activation, iterations).  The .mat file is in the notes' layout (each
+    channel's pixels column-major, R, G, B one after another) and holds theta =
+    [W1(:); W2(:); b1(:); b2(:)], as the UFLDL starter code packs it, so the notes' own
+    functions take it; .npz and the folder keep NumPy's C order of (height, width,
+    colour).  See docs/export.md.
     Example: `streamae export model.h5 -o weights.mat`.
     """
     with reported_errors(debug, EXPORT):

@@ -95,6 +95,10 @@ def _register() -> None:
 
     cli.add_command(export.export)
 
+    from . import data
+
+    cli.add_command(data.data)
+
 
 _register()
 

@@ -41,8 +41,11 @@ class ConsoleMonitor:
 
             self._iterations = tqdm(total=max_iter, desc="iterations", unit="it", position=0)
 
-    def on_resume(self, iteration: int) -> None:
+    def on_resume(self, iteration: int, max_iter: int | None = None) -> None:
+        # The bar was sized before the checkpoint was read: size it by the run's own max_iter.
         if self._iterations is not None:
+            if max_iter is not None:
+                self._iterations.total = max_iter
             self._iterations.update(iteration)
 
     def on_checkpoint(self, iteration: int, path: str) -> None:
@@ -127,7 +130,7 @@ def format_record(record: dict) -> str:
         f"(rec {record['reconstruction']:.4e} wd {record['weight_decay']:.4e} "
         f"sp {record['sparsity']:.4e})  |g| {record['grad_norm']:.3e}  "
         f"rho_hat {record['rho_hat_mean']:.4f} [{record['rho_hat_min']:.4f}, "
-        f"{record['rho_hat_max']:.4f}]  {record['seconds']:.2f} s"
+        f"{record['rho_hat_max']:.4f}]  elapsed {record['seconds']:.2f} s"
         + (
             f"  held-out J {record['validation_cost']:.6e} (rec {record['validation_reconstruction']:.4e})"
             if "validation_cost" in record

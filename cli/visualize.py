@@ -27,49 +27,52 @@ def visualize(model: Path, quiet: bool, debug: bool, **values) -> None:
     Example: `streamae visualize model.h5 -o features.png --curves curves.png`.
     """
     with reported_errors(debug, VISUALIZE):
-        from streamae.errors import UsageError
-        from streamae.io.atomic import check_output_path
         from streamae.io.modelfile import load_model
         from streamae.options import VisualizeOptions
+        from streamae.reconstruction_grid import is_one_dimensional
         from streamae.render import plot_activations, plot_curves
 
         options = VisualizeOptions(**values)
-        force = options.force
-        output, curves, activations = (
-            None if path is None else Path(path)
-            for path in (options.output, options.curves, options.activations)
-        )
-
-        outputs = [path for path in (output, curves, activations) if path is not None]
-        if not outputs:
-            raise UsageError(
-                f"{model}: nothing to write; give -o features.png, --curves PATH or --activations PATH."
-            )
-        # Refuse unwritable outputs before reading anything, and never write over the model.
-        for path in outputs:
-            check_output_path(path, force=force, inputs=(model,))
-        if len({path.resolve() for path in outputs}) != len(outputs):
-            raise UsageError("-o, --curves and --activations name the same file; give each its own path.")
+        output, curves, activations = _checked_outputs(model, options)
         loaded = load_model(model)
-        written = []
         # Audio windows are stored as 1 x samples x channels patches: a 1-D model.
-        shape_of = loaded.patch_shape
-        one_dimensional = shape_of is not None and len(shape_of) == 3 and shape_of[0] == 1
-        signals = one_dimensional and options.patch_shape is None
+        signals = is_one_dimensional(loaded.patch_shape) and options.patch_shape is None
         refuse_unused_drawing(options, str(model), signals=signals, drawing=output is not None)
+        written = []
         if output is not None:
-            written.append(_draw_main(loaded, model, output, options, signals))
+            written.append(_draw(model, loaded, output, options, signals))
         if curves is not None:
-            plot_curves(loaded, curves, name=str(model), force=force, inputs=(model,))
+            plot_curves(loaded, curves, name=str(model), force=options.force, inputs=(model,))
             written.append(f"{curves}: training curves over {len(loaded.history['cost'])} iterations")
         if activations is not None:
-            plot_activations(loaded, activations, name=str(model), force=force, inputs=(model,))
+            plot_activations(loaded, activations, name=str(model), force=options.force, inputs=(model,))
             written.append(f"{activations}: histogram of {loaded.n_hidden} mean activations")
         for line in written:
             say(f"Wrote {line}.")
 
 
-# Options of the tile grid that the line plots of a 1-D model do not use.
+def _checked_outputs(model: Path, options) -> tuple[Path | None, Path | None, Path | None]:
+    """(-o, --curves, --activations) as paths, each checked writable before anything is read."""
+    from streamae.errors import UsageError
+    from streamae.io.atomic import check_output_path
+
+    named = [
+        None if path is None else Path(path) for path in (options.output, options.curves, options.activations)
+    ]
+    outputs = [path for path in named if path is not None]
+    if not outputs:
+        raise UsageError(
+            f"{model}: nothing to write; give -o features.png, --curves PATH or --activations PATH."
+        )
+    for path in outputs:  # never write over the model
+        check_output_path(path, force=options.force, inputs=(model,))
+    if len({path.resolve() for path in outputs}) != len(outputs):
+        raise UsageError("-o, --curves and --activations name the same file; give each its own path.")
+    return named[0], named[1], named[2]
+
+
+# Options of the tile grid that the line plots of a 1-D model (its features and its
+# reconstructions alike) do not use.
 GRID_ONLY = ("cols", "scale", "sort", "space")
 
 
@@ -83,7 +86,7 @@ def refuse_unused_drawing(options, model: str, *, signals: bool, drawing: bool) 
             f"spectra applies to models of 1-D signals (audio windows), not to {model}; leave it out.",
             parameter="spectra",
         )
-    if signals and drawing and options.reconstructions is None:
+    if signals and drawing:
         for name in GRID_ONLY:
             if getattr(options, name) != VISUALIZE[name].default:
                 raise UsageError(
@@ -93,52 +96,38 @@ def refuse_unused_drawing(options, model: str, *, signals: bool, drawing: bool) 
                 )
 
 
-def _draw_main(loaded, model: Path, output: Path, options, signals: bool) -> str:
-    """Draw -o: reconstructions, 1-D line plots or the tile grid; returns the summary line."""
-    from streamae.render import render_features
-
-    force = options.force
+def _draw(model: Path, loaded, output: Path, options, signals: bool) -> str:
+    """Draw -o: reconstructions, a 1-D model's line plots or the feature grid; the line to report."""
+    common = {"force": options.force, "inputs": (model,)}
     if options.reconstructions is not None:
         from streamae.reconstruction_grid import render_reconstructions
 
         pictured = render_reconstructions(
-            loaded,
-            options.reconstructions,
-            output,
-            pairs=options.pairs,
-            seed=options.seed,
-            cols=options.cols,
-            scale=options.scale,
-            patch_shape=options.patch_shape,
-            name=str(model),
-            force=force,
-            inputs=(model,),
-        )
-        pairs = pictured.rows.size
-        return f"{output}: {pairs} patches of {options.reconstructions} beside their reconstructions"
+            loaded, options.reconstructions, output, pairs=options.pairs, seed=options.seed,
+            cols=options.cols, scale=options.scale, patch_shape=options.patch_shape, name=str(model),
+            **common,
+        )  # fmt: skip
+        shown = pictured.shown if hasattr(pictured, "shown") else pictured.rows.size
+        how = "drawn over" if hasattr(pictured, "shown") else "beside"
+        return f"{output}: {shown} patches of {options.reconstructions} {how} their reconstructions"
     if signals:
-        from streamae.render_signals import render_signal_features
+        from streamae.render_signals import plot_signal_features, sample_rate
 
-        picture = render_signal_features(
-            loaded.W1, output, spectra=options.spectra, force=force, inputs=(model,)
+        rate = sample_rate((loaded.data or {}).get("path"))
+        plot = plot_signal_features(
+            loaded.W1, output, spectra=options.spectra, rate=rate, name=str(model), **common
         )
         return (
-            f"{output}: {loaded.n_hidden} units of {loaded.n_visible} samples as line plots"
+            f"{output}: {plot.shown} units of {loaded.n_visible} samples as line plots"
             + (" with spectra" if options.spectra else "")
-            + f", {picture.shape[1]} x {picture.shape[0]} pixels"
+            + f" (time in {plot.time_unit}), {plot.size[0]} x {plot.size[1]} pixels"
         )
+    from streamae.render import render_features
+
     grid = render_features(
-        loaded,
-        output,
-        cols=options.cols,
-        scale=options.scale,
-        sort=options.sort,
-        patch_shape=options.patch_shape,
-        name=str(model),
-        force=force,
-        inputs=(model,),
-        space=options.space,
-    )
+        loaded, output, cols=options.cols, scale=options.scale, sort=options.sort,
+        patch_shape=options.patch_shape, name=str(model), space=options.space, **common,
+    )  # fmt: skip
     height, width = grid.image.shape[:2]
     rows, columns = grid.grid
     return (

@@ -44,9 +44,16 @@ _PUBLIC = {
     "render_features": "streamae.render",
     "run_demo": "streamae.demo",
     "train": "streamae.training.session",
+    "copy_samples": "streamae.sampledata",
+    "list_samples": "streamae.sampledata",
+    "load_digits": "streamae.sampledata",
+    # Needs scikit-learn (the "sklearn" extra); nothing else in streamae imports it.
+    "SparseAutoencoder": "streamae.estimator",
 }
 # The functions that compile kernels: configure the process before their modules define any.
-_CONFIGURES = frozenset({"encode", "extract", "gradcheck", "objective", "run_demo", "train"})
+_CONFIGURES = frozenset(
+    {"encode", "extract", "gradcheck", "objective", "run_demo", "train", "SparseAutoencoder"}
+)
 
 __all__ = [
     "EncodeOptions",
@@ -57,12 +64,16 @@ __all__ = [
     "VisualizeOptions",
     "Hyperparameters",
     "Model",
+    "SparseAutoencoder",
     "StreamaeError",
     "__version__",
+    "copy_samples",
     "encode",
     "export_weights",
     "extract",
     "gradcheck",
+    "list_samples",
+    "load_digits",
     "load_model",
     "objective",
     "render_features",
@@ -79,7 +90,14 @@ def __getattr__(name: str) -> object:
         from streamae.runtime.process import configure
 
         configure()
-    value = getattr(importlib.import_module(module), name)
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as error:
+        if name != "SparseAutoencoder" or str(error.name).split(".")[0] != "sklearn":
+            raise
+        raise ImportError(
+            'streamae.SparseAutoencoder needs scikit-learn: pip install "streamae[sklearn]".'
+        ) from error
     globals()[name] = value
     return value
 
@@ -93,6 +111,7 @@ if TYPE_CHECKING:  # for type checkers and editors; never run
     from streamae.demo import run_demo
     from streamae.encoding import encode
     from streamae.errors import StreamaeError
+    from streamae.estimator import SparseAutoencoder
     from streamae.export import export_weights
     from streamae.extraction.pipeline import extract
     from streamae.io.modelfile import Model, load_model
@@ -105,6 +124,7 @@ if TYPE_CHECKING:  # for type checkers and editors; never run
         VisualizeOptions,
     )
     from streamae.render import render_features
+    from streamae.sampledata import copy_samples, list_samples, load_digits
     from streamae.training.evaluate import objective
     from streamae.training.gradcheck import gradcheck
     from streamae.training.session import train

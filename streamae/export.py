@@ -1,11 +1,27 @@
 """Weights out: a model's W1, b1, W2, b2 and hyperparameters as .npz, .mat or a folder of .npy.
 
-The ``.mat`` file also holds ``theta`` in the MATLAB starter code's order,
-``[W1(:); W2(:); b1(:); b2(:)]`` with MATLAB's column-major ``(:)``, as a (p, 1) column,
-so the notes' own functions (``sparseAutoencoderCost``, ``display_network``) take it;
-and the starter code's names ``visibleSize``, ``hiddenSize``, ``sparsityParam``,
-``beta`` and ``lambda``.  A model trained on normalised data carries the normalisation's
-arrays along (``zca_mean``, ``zca_matrix``, ...), so new data can be put in the same space.
+Every format holds the same names: ``W1`` (s, n), ``b1`` (s,), ``W2`` (n, s), ``b2`` (n,);
+the hyperparameters ``hidden``, ``inputs``, ``rho``, ``beta``, ``lambda``, ``decoder``,
+``activation`` (sigmoid or tanh: a tanh model's a2 = tanh(W1 x + b1)) and ``iterations``;
+``patch_shape`` (h, w, c) when the rows are patches; the normalisation (``normalization``,
+its JSON description, and its arrays ``zca_mean``, ``zca_matrix``, ``zscore_mean``,
+``zscore_std``).  The folder keeps the arrays as ``<name>.npy`` and the scalars in
+``hyperparameters.json``.
+
+Two layouts of the n inputs (see docs/export.md):
+
+- ``.npz`` and the folder: NumPy's C order of the patch, (h, w, c) with the colour
+  innermost, exactly as the patch file's rows and the model file's W1 columns.
+- ``.mat``: the notes' layout, so the MATLAB code takes it as it is: each channel's pixels in
+  MATLAB's column-major order (``patch(:)``), the channels one after another (planar
+  R, G, B, as the linear-decoder exercise stacks them).  ``W1``'s columns, ``W2``'s rows,
+  ``b2`` and the normalisation's arrays are permuted alike, and ``theta`` is packed as the
+  starter code packs it, ``[W1(:); W2(:); b1(:); b2(:)]`` with MATLAB's column-major
+  ``(:)``, as a (p, 1) column, so ``sparseAutoencoderCost``, ``display_network`` and
+  ``displayColorNetwork`` take it.  The starter code's own names ``visibleSize``,
+  ``hiddenSize`` and ``sparsityParam`` are there too, as aliases of ``inputs``, ``hidden``
+  and ``rho``.  A NumPy port that reshapes theta in C order must reshape with
+  ``order="F"`` (and C-order patches must be permuted), or it evaluates another model.
 """
 
 from __future__ import annotations
@@ -27,27 +43,58 @@ FORMATS = EXPORT_FORMATS
 MAT_V5_LIMIT = 2**31
 
 
+def notes_order(patch_shape: tuple[int, ...] | None, n: int) -> np.ndarray:
+    """perm (n,): the notes' input i is the C-order input ``perm[i]``.
+
+    The notes' order is planar channels, each channel's (h, w) pixels column-major.
+    Without a patch shape (rows that are not patches) the order is left as it is.
+    """
+    if patch_shape is None or len(patch_shape) > 3 or int(np.prod(patch_shape)) != n:
+        return np.arange(n)
+    h, w, c = tuple(patch_shape) + (1,) * (3 - len(patch_shape))
+    # C-order index of (row, column, channel); walk channel, then column, then row fastest.
+    return np.arange(n).reshape(h, w, c).transpose(2, 1, 0).ravel()
+
+
 def matlab_theta(model: Model) -> np.ndarray:
-    """theta (p, 1) float64 as the starter code packs it: [W1(:); W2(:); b1(:); b2(:)], column-major."""
-    parts = [
-        np.asarray(getattr(model, name), dtype=np.float64).ravel(order="F")
-        for name in ("W1", "W2", "b1", "b2")
-    ]
+    """theta (p, 1) float64 as the starter code packs it, ``[W1(:); W2(:); b1(:); b2(:)]``.
+
+    W1 and W2 in the notes' input order (:func:`notes_order`), then MATLAB's column-major ``(:)``.
+    """
+    arrays = matlab_weights(model)
+    parts = [arrays[name].ravel(order="F") for name in ("W1", "W2", "b1", "b2")]
     return np.concatenate(parts)[:, None]
 
 
+def matlab_weights(model: Model) -> dict[str, np.ndarray]:
+    """W1 (s, n), W2 (n, s), b1 (s,), b2 (n,) float64 with the inputs in the notes' order."""
+    perm = notes_order(model.patch_shape, model.n_visible)
+    return {
+        "W1": np.asarray(model.W1, dtype=np.float64)[:, perm],
+        "W2": np.asarray(model.W2, dtype=np.float64)[perm, :],
+        "b1": np.asarray(model.b1, dtype=np.float64),
+        "b2": np.asarray(model.b2, dtype=np.float64)[perm],
+    }
+
+
+def hyperparameters(model: Model) -> dict[str, object]:
+    """The scalars every format holds, under the one set of names (``lambda``, not ``lam``)."""
+    return {
+        "hidden": int(model.n_hidden),
+        "inputs": int(model.n_visible),
+        "rho": float(model.hyper.rho),
+        "beta": float(model.hyper.beta),
+        "lambda": float(model.hyper.lam),
+        "decoder": str(model.hyper.decoder),
+        "activation": str(model.hyper.activation),
+        "iterations": int(model.iterations),
+    }
+
+
 def export_arrays(model: Model) -> dict[str, np.ndarray]:
-    """The arrays every format holds: weights, hyperparameters, patch shape, normalisation."""
+    """The arrays every format holds, in NumPy's C order: weights, hyperparameters, normalisation."""
     arrays = {name: np.asarray(getattr(model, name), dtype=np.float64) for name in ("W1", "b1", "W2", "b2")}
-    arrays.update(
-        hidden=np.asarray(model.n_hidden),
-        inputs=np.asarray(model.n_visible),
-        rho=np.asarray(model.hyper.rho),
-        beta=np.asarray(model.hyper.beta),
-        lam=np.asarray(model.hyper.lam),
-        decoder=np.asarray(model.hyper.decoder),
-        iterations=np.asarray(model.iterations),
-    )
+    arrays.update({name: np.asarray(value) for name, value in hyperparameters(model).items()})
     if model.patch_shape is not None:
         arrays["patch_shape"] = np.asarray(model.patch_shape, dtype=np.int64)
     if model.normalization is not None:
@@ -55,6 +102,28 @@ def export_arrays(model: Model) -> dict[str, np.ndarray]:
     for name, values in model.normalization_arrays.items():
         arrays[name.replace("/", "_")] = np.asarray(values, dtype=np.float64)
     return arrays
+
+
+def matlab_arrays(model: Model) -> dict[str, object]:
+    """The ``.mat``'s arrays: :func:`export_arrays`' in the notes' layout, theta, the starter code's names.
+
+    b1 and b2 are columns, as the starter code keeps them; a normalisation array over the
+    inputs (n,) or (n, n) is permuted like W1's columns.
+    """
+    perm = notes_order(model.patch_shape, model.n_visible)
+    matlab: dict[str, object] = dict(export_arrays(model))
+    weights = matlab_weights(model)
+    matlab.update(W1=weights["W1"], W2=weights["W2"], b1=weights["b1"][:, None], b2=weights["b2"][:, None])
+    for name, values in model.normalization_arrays.items():
+        values = np.asarray(values, dtype=np.float64)
+        matlab[name.replace("/", "_")] = values[np.ix_(perm, perm)] if values.ndim == 2 else values[perm]
+    matlab.update(
+        theta=matlab_theta(model),
+        visibleSize=float(model.n_visible),
+        hiddenSize=float(model.n_hidden),
+        sparsityParam=float(model.hyper.rho),
+    )
+    return matlab
 
 
 def format_of(output: str | os.PathLike, fmt: str | None) -> str:
@@ -99,20 +168,7 @@ def export_weights(
         else:
             from scipy.io import savemat
 
-            # MATLAB's names for the starter code; b1 and b2 as columns, as it keeps them.
-            matlab = dict(arrays)
-            matlab.pop("lam")
-            matlab.update(
-                theta=matlab_theta(loaded),
-                b1=loaded.b1[:, None],
-                b2=loaded.b2[:, None],
-                visibleSize=float(loaded.n_visible),
-                hiddenSize=float(loaded.n_hidden),
-                sparsityParam=loaded.hyper.rho,
-                beta=loaded.hyper.beta,
-                **{"lambda": loaded.hyper.lam},
-            )
-            savemat(handle, matlab, do_compression=False, oned_as="column")
+            savemat(handle, matlab_arrays(loaded), do_compression=False, oned_as="column")
     return Path(output)
 
 

@@ -457,6 +457,8 @@ DTYPES = ("float32", "float64")
 SCHEMES = ("auto", "two-pass", "single-pass", "in-core")
 COLORS = ("gray", "rgb")
 NORMALIZATIONS = ("ufldl", "zscore", "zca", "unit", "none")
+# The value types of raw image files (streamae.extraction.readers.RAW_DTYPES spells them out).
+RAW_DTYPE_NAMES = ("uint8", "uint16-le", "uint16-be", "float32-le", "float32-be", "float64-le", "float64-be")
 STORAGE_TYPES = ("float32", "float16")
 COMPRESSIONS = ("none", "gzip", "lzf")
 SORT_ORDERS = ("none", "activation", "norm")
@@ -537,8 +539,8 @@ VALIDATION = OptionSet(
             "validation_fraction",
             float,
             None,
-            "Hold this fraction of the training file's chunks out of training (a seeded choice of "
-            "whole chunks) and evaluate on them.",
+            "Hold this fraction of the training file's rows out of training (whole blocks of a "
+            "seeded choice, and part of one more, so the count is exact) and evaluate on them.",
             low=0,
             high=1,
             low_open=True,
@@ -566,6 +568,21 @@ VALIDATION = OptionSet(
             nullable=True,
             stored="info/validation/early_stop",
             on_resume="new",
+        ),
+        Option(
+            "early_stop_min_improvement",
+            float,
+            # Measured (benchmarks/early_stop_threshold.py, 2026-12-07) on the shipped photos
+            # (10,000 8x8 patches) and MNIST digits (10,000 x 784 -> 196), 10% held out: with
+            # early_stop 5, 1e-4 stops MNIST at iteration 304 keeping a held-out J 0.75% above
+            # the 400-iteration run's lowest (0: 385, 0.11%; 1e-3: 219, 2.5%); on the photos
+            # every value up to 3e-4 stops where 0 does.  1e-5 creep is not progress.
+            1e-4,
+            "With --early-stop: a held-out objective counts as improved only when it is below "
+            "(1 - this) times that of the last improvement.",
+            low=0,
+            high=1,
+            high_open=True,
         ),
     ),
 )
@@ -954,6 +971,23 @@ EXTRACT = OptionSet(
             "Array to read from .mat and .npz files (needed when they hold more than one).",
         ),
         Option(
+            "raw_shape",
+            "size",
+            None,
+            "Read files of no known type (in folders: no suffix, .raw, .bin, .dat) as raw pixels "
+            "without a header: HEIGHTxWIDTH per image, images back to back (Olshausen's: 512x512).",
+            parse=parse_size,
+            metavar="SIZE",
+            nullable=True,
+        ),
+        Option(
+            "raw_dtype",
+            str,
+            "float32-be",
+            "The value type of raw files (with --raw-shape); -be/-le: big/little-endian.",
+            choices=RAW_DTYPE_NAMES,
+        ),
+        Option(
             "normalize_like",
             "path",
             None,
@@ -1192,7 +1226,24 @@ EXPORT = OptionSet(
     ),
 )
 
-COMMANDS = {s.command: s for s in (TRAIN, GRADCHECK, EXTRACT, ENCODE, VISUALIZE, INFO, DEMO, EXPORT)}
+SAMPLE_DATA = OptionSet(
+    "data",
+    (
+        Option(
+            "output",
+            "path",
+            ".",
+            "Folder in which each named sample's folder is made (photos/, mnist/, audio/).",
+            short="-o",
+        ),
+        Option("force", bool, False, "Replace sample files already in the output folder.", short="-f"),
+        DEBUG,
+    ),
+)
+
+COMMANDS = {
+    s.command: s for s in (TRAIN, GRADCHECK, EXTRACT, ENCODE, VISUALIZE, INFO, DEMO, EXPORT, SAMPLE_DATA)
+}
 
 
 # --- frozen option values for the library ------------------------------------------------

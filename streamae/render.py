@@ -443,6 +443,7 @@ def plot_curves(
     top.legend(loc="best", fontsize="small")
     top.grid(True, which="both", alpha=0.3)
     top.set_title(f"{Path(name).name}: training objective over {len(curves.iteration)} iterations")
+    _elapsed_axis(top, curves.iteration, model.history.get("seconds"))
     gradient = curves.series["grad_norm"]
     if np.any(gradient > 0.0):
         bottom.plot(curves.iteration, _positive(gradient), color="black", marker=marker)
@@ -452,6 +453,23 @@ def plot_curves(
     bottom.grid(True, which="both", alpha=0.3)
     _save_figure(figure, output, force, inputs)
     return curves
+
+
+def _elapsed_axis(axes, iteration: np.ndarray, seconds: np.ndarray | None) -> None:
+    """A second x axis on top: the wall-clock seconds since training began at each iteration.
+
+    Only when the history's ``seconds`` (cumulative, one per iteration) are there and rise.
+    """
+    if seconds is None or len(seconds) != len(iteration) or len(iteration) < 2:
+        return
+    seconds = np.asarray(seconds, dtype=np.float64)
+    if not (np.all(np.isfinite(seconds)) and np.all(np.diff(seconds) > 0)):
+        return
+    secondary = axes.secondary_xaxis(
+        "top",
+        functions=(lambda x: np.interp(x, iteration, seconds), lambda t: np.interp(t, seconds, iteration)),
+    )
+    secondary.set_xlabel("elapsed time (s)", fontsize="small")
 
 
 def activation_histogram(model: Model, name: str = "the model") -> ActivationPlot:
@@ -491,7 +509,8 @@ def plot_activations(
     axes.axvline(histogram.target, color="red", linestyle="--", label=f"target ρ = {histogram.target:g}")
     mean = float(np.mean(histogram.values))
     axes.axvline(mean, color="black", linestyle=":", label=f"mean ρ̂ = {mean:.4g}")
-    axes.set_xlabel("mean activation ρ̂ⱼ of hidden unit j over the training data")
+    what = "(a₂ⱼ + 1)/2, tanh units" if model.hyper.activation == "tanh" else "a₂ⱼ"
+    axes.set_xlabel(f"mean activation of hidden unit j over the training data, {what} (no unit: a fraction)")
     axes.set_ylabel("number of hidden units")
     axes.set_title(f"{Path(name).name}: final mean activations of {histogram.values.size} hidden units")
     axes.legend(loc="upper right", fontsize="small")

@@ -1,13 +1,14 @@
-"""Pictures of models of 1-D inputs (audio windows): one small line plot per hidden unit.
+"""Pictures of models of 1-D inputs (audio windows): line plots with axes and units.
 
-Each unit's W1 row is drawn over its norm (the same norm-bounded rule as image features:
-the input of unit norm that excites it most), so every value lies in [−1, 1].  A tile is
-``TILE_HEIGHT`` pixels high and one pixel per sample wide: white background, the
-waveform in black, sample k at column k and value v at row round((1 − v)/2 · (H − 1)),
-neighbouring samples joined by vertical runs.  With ``spectra`` a second band under
-each waveform shows the magnitude spectrum |rfft(row)| over its maximum, as a bar per
-frequency bin (bin f at column f; height proportional to the magnitude).  Tiles sit in
-a grid with a one-pixel grey border.  Everything is NumPy; a PNG is written atomically.
+Features: one small plot per hidden unit, its W1 row over its norm (the same norm-bounded
+rule as image features: the input of unit norm that excites it most, so every value lies
+in [−1, 1]) against time; with ``spectra`` a second plot below it, the magnitude spectrum
+|rfft(row)| over its maximum against frequency.  Reconstructions: one plot per chosen
+window, the input and the model's reconstruction drawn over each other on one y-scale
+taken from the input.  Time is in milliseconds and frequency in hertz when the sample rate
+is known (``streamae extract`` stores it in the patch file), else in samples and cycles
+per sample.  Drawn with matplotlib and written atomically; the functions return the data
+they drew, so tests check numbers, not pixels.
 """
 
 from __future__ import annotations
@@ -15,15 +16,36 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from streamae.io.atomic import atomic_output
 
-TILE_HEIGHT = 32
-BACKGROUND = 255
-INK = 0
-BORDER = 128
+# At most this many units (or windows) are drawn: beyond it the plots become unreadable.
+MAX_PLOTS = 64
+INCHES_PER_PLOT = (2.2, 1.3)
+DPI = 100
+
+
+@dataclass(frozen=True)
+class SignalPlot:
+    """What a signal picture drew: ``lines`` maps a label to (k, n) curves (one per plot);
+    ``time`` (n,) and ``frequency`` (n//2 + 1,) are the x values with their ``time_unit`` and
+    ``frequency_unit``; ``spectra`` (k, n//2 + 1) or None; ``ylim`` (k, 2) each plot's
+    y-range; ``size`` (width, height) in pixels; ``shown`` how many of ``total`` are drawn."""
+
+    lines: dict[str, np.ndarray]
+    time: np.ndarray
+    time_unit: str
+    frequency: np.ndarray
+    frequency_unit: str
+    spectra: np.ndarray | None
+    ylim: np.ndarray
+    size: tuple[int, int]
+    shown: int
+    total: int
 
 
 def unit_rows(W1: np.ndarray) -> np.ndarray:
@@ -32,68 +54,147 @@ def unit_rows(W1: np.ndarray) -> np.ndarray:
     return np.divide(W1, norms, out=np.zeros_like(W1, dtype=np.float64), where=norms > 0)
 
 
-def waveform_tile(values: np.ndarray, height: int = TILE_HEIGHT) -> np.ndarray:
-    """(height, n) uint8: the samples ``values`` (n,) in [−1, 1] as a joined line."""
-    n = values.shape[0]
-    tile = np.full((height, n), BACKGROUND, dtype=np.uint8)
-    rows = np.rint((1.0 - np.clip(values, -1.0, 1.0)) / 2.0 * (height - 1)).astype(int)
-    for k in range(n):
-        low, high = rows[k], rows[k]
-        if k > 0:  # join to the previous sample
-            low, high = min(low, rows[k - 1]), max(high, rows[k - 1])
-        tile[low : high + 1, k] = INK
-    return tile
-
-
-def spectrum_tile(values: np.ndarray, height: int = TILE_HEIGHT) -> np.ndarray:
-    """(height, n) uint8: |rfft(values)| over its maximum as bars from the bottom (bin f at column f)."""
-    n = values.shape[0]
-    magnitude = np.abs(np.fft.rfft(values))
-    top = magnitude.max()
-    scaled = magnitude / top if top > 0 else magnitude
-    tile = np.full((height, n), BACKGROUND, dtype=np.uint8)
-    bars = np.rint(scaled * (height - 1)).astype(int)
-    for f, bar in enumerate(bars):
-        tile[height - 1 - bar :, f] = INK
-    return tile
-
-
 def spectrum_peaks(W1: np.ndarray) -> np.ndarray:
     """The frequency bin of each unit's largest magnitude (the DC bin excluded); (s,) int."""
     magnitude = np.abs(np.fft.rfft(np.asarray(W1, dtype=np.float64), axis=1))
     return 1 + np.argmax(magnitude[:, 1:], axis=1)
 
 
-def signal_grid(W1: np.ndarray, *, spectra: bool = False, columns: int | None = None) -> np.ndarray:
-    """The picture (rows·(h+1)+1, cols·(n+1)+1) uint8 of every unit of W1 (s, n)."""
-    rows_of_units = unit_rows(np.asarray(W1, dtype=np.float64))
-    s, n = rows_of_units.shape
-    columns = columns or max(1, math.ceil(math.sqrt(s)))
-    grid_rows = math.ceil(s / columns)
-    height = TILE_HEIGHT * (2 if spectra else 1)
-    image = np.full((grid_rows * (height + 1) + 1, columns * (n + 1) + 1), BORDER, dtype=np.uint8)
-    for unit in range(s):
-        r, c = divmod(unit, columns)
-        tile = waveform_tile(rows_of_units[unit])
-        if spectra:
-            tile = np.vstack([tile, spectrum_tile(rows_of_units[unit])])
-        top, left = 1 + r * (height + 1), 1 + c * (n + 1)
-        image[top : top + height, left : left + n] = tile
-    return image
+def normalized_spectra(rows: np.ndarray) -> np.ndarray:
+    """|rfft(row)| over its maximum, (k, n) -> (k, n//2 + 1); an all-zero row stays 0."""
+    magnitude = np.abs(np.fft.rfft(rows, axis=1))
+    top = magnitude.max(axis=1, keepdims=True)
+    return np.divide(magnitude, top, out=np.zeros_like(magnitude), where=top > 0)
 
 
-def render_signal_features(
+def signal_axes(n: int, rate: float | None) -> tuple[np.ndarray, str, np.ndarray, str]:
+    """(time (n,), its unit, frequency (n//2 + 1,), its unit) for windows of n samples."""
+    samples, bins = np.arange(n, dtype=np.float64), np.fft.rfftfreq(n)
+    if rate is None or not rate > 0:
+        return samples, "sample", bins, "cycles per sample"
+    return 1000.0 * samples / rate, "ms", bins * rate, "Hz"
+
+
+def sample_rate(path: str | os.PathLike | None) -> float | None:
+    """The ``sample_rate`` attribute of a patch file, or None (no file, no attribute, unreadable)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            value = handle.attrs.get("sample_rate")
+    except (OSError, ValueError):
+        return None
+    return float(value) if isinstance(value, int | float | np.integer | np.floating) and value > 0 else None
+
+
+def _grid(count: int, rows_per_plot: int):
+    """A figure with ``count`` plot cells (each ``rows_per_plot`` axes high); (figure, axes grid)."""
+    from matplotlib.figure import Figure
+
+    columns = max(1, math.ceil(math.sqrt(count)))
+    rows = math.ceil(count / columns)
+    width, height = INCHES_PER_PLOT
+    figure = Figure(
+        figsize=(columns * width, rows * height * rows_per_plot + 0.6), dpi=DPI, layout="constrained"
+    )
+    axes = np.atleast_2d(figure.subplots(rows * rows_per_plot, columns, squeeze=False))
+    return figure, axes, columns
+
+
+def _save(figure, output, force: bool, inputs: Iterable) -> tuple[int, int]:
+    with atomic_output(output, force=force, inputs=inputs) as temporary:
+        figure.savefig(temporary, format="png", dpi=DPI)
+    width, height = figure.get_size_inches() * DPI
+    return int(round(width)), int(round(height))
+
+
+def plot_signal_features(
     W1: np.ndarray,
     output: str | os.PathLike,
     *,
     spectra: bool = False,
+    rate: float | None = None,
+    name: str = "the model",
     force: bool = False,
     inputs: Iterable[str | os.PathLike] = (),
-) -> np.ndarray:
-    """Write :func:`signal_grid` as a grey PNG to ``output`` (atomically); returns the picture."""
-    from PIL import Image
+) -> SignalPlot:
+    """One line plot per unit (W1 row over its norm against time), with ``spectra`` its spectrum below."""
+    rows = unit_rows(np.asarray(W1, dtype=np.float64))
+    shown = min(rows.shape[0], MAX_PLOTS)
+    time, time_unit, frequency, frequency_unit = signal_axes(rows.shape[1], rate)
+    magnitudes = normalized_spectra(rows[:shown]) if spectra else None
+    figure, axes, columns = _grid(shown, 2 if spectra else 1)
+    for unit in range(shown):
+        row, column = divmod(unit, columns)
+        wave = axes[row * (2 if spectra else 1), column]
+        wave.plot(time, rows[unit], color="black", linewidth=1.0)
+        wave.set_ylim(-1.05, 1.05)
+        wave.set_title(f"unit {unit}", fontsize="small")
+        wave.set_xlabel(f"time ({time_unit})", fontsize="x-small")
+        wave.set_ylabel("weight / ‖w‖", fontsize="x-small")
+        wave.tick_params(labelsize="x-small")
+        if magnitudes is not None:
+            band = axes[row * 2 + 1, column]
+            band.bar(frequency, magnitudes[unit], width=frequency[1] - frequency[0], color="black")
+            band.set_ylim(0, 1.05)
+            band.set_xlabel(f"frequency ({frequency_unit})", fontsize="x-small")
+            band.set_ylabel("|FFT| / max", fontsize="x-small")
+            band.tick_params(labelsize="x-small")
+    _hide_unused(axes, shown, columns, 2 if spectra else 1)
+    more = f" (the first {shown} of {rows.shape[0]})" if shown < rows.shape[0] else ""
+    figure.suptitle(f"{Path(name).name}: {rows.shape[0]} units of {rows.shape[1]} samples{more}")
+    size = _save(figure, output, force, inputs)
+    return SignalPlot(
+        {"unit": rows[:shown]}, time, time_unit, frequency, frequency_unit, magnitudes,
+        np.tile([-1.05, 1.05], (shown, 1)), size, shown, rows.shape[0],
+    )  # fmt: skip
 
-    picture = signal_grid(W1, spectra=spectra)
-    with atomic_output(output, force=force, inputs=inputs) as temporary:
-        Image.fromarray(picture, mode="L").save(temporary, format="PNG")
-    return picture
+
+def pair_range(values: np.ndarray) -> tuple[float, float]:
+    """The y-range of one input window (n,): its min and max with 5% room, never empty."""
+    low, high = float(np.min(values)), float(np.max(values))
+    pad = 0.05 * (high - low) if high > low else max(abs(high), 1.0) * 0.05
+    return low - pad, high + pad
+
+
+def plot_signal_reconstructions(
+    inputs_: np.ndarray,
+    outputs: np.ndarray,
+    rows: np.ndarray,
+    output: str | os.PathLike,
+    *,
+    rate: float | None = None,
+    name: str = "the data",
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike] = (),
+) -> SignalPlot:
+    """Each window (k, n) and its reconstruction drawn over each other, on the input's y-range."""
+    shown = min(inputs_.shape[0], MAX_PLOTS)
+    time, time_unit, frequency, frequency_unit = signal_axes(inputs_.shape[1], rate)
+    figure, axes, columns = _grid(shown, 1)
+    limits = np.array([pair_range(inputs_[k]) for k in range(shown)])
+    for k in range(shown):
+        plot = axes[divmod(k, columns)]
+        plot.plot(time, inputs_[k], color="black", linewidth=1.2, label="input")
+        plot.plot(time, outputs[k], color="tab:orange", linewidth=1.0, linestyle="--", label="reconstruction")
+        plot.set_ylim(*limits[k])  # the input's range: an output outside it shows as clipped
+        plot.set_title(f"row {int(rows[k])}", fontsize="small")
+        plot.set_xlabel(f"time ({time_unit})", fontsize="x-small")
+        plot.tick_params(labelsize="x-small")
+    axes[0, 0].legend(fontsize="x-small", loc="best")
+    _hide_unused(axes, shown, columns, 1)
+    figure.suptitle(f"{Path(name).name}: {shown} windows (black) and their reconstructions (orange, dashed)")
+    size = _save(figure, output, force, inputs)
+    return SignalPlot(
+        {"input": inputs_[:shown], "reconstruction": outputs[:shown]}, time, time_unit, frequency,
+        frequency_unit, None, limits, size, shown, inputs_.shape[0],
+    )  # fmt: skip
+
+
+def _hide_unused(axes: np.ndarray, shown: int, columns: int, rows_per_plot: int) -> None:
+    for cell in range(shown, axes.shape[0] // rows_per_plot * columns):
+        row, column = divmod(cell, columns)
+        for offset in range(rows_per_plot):
+            axes[row * rows_per_plot + offset, column].set_visible(False)

@@ -30,7 +30,7 @@ from streamae.training.loop import TrainingMonitor
 
 TESTS = Path(__file__).resolve().parent
 IMAGES_DIR = TESTS.parent / "streamae" / "data" / "images"
-MNIST_IMAGES = TESTS / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
+MNIST_IMAGES = TESTS.parent / "streamae" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
 # A hang must fail, not block: generous against a slow shared machine (8 ranks on 2
 # cores import Numba eight times), short against "forever".
 RUN_TIMEOUT = 120

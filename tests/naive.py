@@ -105,3 +105,49 @@ def starter_code_theta(W1, W2, b1, b2) -> np.ndarray:
     return np.array(
         matlab_column_major(W1) + matlab_column_major(W2) + matlab_column_major(b1) + matlab_column_major(b2)
     )
+
+
+def notes_patch_vector(patch: np.ndarray) -> np.ndarray:
+    """The notes' column of an (h, w, c) patch: ``[R(:); G(:); B(:)]``, each channel column-major."""
+    patch = np.asarray(patch, dtype=np.float64)
+    patch = patch[:, :, None] if patch.ndim == 2 else patch
+    values = []
+    for channel in range(patch.shape[2]):
+        values += matlab_column_major(patch[:, :, channel])
+    return np.array(values)
+
+
+def matlab_reshape(vector: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """MATLAB's ``reshape(v, rows, cols)``, by hand: fill down each column in turn."""
+    out = np.empty((rows, cols))
+    for k, value in enumerate(np.asarray(vector, dtype=np.float64)):
+        out[k % rows, k // rows] = value
+    return out
+
+
+def display_color_network(A: np.ndarray) -> np.ndarray:
+    """The notes' ``displayColorNetwork.m`` ported line by line; A (3·dim², features), one column each.
+
+    Returns the image I (rows·(dim+1)−1, cols·(dim+1)−1, 3) before ``imagesc``, in [0, 1]:
+    tile k = i·cols + j at tile row i, tile column j, each channel over its own max |value|.
+    """
+    A = np.asarray(A, dtype=np.float64)
+    if A.min() >= 0:
+        A = A - A.mean()
+    cols = int(round(np.sqrt(A.shape[1])))
+    channel_size = A.shape[0] // 3
+    dim = int(round(np.sqrt(channel_size)))
+    dimp = dim + 1
+    rows = -(-A.shape[1] // cols)
+    planes = [A[k * channel_size : (k + 1) * channel_size, :] for k in range(3)]
+    planes = [plane / np.max(np.abs(plane), axis=0) for plane in planes]
+    image = np.ones((dim * rows + rows - 1, dim * cols + cols - 1, 3))
+    for i in range(rows):
+        for j in range(cols):
+            k = i * cols + j
+            if k >= A.shape[1]:
+                break
+            for channel in range(3):
+                tile = matlab_reshape(planes[channel][:, k], dim, dim)
+                image[i * dimp : i * dimp + dim, j * dimp : j * dimp + dim, channel] = tile
+    return (image + 1) / 2

@@ -8,12 +8,13 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 import streamae
 from streamae.cli.main import cli
 from streamae.errors import InputFileError
 from streamae.extraction.audio import extract_audio, read_wav
-from streamae.render_signals import TILE_HEIGHT, signal_grid, spectrum_peaks
+from streamae.render_signals import plot_signal_features, signal_axes, spectrum_peaks, unit_rows
 
 CHORD = streamae.__path__[0] + "/data/audio/chord.wav"
 
@@ -114,33 +115,32 @@ def test_random_windows_are_seeded_and_inside(tmp_path):
         assert np.any([np.allclose(signal[s : s + 16], row) for s in range(start, 1000 - 15, 200)])
 
 
-def test_line_plot_pixels_for_a_planted_model():
+def test_line_plots_draw_each_unit_over_its_norm_against_time_in_ms(tmp_path):
     n = 12
     W1 = np.zeros((2, n))
     W1[0, 5] = 3.0  # a spike: after the norm, 1 at sample 5, 0 elsewhere
     W1[1] = -np.ones(n)  # a constant: −1/√n everywhere
-    picture = signal_grid(W1, columns=2)
-    middle = round((TILE_HEIGHT - 1) / 2)
-    tile0 = picture[1 : 1 + TILE_HEIGHT, 1 : 1 + n]
-    expected = np.full((TILE_HEIGHT, n), 255, np.uint8)
-    expected[middle, :] = 0
-    expected[0 : middle + 1, 5] = 0  # joined from sample 4 up to the peak
-    expected[0 : middle + 1, 6] = 0  # and back down to sample 6
-    np.testing.assert_array_equal(tile0, expected)
-    row1 = round((1 + 1 / np.sqrt(n)) / 2 * (TILE_HEIGHT - 1))
-    tile1 = picture[1 : 1 + TILE_HEIGHT, 2 + n : 2 + 2 * n]
-    assert np.all(tile1[row1] == 0) and np.count_nonzero(tile1 == 0) == n
-    assert np.all(picture[0] == 128) and picture.shape == (TILE_HEIGHT + 2, 2 * (n + 1) + 1)
+    plot = plot_signal_features(W1, tmp_path / "u.png", rate=8000)
+    expected = np.zeros((2, n))
+    expected[0, 5], expected[1] = 1.0, -1 / np.sqrt(n)
+    np.testing.assert_allclose(plot.lines["unit"], expected, rtol=1e-12)
+    np.testing.assert_allclose(plot.time, np.arange(n) / 8.0)  # 8000 samples per second: 1/8 ms each
+    assert plot.time_unit == "ms" and plot.spectra is None
+    with Image.open(tmp_path / "u.png") as image:
+        assert image.size == plot.size and min(plot.size) > 100  # a figure with axes, not strips
+    np.testing.assert_array_equal(unit_rows(W1), plot.lines["unit"])
 
 
-def test_spectrum_band_peaks_at_the_planted_frequency():
+def test_spectra_peak_at_the_planted_frequency_in_hertz(tmp_path):
     n, f = 32, 5
     W1 = np.cos(2 * np.pi * f * np.arange(n) / n)[None, :]
-    picture = signal_grid(W1, spectra=True)
-    band = picture[1 + TILE_HEIGHT : 1 + 2 * TILE_HEIGHT, 1 : 1 + n]
-    heights = np.count_nonzero(band == 0, axis=0)
-    assert heights[f] == TILE_HEIGHT and np.all(heights[: n // 2 + 1][np.arange(n // 2 + 1) != f] <= 1)
+    plot = plot_signal_features(W1, tmp_path / "s.png", spectra=True, rate=8000)
+    assert plot.frequency_unit == "Hz" and plot.frequency[f] == f * 8000 / n  # bin f: f·rate/n Hz
+    assert np.argmax(plot.spectra[0]) == f and plot.spectra[0, f] == 1.0
+    assert np.all(np.delete(plot.spectra[0], f) < 1e-12)
     assert spectrum_peaks(W1)[0] == f
+    time, unit, frequency, frequency_unit = signal_axes(n, None)  # rate unknown: samples
+    assert unit == "sample" and frequency_unit == "cycles per sample" and frequency[f] == f / n
 
 
 def test_chord_model_learns_frequency_selective_units(tmp_path):
@@ -161,11 +161,33 @@ def test_chord_model_learns_frequency_selective_units(tmp_path):
 
 
 def test_visualize_draws_a_model_of_windows_as_line_plots(tmp_path, model_file, rng):
-    from PIL import Image
-
     W1 = rng.normal(size=(4, 16))
     model = model_file(W1, patch_shape=(1, 16, 1))
     out = tmp_path / "units.png"
     result = CliRunner().invoke(cli, ["visualize", str(model), "-o", str(out), "--spectra"])
     assert result.exit_code == 0, result.output
-    np.testing.assert_array_equal(np.asarray(Image.open(out)), signal_grid(W1, spectra=True))
+    assert "4 units of 16 samples as line plots with spectra (time in sample)" in result.output
+    with Image.open(out) as image:
+        assert image.mode == "RGBA" and min(image.size) > 200
+
+
+def test_audio_reconstructions_are_line_plots_on_the_inputs_scale(tmp_path):
+    patches = tmp_path / "chord.h5"
+    extract_audio([CHORD], patches, patch_size=32, num_patches=200, normalize="ufldl")
+    model = tmp_path / "m.h5"
+    streamae.train(patches, model, hidden=4, max_iter=3, stop_signals=False)
+    out = tmp_path / "rec.png"
+    result = CliRunner().invoke(
+        cli, ["visualize", str(model), "--reconstructions", str(patches), "-o", str(out), "--pairs", "5"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "5 patches of" in result.output and "drawn over their reconstructions" in result.output
+    from streamae.reconstruction_grid import render_reconstructions
+
+    plot = render_reconstructions(streamae.load_model(model), patches, tmp_path / "r.png", pairs=5)
+    inputs = plot.lines["input"]
+    assert inputs.shape == (5, 32) and plot.time_unit == "ms" and plot.time[1] == 1000 / 8000
+    for k in range(5):  # each plot's y-range is its input's, with 5% room
+        span = inputs[k].max() - inputs[k].min()
+        assert plot.ylim[k][0] == pytest.approx(inputs[k].min() - 0.05 * span)
+        assert plot.ylim[k][1] == pytest.approx(inputs[k].max() + 0.05 * span)

@@ -92,8 +92,13 @@ def test_save_round_trips_and_repr_is_short(planted, tmp_path):
     with pytest.raises(streamae.StreamaeError, match="exists; pass force=True"):
         planted.save(path)
     text = repr(again)
-    assert text == "Model(64 inputs -> 25 hidden, sigmoid decoder, 0 iterations)"
+    assert text == "Model(64 inputs -> 25 hidden (sigmoid), sigmoid decoder, 0 iterations)"
     assert len(repr(planted)) < 200
+    planted.normalization = {"mode": "none"}  # rows taken as they are (a model fit on an array)
+    planted.info["cost"] = 0.25
+    assert repr(planted) == "Model(64 inputs -> 25 hidden (sigmoid), sigmoid decoder, 0 iterations, J=0.25)"
+    planted.normalization = {"mode": "ufldl"}
+    assert repr(planted).endswith(", J=0.25, data normalised by ufldl)")
 
 
 def test_the_encoders_products_run_at_one_blas_thread_and_restore_it(planted, rng, monkeypatch):

@@ -44,6 +44,7 @@ LIBRARY = {
     "demo": ("streamae.demo", "run_demo", []),
     "info": ("streamae.describe", "describe", ["file.h5"]),
     "export": ("streamae.export", "export_weights", ["model.h5"]),
+    "data": ("streamae.sampledata", "copy_samples", ["photos"]),
 }
 # Options the library function takes as a positional argument: command -> (name, index).
 POSITIONAL = {
@@ -53,6 +54,7 @@ POSITIONAL = {
     "gradcheck": {"data": 0},
     "demo": {"output_dir": 0},
     "export": {"output": 1},
+    "data": {"output": 1},
 }
 # Run-time objects the CLI hands over beside the options (progress displays, MPI).
 NOT_OPTIONS = {"progress", "monitor", "comm", "train_monitor", "extract_progress", "warn"}

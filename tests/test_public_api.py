@@ -36,6 +36,10 @@ DOCUMENTED = {
     "render_features": ("function", "streamae.render"),
     "run_demo": ("function", "streamae.demo"),
     "train": ("function", "streamae.training.session"),
+    "SparseAutoencoder": ("class", "streamae.estimator"),
+    "copy_samples": ("function", "streamae.sampledata"),
+    "list_samples": ("function", "streamae.sampledata"),
+    "load_digits": ("function", "streamae.sampledata"),
 }
 
 

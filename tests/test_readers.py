@@ -249,3 +249,71 @@ def test_groups_are_consecutive_and_within_budget(sizes, budget):
         assert b == c and a < b
     for a, b in groups:
         assert b - a == 1 or sum(sizes[a:b]) * 4 <= budget
+
+
+# --- raw pixels (Olshausen's images: 512x512 big-endian float32, no header) ----------------
+
+
+@pytest.mark.parametrize("dtype", ["float32-be", "float32-le", "uint16-be", "uint8", "float64-le"])
+def test_raw_files_decode_as_numpy_reads_them(tmp_path, rng, dtype):
+    from streamae.extraction.readers import RAW_DTYPES, RawLayout
+
+    stored = np.dtype(RAW_DTYPES[dtype])
+    images = (rng.uniform(0, 200, size=(3, 6, 10))).astype(stored)
+    (tmp_path / "IMAGES_RAW").write_bytes(images.tobytes())  # rows of each image, images back to back
+    raw = RawLayout(6, 10, dtype)
+    files = expand_sources([tmp_path / "IMAGES_RAW"], raw=True)
+    entries = inventory(files, raw=raw)
+    assert [(e.index, e.height, e.width) for e in entries] == [(0, 6, 10), (1, 6, 10), (2, 6, 10)]
+    decoded = [image for _, image in read_entries(entries, "gray")]
+    for got, want in zip(decoded, images, strict=True):
+        assert got.dtype.isnative and np.array_equal(got, want.astype(stored.newbyteorder("=")))
+
+
+def test_raw_dtype_names_match_the_options():
+    from streamae.extraction.readers import RAW_DTYPES
+    from streamae.options import RAW_DTYPE_NAMES
+
+    assert tuple(RAW_DTYPES) == RAW_DTYPE_NAMES
+
+
+def test_raw_files_in_folders_and_refusals(tmp_path, rng):
+    from streamae.extraction.readers import RawLayout
+
+    folder = tmp_path / "olshausen"
+    folder.mkdir()
+    rng.normal(size=(2, 4, 4)).astype(">f4").tofile(folder / "image1")
+    rng.normal(size=(1, 4, 4)).astype(">f4").tofile(folder / "image2.raw")
+    (folder / "README.txt").write_text("not pixels")
+    assert [p.name for p in expand_sources([folder], raw=True)] == ["image1", "image2.raw"]
+    with pytest.raises(InputFileError, match="unsupported file type"):
+        expand_sources([folder / "image1"])  # without a layout, still refused by its name
+    (folder / "odd").write_bytes(b"\0" * 65)
+    with pytest.raises(InputFileError, match=r"odd: holds 65 bytes, not a whole number of 4x4 float32-be"):
+        inventory([folder / "odd"], raw=RawLayout(4, 4))
+
+
+def test_extract_reads_olshausen_style_raw_images(tmp_path, rng):
+    """The notes' own data: 512x512 big-endian float32 files, cut into 8x8 patches on a grid."""
+    from click.testing import CliRunner
+
+    from streamae.cli.main import cli
+
+    images = rng.normal(size=(2, 512, 512)).astype(">f4")
+    images.tofile(tmp_path / "IMAGES_RAW")
+    result = CliRunner().invoke(
+        cli,
+        ["extract", str(tmp_path / "IMAGES_RAW"), "-o", str(tmp_path / "p.h5"), "--raw-shape", "512x512"]
+        + ["--raw-dtype", "float32-be", "--stride", "64", "--normalize", "none"],
+    )
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "p.h5") as handle:
+        rows = handle["patches"][()]
+    expected = [
+        images[i, r : r + 8, c : c + 8].astype(np.float32).ravel()
+        for i in range(2)
+        for r in range(0, 505, 64)
+        for c in range(0, 505, 64)
+    ]
+    assert rows.shape == (len(expected), 64)
+    assert sorted(map(bytes, rows)) == sorted(map(bytes, np.array(expected)))

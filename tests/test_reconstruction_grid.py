@@ -11,7 +11,7 @@ from streamae.cli.main import cli
 from streamae.compute.parameters import Hyperparameters
 from streamae.extraction.pipeline import extract
 from streamae.io.modelfile import Model, load_model
-from streamae.reconstruction_grid import reconstruction_grid
+from streamae.reconstruction_grid import LABEL_BAND, labelled, pair_scale, reconstruction_grid
 from streamae.render import contrast_stretch, feature_grid, features_in_space
 from streamae.training.session import train
 
@@ -102,4 +102,46 @@ def test_reconstructions_show_the_inputs_unwhitened(images_dir, tmp_path):
         "visualize", model_path, "--reconstructions", zca, "-o", out, "--pairs", "9", "--scale", "2"
     )
     assert result.exit_code == 0 and "9 patches of" in result.output
-    assert pixels(out).shape == (2 * (1 + 3 * 7), 2 * (1 + 6 * 7))
+    drawn = pixels(out)  # the grid under a band of labels
+    assert drawn.shape == (LABEL_BAND + 2 * (1 + 3 * 7), 2 * (1 + 6 * 7))
+    grid2 = reconstruction_grid(model, zca, pairs=9, seed=0, scale=2)  # the command's default seed
+    np.testing.assert_array_equal(drawn[LABEL_BAND:], grid2.image)
+    assert np.any(drawn[:LABEL_BAND] < 128)  # dark text on the white band
+
+
+def test_each_pair_is_on_its_inputs_scale_and_a_flat_black_patch_stays_black(tmp_path, rng):
+    """The issue's case: a black patch reconstructed within 0.0045 was stretched into a colour square."""
+    n = 16
+    data = np.clip(rng.uniform(0.0, 1.0, size=(4, n)), 0, 1)
+    data[1] = 0.0  # a black patch
+    model = Model(
+        W1=np.zeros((2, n)), W2=np.zeros((n, 2)), b1=np.zeros(2), b2=np.full(n, 0.0045),
+        hyper=Hyperparameters(hidden=2, decoder="linear"), patch_shape=(4, 4, 1),
+    )  # fmt: skip
+    import h5py
+
+    path = tmp_path / "p.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("patches", data=data.astype(np.float32))
+        handle.attrs["format"] = "streamae.patches/1"
+        handle.attrs["patch_shape"] = np.array([4, 4, 1])
+    grid = reconstruction_grid(model, path, pairs=4, seed=0, cols=4)
+    black = int(np.flatnonzero(grid.rows == 1)[0])
+    top, left = 1, 1 + 2 * black * 5
+    assert np.all(grid.image[top : top + 4, left : left + 4] == 0)  # the input: black
+    rebuilt = grid.image[top : top + 4, left + 5 : left + 9]
+    low, high = grid.scales[black]
+    assert low == 0.0 and np.all(rebuilt == round(255 * 0.0045 / high))  # the input's scale
+    assert np.all(rebuilt < 10), rebuilt  # 0.0045 on a scale of a quarter of ~0.9: still black
+    for k in range(4):  # the scale is the input's own range wherever the input is not flat
+        if k != black:
+            assert tuple(grid.scales[k]) == (grid.inputs[k].min(), grid.inputs[k].max())
+    labels = labelled(grid, 1)
+    assert labels.shape == (LABEL_BAND + grid.image.shape[0], grid.image.shape[1])
+
+
+def test_pair_scale_widens_a_flat_input_where_it_sits():
+    assert pair_scale(np.array([0.2, 0.8]), (0.0, 1.0), 0.5) == (0.2, 0.8)
+    assert pair_scale(np.zeros(4), (0.0, 1.0), 0.5) == (0.0, 0.5)  # black stays at the bottom
+    assert pair_scale(np.ones(4), (0.0, 1.0), 0.5) == (0.5, 1.0)  # white at the top
+    assert pair_scale(np.full(4, 0.5), (0.0, 1.0), 0.5) == (0.25, 0.75)  # mid-gray in the middle

@@ -294,3 +294,34 @@ def test_plots_of_a_model_without_history(tmp_path, model_file, rng):
     assert_clean_failure(
         invoke("visualize", path, "--activations", tmp_path / "a.png"), 2, str(path), "/rho_hat"
     )
+
+
+def test_tanh_units_histogram_shows_the_mean_rho_targets(model_file, rng):
+    """For tanh units ρ targets the mean of (a2 + 1)/2, so that is what the histogram counts."""
+    from streamae.io.modelfile import load_model
+
+    rho_hat = rng.uniform(-0.99, -0.9, size=6)
+    model = load_model(model_file(rng.normal(size=(6, 4)), activation="tanh", rho_hat=rho_hat, rho=0.03))
+    histogram = activation_histogram(model)
+    np.testing.assert_allclose(histogram.values, (rho_hat + 1) / 2)
+    assert histogram.edges[0] == 0.0 and histogram.counts.sum() == 6
+
+
+def test_curves_get_an_elapsed_time_axis_when_the_seconds_rise(model_file, rng, tmp_path):
+    from streamae.io.modelfile import load_model
+
+    history = {
+        key: np.linspace(2.0, 1.0, 5) for key in ("cost", "reconstruction", "weight_decay", "sparsity")
+    }
+    history.update(grad_norm=np.full(5, 0.1), seconds=np.array([0.5, 1.0, 1.6, 2.0, 2.9]))
+    model = load_model(model_file(rng.normal(size=(3, 4)), history=history))
+    plot_curves(model, tmp_path / "c.png")
+    from streamae import render
+
+    figure = render._new_figure()
+    axes = figure.subplots()
+    render._elapsed_axis(axes, np.arange(1, 6), history["seconds"])
+    secondary = [child for child in axes.get_children() if child.__class__.__name__ == "SecondaryAxis"]
+    assert len(secondary) == 1 and secondary[0].get_xlabel() == "elapsed time (s)"
+    render._elapsed_axis(axes, np.arange(1, 6), np.array([0.5, 0.4, 1.0, 2.0, 3.0]))  # not rising
+    assert len([c for c in axes.get_children() if c.__class__.__name__ == "SecondaryAxis"]) == 1

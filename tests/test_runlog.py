@@ -130,3 +130,54 @@ def test_the_checkpoint_of_a_stop_is_announced_once(data, tmp_path):
     assert monitor.checkpoints == []  # the Interrupted message names it instead
     assert str(caught.value).count(str(tmp_path / "m.h5")) == 1  # the checkpoint
     assert "continue with resume=True" in str(caught.value)
+
+
+class Resumes(Passes):
+    """Also records the resume hook's arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resumes: list[tuple] = []
+
+    def on_resume(self, iteration: int, max_iter: int | None = None) -> None:
+        self.resumes.append((iteration, max_iter))
+
+
+def test_the_scheme_is_said_chosen_asked_or_the_checkpoints(data, tmp_path):
+    chosen = Passes()
+    train(data, tmp_path / "m.h5", hidden=4, max_iter=2, keep_state=True, monitor=chosen, stop_signals=False)
+    said = [m for m in chosen.messages if m.startswith("scheme:")]
+    assert len(said) == 1 and ", chosen because " in said[0] and "as asked" not in said[0]
+    # A resume takes the checkpoint's scheme: not asked, and not chosen again either.
+    resumed = Resumes()
+    train(
+        data, tmp_path / "m.h5", resume=True, max_iter=3, keep_state=True, monitor=resumed, stop_signals=False
+    )
+    said = [m for m in resumed.messages if m.startswith("scheme:")]
+    assert said and "the checkpoint's" in said[0], said
+    assert resumed.resumes == [(2, 3)]
+    # Not given, max_iter is the checkpoint's (3 now), not the default 400: the bar's size.
+    again = Resumes()
+    train(data, tmp_path / "m.h5", resume=True, force=True, monitor=again, stop_signals=False)
+    assert again.resumes == [(3, 3)]
+
+
+def test_the_plain_iteration_line_labels_its_time_as_elapsed(data, tmp_path):
+    result = CliRunner().invoke(
+        cli, ["train", str(data), "-o", str(tmp_path / "m.h5"), "--hidden", "3", "--max-iter", "2"]
+    )
+    lines = [line for line in result.stderr.splitlines() if line.startswith("iter ")]
+    assert len(lines) == 2 and all(" elapsed " in line and line.endswith(" s") for line in lines)
+    elapsed = [float(line.split(" elapsed ")[1].split()[0]) for line in lines]
+    assert elapsed == sorted(elapsed)  # since the start of training, not per iteration
+
+
+def test_the_resumed_progress_bar_is_sized_by_the_run(monkeypatch):
+    from streamae.cli.train import ConsoleMonitor
+
+    monitor = ConsoleMonitor(quiet=False)
+    monitor.bars = True
+    monitor.on_start(0, 0, 400)  # the CLI's default, before the checkpoint is read
+    monitor.on_resume(30, 60)
+    assert monitor._iterations.total == 60 and monitor._iterations.n == 30
+    monitor.close()

@@ -37,14 +37,16 @@ def test_the_ranks_shares_are_whole_chunks_and_cover_every_row_once(data):
     assert np.array_equal(np.sort(np.concatenate(seen)), np.arange(1000))
 
 
-def test_a_held_out_fraction_takes_whole_chunks_out_of_training(data):
+def test_a_held_out_fraction_takes_exactly_its_rows_out_of_training(data):
     with contextlib.ExitStack() as stack:
-        held = HeldOutRequest(fraction=0.2, seed=4)
+        held = HeldOutRequest(fraction=0.23, seed=4)  # 230 rows: two whole chunks and part of one
         opened = open_training_data(data, "/patches", ReadRequest(), held, stack)
         training, held_out = _rows(opened.source), _rows(opened.held_out)
-    assert held_out.size == 200 and set(held_out // 100) == set(opened.held_record["chunks"])
+    ranges = opened.held_record["ranges"]
+    assert held_out.size == 230 and list(held_out) == [r for a, b in ranges for r in range(a, b)]
     assert np.array_equal(np.sort(np.concatenate([training, held_out])), np.arange(1000))
-    assert opened.held_record == {"fraction": 0.2, "chunk_rows": 100, "chunks": opened.held_record["chunks"]}
+    assert opened.held_record == {"fraction": 0.23, "rows": 230, "block_rows": 100, "ranges": ranges}
+    assert "(23.00% of its 1,000 rows, 0.23 asked)" in opened.held_name
 
 
 def test_a_held_out_file_of_another_width_is_refused_naming_validation(data, tmp_path):

@@ -155,7 +155,13 @@ def sparsity_target(hyper: Hyperparameters, rho_hat: np.ndarray) -> np.ndarray:
 
 
 def sparsity_cost(hyper: Hyperparameters, rho_hat: np.ndarray) -> float:
-    """The sparsity term of J: β Σⱼ KL(ρ ‖ ρ̂ⱼ), or β Σⱼ KL(ρ ‖ q̂ⱼ) for tanh; rho_hat (s,)."""
+    """The sparsity term of J: β Σⱼ KL(ρ ‖ ρ̂ⱼ), or β Σⱼ KL(ρ ‖ q̂ⱼ) for tanh; rho_hat (s,).
+
+    β = 0 is no sparsity term at all, even where a unit saturates (ρ̂ⱼ rounds to 0 or 1 and
+    KL to ∞): the limit of β·KL as β → 0, not NaN.
+    """
+    if hyper.beta == 0:
+        return 0.0
     return hyper.beta * float(np.sum(kl_divergence(hyper.rho, sparsity_target(hyper, rho_hat))))
 
 
@@ -167,6 +173,8 @@ def sparsity_delta(hyper: Hyperparameters, rho_hat: np.ndarray) -> np.ndarray:
     """
     rho = hyper.rho
     target = sparsity_target(hyper, rho_hat)
+    if hyper.beta == 0:  # no sparsity term (see sparsity_cost)
+        return np.zeros_like(rho_hat)
     weight = 0.5 * hyper.beta if hyper.activation == "tanh" else hyper.beta
     return weight * (-rho / target + (1.0 - rho) / (1.0 - target))
 

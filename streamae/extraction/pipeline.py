@@ -26,7 +26,7 @@ from streamae.errors import DataError, UsageError
 from streamae.extraction.cache import ImageCache, group_by_budget
 from streamae.extraction.color import COLOR_CHANNELS
 from streamae.extraction.normalize import Normalizer, Statistics, check_finite_rows
-from streamae.extraction.readers import ImageEntry, inventory
+from streamae.extraction.readers import ImageEntry, RawLayout, inventory
 from streamae.extraction.sampling import SamplingPlan, cut_patches, plan_sampling
 from streamae.extraction.sources import expand_sources
 from streamae.io.atomic import atomic_output, check_output_path, check_written, hdf5_output
@@ -89,7 +89,9 @@ def extract(
     ``patch_size`` ((height, width), one int for squares, or text such as ``"12x8"``),
     ``num_patches`` (random patches, as the notes' sampleIMAGES; default 10,000) or
     ``stride`` (every patch of a grid; excludes ``num_patches``), ``color``, ``normalize``,
-    ``zca_epsilon``, ``seed``, ``chunk_rows``, ``compression``, ``variable`` and ``force``.
+    ``zca_epsilon``, ``seed``, ``chunk_rows``, ``compression``, ``variable`` and ``force``;
+    ``raw_shape`` (height, width) and ``raw_dtype`` read files of no known type as raw
+    pixels (Olshausen's images: ``raw_shape=(512, 512)``, ``raw_dtype="float32-be"``).
     The file holds ``/patches`` (m, h·w·c) float32, each row a patch flattened in C order
     of (h, w, c), chunked (chunk_rows, h·w·c).  Raises
     :class:`~streamae.errors.StreamaeError` subclasses for bad inputs and options (a
@@ -114,18 +116,19 @@ def extract(
     if o.vectors is not None:
         return _extract_vectors(o, sources, output)
     refuse_unused(o.as_dict(), IMAGES_TAKE, "image sources")
+    raw = None if o.raw_shape is None else RawLayout(*o.raw_shape, dtype=o.raw_dtype)
     num_patches = _sample_count(o, sources)
     like = [o.normalize_like] if o.normalize_like is not None else []
     for reference in like:  # a FIFO, device, folder or loop is refused before any work
         check_regular_input(reference, "a patch file written by streamae extract")
     check_output_path(output, force=o.force, inputs=[*_existing(sources), *like])
 
-    files = expand_sources(sources)
+    files = expand_sources(sources, raw=raw is not None)
     skipped: list[dict] = []
     if o.skip_bad:
-        entries = _readable_entries(files, o.variable, o.color, skipped, warn)
+        entries = _readable_entries(files, o.variable, o.color, skipped, warn, raw)
     else:
-        entries = inventory(files, variable=o.variable)
+        entries = inventory(files, variable=o.variable, raw=raw)
     _check_sizes(entries, o.patch_size)
     groups = group_by_budget(entries, o.color, cache_bytes)
     plan = _plan(entries, groups, o, num_patches)
@@ -244,7 +247,7 @@ def _attributes(o: ExtractOptions, sources: Sequence, shape: tuple[int, int, int
 # The options of extract that image sources use (channels is audio's).
 IMAGES_TAKE = ("patch_size", "num_patches", "stride", "color", "normalize", "zca_epsilon", "seed",
                "chunk_rows", "compression", "variable", "normalize_like", "skip_bad", "vectors",
-               "force", "storage")  # fmt: skip
+               "force", "storage", "raw_shape", "raw_dtype")  # fmt: skip
 # The options of extract that vectors=FILE uses (its rows are written as they are).
 VECTORS_TAKE = ("vectors", "chunk_rows", "compression", "force")
 
@@ -282,6 +285,7 @@ def _readable_entries(
     color: str,
     skipped: list[dict],
     warn: Callable[[str], None] | None,
+    raw: RawLayout | None = None,
 ) -> list[ImageEntry]:
     """The entries of the files that can be read, each image decoded once to be sure.
 
@@ -296,7 +300,7 @@ def _readable_entries(
     entries: list[ImageEntry] = []
     for path in files:
         try:
-            found = inventory([path], variable=variable)
+            found = inventory([path], variable=variable, raw=raw)
             for _ in read_entries([e for e in found if e.kind == KIND_PILLOW], color):
                 pass
         except InputFileError as error:

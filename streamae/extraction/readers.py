@@ -5,7 +5,9 @@ One table, :data:`FORMATS`, says for each kind of file how its images are listed
 decoded) and how its pixels are read (``open``, returning an opened file that yields one
 image at a time).  Kinds: Pillow images (every page of a multi-page TIFF or every frame
 of a GIF is one image), NumPy ``.npy``/``.npz`` stacks, MATLAB ``.mat`` files (v5 through
-SciPy, v7.3 through h5py) and MNIST idx files (plain or ``.gz``).
+SciPy, v7.3 through h5py), MNIST idx files (plain or ``.gz``) and, when told their
+layout (:class:`RawLayout`), raw files of pixels without a header (Olshausen's 512×512
+big-endian float32 images, the notes' own data).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from streamae.errors import InputFileError
-from streamae.extraction.sources import is_idx_name
+from streamae.extraction.sources import is_idx_name, is_supported
 from streamae.options import setting
 from streamae.text import printable
 
@@ -31,9 +33,36 @@ KIND_NPZ = "npz"
 KIND_MAT = "mat"
 KIND_MAT73 = "mat73"
 KIND_IDX = "idx"
+KIND_RAW = "raw"
+
+# The value types raw files may hold, by the names the command line takes.
+RAW_DTYPES = {
+    "uint8": "u1",
+    "uint16-le": "<u2",
+    "uint16-be": ">u2",
+    "float32-le": "<f4",
+    "float32-be": ">f4",
+    "float64-le": "<f8",
+    "float64-be": ">f8",
+}
 
 # idx magic: two zero bytes, the element type (0x08 = unsigned byte), the rank.
 IDX_UBYTE = 0x08
+
+
+@dataclass(frozen=True)
+class RawLayout:
+    """How to read a raw file: images of ``height`` × ``width`` values of ``dtype`` (a key of
+    :data:`RAW_DTYPES`), back to back, row by row, no header."""
+
+    height: int
+    width: int
+    dtype: str = "float32-be"
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        """The stored dtype, byte order included."""
+        return np.dtype(RAW_DTYPES[self.dtype])
 
 
 @dataclass(frozen=True)
@@ -51,6 +80,7 @@ class ImageEntry:
     width: int
     scale: float
     variable: str | None = None
+    raw: RawLayout | None = None
 
     @property
     def label(self) -> str:
@@ -81,8 +111,13 @@ class Format:
     open: Callable[[ImageEntry], OpenedFile]
 
 
-def kind_of(path: Path) -> str:
-    """The kind of file ``path`` is, by its name (and, for ``.mat``, by its first bytes)."""
+def kind_of(path: Path, raw: RawLayout | None = None) -> str:
+    """The kind of file ``path`` is, by its name (and, for ``.mat``, by its first bytes).
+
+    With ``raw``, a file of no known type is a raw file of that layout.
+    """
+    if raw is not None and not is_supported(path):
+        return KIND_RAW
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return KIND_NPY
@@ -98,14 +133,18 @@ def kind_of(path: Path) -> str:
     return KIND_PILLOW
 
 
-def inventory(files: Iterable[Path], *, variable: str | None = None) -> list[ImageEntry]:
+def inventory(
+    files: Iterable[Path], *, variable: str | None = None, raw: RawLayout | None = None
+) -> list[ImageEntry]:
     """Every image in ``files`` with its size, reading headers only (no pixel decoding).
 
-    ``variable`` picks the array inside ``.npz`` and ``.mat`` files.
+    ``variable`` picks the array inside ``.npz`` and ``.mat`` files; ``raw`` is the layout
+    of files of no known type (else they are refused earlier, by their names).
     """
     entries: list[ImageEntry] = []
     for path in files:
-        entries.extend(FORMATS[kind_of(path)].entries(path, variable))
+        kind = kind_of(path, raw)
+        entries.extend(_raw_entries(path, raw) if kind == KIND_RAW else FORMATS[kind].entries(path, variable))
     return entries
 
 
@@ -559,6 +598,42 @@ def _idx_open(entry: ImageEntry) -> _Stack:
     return _Stack(path, np.frombuffer(data, dtype=np.uint8, count=needed).reshape(dims), _take_first_axis)
 
 
+# --- raw pixels ---------------------------------------------------------------------------
+
+
+def _raw_entries(path: Path, raw: RawLayout) -> list[ImageEntry]:
+    """One entry per ``raw.height`` × ``raw.width`` image in the file, which must hold whole ones."""
+    image_bytes = raw.height * raw.width * raw.numpy_dtype.itemsize
+    size = path.stat().st_size
+    if size == 0 or size % image_bytes:
+        raise InputFileError(
+            f"{path}: holds {size:,} bytes, not a whole number of {raw.height}x{raw.width} {raw.dtype} "
+            f"images ({image_bytes:,} bytes each); check the raw shape and dtype."
+        )
+    scale = _array_scale(raw.numpy_dtype)
+    return [
+        ImageEntry(path, KIND_RAW, i, raw.height, raw.width, scale, raw=raw)
+        for i in range(size // image_bytes)
+    ]
+
+
+def _native(array, index: int | None) -> np.ndarray:
+    """Image ``index`` of an (N, H, W) memory map, copied into the machine's byte order."""
+    return np.asarray(array[index], dtype=array.dtype.newbyteorder("="))
+
+
+def _raw_open(entry: ImageEntry) -> _Stack:
+    """The raw file mapped as (N, H, W) values (read as images are taken, never whole)."""
+    raw = entry.raw
+    dtype = raw.numpy_dtype
+    count = entry.path.stat().st_size // (raw.height * raw.width * dtype.itemsize)
+    try:
+        array = np.memmap(entry.path, dtype=dtype, mode="r", shape=(count, raw.height, raw.width))
+    except (OSError, ValueError) as error:
+        raise _corrupt(entry.path, error) from error
+    return _Stack(entry.path, array, _native)
+
+
 FORMATS: dict[str, Format] = {
     KIND_PILLOW: Format(_pillow_entries, _PillowFile),
     KIND_NPY: Format(_npy_entries, _npy_open),
@@ -566,4 +641,5 @@ FORMATS: dict[str, Format] = {
     KIND_MAT: Format(_mat_entries, _mat_open),
     KIND_MAT73: Format(_mat73_entries, _mat73_open),
     KIND_IDX: Format(_idx_entries, _idx_open),
+    KIND_RAW: Format(lambda path, variable: [], _raw_open),  # listed by _raw_entries, which needs the layout
 }

@@ -21,6 +21,9 @@ PILLOW_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".pgm", ".ppm", ".pbm", ".pnm"}
 )
 ARRAY_SUFFIXES = frozenset({".npy", ".npz", ".mat"})
+# With a raw layout, the files a folder contributes besides those: no suffix (Olshausen's
+# image files) or a suffix that says "raw bytes".  Named files and globs may be any name.
+RAW_SUFFIXES = frozenset({"", ".raw", ".bin", ".dat"})
 
 SUPPORTED_TEXT = (
     "an image (PNG, JPEG, TIFF, BMP, GIF, WebP), a .npy/.npz stack, a .mat file "
@@ -42,9 +45,11 @@ def is_supported(path: Path) -> bool:
     return suffix in PILLOW_SUFFIXES or suffix in ARRAY_SUFFIXES or is_idx_name(path)
 
 
-def expand_sources(sources: Sequence[str | os.PathLike]) -> list[Path]:
+def expand_sources(sources: Sequence[str | os.PathLike], *, raw: bool = False) -> list[Path]:
     """The files behind ``sources``, in order: files as given, directories and globs expanded.
 
+    With ``raw`` (a raw layout was given) files of no known type are raw files: named
+    ones and glob matches whatever their names, in folders those of :data:`RAW_SUFFIXES`.
     Raises :class:`MissingInputError` for a path that neither exists nor matches as a
     pattern, :class:`InputFileError` for a directory or pattern without supported files
     or an explicitly named file of an unsupported type.
@@ -56,7 +61,7 @@ def expand_sources(sources: Sequence[str | os.PathLike]) -> list[Path]:
         text = os.fspath(source)
         path = Path(text)
         if path.is_dir():
-            found = _supported_below(path)
+            found = _supported_below(path, raw=raw)
             if not found:
                 raise InputFileError(
                     f"{path}: the folder holds no image files (looked recursively for "
@@ -65,7 +70,7 @@ def expand_sources(sources: Sequence[str | os.PathLike]) -> list[Path]:
             files.extend(found)
         elif path.exists():
             check_regular_input(path, "an image file")  # a FIFO would block the reader forever
-            if not is_supported(path):
+            if not (raw or is_supported(path)):
                 raise InputFileError(
                     f"{path}: unsupported file type '{path.suffix or path.name}'; give {SUPPORTED_TEXT}."
                 )
@@ -75,8 +80,8 @@ def expand_sources(sources: Sequence[str | os.PathLike]) -> list[Path]:
             found = []
             for match in map(Path, matches):
                 if match.is_dir():
-                    found.extend(_supported_below(match))
-                elif is_supported(match):
+                    found.extend(_supported_below(match, raw=raw))
+                elif raw or is_supported(match):
                     found.append(check_regular_input(match, "an image file"))
             if not matches:
                 raise InputFileError(f"{text}: the pattern matches no files; check the pattern.")
@@ -95,13 +100,16 @@ def _suffix_list() -> str:
     return ", ".join(sorted(PILLOW_SUFFIXES | ARRAY_SUFFIXES)) + ", *-idx3-ubyte"
 
 
-def _supported_below(folder: Path) -> list[Path]:
-    """Supported files below ``folder``, recursively, sorted by relative path; hidden ones skipped."""
+def _supported_below(folder: Path, *, raw: bool = False) -> list[Path]:
+    """Supported files below ``folder``, recursively, sorted by relative path; hidden ones skipped.
+
+    With ``raw`` also the files whose suffix is one of :data:`RAW_SUFFIXES`.
+    """
     found = []
     for path in folder.rglob("*"):
         relative = path.relative_to(folder)
         if any(part.startswith(".") for part in relative.parts):
             continue
-        if path.is_file() and is_supported(path):
+        if path.is_file() and (is_supported(path) or (raw and path.suffix.lower() in RAW_SUFFIXES)):
             found.append(path)
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())

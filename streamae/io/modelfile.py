@@ -89,15 +89,15 @@ class Model:
     normalization_arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __repr__(self) -> str:
-        """A short summary: sizes, decoder, iterations and J, never whole arrays."""
+        """A short summary: sizes, units, decoder, iterations, J and normalisation, never whole arrays."""
         cost = self.info.get("cost")
         mode = (self.normalization or {}).get("mode")
         return (
-            f"Model({self.n_visible} inputs -> {self.n_hidden} hidden, {self.hyper.decoder} decoder, "
-            + (f"{self.hyper.activation} units, " if self.hyper.activation != "sigmoid" else "")
-            + f"{self.iterations} iterations"
+            f"Model({self.n_visible} inputs -> {self.n_hidden} hidden ({self.hyper.activation}), "
+            f"{self.hyper.decoder} decoder, {self.iterations} iterations"
             + (f", J={cost:.6g}" if isinstance(cost, float) else "")
-            + (f", {mode} data" if mode else "")
+            # "none" is the absence of a normalisation: nothing to say about it.
+            + (f", data normalised by {mode}" if isinstance(mode, str) and mode != "none" else "")
             + (", resumable" if self.optimizer is not None else "")
             + ")"
         )

@@ -139,7 +139,7 @@ def _open_share(path: Path, layout: PatchLayout, share: tuple[int, int], read: R
 def _hold_out_chunks(
     data: TrainingData, share: tuple[int, int], held: HeldOutRequest, read: ReadRequest, stack
 ) -> None:
-    """Narrow ``data.source`` to the chunks not held out; open the held-out ones apart."""
+    """Narrow ``data.source`` to the rows not held out; open the held-out ones apart."""
     # Whole blocks of the rows per read asked for, else whole HDF5 chunks of the file
     # (not the read policy's blocks, which span many chunks).
     unit = read.chunk_rows or default_block_rows(data.layout)
@@ -158,7 +158,8 @@ def _hold_out_chunks(
         )
     )
     data.held_out = RowRanges(other, held_ranges)
-    data.held_name = f"{data.path} (held-out chunks)"
+    rows, n_rows = data.held_record["rows"], data.layout.n_rows
+    data.held_name = f"{data.path} ({rows / n_rows:.2%} of its {n_rows:,} rows, {held.fraction:g} asked)"
 
 
 def held_out_split(
@@ -166,53 +167,76 @@ def held_out_split(
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]], dict]:
     """(training ranges, held-out ranges, the model's record) of one share of rows.
 
-    The held-out rows are a seeded choice of whole blocks of ``unit`` rows; the record
-    says which, so the split can be checked and made again.
+    The held-out rows are round(fraction × n_rows) rows, whole blocks of ``unit`` rows of a
+    seeded choice and the first rows of one more (:func:`held_out_ranges`); the record says
+    which, and how many, so the split can be checked and made again.
     """
-    held = held_out_chunks(n_rows, unit, fraction, seed)
-    train_ranges, held_ranges = split_ranges(share, n_rows, unit, held)
-    record = {"fraction": fraction, "chunk_rows": unit, "chunks": [int(c) for c in held]}
+    held = held_out_ranges(n_rows, unit, fraction, seed)
+    train_ranges, held_ranges = split_ranges(share, held)
+    rows = sum(b - a for a, b in held)
+    record = {"fraction": fraction, "rows": rows, "block_rows": unit, "ranges": [list(r) for r in held]}
     return train_ranges, held_ranges, record
 
 
-def held_out_chunks(n_rows: int, chunk_rows: int, fraction: float, seed: int) -> np.ndarray:
-    """The sorted indices of the whole chunks held out of training (a seeded choice).
+def held_out_ranges(n_rows: int, unit: int, fraction: float, seed: int) -> list[tuple[int, int]]:
+    """The sorted row ranges [start, stop) held out of training: round(fraction × n_rows) rows.
 
-    round(fraction × chunks) chunks, at least one and at most all but one: both the
-    training and the held-out set must hold rows.
+    The rows are cut into units of ``unit`` rows (the blocks training reads); a seeded
+    permutation of the units is taken whole while the remaining count allows, and the first
+    unit that does not fit whole gives its first rows.  So exactly the asked count is held
+    (at least one row and all but one: both sets must hold rows), spread over the file, and
+    at most one unit is split between the two sides.
     """
-    n_chunks = -(-n_rows // chunk_rows)
-    if n_chunks < 2:
+    if n_rows < 2:
         raise UsageError(
-            f"validation_fraction needs at least two chunks of {chunk_rows} rows to hold one out, "
-            f"but the data has {n_rows} rows; give a validation file instead or smaller chunks.",
+            f"validation_fraction needs at least two rows to hold one out, but the data has {n_rows}; "
+            "give a validation file instead.",
             parameter="validation_fraction",
         )
-    count = min(n_chunks - 1, max(1, round(fraction * n_chunks)))
+    remaining = min(n_rows - 1, max(1, round(fraction * n_rows)))
+    n_units = -(-n_rows // unit)
     # A generator of its own, seeded apart from the initial weights' (same seed, other stream).
-    chosen = np.random.default_rng([seed, 0x5A11D]).choice(n_chunks, size=count, replace=False)
-    return np.sort(chosen)
+    order = np.random.default_rng([seed, 0x5A11D]).permutation(n_units)
+    ranges = []
+    for index in order:
+        start = int(index) * unit
+        take = min(min(start + unit, n_rows) - start, remaining)
+        ranges.append((start, start + take))
+        remaining -= take
+        if remaining == 0:
+            break
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):  # adjacent units read as one range
+        if merged and merged[-1][1] == first:
+            merged[-1] = (merged[-1][0], last)
+        else:
+            merged.append((first, last))
+    return merged
 
 
 def split_ranges(
-    share: tuple[int, int], n_rows: int, chunk_rows: int, held: np.ndarray
+    share: tuple[int, int], held: list[tuple[int, int]]
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """(training ranges, held-out ranges) of one rank's chunk-aligned ``share`` of rows.
+    """(training ranges, held-out ranges) of one rank's ``share`` [start, stop) of the rows.
 
-    Adjacent chunks of the same side are merged into one range, so the training stream
-    of a file with nothing held out is the share itself.
+    ``held`` are the sorted, disjoint held-out ranges of the whole file; the held-out side is
+    their overlap with the share, the training side the rest of it, each as few ranges as
+    possible (so the training stream of a file with nothing held out is the share itself).
     """
-    held_set = set(int(c) for c in held)
+    start, stop = share
     train: list[tuple[int, int]] = []
     held_out: list[tuple[int, int]] = []
-    start, stop = share
-    for first in range(start, stop, chunk_rows):
-        last = min(first + chunk_rows, stop, n_rows)
-        side = held_out if first // chunk_rows in held_set else train
-        if side and side[-1][1] == first:
-            side[-1] = (side[-1][0], last)
-        else:
-            side.append((first, last))
+    cursor = start
+    for first, last in held:
+        first, last = max(first, start), min(last, stop)
+        if first >= last:
+            continue
+        if first > cursor:
+            train.append((cursor, first))
+        held_out.append((first, last))
+        cursor = last
+    if cursor < stop:
+        train.append((cursor, stop))
     return train, held_out
 
 

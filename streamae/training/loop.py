@@ -53,8 +53,8 @@ class TrainingMonitor:
     def on_start(self, n_rows: int, n_features: int, max_iter: int) -> None:
         """Training is about to start."""
 
-    def on_resume(self, iteration: int) -> None:
-        """Training continues from a checkpoint at ``iteration``."""
+    def on_resume(self, iteration: int, max_iter: int | None = None) -> None:
+        """Training continues from a checkpoint at ``iteration``, up to ``max_iter`` (the run's)."""
 
     def on_block(self, rows: int) -> None:
         """A block of ``rows`` rows was processed."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamae.compute.compilecache import compile_notice
 from streamae.compute.lbfgs import LbfgsState, StopRules
 from streamae.compute.objective import Evaluation, StreamedObjective, check_values
 from streamae.compute.parameters import HYPERPARAMETER_NAMES, Hyperparameters, initialize, parameter_count
@@ -163,9 +164,9 @@ def train(
     (:func:`streamae.runtime.mpi.is_silent`), so it is reported once.
 
     Held-out evaluation (:mod:`streamae.training.validation`): ``validation`` is a file
-    ``FILE[:DATASET]`` of rows never trained on, or ``validation_fraction`` holds a
-    seeded set of whole chunks of ``data`` out of training; their J terms are evaluated
-    at the start and every ``validate_every`` iterations and stored in the model's
+    ``FILE[:DATASET]`` of rows never trained on, or ``validation_fraction`` holds
+    round(fraction × rows) rows of ``data`` out of training (whole blocks, one split);
+    their J terms are evaluated at the start and every ``validate_every`` iterations and stored in the model's
     ``validation`` history.  ``early_stop=K`` stops when the held-out J has not improved
     for K validations and keeps the best parameters (the model then holds no optimizer
     state: it is finished, not resumable).
@@ -393,6 +394,9 @@ class _Session:
             warnings += resume_warnings(self.o.max_iter, resumed.state.iteration)
         for text in warnings:
             self.monitor.on_message(f"warning: {text}")
+        notice = compile_notice()  # said before the wait, and only when the cache is cold
+        if notice is not None:
+            self.monitor.on_message(notice)
         if training.policy is not None:
             self.monitor.on_message(
                 f"reading {training.policy.block_rows:,} rows per read; {training.policy.reason}"
@@ -417,9 +421,19 @@ class _Session:
         self.monitor.on_message(
             f"held out: {evaluator.n_rows:,} rows of {training.held_name}, evaluated every "
             f"{o.validate_every} iteration(s)"
-            + (f", early stop after {o.early_stop} without improvement" if o.early_stop else "")
+            + (
+                f", early stop after {o.early_stop} without an improvement of "
+                f"{o.early_stop_min_improvement:g} relative"
+                if o.early_stop
+                else ""
+            )
         )
-        return Validation(evaluator, every=o.validate_every, early_stop=o.early_stop)
+        return Validation(
+            evaluator,
+            every=o.validate_every,
+            early_stop=o.early_stop,
+            min_improvement=o.early_stop_min_improvement,
+        )
 
     def _stored_info(self) -> dict:
         """The model's ``info``: the settings a resume takes when not given them (the
@@ -442,7 +456,9 @@ class _Session:
         o, resumed, beginning = self.o, self.resumed, self.beginning
         self.log_begun = resumed is not None
         if resumed is not None:
-            _note_resume(self.monitor, resumed, self.comm.size, self.training.block_rows, self.output)
+            _note_resume(
+                self.monitor, resumed, self.comm.size, self.training.block_rows, self.output, o.max_iter
+            )
         x0 = initialize(self.training.layout.n_features, o.hidden, o.seed)
         if self.held_out is not None and resumed is None:
             self.held_out.record(0, x0)  # the starting point: the baseline to improve on
@@ -517,10 +533,7 @@ class _Session:
             scheme=self.o.scheme,
             memory_budget=self.o.memory_budget,
         )
-        if built.reason == "asked for":
-            self.monitor.on_message(f"scheme: {built.scheme}, as asked")
-        else:
-            self.monitor.on_message(f"scheme: {built.scheme}, since {built.reason}")
+        self.monitor.on_message(f"scheme: {built.scheme}, {_scheme_reason(built.reason, self.settings)}")
         return built
 
     def trainer(
@@ -691,13 +704,27 @@ def _claim_outputs(data: Path, output: str | os.PathLike | None, o: TrainOptions
     return claim
 
 
+def _scheme_reason(reason: str, settings: Settings | None) -> str:
+    """Why the scheme runs: chosen (and why), taken from the checkpoint, or asked for."""
+    if reason != "asked for":
+        return f"chosen because {reason}"
+    if settings is not None and "scheme" in settings.from_checkpoint:
+        return "the checkpoint's (pass scheme to choose again)"
+    return "as asked"
+
+
 def _note_resume(
-    monitor: TrainingMonitor, resumed: ResumePoint, ranks: int, block_rows: int, output: object
+    monitor: TrainingMonitor,
+    resumed: ResumePoint,
+    ranks: int,
+    block_rows: int,
+    output: object,
+    max_iter: int | None = None,
 ) -> None:
-    """Tell the monitor where training continues, and when it will not be bit-for-bit exact."""
+    """Tell the monitor where training continues (up to ``max_iter``), and when it will not be exact."""
     hook = getattr(monitor, "on_resume", None)  # newer than some monitors
     if hook is not None:
-        hook(resumed.state.iteration)
+        hook(resumed.state.iteration, max_iter)
     monitor.on_message(f"resuming from {output} at iteration {resumed.state.iteration}")
     changed = []
     if resumed.ranks is not None and resumed.ranks != ranks:

@@ -1,19 +1,20 @@
 """Held-out evaluation while training: J's terms on data the optimizer never sees.
 
 The held-out rows come from another file (``validation="held.h5:/X"``) or from the
-training file itself (``validation_fraction=f``: a seeded choice of whole chunks, taken
-out of the training stream).  They are evaluated with the training objective's own
-streamed kernels (a :class:`~streamae.compute.schemes.SinglePassObjective` over the
-held-out rows: one read, sums reduced over the MPI ranks like the training sums), so
-the held-out reconstruction error, ρ̂ and sparsity term are the same quantities as the
-training ones, on other rows.  The gradient that pass also computes is not used: the
-cost of a validation is one training evaluation over the held-out rows.
+training file itself (``validation_fraction=f``: round(f × rows) rows, whole blocks of a
+seeded choice and the first rows of one more, taken out of the training stream).  They
+are evaluated with the training objective's own streamed kernels (a
+:class:`~streamae.compute.schemes.SinglePassObjective` over the held-out rows: one read,
+sums reduced over the MPI ranks like the training sums), so the held-out reconstruction
+error, ρ̂ and sparsity term are the same quantities as the training ones, on other rows.
+The gradient that pass also computes is not used: the cost of a validation is one
+training evaluation over the held-out rows.
 
 :class:`Validation` is the trainer's per-iteration hook: every ``validate_every``
 iterations it evaluates, records the numbers, and with ``early_stop=K`` asks the loop
-to stop once the held-out J has not improved for K validations, remembering the best
-parameters.  Every rank computes identical reduced numbers, so every rank takes the same
-decision at the same iteration.
+to stop once the held-out J has not improved (by ``min_improvement`` relative) for K
+validations, remembering the parameters of the lowest held-out J.  Every rank computes
+identical reduced numbers, so every rank takes the same decision at the same iteration.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ from streamae.compute.parameters import Hyperparameters
 from streamae.compute.schemes import SinglePassObjective
 from streamae.errors import UsageError
 from streamae.io.modelfile import VALIDATION_FIELDS
-from streamae.io.trainingdata import held_out_chunks, split_ranges
+from streamae.io.trainingdata import held_out_ranges, split_ranges
 from streamae.options import said, setting
 from streamae.text import printable
 
 # The split of the training file's chunks is io's (it opens the two sides); named here too.
-__all__ = ["HeldOutObjective", "Validation", "held_out_chunks", "parse_validation", "split_ranges"]
+__all__ = ["HeldOutObjective", "Validation", "held_out_ranges", "parse_validation", "split_ranges"]
 
 
 def parse_validation(text: str, default_dataset: str) -> tuple[Path, str]:
@@ -114,18 +115,23 @@ class Validation:
     """The trainer's held-out hook: evaluate, record, keep the best, decide early stopping.
 
     ``evaluate(theta) -> Evaluation``; ``every``: validate after every ``every``-th
-    iteration; ``early_stop``: stop after this many validations without a lower held-out J
-    (None: never).  ``history`` maps VALIDATION_FIELDS to lists; ``best_theta`` is a copy
-    of the parameters with the lowest held-out J so far, ``best_iteration`` their iteration.
+    iteration; ``early_stop``: stop after this many validations without an improvement
+    (None: never).  An improvement is a held-out J below ``(1 − min_improvement)`` times
+    the J of the last improvement, so wiggles of the held-out J near its floor do not keep
+    a run going (nor does a lower J by 1e-5 relative reset the count).  ``history`` maps
+    VALIDATION_FIELDS to lists; ``best_theta`` is a copy of the parameters with the lowest
+    held-out J so far (improvement or not), ``best_iteration`` their iteration.
     """
 
     evaluate: object
     every: int = 1
     early_stop: int | None = None
+    min_improvement: float = 0.0
     history: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in VALIDATION_FIELDS})
     best_cost: float = math.inf
     best_theta: np.ndarray | None = None
     best_iteration: int | None = None
+    improved_cost: float = math.inf
     since_best: int = 0
     stopped_early: bool = False
 
@@ -142,14 +148,21 @@ class Validation:
         }
         for name in VALIDATION_FIELDS:
             self.history[name].append(float(values[name]))
-        if evaluation.cost < self.best_cost:
-            self.best_cost = evaluation.cost
+        self._count(iteration, theta, evaluation.cost)
+        return evaluation
+
+    def _count(self, iteration: int, theta: np.ndarray, cost: float) -> None:
+        """Keep the lowest J's parameters; count the validations since the last improvement."""
+        if cost < self.best_cost:
+            self.best_cost = cost
             self.best_theta = np.array(theta, dtype=np.float64, copy=True)
             self.best_iteration = iteration
+        # Relative: J > 0 (every term is nonnegative), so (1 - min_improvement) * J is below J.
+        if math.isinf(self.improved_cost) or cost < (1.0 - self.min_improvement) * self.improved_cost:
+            self.improved_cost = cost
             self.since_best = 0
         else:
             self.since_best += 1
-        return evaluation
 
     def after_iteration(self, iteration: int, theta: np.ndarray, record: dict) -> str | None:
         """The loop's hook: validate when due, add the numbers to ``record``; a stop reason or None."""
@@ -163,8 +176,9 @@ class Validation:
         if self.early_stop is not None and self.since_best >= self.early_stop:
             self.stopped_early = True
             return (
-                f"early stop: the held-out J has not improved for {self.early_stop} validations; "
-                f"kept the best parameters, of iteration {self.best_iteration}"
+                f"early stop: the held-out J has not improved by {self.min_improvement:g} relative "
+                f"for {self.early_stop} validations; kept the parameters of iteration "
+                f"{self.best_iteration}, the lowest held-out J"
             )
         return None
 
@@ -177,7 +191,7 @@ class Validation:
         for name in VALIDATION_FIELDS:
             self.history[name] = [float(v) for v in np.asarray(arrays.get(name, []), dtype=np.float64)]
         if self.early_stop is not None:
-            self.best_cost = self.evaluate(theta).cost
+            self.best_cost = self.improved_cost = self.evaluate(theta).cost
             self.best_theta = np.array(theta, dtype=np.float64, copy=True)
             self.best_iteration = iteration
 

@@ -140,13 +140,14 @@ BASES: dict[str, Callable[[Path], list[str]]] = {
     "info": lambda f: ["info", f / "model.h5"],
     "demo": lambda f: ["demo", "-o", f / "demo", "--num-patches", "200", "--max-iter", "1", "-q"],
     "export": lambda f: ["export", f / "model.h5", "-o", f / "out.npz"],
+    "data": lambda f: ["data", "audio", "-o", f],
 }  # fmt: skip
 
 # Path options the command writes (the others it reads).  A new path option must be named in one
 # of the two, so the campaign knows which hostile paths to give it.
 OUTPUT_PATHS = {("train", "output"), ("train", "log"), ("extract", "output"), ("encode", "output"),
                 ("visualize", "output"), ("visualize", "curves"), ("visualize", "activations"),
-                ("demo", "output_dir"), ("export", "output")}  # fmt: skip
+                ("demo", "output_dir"), ("export", "output"), ("data", "output")}  # fmt: skip
 INPUT_PATHS = {("gradcheck", "data"), ("extract", "normalize_like"), ("extract", "vectors"),
                ("visualize", "reconstructions")}  # fmt: skip
 # String options naming data as FILE[:DATASET] (their hostile values are spellings of that).

@@ -42,12 +42,16 @@ def _cases() -> list[tuple[str, str, str, int]]:
     add("train", "--tolerance-window", ["1", "10000"], ["0", "-1", "10001"])
     add("train", "--checkpoint-every", ["0", "1"], ["-1"])
     add("train", "--checkpoint-minutes", ["0.001"], ["0", "-1", "nan", "inf"])
+    add("train", "--validation-fraction", ["0.001", "0.999"], ["0", "1", "-0.1", "nan", "inf"])
+    add("train", "--early-stop-min-improvement", ["0", "0.999"], ["1", "-1e-9", "nan", "inf"])
     add("extract", "--patch-size", ["1", "16", "16x1"], ["0", "17", "-1", "8x0", "eight"])
     add("extract", "--num-patches", ["1"], ["0", "-1"])
     add("extract", "--stride", ["1", "16"], ["0", "-1"])
     add("extract", "--zca-epsilon", ["1e-12"], ["0", "-1", "nan", "inf"])
     add("extract", "--seed", ["0", str(2**63 - 1)], ["-1", str(2**63)])
     add("extract", "--chunk-rows", ["1", "1000000000"], ["0", "-1"])
+    add("extract", "--raw-shape", ["1", "16x16", "512x512"], ["0", "-1", "8x0", "axb", "8x8x8"])
+    add("extract", "--raw-dtype", ["float32-be", "uint8"], ["float32", "f4", ">f4", ""])
     add("encode", "--block-rows", ["1", "1000000000"], ["0", "-1"])
     add("visualize", "--cols", ["1", "1000"], ["0", "-1"])
     add("visualize", "--scale", ["1", "64"], ["0", "65"])
@@ -78,6 +82,8 @@ def _arguments(command: str, option: str, value: str, paths: dict[str, Path]) ->
     out = paths["out"]
     if command == "train":
         base = ["train", paths["patches"], "-o", out, "--force", "--hidden", "3", "-q"]
+        if option == "--early-stop-min-improvement":
+            base += ["--validation-fraction", "0.3", "--early-stop", "2"]
         return base + ([] if option == "--max-iter" else ["--max-iter", "1"]) + [option, value]
     if command == "extract":
         base = ["extract", paths["image"], "-o", out, "--force", "-q", option, value]

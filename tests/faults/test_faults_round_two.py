@@ -40,7 +40,7 @@ def vectors(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- class 2
 
 
-@pytest.mark.parametrize("extra", [["--color", "rgb"], ["--variable", "x"]])
+@pytest.mark.parametrize("extra", [["--color", "rgb"], ["--variable", "x"], ["--raw-shape", "16x16"]])
 def test_audio_refuses_the_options_it_cannot_use(tmp_path, wav, extra):
     out = tmp_path / "out.h5"
     result = invoke("extract", wav, "-o", out, "--patch-size", "16", "--num-patches", "20", *extra)
@@ -69,7 +69,11 @@ def test_audio_skip_bad_skips_with_one_warning(tmp_path, wav):
     assert result.stderr.count("warning: skipped") == 1
 
 
-@pytest.mark.parametrize("extra", [["--normalize-like", "{ref}"], ["--num-patches", "5"], ["--color", "rgb"]])
+@pytest.mark.parametrize(
+    "extra",
+    [["--normalize-like", "{ref}"], ["--num-patches", "5"], ["--color", "rgb"], ["--raw-shape", "8x8"],
+     ["--raw-dtype", "uint8"]],
+)  # fmt: skip
 def test_vectors_refuse_options_they_would_ignore(tmp_path, vectors, good_patches, extra):
     out = tmp_path / "out.h5"
     extra = [e.format(ref=good_patches) for e in extra]
@@ -102,6 +106,15 @@ def one_d_model(tmp_path: Path) -> Path:
 def test_visualize_of_a_1d_model_refuses_grid_options(tmp_path, one_d_model, extra):
     out = tmp_path / "f.png"
     result = invoke("visualize", one_d_model, "-o", out, *extra)
+    assert_clean_case(result, "visualize", 2, fragments=[extra[0]])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra", [["--cols", "2"], ["--scale", "2"]])
+def test_reconstructions_of_a_1d_model_refuse_grid_options(tmp_path, one_d_model, good_patches, extra):
+    """A 1-D model's reconstructions are line plots (input over output): no tile grid to shape."""
+    out = tmp_path / "r.png"
+    result = invoke("visualize", one_d_model, "--reconstructions", good_patches, "-o", out, *extra)
     assert_clean_case(result, "visualize", 2, fragments=[extra[0]])
     assert not out.exists()
 
