@@ -146,3 +146,16 @@ def test_the_tanh_settings_learn_the_notes_edges(images_dir, tmp_path):
     assert np.median(coherence) > 0.85 and np.mean(coherence > 0.6) >= 0.9, coherence
     assert np.median(orientation_coherence(noisy.W1, (8, 8))) < np.median(coherence) - 0.1
     assert "--activation tanh --lambda 5e-4" in PAGE.read_text()
+
+
+def test_the_readme_exercises_are_lines_of_the_page_this_file_runs():
+    """Every command of the README's exercise block stands in docs/exercises.md, which the
+    tests above run as written, so the README cannot drift from what is tested."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = readme[readme.index("## UFLDL exercises") : readme.index("## Performance")]
+    page = (root / "docs" / "exercises.md").read_text().splitlines()
+    commands = [line.strip() for line in block.splitlines() if line.startswith("streamae ")]
+    assert len(commands) >= 8
+    missing = [command for command in commands if command not in page]
+    assert not missing, f"README exercise commands not in docs/exercises.md: {missing}"
