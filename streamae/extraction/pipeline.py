@@ -116,20 +116,12 @@ def extract(
     if o.vectors is not None:
         return _extract_vectors(o, sources, output)
     refuse_unused(o.as_dict(), IMAGES_TAKE, "image sources")
-    raw = None if o.raw_shape is None else RawLayout(*o.raw_shape, dtype=o.raw_dtype)
     num_patches = _sample_count(o, sources)
     like = [o.normalize_like] if o.normalize_like is not None else []
     for reference in like:  # a FIFO, device, folder or loop is refused before any work
         check_regular_input(reference, "a patch file written by streamae extract")
     check_output_path(output, force=o.force, inputs=[*_existing(sources), *like])
-
-    files = expand_sources(sources, raw=raw is not None)
-    skipped: list[dict] = []
-    if o.skip_bad:
-        entries = _readable_entries(files, o.variable, o.color, skipped, warn, raw)
-    else:
-        entries = inventory(files, variable=o.variable, raw=raw)
-    _check_sizes(entries, o.patch_size)
+    files, entries, skipped = _images(o, sources, warn)
     groups = group_by_budget(entries, o.color, cache_bytes)
     plan = _plan(entries, groups, o, num_patches)
     shape = (o.patch_size[0], o.patch_size[1], COLOR_CHANNELS[o.color])
@@ -156,6 +148,19 @@ def extract(
         seconds=time.perf_counter() - started,
         skipped=tuple(entry["path"] for entry in skipped),
     )
+
+
+def _images(o: ExtractOptions, sources: Sequence, warn) -> tuple[list, list[ImageEntry], list[dict]]:
+    """The source files, the images read from them and the skipped ones (with ``skip_bad``)."""
+    raw = None if o.raw_shape is None else RawLayout(*o.raw_shape, dtype=o.raw_dtype)
+    files = expand_sources(sources, raw=raw is not None)
+    skipped: list[dict] = []
+    if o.skip_bad:
+        entries = _readable_entries(files, o.variable, o.color, skipped, warn, raw)
+    else:
+        entries = inventory(files, variable=o.variable, raw=raw)
+    _check_sizes(entries, o.patch_size)
+    return files, entries, skipped
 
 
 def _extract_vectors(o: ExtractOptions, sources: Sequence, output: str | os.PathLike) -> dict:
