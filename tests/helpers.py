@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from streamae.cli.main import cli
+from streamae.compute.parameters import Hyperparameters, initialize
 from streamae.io.modelfile import HISTORY_FIELDS, load_model
 from streamae.runtime.signals import StopFlag
 from streamae.training.loop import TrainingMonitor
@@ -345,3 +346,13 @@ def orientation_coherence(W1: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         low, high = np.linalg.eigvalsh(tensor)
         values.append((high - low) / (high + low))
     return np.array(values)
+
+
+def objective_problem(rng, n, s, rows, decoder="sigmoid", activation="sigmoid"):
+    """Data in [0.05, 0.95] (rows, n), hyperparameters for ``s`` hidden units and a point
+    theta (2*n*s + s + n,) with non-zero biases, for comparing objectives to the dense twin."""
+    X = rng.uniform(0.05, 0.95, size=(rows, n))
+    hyper = Hyperparameters(hidden=s, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder, activation=activation)
+    theta = initialize(n, s, seed=3)
+    theta[2 * n * s :] = rng.normal(0.0, 0.3, size=s + n)
+    return X, hyper, theta
