@@ -26,6 +26,7 @@ from click.testing import CliRunner, Result
 from streamae.cli.main import cli
 from streamae.compute.parameters import Hyperparameters, initialize
 from streamae.io.modelfile import HISTORY_FIELDS, load_model
+from streamae.runtime.mpi import LAUNCHER_VARIABLES as MPI_LAUNCHER_VARIABLES
 from streamae.runtime.signals import StopFlag
 from streamae.training.loop import TrainingMonitor
 
@@ -50,13 +51,9 @@ FIX_WORDS = (
     "convert", "rerun", "delete", "set",
 )  # fmt: skip
 # Launcher variables a subprocess must not inherit (the test may itself run under MPI).
+# Those the library looks for, and Slurm's (a test run inside an allocation).
 LAUNCHER_VARIABLES = (
-    "PMI_RANK",
-    "PMI_SIZE",
-    "PMIX_RANK",
-    "OMPI_COMM_WORLD_SIZE",
-    "MPI_LOCALNRANKS",
-    "HYDRA_CONTROL_FD",
+    *MPI_LAUNCHER_VARIABLES,
     "SLURM_STEP_ID",
     "SLURM_NTASKS",
     "SLURM_CPUS_PER_TASK",
