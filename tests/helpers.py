@@ -353,3 +353,32 @@ def objective_problem(rng, n, s, rows, decoder="sigmoid", activation="sigmoid"):
     theta = initialize(n, s, seed=3)
     theta[2 * n * s :] = rng.normal(0.0, 0.3, size=s + n)
     return X, hyper, theta
+
+
+def uniform_patch_file(path: Path, *, seed: int, rows: int, n: int = 16, chunk_rows: int = 256) -> Path:
+    """A patch file of ``rows`` float32 rows (rows, n) uniform in [0.05, 0.95], drawn with ``seed``."""
+    values = np.random.default_rng(seed).uniform(0.05, 0.95, size=(rows, n)).astype(np.float32)
+    return write_patch_file(path, values, chunk_rows=chunk_rows)
+
+
+class Recorder(TrainingMonitor):
+    """Keeps every message; requests a stop after iteration ``stop_after``."""
+
+    def __init__(self, flag: StopFlag | None = None, stop_after: int | None = None) -> None:
+        self.flag, self.stop_after = flag, stop_after
+        self.messages: list[str] = []
+        self.checkpoints: list[int] = []
+        self.finish_reason = None
+
+    def on_message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def on_iteration(self, record: dict) -> None:
+        if record["iteration"] == self.stop_after:
+            self.flag.request("SIGTERM")
+
+    def on_checkpoint(self, iteration: int, path: str) -> None:
+        self.checkpoints.append(iteration)
+
+    def on_finish(self, model, reason: str) -> None:
+        self.finish_reason = reason
