@@ -53,6 +53,18 @@ def _rotate(contenders: dict, rounds: int, calls: int) -> dict:
     return {name: float(np.median(values)) for name, values in times.items()}
 
 
+def _rotate_objectives(objectives: dict, contenders: dict, rounds: int, calls: int) -> dict:
+    """:func:`_rotate` after one warm-up call each (compiling, first touches), then close
+    the ``objectives`` the contenders call."""
+    for contender in contenders.values():
+        contender(1)
+    try:
+        return _rotate(contenders, rounds, calls)
+    finally:
+        for objective in objectives.values():
+            objective.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -329,12 +341,7 @@ def _block(n: int, s: int, rows: int, rounds: int) -> dict:
             objective._gradient_visit(0, X, plan, objective.no_cache)
 
     contenders = {name: (lambda c, o=o: run(o, c)) for name, o in objectives.items()}
-    for contender in contenders.values():
-        contender(1)
-    result = _rotate(contenders, rounds, 10)
-    for objective in objectives.values():
-        objective.close()
-    return result
+    return _rotate_objectives(objectives, contenders, rounds, 10)
 
 
 def _evaluation(rows: int, rounds: int) -> dict:
@@ -358,12 +365,7 @@ def _evaluation(rows: int, rounds: int) -> dict:
         for products in ("blas", "tiled")
     }
     contenders = {key: (lambda c, o=o: [o(theta) for _ in range(c)]) for key, o in objectives.items()}
-    for contender in contenders.values():
-        contender(1)
-    result = _rotate(contenders, rounds, 1)
-    for objective in objectives.values():
-        objective.close()
-    return result
+    return _rotate_objectives(objectives, contenders, rounds, 1)
 
 
 if __name__ == "__main__":

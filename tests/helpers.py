@@ -24,7 +24,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from streamae.cli.main import cli
+from streamae.compute.parameters import Hyperparameters, initialize
 from streamae.io.modelfile import HISTORY_FIELDS, load_model
+from streamae.runtime.mpi import LAUNCHER_VARIABLES as MPI_LAUNCHER_VARIABLES
 from streamae.runtime.signals import StopFlag
 from streamae.training.loop import TrainingMonitor
 
@@ -49,13 +51,9 @@ FIX_WORDS = (
     "convert", "rerun", "delete", "set",
 )  # fmt: skip
 # Launcher variables a subprocess must not inherit (the test may itself run under MPI).
+# Those the library looks for, and Slurm's (a test run inside an allocation).
 LAUNCHER_VARIABLES = (
-    "PMI_RANK",
-    "PMI_SIZE",
-    "PMIX_RANK",
-    "OMPI_COMM_WORLD_SIZE",
-    "MPI_LOCALNRANKS",
-    "HYDRA_CONTROL_FD",
+    *MPI_LAUNCHER_VARIABLES,
     "SLURM_STEP_ID",
     "SLURM_NTASKS",
     "SLURM_CPUS_PER_TASK",
@@ -345,3 +343,42 @@ def orientation_coherence(W1: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         low, high = np.linalg.eigvalsh(tensor)
         values.append((high - low) / (high + low))
     return np.array(values)
+
+
+def objective_problem(rng, n, s, rows, decoder="sigmoid", activation="sigmoid"):
+    """Data in [0.05, 0.95] (rows, n), hyperparameters for ``s`` hidden units and a point
+    theta (2*n*s + s + n,) with non-zero biases, for comparing objectives to the dense twin."""
+    X = rng.uniform(0.05, 0.95, size=(rows, n))
+    hyper = Hyperparameters(hidden=s, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder, activation=activation)
+    theta = initialize(n, s, seed=3)
+    theta[2 * n * s :] = rng.normal(0.0, 0.3, size=s + n)
+    return X, hyper, theta
+
+
+def uniform_patch_file(path: Path, *, seed: int, rows: int, n: int = 16, chunk_rows: int = 256) -> Path:
+    """A patch file of ``rows`` float32 rows (rows, n) uniform in [0.05, 0.95], drawn with ``seed``."""
+    values = np.random.default_rng(seed).uniform(0.05, 0.95, size=(rows, n)).astype(np.float32)
+    return write_patch_file(path, values, chunk_rows=chunk_rows)
+
+
+class Recorder(TrainingMonitor):
+    """Keeps every message; requests a stop after iteration ``stop_after``."""
+
+    def __init__(self, flag: StopFlag | None = None, stop_after: int | None = None) -> None:
+        self.flag, self.stop_after = flag, stop_after
+        self.messages: list[str] = []
+        self.checkpoints: list[int] = []
+        self.finish_reason = None
+
+    def on_message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def on_iteration(self, record: dict) -> None:
+        if record["iteration"] == self.stop_after:
+            self.flag.request("SIGTERM")
+
+    def on_checkpoint(self, iteration: int, path: str) -> None:
+        self.checkpoints.append(iteration)
+
+    def on_finish(self, model, reason: str) -> None:
+        self.finish_reason = reason

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import assert_clean_failure, invoke
 
-from streamae.io.modelfile import load_model
+from streamae.io.modelfile import HISTORY_FIELDS, load_model
 
 
 @pytest.fixture
@@ -36,15 +36,7 @@ def test_train_writes_the_model_file_as_designed(good_file, tmp_path):
         assert handle.attrs["hidden"] == 9 and handle.attrs["lambda"] == 1e-4
         assert handle.attrs["iterations"] == 5
         assert json.loads(handle.attrs["data"])["shape"] == [1000, 64]
-        for name in (
-            "cost",
-            "reconstruction",
-            "weight_decay",
-            "sparsity",
-            "grad_norm",
-            "seconds",
-            "evaluations",
-        ):
+        for name in HISTORY_FIELDS:
             assert handle["history"][name].shape == (5,)
         assert handle["rho_hat"].shape == (9,)
         assert "optimizer" not in handle  # a finished model drops the L-BFGS state

@@ -13,30 +13,29 @@ def sigmoid64(z):
     return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
 
 
+@kernels.njit(**kernels.STRICT_OPTIONS)
+def _apply_exp32(values, result):
+    for i in range(values.shape[0]):
+        result[i] = kernels.exp32(values[i])
+
+
+def exp32_of(x: np.ndarray) -> np.ndarray:
+    """``kernels.exp32`` of each of ``x`` (n,) float32, called from a compiled loop as the kernels call it."""
+    out = np.empty_like(x)
+    _apply_exp32(x, out)
+    return out
+
+
 def test_exp32_relative_error_below_2e_7_over_its_range():
     x = np.concatenate([np.linspace(-87.0, 88.0, 200_001), [0.0, 1e-8, -1e-8, 0.5, -0.5]]).astype(np.float32)
-    out = np.empty_like(x)
-
-    @kernels.njit(**kernels.STRICT_OPTIONS)
-    def apply(values, result):
-        for i in range(values.shape[0]):
-            result[i] = kernels.exp32(values[i])
-
-    apply(x, out)
+    out = exp32_of(x)
     expected = np.exp(x.astype(np.float64))
     assert np.max(np.abs(out - expected) / expected) < 2e-7
 
 
 def test_exp32_clamps_to_finite_normal_values():
     x = np.array([-1e4, -200.0, -88.0, 89.0, 200.0, 1e4], dtype=np.float32)
-    out = np.empty_like(x)
-
-    @kernels.njit(**kernels.STRICT_OPTIONS)
-    def apply(values, result):
-        for i in range(values.shape[0]):
-            result[i] = kernels.exp32(values[i])
-
-    apply(x, out)
+    out = exp32_of(x)
     assert np.all(np.isfinite(out)) and np.all(out > 0)
     assert out[0] == pytest.approx(np.exp(np.float64(-87.0)), rel=1e-6)
     assert out[-1] == pytest.approx(np.exp(np.float64(88.0)), rel=1e-6)

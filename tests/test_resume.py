@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import write_patch_file
+from helpers import Recorder, uniform_patch_file, write_patch_file
 
 from streamae.cli.main import cli
 from streamae.cli.train import resume_command
@@ -25,7 +25,7 @@ from streamae.errors import Interrupted, UsageError
 from streamae.io.modelfile import HISTORY_FIELDS, load_model
 from streamae.runtime.signals import StopFlag
 from streamae.training.resume import resolve_settings
-from streamae.training.session import TrainingMonitor, train
+from streamae.training.session import train
 
 # Every option away from its default, so that a resume that forgot one would differ.
 OPTIONS = [
@@ -50,31 +50,7 @@ LIBRARY = {
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    values = np.random.default_rng(11).uniform(0.05, 0.95, size=(1200, 16)).astype(np.float32)
-    return write_patch_file(tmp_path / "data.h5", values, chunk_rows=400)
-
-
-class Recorder(TrainingMonitor):
-    """Keeps every message; requests a stop after iteration ``stop_after``."""
-
-    def __init__(self, flag: StopFlag | None = None, stop_after: int | None = None) -> None:
-        self.flag, self.stop_after = flag, stop_after
-        self.messages: list[str] = []
-        self.checkpoints: list[int] = []
-        self.finish_reason = None
-
-    def on_message(self, text: str) -> None:
-        self.messages.append(text)
-
-    def on_iteration(self, record: dict) -> None:
-        if record["iteration"] == self.stop_after:
-            self.flag.request("SIGTERM")
-
-    def on_checkpoint(self, iteration: int, path: str) -> None:
-        self.checkpoints.append(iteration)
-
-    def on_finish(self, model, reason: str) -> None:
-        self.finish_reason = reason
+    return uniform_patch_file(tmp_path / "data.h5", seed=11, rows=1200, chunk_rows=400)
 
 
 def invoke(*args) -> object:

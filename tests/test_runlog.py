@@ -7,10 +7,9 @@ import json
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import write_patch_file
+from helpers import Recorder, uniform_patch_file
 
 from streamae import __version__
 from streamae.cli.main import cli
@@ -18,39 +17,26 @@ from streamae.errors import Interrupted
 from streamae.io.modelfile import load_model
 from streamae.runtime.signals import StopFlag
 from streamae.training.runlog import format_header, run_header
-from streamae.training.session import TrainingMonitor, train
+from streamae.training.session import train
 
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    values = np.random.default_rng(5).uniform(0.05, 0.95, size=(900, 16)).astype(np.float32)
-    return write_patch_file(tmp_path / "data.h5", values, chunk_rows=300)
+    return uniform_patch_file(tmp_path / "data.h5", seed=5, rows=900, chunk_rows=300)
 
 
-class Passes(TrainingMonitor):
-    """Records the passes, the rows of each, the messages and the checkpoints announced."""
+class Passes(Recorder):
+    """Also records the passes and the rows of each."""
 
     def __init__(self, flag: StopFlag | None = None, stop_after: int | None = None) -> None:
+        super().__init__(flag, stop_after)
         self.passes: list[list] = []
-        self.messages: list[str] = []
-        self.checkpoints: list[int] = []
-        self.flag, self.stop_after = flag, stop_after
 
     def on_pass(self, name: str, n_rows: int) -> None:
         self.passes.append([name, n_rows, 0])
 
     def on_block(self, rows: int) -> None:
         self.passes[-1][2] += rows
-
-    def on_message(self, text: str) -> None:
-        self.messages.append(text)
-
-    def on_checkpoint(self, iteration: int, path: str) -> None:
-        self.checkpoints.append(iteration)
-
-    def on_iteration(self, record: dict) -> None:
-        if record["iteration"] == self.stop_after:
-            self.flag.request("SIGTERM")
 
 
 def test_the_first_line_of_a_run_and_of_its_log_is_the_header(data, tmp_path):

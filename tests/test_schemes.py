@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import relative_difference
+from helpers import objective_problem, relative_difference
 from naive import dense_objective, hidden_layer
 
 from streamae.compute.parameters import Hyperparameters, initialize
@@ -25,11 +25,7 @@ N, S = 36, 11
 
 def problem(rng, decoder="sigmoid", rows=1000, activation="sigmoid"):
     """Data in [0.05, 0.95] (rows, N), hyperparameters and a point with non-zero biases."""
-    X = rng.uniform(0.05, 0.95, size=(rows, N))
-    hyper = Hyperparameters(hidden=S, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder, activation=activation)
-    theta = initialize(N, S, seed=3)
-    theta[2 * N * S :] = rng.normal(0.0, 0.3, size=S + N)
-    return X, hyper, theta
+    return objective_problem(rng, N, S, rows, decoder, activation)
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh"])

@@ -90,8 +90,11 @@ def references(data, tmp_path_factory):
     return reference
 
 
-def stop_and_resume(data, tmp_path, reference, target, ranks, send, expected_message):
-    """Run, signal (``send(process, marker)``) once the log shows ``target``, then resume."""
+def stop_and_resume(data, tmp_path, references, rng, ranks, send, expected_message):
+    """Run on ``ranks``, signal (``send(process, marker)``) once the log shows a random
+    iteration, then resume: the stopped and resumed runs against the uninterrupted one."""
+    reference = references(ranks)
+    target = int(rng.integers(3, min(60, reference.iterations - 30)))
     output, log = tmp_path / "model.h5", tmp_path / "log.jsonl"
     args = ["train", str(data), "-o", str(output), "--log", str(log), *SETTINGS]
     marker = uuid.uuid4().hex
@@ -128,34 +131,15 @@ def stop_and_resume(data, tmp_path, reference, target, ranks, send, expected_mes
     return k
 
 
-def _target(reference, rng) -> int:
-    return int(rng.integers(3, min(60, reference.iterations - 30)))
-
-
-def test_sigterm_stops_one_process_and_resume_is_exact(data, references, tmp_path, rng):
-    reference = references(None)
+@pytest.mark.parametrize("ranks", [None, pytest.param(2, marks=[pytest.mark.mpi, needs_mpi])])
+def test_sigterm_stops_every_rank_and_resume_is_exact(data, references, tmp_path, rng, ranks):
+    """One process, or mpiexec, which forwards the signal to every rank (as srun does with --signal)."""
     stop_and_resume(
         data,
         tmp_path,
-        reference,
-        _target(reference, rng),
-        None,
-        lambda process, marker: process.send_signal(signal.SIGTERM),
-        "stopped by SIGTERM",
-    )
-
-
-@pytest.mark.mpi
-@needs_mpi
-def test_sigterm_to_mpiexec_stops_every_rank_and_resume_is_exact(data, references, tmp_path, rng):
-    """mpiexec forwards the signal to every rank (as srun does with --signal)."""
-    reference = references(2)
-    stop_and_resume(
-        data,
-        tmp_path,
-        reference,
-        _target(reference, rng),
-        2,
+        references,
+        rng,
+        ranks,
         lambda process, marker: process.send_signal(signal.SIGTERM),
         "stopped by SIGTERM",
     )
@@ -171,12 +155,11 @@ def test_a_signal_to_one_rank_stops_all_at_the_same_iteration(data, references, 
         assert len(pids) == 1, pids
         os.kill(pids[0], signal.SIGUSR1)
 
-    reference = references(2)
     stop_and_resume(
         data,
         tmp_path,
-        reference,
-        _target(reference, rng),
+        references,
+        rng,
         2,
         signal_rank_one,
         "stopped by a signal on another rank",

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import objective_problem
 from naive import dense_objective
 
 from streamae.compute import calibration, small
-from streamae.compute.parameters import Hyperparameters, initialize
 from streamae.compute.schemes import make_objective
 from streamae.io.patchfile import ArrayPatches
 
@@ -117,14 +117,6 @@ def test_products_asked_for_are_taken_and_auto_follows_the_calibration(monkeypat
         assert tuple(choose("single-pass", 64, 25, np.float32, 512)[:2]) == switches
 
 
-def problem(rng, n, s, rows, decoder, activation="sigmoid"):
-    X = rng.uniform(0.05, 0.95, size=(rows, n))
-    hyper = Hyperparameters(hidden=s, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder, activation=activation)
-    theta = initialize(n, s, seed=3)
-    theta[2 * n * s :] = rng.normal(0.0, 0.3, size=s + n)
-    return X, hyper, theta
-
-
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
 @pytest.mark.parametrize("decoder", ["sigmoid", "linear"])
 @pytest.mark.parametrize(
@@ -135,7 +127,7 @@ def problem(rng, n, s, rows, decoder, activation="sigmoid"):
 def test_every_choice_equals_the_dense_twin(
     rng, monkeypatch, scheme, n, s, compute_rows, decoder, activation
 ):
-    X, hyper, theta = problem(rng, n, s, 1100, decoder, activation)
+    X, hyper, theta = objective_problem(rng, n, s, 1100, decoder, activation)
     J, grad, _ = dense_objective(
         theta, X, hidden=s, rho=0.05, beta=2.0, lam=1e-3, decoder=decoder, activation=activation
     )
@@ -165,7 +157,7 @@ def test_every_choice_equals_the_dense_twin(
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_tiled_gradient_matches_central_differences(rng, scheme, activation):
     n, s = 9, 5
-    X, hyper, theta = problem(rng, n, s, 43, "sigmoid", activation)
+    X, hyper, theta = objective_problem(rng, n, s, 43, "sigmoid", activation)
     objective = make_objective(
         ArrayPatches(X, block_rows=13), hyper, n_visible=n, dtype=np.float64, scheme=scheme, products="tiled"
     )
@@ -182,7 +174,7 @@ def test_tiled_gradient_matches_central_differences(rng, scheme, activation):
 
 
 def test_tiled_and_blas_agree_in_float32(rng):
-    X, hyper, theta = problem(rng, 64, 25, 5000, "sigmoid")
+    X, hyper, theta = objective_problem(rng, 64, 25, 5000, "sigmoid")
     X = X.astype(np.float32)
     results = {}
     for products in ("tiled", "blas"):

@@ -15,7 +15,7 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -429,21 +429,29 @@ def atomic_output(
     path = claim.path
     remove_stale_temporaries(path)
     temporary = temporary_path_for(path)
-    try:
+    with _removed_on_failure(temporary, path, _discard):
         yield temporary
         fsync_path(temporary)
         claim.check_unchanged()
         _install(temporary, path, absent=claim.identity is None)
         claim.written()
         fsync_path(path.parent if str(path.parent) else Path("."))
+
+
+@contextlib.contextmanager
+def _removed_on_failure(temporary: Path, path: Path, remove: Callable[[Path], None]) -> Iterator[None]:
+    """Run the block; on any exception (a signal's included) ``remove(temporary)`` and
+    re-raise it, an ``OSError`` as the storage error that names ``path``."""
+    try:
+        yield
     except StreamaeError:
-        _discard(temporary)
+        remove(temporary)
         raise
     except OSError as error:
-        _discard(temporary)
+        remove(temporary)
         raise storage_error(error, path) from error
     except BaseException:
-        _discard(temporary)
+        remove(temporary)
         raise
 
 
@@ -605,7 +613,7 @@ def atomic_folder_output(
     remove_stale_temporaries(path)
     temporary = temporary_path_for(path)
     _remove_entry(temporary)
-    try:
+    with _removed_on_failure(temporary, path, _remove_entry):
         temporary.mkdir()
         yield temporary
         _seal_folder(temporary)
@@ -617,15 +625,6 @@ def atomic_folder_output(
             )
         _install_folder(temporary, path, absent=identity is None)
         fsync_path(path.parent if str(path.parent) else Path("."))
-    except StreamaeError:
-        _remove_entry(temporary)
-        raise
-    except OSError as error:
-        _remove_entry(temporary)
-        raise storage_error(error, path) from error
-    except BaseException:
-        _remove_entry(temporary)
-        raise
     _remove_entry(temporary)  # after a swap: the old folder (or link, or file)
 
 

@@ -99,15 +99,22 @@ _half_bits_to_float = _half_decoder(_float_from_bits, _bits_from_float, 23, 127,
 _half_bits_to_double = _half_decoder(_double_from_bits, _bits_from_double, 52, 1023, 64)
 
 
-@njit(cache=True)
-def half_to_single(half_bits, out):
-    """``out`` (rows, n) float32 ← the halves whose bits are ``half_bits`` (rows, n) uint16:
-    exactly NumPy's ``astype`` (every half is a float32)."""
+@njit(cache=True, inline="always")
+def _decode_rows(half_bits, out, decode):
+    """``out[i, j] = decode(half_bits[i, j])`` over (rows, n): the loop both converters
+    share, inlined into each so each stays its own compiled (and cached) function."""
     for i in range(half_bits.shape[0]):
         row = half_bits[i]
         target = out[i]
         for j in range(row.shape[0]):
-            target[j] = _half_bits_to_float(row[j])
+            target[j] = decode(row[j])
+
+
+@njit(cache=True)
+def half_to_single(half_bits, out):
+    """``out`` (rows, n) float32 ← the halves whose bits are ``half_bits`` (rows, n) uint16:
+    exactly NumPy's ``astype`` (every half is a float32)."""
+    _decode_rows(half_bits, out, _half_bits_to_float)
 
 
 @njit(cache=True)
@@ -115,11 +122,7 @@ def half_to_double(half_bits, out):
     """``out`` (rows, n) float64 ← the halves whose bits are ``half_bits``: as NumPy's
     ``astype``, NaN payloads included (through float32 the signalling ones would be
     quieted by the hardware's float32 -> float64 conversion)."""
-    for i in range(half_bits.shape[0]):
-        row = half_bits[i]
-        target = out[i]
-        for j in range(row.shape[0]):
-            target[j] = _half_bits_to_double(row[j])
+    _decode_rows(half_bits, out, _half_bits_to_double)
 
 
 @njit(cache=True)

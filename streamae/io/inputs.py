@@ -17,22 +17,20 @@ from typing import BinaryIO
 from streamae.errors import InputFileError, MissingInputError
 from streamae.text import printable
 
+# What each stat.S_IS* test names, in the order they are tried.
+_FILE_KINDS = (
+    (stat.S_ISREG, "a regular file"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
 
 def file_kind(mode: int) -> str:
     """What a ``st_mode`` describes, in words ("a FIFO (named pipe)", "a directory", ...)."""
-    if stat.S_ISREG(mode):
-        return "a regular file"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "not a regular file")
 
 
 def check_regular_input(path: str | os.PathLike, what: str = "a file") -> Path:

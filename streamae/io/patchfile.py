@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import h5py
 import numpy as np
@@ -409,7 +410,23 @@ class ReadStats:
         return seconds - start[0], nbytes - start[1]
 
 
-class PatchFile:
+class _ClosedOnExit:
+    """``with source:`` closes it at the end of the block (the sources define ``close``)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Source) -> _Source:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+_Source = TypeVar("_Source", bound=_ClosedOnExit)
+
+
+class PatchFile(_ClosedOnExit):
     """A patch file opened read-only for streaming; use as a context manager.
 
     ``block_rows`` sets the rows per read (default: one chunk); ``row_range`` restricts
@@ -653,14 +670,8 @@ class PatchFile:
             self._raw.close()
         self._handle.close()
 
-    def __enter__(self) -> PatchFile:
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class RowRanges:
+class RowRanges(_ClosedOnExit):
     """Some row ranges of an opened :class:`~streamae.io.patchfile.PatchFile`, as one source.
 
     ``blocks`` yields the file's blocks range after range, with their row numbers in the
@@ -690,14 +701,8 @@ class RowRanges:
         """Close the underlying file."""
         self._source.close()
 
-    def __enter__(self) -> RowRanges:
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class ArrayPatches:
+class ArrayPatches(_ClosedOnExit):
     """An in-memory array with the streaming interface of :class:`PatchFile`.
 
     The in-core scheme and the tests use it; ``blocks`` yields views, copying nothing.
@@ -732,9 +737,3 @@ class ArrayPatches:
 
     def close(self) -> None:
         """Nothing to close."""
-
-    def __enter__(self) -> ArrayPatches:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

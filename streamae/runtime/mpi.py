@@ -34,7 +34,7 @@ import numpy as np
 from streamae.errors import EXIT_RUNTIME, Interrupted, StreamaeError, UsageError
 
 # Environment variables that MPI launchers set in every rank they start.
-_LAUNCHER_VARIABLES = (
+LAUNCHER_VARIABLES = (
     "PMI_RANK",
     "PMI_SIZE",
     "PMIX_RANK",
@@ -219,7 +219,7 @@ class MPICommunicator:
 def launched_under_mpi(environ: dict | None = None) -> bool:
     """True when an MPI launcher (mpiexec, srun with PMI) started this process."""
     environ = os.environ if environ is None else environ
-    if any(name in environ for name in _LAUNCHER_VARIABLES):
+    if any(name in environ for name in LAUNCHER_VARIABLES):
         return True
     return "SLURM_STEP_ID" in environ and int(environ.get("SLURM_NTASKS", "1")) > 1
 

@@ -13,12 +13,14 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from click.testing import Result
 from helpers import clean_environment, error_line, failure_problems, mpiexec
 
@@ -249,3 +251,20 @@ def assert_clean_subprocess_failure(
     FIGURES.record_case(command, not problems)
     assert not problems, f"{problems}\nstderr: {completed.stderr}"
     return error_line(completed.stderr)[len("Error: ") :]
+
+
+@contextmanager
+def mounted_tmpfs(folder: Path, options: str, why_root: str) -> Iterator[Path]:
+    """``folder`` (created here) with a tmpfs mounted on it with ``options`` for the block,
+    unmounted after; skips the test with ``why_root`` when not root, or when mount fails."""
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip(why_root)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -31,6 +31,7 @@ from .faultkit import (
     OutputGuard,
     assert_clean_case,
     assert_no_temporaries,
+    mounted_tmpfs,
     streamae_command,
     subprocess_environment,
 )
@@ -41,18 +42,12 @@ TMPFS_BYTES = 2 << 20
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs: files larger than that fail with ENOSPC part-way through."""
-    folder = tmp_path / "small-disk"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; the RLIMIT_FSIZE tests cover a failing write")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", str(folder)],
-                             capture_output=True, text=True)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(
+        tmp_path / "small-disk",
+        f"size={TMPFS_BYTES}",
+        "mounting a tmpfs needs root; the RLIMIT_FSIZE tests cover a failing write",
+    ) as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 @pytest.fixture

@@ -213,15 +213,16 @@ def test_extract_killed_leaves_the_old_file_or_the_new_one(tmp_path, images_dir,
     np.testing.assert_array_equal(_patches_of(target), new)
 
 
-def _holds_one_of(path: Path, states: list[np.ndarray], allow_missing: bool) -> bool:
-    """True when ``path`` is absent (if allowed) or a complete file equal to one of ``states``."""
+def _holds_one_of(path: Path, states: list[np.ndarray], allow_missing: bool, read=None) -> bool:
+    """True when ``path`` is absent (if allowed) or a complete file whose array (``read(path)``,
+    by default its patches) equals one of ``states``."""
     if not path.exists():
         return allow_missing
     try:
-        patches = _patches_of(path)
+        values = (read or _patches_of)(path)
     except (OSError, KeyError, AssertionError):
         return False
-    return any(patches.shape == state.shape and np.array_equal(patches, state) for state in states)
+    return any(values.shape == state.shape and np.array_equal(values, state) for state in states)
 
 
 # --------------------------------------------------------------------------- encode
@@ -268,23 +269,13 @@ def test_encode_killed_leaves_the_old_file_or_the_new_one(tmp_path, kill_data, l
         moment = plan_moments(rng, duration)
         outcome = run_and_kill(["encode", model_a, big, "-o", target, "--force", "-q"], folder, moment)
         kills += outcome.delivered
-        torn = not _features_one_of(target, [old, new] if had_old else [new], allow_missing=not had_old)
+        torn = not _holds_one_of(target, [old, new] if had_old else [new], not had_old, _features_of)
         if outcome.delivered:
             FIGURES.record_kill("encode", torn, outcome.mid_write)
         assert not torn, f"{moment}: {target} is torn or lost"
     assert kills >= wanted, f"only {kills} of {attempts} runs were still going at their moment"
     timed_run(["encode", model_a, big, "-o", target, "--force", "-q"])
     assert_no_temporaries(folder)
-
-
-def _features_one_of(path: Path, states: list[np.ndarray], allow_missing: bool) -> bool:
-    if not path.exists():
-        return allow_missing
-    try:
-        features = _features_of(path)
-    except (OSError, KeyError, AssertionError):
-        return False
-    return any(features.shape == state.shape and np.array_equal(features, state) for state in states)
 
 
 # --------------------------------------------------------------------------- train

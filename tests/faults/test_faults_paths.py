@@ -13,14 +13,13 @@ mounted by the test (skipped, with the reason, when mounting is not allowed).
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import invoke
 
-from .faultkit import WRITERS, assert_clean_case, assert_no_temporaries
+from .faultkit import WRITERS, assert_clean_case, assert_no_temporaries, mounted_tmpfs
 
 
 def _command(name: str) -> str:
@@ -118,18 +117,12 @@ def test_a_hard_link_to_an_input_keeps_the_input(writer, inputs, tmp_path):
 @pytest.fixture
 def read_only_folder(tmp_path: Path) -> Iterator[Path]:
     """A folder on a read-only tmpfs (root ignores permission bits, a read-only mount it cannot)."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root; permission bits would do for other users")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                             capture_output=True, text=True)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(
+        tmp_path / "read-only",
+        "ro,size=1m",
+        "mounting a read-only tmpfs needs root; permission bits would do for other users",
+    ) as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 @pytest.mark.parametrize("writer", list(WRITERS))
