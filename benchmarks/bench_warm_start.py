@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import print_host
+from common import orientation_coherence, print_host
 
 from streamae.demo import shipped_images
 from streamae.extraction.pipeline import extract
@@ -56,17 +56,6 @@ def reached(history: dict, n_rows: int, target: float) -> tuple[float | None, fl
         return None, None, None
     index = int(hits[0])
     return float(full_evaluations(history, n_rows)[index]), float(history["seconds"][index]), index + 1
-
-
-def orientation_coherence(W1: np.ndarray, shape: tuple[int, int]) -> float:
-    """Median over units of (λ1 − λ2)/(λ1 + λ2) of the gradient structure tensor (1: an edge)."""
-    values = []
-    for weights in W1:
-        gy, gx = np.gradient(weights.reshape(shape))
-        tensor = np.array([[np.sum(gx * gx), np.sum(gx * gy)], [np.sum(gx * gy), np.sum(gy * gy)]])
-        low, high = np.linalg.eigvalsh(tensor)
-        values.append((high - low) / (high + low))
-    return float(np.median(values))
 
 
 def make_data(case: str, patches: int, folder: Path) -> tuple[Path, dict]:
@@ -118,7 +107,7 @@ def summarise(result: dict, reference: float) -> dict:
         row[f"iteration_{tolerance:g}"] = iteration
     shape = result["patch_shape"]
     if shape is not None and shape[-1] == 1 and shape[0] == 8:
-        row["orientation"] = orientation_coherence(result["W1"], shape[:2])
+        row["orientation"] = float(np.median(orientation_coherence(result["W1"], shape[:2])))
     return row
 
 

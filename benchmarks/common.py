@@ -152,3 +152,15 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def orientation_coherence(W1: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Per unit of W1 (s, h*w), (λ1 − λ2)/(λ1 + λ2) of the gradient structure tensor of its
+    weights drawn as an (h, w) patch: 1 for a pure edge, 0 for a dot or noise (s,)."""
+    values = []
+    for weights in W1:
+        gy, gx = np.gradient(weights.reshape(shape))
+        tensor = np.array([[np.sum(gx * gx), np.sum(gx * gy)], [np.sum(gx * gy), np.sum(gy * gy)]])
+        low, high = np.linalg.eigvalsh(tensor)
+        values.append((high - low) / (high + low))
+    return np.array(values)

@@ -18,19 +18,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from common import orientation_coherence
 
 import streamae
-
-
-def orientation_coherence(W1: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Per unit, (λ1 − λ2)/(λ1 + λ2) of the gradient structure tensor (tests/helpers.py's twin)."""
-    values = []
-    for weights in W1:
-        gy, gx = np.gradient(weights.reshape(shape))
-        tensor = np.array([[np.sum(gx * gx), np.sum(gx * gy)], [np.sum(gx * gy), np.sum(gy * gy)]])
-        low, high = np.linalg.eigvalsh(tensor)
-        values.append((high - low) / (high + low))
-    return np.array(values)
 
 
 def roughness(W1: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
