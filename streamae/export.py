@@ -78,17 +78,21 @@ def matlab_weights(model: Model) -> dict[str, np.ndarray]:
 
 
 def hyperparameters(model: Model) -> dict[str, object]:
-    """The scalars every format holds, under the one set of names (``lambda``, not ``lam``)."""
-    return {
-        "hidden": int(model.n_hidden),
-        "inputs": int(model.n_visible),
-        "rho": float(model.hyper.rho),
-        "beta": float(model.hyper.beta),
-        "lambda": float(model.hyper.lam),
-        "decoder": str(model.hyper.decoder),
-        "activation": str(model.hyper.activation),
-        "iterations": int(model.iterations),
-    }
+    """The scalars every format holds, under the one set of names (``lambda``, not ``lam``).
+
+    Every option that model files store as an attribute, under that attribute's name (from
+    :data:`streamae.options.TRAIN`, so a new hyperparameter is exported with no change
+    here), plus ``inputs`` and ``iterations``.
+    """
+    from streamae.options import TRAIN
+
+    values: dict[str, object] = {"hidden": int(model.n_hidden), "inputs": int(model.n_visible)}
+    for option in TRAIN:
+        if option.stored_path[:1] == ("attrs",) and option.name != "hidden":
+            value = getattr(model.hyper, option.name)
+            values[option.stored_path[1]] = value if isinstance(value, str) else float(value)
+    values["iterations"] = int(model.iterations)
+    return values
 
 
 def export_arrays(model: Model) -> dict[str, np.ndarray]:
