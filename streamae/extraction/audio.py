@@ -244,6 +244,8 @@ def _read_recordings(
     files: list[Path], skip_bad: bool, warn
 ) -> tuple[list[Path], list[Recording], list[dict]]:
     """The readable recordings; with ``skip_bad`` a bad file is left out with one warning."""
+    from streamae.extraction.pipeline import none_readable, skip_with_warning
+
     kept, recordings, skipped = [], [], []
     for path in files:
         try:
@@ -251,16 +253,11 @@ def _read_recordings(
         except InputFileError as error:
             if not skip_bad:
                 raise
-            from streamae.extraction.pipeline import skip_with_warning
-
             skip_with_warning(path, error, skipped, warn)
             continue
         kept.append(path)
     if not recordings:
-        raise InputFileError(
-            f"none of the {len(files)} recordings could be read ({printable(skipped[0]['path'])} was the "
-            "first); check the files."
-        )
+        raise none_readable(len(files), "recordings", skipped)
     return kept, recordings, skipped
 
 

@@ -313,10 +313,7 @@ def _readable_entries(
             continue
         entries.extend(found)
     if not entries:
-        raise InputFileError(
-            f"none of the {len(files)} source files could be read ({printable(skipped[0]['path'])} was "
-            "the first); check the files."
-        )
+        raise none_readable(len(files), "source files", skipped)
     return entries
 
 
@@ -335,6 +332,16 @@ def skip_with_warning(
         warn(text)
     else:
         warnings.warn(text, stacklevel=4)
+
+
+def none_readable(count: int, what: str, skipped: list[dict]):
+    """The error for ``skip_bad`` when every one of ``count`` sources was skipped."""
+    from streamae.errors import InputFileError
+
+    return InputFileError(
+        f"none of the {count} {what} could be read ({printable(skipped[0]['path'])} was the first); "
+        "check the files."
+    )
 
 
 def stored_normalizer(path: str | os.PathLike, patch_shape: tuple[int, int, int]) -> Normalizer:
