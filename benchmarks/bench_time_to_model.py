@@ -33,6 +33,7 @@ much J still falls).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -49,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_host, save_json, table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-MNIST = REPO / "tests" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
+MNIST = REPO / "streamae" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
 TOLERANCES = (0.01, 0.001)
 HYPER = {"photos": {}, "mnist": {"hidden": 196, "lam": 3e-3, "beta": 3.0, "rho": 0.1}}
 
@@ -349,13 +350,19 @@ def more_iterations(path: Path, model_path: Path, iterations: int = 50) -> tuple
     return float(evaluation.cost), float(state.f)
 
 
-def out_of_core(rows: int, folder: Path, skip_more: bool) -> list[dict]:
-    """The default run on ``rows`` photo patches stored as float32 and as float16."""
+def out_of_core(rows: int, folder: Path, skip_more: str, keep: bool) -> list[dict]:
+    """The default run on ``rows`` photo patches stored as float32 and as float16.
+
+    ``skip_more``: the storages ("float32,float16") whose 50 more iterations are skipped;
+    ``keep``: reuse data files this script wrote into ``folder`` before, and keep them.
+    """
     from streamae.training.warmstart import full_data_passes
 
     results = []
     for storage in ("float32", "float16"):
-        path = make_data("photos", rows, folder, storage)
+        path = folder / f"photos-{rows}-{storage}.h5"
+        if not (keep and path.exists()):
+            path = make_data("photos", rows, folder, storage)
         cold = cold_evaluation(path)
         how = drop_cached(path)
         model_path = folder / f"ooc-{storage}.h5"
@@ -377,12 +384,13 @@ def out_of_core(rows: int, folder: Path, skip_more: bool) -> list[dict]:
             "passes": float(full_data_passes(history, m)[-1]),
             **child,
         }
-        if not skip_more:
+        if storage not in skip_more.split(","):
             row["J"], row["J_after_50_more"] = more_iterations(path, model_path)
             row["relative_fall_50_more"] = (row["J"] - row["J_after_50_more"]) / row["J"]
         print(json.dumps(row, default=float), flush=True)
         results.append(row)
-        path.unlink()
+        if not keep:
+            path.unlink()
     if len(results) == 2:
         ratio = results[1]["cold_evaluation_s"] / results[0]["cold_evaluation_s"]
         print(f"cold evaluation float16 / float32: {ratio:.2f}")
@@ -399,7 +407,14 @@ def main() -> None:
     parser.add_argument("--adam-epochs", type=int, default=40)
     parser.add_argument("--no-adam", action="store_true", help="skip (iii) (PyTorch not installed)")
     parser.add_argument("--out-of-core", type=float, default=0, help="rows of the out-of-core runs (0: none)")
-    parser.add_argument("--skip-more", action="store_true", help="out of core: skip the 50 more iterations")
+    parser.add_argument(
+        "--skip-more",
+        default="",
+        help="out of core: skip the 50 more iterations for these storages (float32,float16)",
+    )
+    parser.add_argument(
+        "--keep-data", action="store_true", help="out of core: reuse and keep the data files in --scratch"
+    )
     parser.add_argument(
         "--scratch", default=None, help="folder for the data files (default: a temporary one)"
     )
@@ -408,14 +423,22 @@ def main() -> None:
     host = print_host()
     report = {"host": host, "machine": machine(), "command": " ".join(sys.argv)}
     report.update(rows=[], out_of_core=[])
-    with tempfile.TemporaryDirectory(prefix="bench-ttm-", dir=arguments.scratch) as scratch:
-        folder = Path(scratch)
+    if arguments.keep_data and not arguments.scratch:
+        parser.error("--keep-data needs --scratch")
+    with contextlib.ExitStack() as stack:
+        if arguments.keep_data:
+            folder = Path(arguments.scratch)
+        else:
+            temporary = tempfile.TemporaryDirectory(prefix="bench-ttm-", dir=arguments.scratch)
+            folder = Path(stack.enter_context(temporary))
         for case in [c for c in arguments.cases.split(",") if c]:
             report["rows"] += one_case(case, int(arguments.patches), folder, arguments)
         if report["rows"]:
             print_table(report["rows"])
         if arguments.out_of_core:
-            report["out_of_core"] = out_of_core(int(arguments.out_of_core), folder, arguments.skip_more)
+            report["out_of_core"] = out_of_core(
+                int(arguments.out_of_core), folder, arguments.skip_more, arguments.keep_data
+            )
     report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"results: {save_json(report, arguments.json, 'time_to_model')}")
 
