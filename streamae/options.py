@@ -472,8 +472,10 @@ DEFAULT_CHECKPOINT_EVERY = 10
 CHECKPOINT_TIME_SHARE = 0.05
 # L-BFGS correction pairs kept (the notes' minFunc keeps 100).
 DEFAULT_LBFGS_PAIRS = 100
-# The relative-progress stop rule's defaults, chosen by measurement (docs/time-to-model.md).
+# The relative-progress stop rule's defaults, chosen by measurement (docs/time-to-model.md;
+# which tolerance a run takes: streamae/training/stopping.py).
 DEFAULT_TOLERANCE = 1e-4
+FEW_ROWS_TOLERANCE = 3e-4  # when the data holds fewer rows than the model has parameters
 DEFAULT_TOLERANCE_WINDOW = 10
 
 FORCE = Option("force", bool, False, "Replace the output file if it exists.", short="-f")
@@ -731,13 +733,15 @@ TRAIN = OptionSet(
         Option(
             "tolerance",
             float,
-            DEFAULT_TOLERANCE,
+            None,
             "Stop when J fell by less than this fraction of its value over the last "
-            "--tolerance-window full-data iterations: the model is done (0: never; the notes' "
-            "run is --warm-start none --tolerance 0).",
+            f"--tolerance-window full-data iterations: the model is done (default: "
+            f"{DEFAULT_TOLERANCE:g}, or {FEW_ROWS_TOLERANCE:g} when the data holds fewer rows than "
+            "the model has parameters; 0: never; the notes' run is --warm-start none --tolerance 0).",
             low=0,
             high=1,
             high_open=True,
+            nullable=True,
             stored="info/tolerance",
             on_resume="new",
         ),

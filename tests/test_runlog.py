@@ -66,8 +66,9 @@ def test_the_first_line_of_a_run_and_of_its_log_is_the_header(data, tmp_path):
     assert f"data {data.resolve()} (900x16 float32)" in first and "1 MPI rank;" in first
     # The warm start the run follows, and why (issue 24): 900 rows of 16 -> 6 are too few.
     assert first.endswith("warm start: auto chose none because the data holds 4.2 rows per parameter "
-                          "(900 rows, 214 parameters), not above 25 rows per parameter: a sample stage "
-                          "would cost about as many passes as it saves")  # fmt: skip
+                          "(900 rows, 214 parameters), not above 25 rows per parameter, and a twentieth "
+                          "of it is below 256 rows: too small a sample to learn from; tolerance: 0.0001 "
+                          "(the data holds at least one row per parameter)")  # fmt: skip
     header, *records = [json.loads(line) for line in log.read_text().splitlines()]
     assert header["event"] == "start" and header["streamae_version"] == __version__
     assert header["host"] == socket.gethostname() and isinstance(header["command"], str)
@@ -79,6 +80,7 @@ def test_the_first_line_of_a_run_and_of_its_log_is_the_header(data, tmp_path):
     assert header["data"]["content"].startswith("sha256/")
     assert header["threads"] >= 1 and header["ranks"] == 1
     assert header["warm_start"].startswith("auto chose none because")
+    assert header["tolerance"].startswith("0.0001 ")
     expected = "hidden rho beta lam decoder dtype max_iter seed grad_tol progress_tol scheme chunk_rows"
     more = ["lbfgs_pairs", "activation", "keep_state", "resume", "log", "checkpoint_every"]
     for name in expected.split() + more:

@@ -1,6 +1,7 @@
 """A run that knows when the model is done (issue 24): the relative-progress rule, the
 iterations a budget counts, the default warm start's choice, resume and MPI with the
-new defaults.  Module under test: compute/lbfgs.py, training/loop.py, training/warmstart.py."""
+new defaults.  Modules under test: compute/lbfgs.py, training/loop.py, training/stopping.py,
+training/warmstart.py."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from helpers import StopAt, assert_same_run, needs_mpi, relative_difference, run
 from streamae.compute.lbfgs import StopRules, minimize, relative_progress_reason
 from streamae.errors import Interrupted
 from streamae.io.modelfile import load_model
+from streamae.options import DEFAULT_TOLERANCE, FEW_ROWS_TOLERANCE
 from streamae.runtime.signals import StopFlag
 from streamae.training.loop import TrainingMonitor
 from streamae.training.session import train
+from streamae.training.stopping import choose_tolerance
 from streamae.training.warmstart import AUTO_MIN_ROWS_PER_PARAMETER, choose_schedule
 
 P = 2 * 16 * 5 + 5 + 16  # parameters of 16 -> 5 -> 16
@@ -97,9 +100,13 @@ def test_a_run_still_improving_is_not_stopped(small, tmp_path):
 
 
 def test_default_is_auto_above_the_threshold_and_none_below_and_the_header_says_why(big, small, tmp_path):
-    assert choose_schedule("auto", AUTO_MIN_ROWS_PER_PARAMETER * P + 1, P)[0] != "none"
+    assert choose_schedule("auto", AUTO_MIN_ROWS_PER_PARAMETER * P + 1, P)[0] == [5 * P]
     chosen, reason = choose_schedule("auto", AUTO_MIN_ROWS_PER_PARAMETER * P, P)
-    assert chosen == "none" and "not above 25 rows per parameter" in reason
+    assert chosen == "none" and "not above 25 rows per parameter" in reason  # 25·P / 20 < 256
+    chosen, reason = choose_schedule("auto", 40_000, 1000)  # 40 rows per parameter
+    assert chosen == [5000] and "above 25 rows per parameter" in reason
+    chosen, reason = choose_schedule("auto", 20_000, 1000)  # 20 rows per parameter
+    assert chosen == [1000, 4000] and "(a twentieth and a fifth of the data)" in reason
     shown = {}
     for name, data in (("big", big), ("small", small)):
         monitor = Records()
@@ -113,6 +120,32 @@ def test_default_is_auto_above_the_threshold_and_none_below_and_the_header_says_
     assert shown["big"][1] == [1000, ROWS]  # 905 rows round up to two chunks of 500
     assert "warm start: auto chose none because the data holds 16.6 rows per parameter" in shown["small"][0]
     assert shown["small"][1] == [3000]
+
+
+def test_the_default_tolerance_is_looser_with_fewer_rows_than_parameters():
+    assert choose_tolerance(None, 10_000, 308_308)[0] == FEW_ROWS_TOLERANCE == 3e-4  # MNIST 784 -> 196
+    value, reason = choose_tolerance(None, 308_308, 308_308)
+    assert value == DEFAULT_TOLERANCE == 1e-4 and "at least one row per parameter" in reason
+    assert choose_tolerance(5e-5, 10, 1000) == (5e-5, "5e-05, as asked")
+    assert choose_tolerance(0.0, 10, 1000)[0] == 0.0  # the notes' run: the rule off
+
+
+def test_a_run_on_fewer_rows_than_parameters_says_its_tolerance_and_resumes_with_it(small, tmp_path):
+    wide = {**COMMON, "hidden": 100, "max_iter": 6}  # 3,316 parameters for 3,000 rows
+    monitor = Records()
+    whole = train(small, tmp_path / "whole.h5", **wide, monitor=monitor)
+    assert (
+        "tolerance: 0.0003 because the data holds fewer rows than the model has parameters"
+        in (monitor.messages[0])
+    )
+    assert whole.info["tolerance"] == 3e-4  # stored as the number the run used
+    flag = StopFlag()
+    stopped = tmp_path / "stopped.h5"
+    with pytest.raises(Interrupted):
+        train(small, stopped, **wide, stop=flag, monitor=StopAt(flag, iteration=3))
+    resumed = train(small, stopped, **wide, resume=True)
+    assert resumed.info["tolerance"] == 3e-4
+    assert_same_run(resumed, whole)
 
 
 def test_max_iter_counts_full_data_iterations_and_the_report_never_exceeds_it(big, tmp_path):

@@ -69,9 +69,15 @@ def test_auto_grows_tenfold_from_five_rows_per_parameter_above_25_rows_per_param
     assert auto_sizes(10**6, p) == [5 * p]
     assert auto_sizes(10**7, p) == [5 * p, 50 * p]
     assert auto_sizes(10**8, p) == [5 * p, 50 * p, 500 * p]
-    assert auto_sizes(25 * p, p) == []  # the first sample would be a fifth: the plain run
     assert auto_sizes(25 * p + 1, p) == [5 * p]
-    assert auto_sizes(60_000, 2 * 784 * 196 + 196 + 784) == []  # MNIST 784 -> 196
+
+
+def test_auto_takes_a_twentieth_and_a_fifth_up_to_25_rows_per_parameter_unless_too_small():
+    p = 2 * 64 * 25 + 25 + 64
+    assert auto_sizes(25 * p, p) == [25 * p // 20, 25 * p // 5]  # at the threshold: 5·p is a fifth
+    assert auto_sizes(10_000, 2 * 784 * 196 + 196 + 784) == [500, 2000]  # MNIST's 10⁴ digits
+    assert auto_sizes(5120, p) == [256, 1024]  # the smallest first sample
+    assert auto_sizes(5119, p) == []  # a twentieth below 256 rows: the plain run
 
 
 def test_a_plan_rounds_to_whole_chunks_and_budgets_each_stage(data):

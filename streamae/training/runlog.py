@@ -53,6 +53,7 @@ def format_header(header: dict) -> str:
         f"({shape} {_plain(data.get('dtype'))}); {header['threads']} threads, {header['ranks']} MPI "
         f"rank{'s' if header['ranks'] != 1 else ''}"
         + (f"; warm start: {header['warm_start']}" if header.get("warm_start") else "")
+        + (f"; tolerance: {header['tolerance']}" if header.get("tolerance") else "")
     )
 
 

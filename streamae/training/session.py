@@ -62,6 +62,7 @@ from streamae.training.likely_mistakes import data_warnings, resume_warnings
 from streamae.training.loop import CountedBlocks, Outputs, RunContext, Trainer, TrainingMonitor
 from streamae.training.resume import Settings, resolve_settings, stored_settings
 from streamae.training.runlog import format_header, run_header
+from streamae.training.stopping import choose_tolerance
 from streamae.training.validation import (
     HeldOutObjective,
     Validation,
@@ -263,6 +264,7 @@ class _Session:
         self.plan: WarmPlan | None = None
         self.beginning: Beginning | None = None
         self.header: dict | None = None
+        self.tolerance_reason = ""
         self.counted: CountedBlocks | None = None
         self.held_out: Validation | None = None
         self.info: dict = {}
@@ -327,7 +329,10 @@ class _Session:
 
     def plan_stages(self) -> None:
         """The stop rules, the warm-start stages, and the stage at which this run begins."""
-        o, layout = self.o, self.training.layout
+        layout = self.training.layout
+        n_parameters = parameter_count(layout.n_features, self.o.hidden)
+        tolerance, self.tolerance_reason = choose_tolerance(self.o.tolerance, layout.n_rows, n_parameters)
+        self.o = o = self.o.replace(tolerance=tolerance)  # stored, and taken again on resume
         self.rules = StopRules(
             max_iter=o.max_iter,
             grad_tol=o.grad_tol,
@@ -335,7 +340,6 @@ class _Session:
             tolerance=o.tolerance,
             window=o.tolerance_window,
         )
-        n_parameters = parameter_count(layout.n_features, o.hidden)
         holds_out = o.validation_fraction is not None
         self.plan = plan_warm_start(o.warm_start, layout, n_parameters, o.max_iter, holds_out=holds_out)
         stored = self.resumed.warm_start if self.resumed is not None else None
@@ -357,6 +361,7 @@ class _Session:
             command=self.command,
         )
         self.header["warm_start"] = self.plan.reason  # which schedule runs, "chosen because ..."
+        self.header["tolerance"] = self.tolerance_reason
         self.monitor.on_message(format_header(self.header))
         for note in self.settings.notes if self.settings is not None else ():
             self.monitor.on_message(f"resume: {note}")

@@ -9,18 +9,21 @@ Only the starting point of the last stage changes; its objective is the notes' o
 
 Choices (DESIGN.md, "Fewer passes"):
 
-- ``auto`` (the default): the first sample holds about ``AUTO_ROWS_PER_PARAMETER`` (5)
-  rows per parameter: small enough that L-BFGS runs its full budget on it for a few
-  full-data evaluations' worth of rows, large enough that its optimum lies in the full
-  one's basin; each next stage is ``AUTO_GROWTH`` (10) times larger; later stages stop
-  below m / ``AUTO_LAST_FRACTION`` (10), since a larger sample costs nearly as much as the
-  data.  ``auto`` warm-starts above ``AUTO_MIN_ROWS_PER_PARAMETER`` (25) rows per
-  parameter and is the plain run up to it (:func:`choose_schedule` says which, and why,
-  in the run header).  Measured (docs/time-to-model.md, full-data passes, deterministic),
-  the default run against the notes' run: 10⁶ photo patches (304 rows per parameter)
-  71 passes to its stop at 1.00065 x the notes' J400 against 411; 2·10⁵ (61 rows per
-  parameter) 174 at 0.9984 x against 417; 10⁵ (30 rows per parameter) 187 at 1.0002 x
-  against 409.  MNIST's 10⁴ digits hold 0.03 rows per parameter: ``auto`` is ``none``.
+- ``auto`` (the default) above ``AUTO_MIN_ROWS_PER_PARAMETER`` (25) rows per parameter:
+  the first sample holds about ``AUTO_ROWS_PER_PARAMETER`` (5) rows per parameter: small
+  enough that L-BFGS runs its full budget on it for a few full-data evaluations' worth of
+  rows, large enough that its optimum lies in the full one's basin; each next stage is
+  ``AUTO_GROWTH`` (10) times larger; later stages stop below m / ``AUTO_LAST_FRACTION``
+  (10), since a larger sample costs nearly as much as the data.  Up to 25 rows per
+  parameter, two stages of a twentieth and a fifth of the rows (``AUTO_SMALL_FRACTIONS``),
+  when the first holds at least ``AUTO_MIN_SAMPLE_ROWS`` (256) rows; below that the plain
+  run.  :func:`choose_schedule` says which, and why, in the run header.  Measured
+  (docs/time-to-model.md, full-data passes, deterministic), the default run against the
+  notes' run: 10⁶ photo patches (304 rows per parameter) 71 passes to its stop at 1.00065
+  x the notes' J400 against 411; 2·10⁵ (61) 174 at 0.9984 x against 417; 10⁵ (30) 187 at
+  1.0002 x against 409; 5·10⁴ (15) 206 at 1.0004 x against 416 (a single 5-rows-per-
+  parameter stage took 341 passes, the plain run 326); MNIST's 10⁴ digits (0.03 rows per
+  parameter) 196 at 0.998 x against 408 (the plain run never stops before 400).
 - A sample stage's iteration budget is ``max_iter`` capped so that the stage costs at
   most ``STAGE_BUDGET_FULL_EVALUATIONS`` (40) full-data evaluations' worth of rows
   (iterations × rows ≤ 40·m): a small first sample runs up to the notes' 400 iterations
@@ -58,6 +61,11 @@ AUTO_ROWS_PER_PARAMETER = 5
 AUTO_MIN_ROWS_PER_PARAMETER = 25
 AUTO_GROWTH = 10
 AUTO_LAST_FRACTION = 10
+# Up to AUTO_MIN_ROWS_PER_PARAMETER: stages of m/20 and m/5 rows (measured: 5·10⁴ photo
+# patches and the 10⁴ MNIST digits, docs/time-to-model.md), when m/20 holds at least
+# AUTO_MIN_SAMPLE_ROWS rows: a smaller sample is mostly chunk rounding, and its ρ̂ noise.
+AUTO_SMALL_FRACTIONS = (20, 5)
+AUTO_MIN_SAMPLE_ROWS = 256
 STAGE_BUDGET_FULL_EVALUATIONS = 40
 
 
@@ -158,11 +166,8 @@ def choose_schedule(
 ) -> tuple[str | list[int], str]:
     """The schedule a run follows and why, in words for the run header.
 
-    ``auto`` (the default) warm-starts when the data holds more than
-    ``AUTO_MIN_ROWS_PER_PARAMETER`` rows per parameter (below that the first sample would
-    be more than a fifth of the data: measured, docs/time-to-model.md), and
-    is the notes' plain run below it, or when ``holds_out`` (chunks of the file held out
-    for validation, which a sample could contain).
+    ``auto`` (the default): :func:`auto_sizes`; the plain run when they are empty, or when
+    ``holds_out`` (chunks of the file held out for validation, which a sample could contain).
     """
     parsed = parse_schedule(schedule)
     if parsed == "none":
@@ -172,27 +177,37 @@ def choose_schedule(
     if holds_out:
         return "none", "auto chose none because validation_fraction holds chunks of the file out"
     ratio = n_rows / max(1, n_parameters)
+    counts = f"{_ratio(ratio)} rows per parameter ({n_rows:,} rows, {n_parameters:,} parameters)"
     threshold = f"{AUTO_MIN_ROWS_PER_PARAMETER} rows per parameter"
     sizes = auto_sizes(n_rows, n_parameters)
     if not sizes:
         return "none", (
-            f"auto chose none because the data holds {ratio:,.1f} rows per parameter "
-            f"({n_rows:,} rows, {n_parameters:,} parameters), not above {threshold}: a sample "
-            "stage would cost about as many passes as it saves"
+            f"auto chose none because the data holds {counts}, not above {threshold}, and a "
+            f"twentieth of it is below {AUTO_MIN_SAMPLE_ROWS} rows: too small a sample to learn from"
+        )
+    stages = f"{len(sizes)} sample stage(s) of {', '.join(f'{s:,}' for s in sizes)} rows"
+    if ratio <= AUTO_MIN_ROWS_PER_PARAMETER:
+        return sizes, (
+            f"auto chose {stages} (a twentieth and a fifth of the data) because the data holds "
+            f"{counts}, not above {threshold}: iterations on a sample cost a fraction of a pass"
         )
     return sizes, (
-        f"auto chose {len(sizes)} sample stage(s) of {', '.join(f'{s:,}' for s in sizes)} rows because "
-        f"the data holds {ratio:,.0f} rows per parameter ({n_rows:,} rows, {n_parameters:,} "
-        f"parameters), above {threshold}: the stages find the model's region in a few passes' worth "
-        "of rows"
+        f"auto chose {stages} because the data holds {counts}, above {threshold}: the stages "
+        "find the model's region in a few passes' worth of rows"
     )
+
+
+def _ratio(ratio: float) -> str:
+    """Rows per parameter as the header shows them: 304, 16.6, 0.03."""
+    return f"{ratio:,.0f}" if ratio >= 50 else f"{ratio:,.1f}" if ratio >= 1 else f"{ratio:.2g}"
 
 
 def auto_sizes(n_rows: int, n_parameters: int) -> list[int]:
     """``auto``'s sample sizes: above 25 rows per parameter, 5·p, then ×10 per stage while
-    below m/10 (empty: the plain run)."""
+    below m/10; up to it, m/20 and m/5 when m/20 ≥ 256 rows (empty: the plain run)."""
     if n_rows <= AUTO_MIN_ROWS_PER_PARAMETER * n_parameters:
-        return []
+        first, last = (n_rows // fraction for fraction in AUTO_SMALL_FRACTIONS)
+        return [first, last] if first >= AUTO_MIN_SAMPLE_ROWS else []
     size = AUTO_ROWS_PER_PARAMETER * n_parameters
     sizes = [size]
     size *= AUTO_GROWTH
