@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, print_host, save_json, table  # noqa: E402
+from common import machine, orientation_coherence, print_host, save_json, table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST = REPO / "streamae" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
@@ -58,12 +58,15 @@ HYPER = {"photos": {}, "mnist": {"hidden": 196, "lam": 3e-3, "beta": 3.0, "rho":
 # --- data and the L-BFGS runs ------------------------------------------------------------
 
 
-def make_data(case: str, patches: int, folder: Path, storage: str = "float32") -> Path:
-    """The case's patch file (photos: ``patches`` random 8x8 patches; mnist: whole digits)."""
+def make_data(case: str, patches: int, folder: Path, storage: str = "float32", reuse: bool = False) -> Path:
+    """The case's patch file (photos: ``patches`` random 8x8 patches; mnist: whole digits);
+    ``reuse``: an existing file of that name written by this function before."""
     from streamae.demo import shipped_images
     from streamae.extraction.pipeline import extract
 
     path = folder / f"{case}-{patches}-{storage}.h5"
+    if reuse and path.exists():
+        return path
     if case == "photos":
         images = sorted(str(p) for p in shipped_images().glob("*.png"))
         extract(images, path, patch_size=8, num_patches=patches, normalize="ufldl", seed=0, storage=storage)
@@ -102,18 +105,6 @@ def lbfgs_run(name: str, path: Path, out: Path, options: dict) -> dict:
         "stages": model.info["warm_start"]["stages"],
         "W1": model.W1,
     }
-
-
-def orientation(W1: np.ndarray) -> float:
-    """Median over units of (λ1 − λ2)/(λ1 + λ2) of the 8x8 filters' structure tensor (the
-    demo's orientation test: near 1 for edges, ~0.2 for noise)."""
-    values = []
-    for weights in W1:
-        gy, gx = np.gradient(weights.reshape(8, 8))
-        tensor = np.array([[np.sum(gx * gx), np.sum(gx * gy)], [np.sum(gx * gy), np.sum(gy * gy)]])
-        low, high = np.linalg.eigvalsh(tensor)
-        values.append((high - low) / (high + low))
-    return float(np.median(values))
 
 
 # --- PyTorch minibatch Adam --------------------------------------------------------------
@@ -219,7 +210,7 @@ def summary(run: dict, reference: float) -> dict:
     row["wall"] = run["wall"]
     row["finished"] = run["finished"]
     if "W1" in run and run["W1"].shape[1] == 64:
-        row["orientation"] = orientation(run["W1"])
+        row["orientation"] = float(np.median(orientation_coherence(run["W1"], (8, 8))))
     for key in ("stages", "tried"):
         if key in run:
             row[key] = run[key]
@@ -228,7 +219,7 @@ def summary(run: dict, reference: float) -> dict:
 
 def one_case(case: str, patches: int, folder: Path, arguments) -> list[dict]:
     """(ii) the notes' run, (i) the defaults, (iii) Adam, on one case."""
-    path = make_data(case, patches, folder)
+    path = make_data(case, patches, folder, reuse=arguments.keep_data)
     hyper = HYPER[case]
     budget = {"max_iter": arguments.max_iter}
     # Compile the kernels (Numba's first call) before anything is timed.
@@ -360,9 +351,7 @@ def out_of_core(rows: int, folder: Path, skip_more: str, keep: bool) -> list[dic
 
     results = []
     for storage in ("float32", "float16"):
-        path = folder / f"photos-{rows}-{storage}.h5"
-        if not (keep and path.exists()):
-            path = make_data("photos", rows, folder, storage)
+        path = make_data("photos", rows, folder, storage, reuse=keep)
         cold = cold_evaluation(path)
         how = drop_cached(path)
         model_path = folder / f"ooc-{storage}.h5"
@@ -412,9 +401,7 @@ def main() -> None:
         default="",
         help="out of core: skip the 50 more iterations for these storages (float32,float16)",
     )
-    parser.add_argument(
-        "--keep-data", action="store_true", help="out of core: reuse and keep the data files in --scratch"
-    )
+    parser.add_argument("--keep-data", action="store_true", help="reuse and keep the data files in --scratch")
     parser.add_argument(
         "--scratch", default=None, help="folder for the data files (default: a temporary one)"
     )

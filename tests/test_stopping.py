@@ -126,7 +126,10 @@ def test_the_default_tolerance_is_looser_with_fewer_rows_than_parameters():
     assert choose_tolerance(None, 10_000, 308_308)[0] == FEW_ROWS_TOLERANCE == 3e-4  # MNIST 784 -> 196
     value, reason = choose_tolerance(None, 308_308, 308_308)
     assert value == DEFAULT_TOLERANCE == 1e-4 and "at least one row per parameter" in reason
-    assert choose_tolerance(5e-5, 10, 1000) == (5e-5, "5e-05, as asked")
+    assert choose_tolerance(5e-5, 10, 1000) == (
+        5e-5,
+        "5e-05, as set (by the caller, or by the checkpoint resumed)",
+    )
     assert choose_tolerance(0.0, 10, 1000)[0] == 0.0  # the notes' run: the rule off
 
 

@@ -21,10 +21,11 @@ def choose_tolerance(tolerance: float | None, n_rows: int, n_parameters: int) ->
     """The tolerance a run uses and why, in words for the run header.
 
     ``tolerance`` None (the default): ``DEFAULT_TOLERANCE`` when the data holds at least
-    one row per parameter, ``FEW_ROWS_TOLERANCE`` when fewer; a number is the user's.
+    one row per parameter, ``FEW_ROWS_TOLERANCE`` when fewer; a number is the caller's (or a
+    resumed checkpoint's).
     """
     if tolerance is not None:
-        return float(tolerance), f"{tolerance:g}, as asked"
+        return float(tolerance), f"{tolerance:g}, as set (by the caller, or by the checkpoint resumed)"
     if n_rows < n_parameters:
         return FEW_ROWS_TOLERANCE, (
             f"{FEW_ROWS_TOLERANCE:g} because the data holds fewer rows than the model has "
